@@ -1,0 +1,93 @@
+"""``python -m reference "[0, -40]" --dtype float64``: the correctly rounded answer."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ._engines import engine_info
+from ._formats import FORMATS, format_of
+from ._oracle import evaluate
+
+__all__ = ["main", "parse_array"]
+
+_NAMES = {"inf": math.inf, "nan": math.nan, "Infinity": math.inf, "NaN": math.nan}
+
+
+def _literal(node: ast.AST) -> Any:
+    if isinstance(node, ast.List | ast.Tuple):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        v = _literal(node.operand)
+        return -v if isinstance(node.op, ast.USub) else v
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) \
+            and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        s = node.value.strip()
+        return float.fromhex(s) if "0x" in s.lower() else float(s)
+    if isinstance(node, ast.Name) and node.id in _NAMES:
+        return _NAMES[node.id]
+    raise ValueError(f"not a number: {ast.unparse(node)!r}")
+
+
+def parse_array(text: str) -> list[Any]:
+    """A nested list of numbers; ``inf``, ``nan`` and hex floats as strings
+    (``"0x1p-3"``) are accepted."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"cannot parse {text!r} as a list of numbers") from exc
+    value = _literal(tree.body)
+    return value if isinstance(value, list) else [value]
+
+
+def _hex(v: float) -> str:
+    return v.hex() if math.isfinite(v) else repr(v)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m reference",
+        description="Correctly rounded log_softmax of the given values (round to nearest "
+        "even, subnormals, overflow to -inf), with the exact residual in ULPs.",
+    )
+    p.add_argument("values", help='a list such as "[0, -40]"; inf, nan and "0x1p-3" allowed')
+    p.add_argument("--dtype", default="float64", choices=sorted(FORMATS))
+    p.add_argument("--axis", default=None, type=int, help="reduced axis (default: all)")
+    p.add_argument("--engine", default="auto", choices=["auto", "arb", "mpmath"])
+    args = p.parse_args(argv)
+    fmt = format_of(args.dtype)
+    try:
+        raw = np.asarray(parse_array(args.values), dtype=np.float64)
+        x = raw.astype(fmt.dtype)
+        res = evaluate(x, args.axis, engine=args.engine)
+    except (ValueError, TypeError, np.exceptions.AxisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not np.array_equal(x.astype(np.float64), raw, equal_nan=True):
+        print(f"note: input rounded to {fmt.name}", file=sys.stderr)
+    info = engine_info(args.engine)
+    print(
+        f"log_softmax, axis={args.axis}, correctly rounded to {fmt.name} "
+        f"(engine {info['engine']}, mpmath {info['mpmath']} [{info['mpmath_backend']}])"
+    )
+    xs = x.astype(np.float64).reshape(-1).tolist()
+    ys = res.expected.astype(np.float64).reshape(-1).tolist()
+    rs = res.residual.reshape(-1).tolist()
+    print(f"{'index':>8}  {'input':<24} {'result':<25} {'hex':<25} (y - result)/ulp")
+    for i, idx in enumerate(np.ndindex(*x.shape) if x.ndim else [()]):
+        r = "" if math.isnan(rs[i]) else f"{rs[i]:+.6f}"
+        print(f"{str(idx):>8}  {xs[i]!r:<24} {ys[i]!r:<25} {_hex(ys[i]):<25} {r}")
+    for sp in res.special_slices:
+        alts = ", ".join(a.semantics for a in sp.answers[1:])
+        if alts:
+            print(f"special slice ({sp.case}): also accepted: {alts}")
+    print(f"result = {res.expected.astype(np.float64).tolist()!r}")
+    return 0
