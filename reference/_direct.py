@@ -41,7 +41,10 @@ def exact_values(row: NDArray[np.float64], prec: int) -> list[Any]:
         T = mpmath.fsum(mpmath.exp(dj) for j, dj in enumerate(d) if j != imax)
         # log1p at this precision; for T far below 2**-prec, log1p(T) = T to prec bits.
         L = T if T < mpmath.ldexp(1, -2 * prec) else mpmath.log1p(T)
-        return [dj - L for dj in d]
+        # Round d - L toward -inf: when L > 0 is far below d's last bit, the result
+        # stays strictly below d, so a d that is a midpoint of the target format still
+        # rounds the right way.
+        return [mpmath.fsub(dj, L, rounding="f") for dj in d]
 
 
 def _ulp_exp(y: Any, fmt: Format) -> int:

@@ -170,8 +170,12 @@ class ArbEngine:
                 s += arb(0, math.ldexp(t.n_dropped, -t.G))
             ctx.prec = self.EXACT_F64_DIFF_BITS
             d2 = arb(t.x2) - arb(t.m)
+            # exp of a large argument loses log2|d2| bits in argument reduction
+            mag = math.frexp(t.x2 - t.m)[1] if math.isfinite(t.x2 - t.m) else 1025
+            ctx.prec = W + max(mag, 0)
+            e2 = d2.exp()
             ctx.prec = W
-            L = (d2.exp() * s).log1p()
+            L = (e2 * s).log1p()
         finally:
             ctx.prec = saved
         mid_m, mid_e = (int(v) for v in L.mid().man_exp())

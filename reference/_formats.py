@@ -104,7 +104,8 @@ def format_of(spec: Any) -> Format:
     if isinstance(spec, str) and spec in FORMATS:
         return FORMATS[spec]
     try:
-        dt = np.dtype(getattr(spec, "dtype", spec))
+        has_dtype = hasattr(spec, "dtype") and not isinstance(spec, type | np.dtype)
+        dt = np.dtype(spec.dtype if has_dtype else spec)
     except TypeError as exc:
         raise TypeError(f"cannot interpret {spec!r} as a floating-point format") from exc
     if dt.kind in "biu":
