@@ -26,8 +26,11 @@ def _literal(node: ast.AST) -> Any:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         v = _literal(node.operand)
         return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) \
-            and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         s = node.value.strip()
@@ -84,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'index':>8}  {'input':<24} {'result':<25} {'hex':<25} (y - result)/ulp")
     for i, idx in enumerate(np.ndindex(*x.shape) if x.ndim else [()]):
         r = "" if math.isnan(rs[i]) else f"{rs[i]:+.6f}"
-        print(f"{str(idx):>8}  {xs[i]!r:<24} {ys[i]!r:<25} {_hex(ys[i]):<25} {r}")
+        print(f"{idx!s:>8}  {xs[i]!r:<24} {ys[i]!r:<25} {_hex(ys[i]):<25} {r}")
     for sp in res.special_slices:
         alts = ", ".join(a.semantics for a in sp.answers[1:])
         if alts:

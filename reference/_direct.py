@@ -19,7 +19,7 @@ from ._formats import Format, format_of
 __all__ = ["exact_values", "ulp_error_direct"]
 
 
-def _slices(x: Any, axis: Any) -> tuple[NDArray[np.float64], list[int], int]:
+def _slices(x: Any, axis: Any) -> tuple[NDArray[np.float64], list[int]]:
     from ._oracle import normalize_axis
 
     arr = np.asarray(x)
@@ -28,7 +28,7 @@ def _slices(x: Any, axis: Any) -> tuple[NDArray[np.float64], list[int], int]:
     perm = kept + list(axes)
     n = int(np.prod([arr.shape[a] for a in axes], dtype=np.int64))
     X = np.transpose(arr.astype(np.float64), perm).reshape(-1, n) if arr.size else np.zeros((0, 0))
-    return X, perm, n
+    return X, perm
 
 
 def exact_values(row: NDArray[np.float64], prec: int) -> list[Any]:
@@ -64,7 +64,7 @@ def ulp_error_direct(
     c_arr = np.asarray(computed)
     fmt = format_of(c_arr.dtype)
     prec = prec or 4 * (fmt.precision + 64)
-    X, perm, n = _slices(x, axis)
+    X, perm = _slices(x, axis)
     if not np.isfinite(X).all():
         raise ValueError("ulp_error_direct handles finite input only")
     C = np.transpose(c_arr.astype(np.float64), perm).reshape(X.shape)

@@ -86,7 +86,7 @@ def _fixed_point(values: F64Array, W: int) -> list[int]:
     frac, ex = np.frexp(values)
     man = np.ldexp(frac, 53).astype(np.int64).tolist()
     shift = (ex.astype(np.int64) - 53 + W).tolist()
-    return [mi << s if s >= 0 else mi >> -s for mi, s in zip(man, shift)]
+    return [mi << s if s >= 0 else mi >> -s for mi, s in zip(man, shift, strict=True)]
 
 
 class MpmathEngine:
@@ -107,7 +107,7 @@ class MpmathEngine:
         W = t.G + 16
         ln2 = le.ln2_fixed(W)
         exp_fixed = le.exp_fixed
-        args = [a + b for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W))]
+        args = [a + b for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W), strict=True)]
         s = 0
         for a in args:
             s += exp_fixed(a, W, ln2)
@@ -161,7 +161,7 @@ class ArbEngine:
         try:
             ctx.prec = W
             s = arb(0)
-            for h, lo in zip(t.hi.tolist(), t.lo.tolist()):
+            for h, lo in zip(t.hi.tolist(), t.lo.tolist(), strict=True):
                 a = arb(h)
                 if lo:
                     a += lo

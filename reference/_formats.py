@@ -114,9 +114,7 @@ def format_of(spec: Any) -> Format:
         if dt == f.dtype:
             return f
     if dt.kind == "c":
-        raise TypeError(
-            f"log_softmax is defined for real input; got complex dtype {dt.name}"
-        )
+        raise TypeError(f"log_softmax is defined for real input; got complex dtype {dt.name}")
     raise TypeError(
         f"unsupported dtype {dt.name}: expected float16, bfloat16, float32, float64, "
         "integer or bool"

@@ -121,7 +121,7 @@ def _solve_regular(
         out.residual[dest, c_idx] = res[r_idx, c_idx]
         out.ulp_exp[dest, c_idx] = ue[r_idx, c_idx]
         remaining = s_todo & ~decided
-        for i, j in zip(*np.nonzero(remaining)):
+        for i, j in zip(*np.nonzero(remaining), strict=True):
             lo, hi = intervals[i]
             ok, v, r, q = round_exact(fmt, float(s_x[i, j]), float(m[active[i]]), lo, hi)
             if ok:
@@ -160,8 +160,12 @@ def _special_slice(
     nan_all = np.full(n, np.nan)
     zeros_i = np.full(n, fmt.qmin, dtype=np.int64)
 
-    def ans(label: str, value: NDArray[np.float64], residual: NDArray[np.float64] | None = None,
-            ulp_exp: NDArray[np.int64] | None = None) -> Answer:
+    def ans(
+        label: str,
+        value: NDArray[np.float64],
+        residual: NDArray[np.float64] | None = None,
+        ulp_exp: NDArray[np.int64] | None = None,
+    ) -> Answer:
         if residual is None:
             residual = np.where(np.isfinite(value), 0.0, np.nan)
         return Answer(label, value, residual, zeros_i if ulp_exp is None else ulp_exp)
@@ -262,7 +266,11 @@ def evaluate(
         for r in np.flatnonzero(special):
             sp = _special_slice(X[r], flat_idx[r], fmt, eng, cache)
             canon = sp.answers[0]
-            out.value[r], out.residual[r], out.ulp_exp[r] = canon.value, canon.residual, canon.ulp_exp
+            out.value[r], out.residual[r], out.ulp_exp[r] = (
+                canon.value,
+                canon.residual,
+                canon.ulp_exp,
+            )
             special_slices.append(sp)
 
     inv = np.argsort(perm)

@@ -155,7 +155,7 @@ class OracleResult:
             g = gflat[sp.indices]
             v = self._answer_for(sp, g).value
             flat[sp.indices] = (g == v) | (np.isnan(g) & np.isnan(v))
-        return ok
+        return np.asarray(ok, dtype=np.bool_)
 
     # -- persistence -------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -164,14 +164,17 @@ class OracleResult:
             "fmt": self.fmt.name,
             "axis": list(self.axis),
             "slices": [
-                {"case": sp.case, "n": int(sp.indices.size),
-                 "answers": [a.semantics for a in sp.answers]}
+                {
+                    "case": sp.case,
+                    "n": int(sp.indices.size),
+                    "answers": [a.semantics for a in sp.answers],
+                }
                 for sp in self.special_slices
             ],
         }
         idx = [sp.indices for sp in self.special_slices]
         answers = [a for sp in self.special_slices for a in sp.answers]
-        arrays = {
+        arrays: dict[str, NDArray[Any]] = {
             "expected": self.expected.astype(np.float64),
             "residual": self.residual,
             "ulp_exp": self.ulp_exp,
@@ -184,7 +187,7 @@ class OracleResult:
         path = os.fspath(path)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # stubs mistake ** for allow_pickle
         os.replace(tmp, path)
 
     @classmethod
@@ -192,16 +195,21 @@ class OracleResult:
         with np.load(os.fspath(path)) as z:
             meta = json.loads(z["meta"].tobytes().decode())
             fmt = format_of(meta["fmt"])
-            sp_idx, av, ar, ae = z["sp_indices"], z["ans_value"], z["ans_residual"], z["ans_ulp_exp"]
+            sp_idx, av, ar, ae = (
+                z["sp_indices"],
+                z["ans_value"],
+                z["ans_residual"],
+                z["ans_ulp_exp"],
+            )
             slices = []
             i = j = 0
             for s in meta["slices"]:
                 n = s["n"]
                 answers = []
                 for label in s["answers"]:
-                    answers.append(Answer(label, av[j:j + n], ar[j:j + n], ae[j:j + n]))
+                    answers.append(Answer(label, av[j : j + n], ar[j : j + n], ae[j : j + n]))
                     j += n
-                slices.append(SpecialSlice(s["case"], sp_idx[i:i + n], tuple(answers)))
+                slices.append(SpecialSlice(s["case"], sp_idx[i : i + n], tuple(answers)))
                 i += n
             return cls(
                 fmt=fmt,

@@ -4,17 +4,18 @@ the full version of this)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import mpmath
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from reference import FORMATS, Format
 
 DTYPES = list(FORMATS)
 
 
-def rows(fmt: Format, seed: int = 0, n: int = 6) -> Iterator[tuple[str, NDArray]]:
+def rows(fmt: Format, seed: int = 0, n: int = 6) -> Iterator[tuple[str, NDArray[Any]]]:
     """(name, row) pairs in fmt's dtype: a little of every input family."""
     rng = np.random.default_rng(seed)
     f = np.finfo(np.float32 if fmt.name == "bfloat16" else fmt.dtype)
@@ -22,7 +23,7 @@ def rows(fmt: Format, seed: int = 0, n: int = 6) -> Iterator[tuple[str, NDArray]
     tiny = float(np.ldexp(1.0, fmt.qmin))
     cast = fmt.dtype
 
-    def c(a: NDArray) -> NDArray:
+    def c(a: ArrayLike) -> NDArray[Any]:
         return np.asarray(a, dtype=np.float64).astype(cast)
 
     yield "normal", c(rng.standard_normal(n))

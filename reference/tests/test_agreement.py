@@ -38,7 +38,9 @@ def test_sum_of_exp_of_exact_output_is_one(name):
         with mpmath.workprec(4 * (fmt.precision + 64)):
             total = mpmath.fsum(
                 mpmath.exp(mpmath.mpf(float(c)) + mpmath.ldexp(float(r), int(q)))
-                for c, r, q in zip(res.expected.astype(np.float64), res.residual, res.ulp_exp)
+                for c, r, q in zip(
+                    res.expected.astype(np.float64), res.residual, res.ulp_exp, strict=True
+                )
                 if np.isfinite(c)
             )
             # each y carries <= 2**-48 ulp of error, and |d exp(y)| <= |dy| ulp(y) ...
@@ -54,7 +56,8 @@ def _candidates(x: np.ndarray, res) -> dict[str, np.ndarray]:
         out = {
             "expected": exp,
             "next-up": np.nextafter(exp.astype(np.float64), 0).astype(exp.dtype)
-            if exp.dtype == np.float64 else exp,
+            if exp.dtype == np.float64
+            else exp,
             "scipy": scipy.special.log_softmax(x64).astype(x.dtype),
             "naive": naive,
         }
@@ -71,8 +74,9 @@ def test_cached_scoring_agrees_with_direct_mpmath_scoring(name):
         for cname, c in _candidates(row, res).items():
             fast = res.ulp_error(c)
             slow = ulp_error_direct(c, row)
-            np.testing.assert_allclose(fast, slow, rtol=2**-45, atol=2**-47,
-                                       err_msg=f"{label} {cname}")
+            np.testing.assert_allclose(
+                fast, slow, rtol=2**-45, atol=2**-47, err_msg=f"{label} {cname}"
+            )
 
 
 def test_scoring_uses_the_computed_format():

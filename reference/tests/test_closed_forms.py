@@ -64,6 +64,9 @@ def test_two_element_slices(name, engine):
             d = mpmath.mpf(d)
             lp = mpmath.log1p(mpmath.exp(-d)) if d < 1e5 else mpmath.exp(-d)
             assert float(res.expected[i, 0]) == rounded(fmt, -lp), (name, d)
-            assert float(res.expected[i, 1]) == rounded(fmt, mpmath.fsub(-d, lp, rounding="f")), (name, d)
+            assert float(res.expected[i, 1]) == rounded(fmt, mpmath.fsub(-d, lp, rounding="f")), (
+                name,
+                d,
+            )
             if d == 0:
                 assert res.expected[i, 0] == res.expected[i, 1]

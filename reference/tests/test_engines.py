@@ -6,10 +6,9 @@ import mpmath
 import numpy as np
 import pytest
 
-from reference import FORMATS, evaluate
-from reference import _oracle
-from reference._engines import ArbEngine, MpmathEngine, get_engine
+from reference import FORMATS, _oracle, evaluate
 from reference._direct import exact_values
+from reference._engines import ArbEngine, MpmathEngine, get_engine
 from reference._formats import dyadic_from_float
 from reference._rounding import round_exact, round_fast
 
@@ -96,7 +95,8 @@ def test_fast_path_agrees_with_exact_path(name):
             lo, hi = engine.log_normaliser(v, fmt.precision + 64)
             trip = _oracle._triple(lo, hi)
             m = np.full_like(v, v.max())
-            ok, val, res, ue = round_fast(fmt, v, m, trip[:3], np.float64(trip[3]))
+            L = (np.full_like(v, trip[0]), np.full_like(v, trip[1]), np.full_like(v, trip[2]))
+            ok, val, res, ue = round_fast(fmt, v, m, L, np.full_like(v, trip[3]))
             for j in range(v.size):
                 e_ok, e_val, e_res, e_ue = round_exact(fmt, v[j], float(v.max()), lo, hi)
                 assert e_ok, (label, j)

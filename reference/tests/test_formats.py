@@ -87,7 +87,9 @@ def test_bfloat16_matches_ml_dtypes_from_float32():
     x = x[np.isfinite(x)]
     with np.errstate(over="ignore"):
         want = x.astype(ml_dtypes.bfloat16).astype(np.float64)
-    got = np.array([BF16.round_dyadic(*dyadic_from_float(v))[0] for v in x.astype(np.float64).tolist()])
+    got = np.array(
+        [BF16.round_dyadic(*dyadic_from_float(v))[0] for v in x.astype(np.float64).tolist()]
+    )
     np.testing.assert_array_equal(got, want)
 
 

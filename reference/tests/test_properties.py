@@ -4,6 +4,8 @@ its neighbours score more."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import mpmath
 import numpy as np
 from hypothesis import given, settings
@@ -15,7 +17,12 @@ from reference._direct import exact_values
 
 from ._corpus import rounded
 
-_WIDTH = {"float16": 16, "bfloat16": 32, "float32": 32, "float64": 64}
+_WIDTH: dict[str, Literal[16, 32, 64]] = {
+    "float16": 16,
+    "bfloat16": 32,
+    "float32": 32,
+    "float64": 64,
+}
 
 
 @st.composite

@@ -15,10 +15,21 @@ from reference._cli import main, parse_array
 
 
 def test_public_names():
-    assert sorted(reference.__all__) == sorted([
-        "FORMATS", "Answer", "Format", "OracleResult", "SpecialSlice", "engine_info",
-        "evaluate", "format_of", "log_softmax", "ulp_error", "ulp_error_direct",
-    ])
+    assert sorted(reference.__all__) == sorted(
+        [
+            "FORMATS",
+            "Answer",
+            "Format",
+            "OracleResult",
+            "SpecialSlice",
+            "engine_info",
+            "evaluate",
+            "format_of",
+            "log_softmax",
+            "ulp_error",
+            "ulp_error_direct",
+        ]
+    )
     for name in reference.__all__:
         assert hasattr(reference, name)
     assert isinstance(impl.__all__, list) and isinstance(conformance.__all__, list)
@@ -28,7 +39,8 @@ def test_importing_does_not_import_backends():
     code = (
         "import sys, reference, impl, conformance, numpy as np\n"
         "reference.log_softmax(np.array([0.0, 1.0]))\n"
-        "bad = [m for m in ('torch', 'jax', 'cupy', 'dask', 'array_api_strict') if m in sys.modules]\n"
+        "backends = ('torch', 'jax', 'cupy', 'dask', 'array_api_strict')\n"
+        "bad = [m for m in backends if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -43,14 +55,28 @@ def test_cli_prints_repr_and_hex(capsys):
 
 def test_cli_module_entry_point_and_errors():
     ok = subprocess.run(
-        [sys.executable, "-m", "reference", "[[1, inf], [2, '0x1p-3']]", "--axis", "1",
-         "--dtype", "float32"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-m",
+            "reference",
+            "[[1, inf], [2, '0x1p-3']]",
+            "--axis",
+            "1",
+            "--dtype",
+            "float32",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "result = [[-inf, 0.0], [-0.14267505705356598, -2.0176751613616943]]" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "reference", "[1, 2"], capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "reference", "[1, 2"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "cannot parse" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "reference", "[1, 2]", "--axis", "3"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "reference", "[1, 2]", "--axis", "3"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "axis 3 is out of bounds" in bad.stderr
 
 
@@ -60,8 +86,10 @@ def test_parse_array():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    x = np.array([[0.0, np.inf, np.inf, 1.0], [0.0, -40.0, 3.0, np.nan], [1.0, 2.0, 3.0, 4.0]],
-                 dtype=np.float32)
+    x = np.array(
+        [[0.0, np.inf, np.inf, 1.0], [0.0, -40.0, 3.0, np.nan], [1.0, 2.0, 3.0, 4.0]],
+        dtype=np.float32,
+    )
     res = evaluate(x, axis=1)
     path = tmp_path / "oracle.npz"
     res.save(path)

@@ -36,9 +36,13 @@ def test_all_neg_inf_is_nan_except_length_one():
     assert np.isnan(log_softmax(np.array([nan]))).all()
     # length-1 infinities also accept NaN (x - x in IEEE arithmetic)
     r = evaluate(np.array([[inf], [-inf], [1.0]]), axis=1)
-    assert (ulp_error(np.array([[nan], [nan], [0.0]]), np.array([[inf], [-inf], [1.0]]), axis=1)
-            == 0).all()
-    assert ulp_error(np.array([[0.0], [0.0], [nan]]), np.array([[inf], [-inf], [1.0]]), axis=1)[2, 0] == inf
+    assert (
+        ulp_error(np.array([[nan], [nan], [0.0]]), np.array([[inf], [-inf], [1.0]]), axis=1) == 0
+    ).all()
+    assert (
+        ulp_error(np.array([[0.0], [0.0], [nan]]), np.array([[inf], [-inf], [1.0]]), axis=1)[2, 0]
+        == inf
+    )
     assert [s.case for s in r.special_slices] == ["length-1 inf", "length-1 inf"]
 
 
