@@ -20,6 +20,7 @@ rounded results.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -54,22 +55,32 @@ class Terms:
     hi: F64Array  # x_j - x2 == hi + lo exactly, for the kept terms
     lo: F64Array
     n_dropped: int  # terms below 2**-G each
-    G: int
+    W: int  # fixed-point bits: each term is computed to about 2**-W
+    G: int  # drop threshold: a dropped term is below 2**-G = 16 units of 2**-W
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.hi.size)
 
 
 def prepare_terms(values: F64Array, prec: int) -> Terms:
-    """Split a slice of >= 2 finite float64 values into kept terms and a dropped count."""
+    """Split a slice of >= 2 finite float64 values into kept terms and a dropped count.
+
+    With n terms each within 16 units of 2**-W and W = prec + bitlen(n) + 8, the sum
+    T' >= 1 is known to a relative 2**-(prec + 4), and so is log1p(T).
+    """
     imax = int(np.argmax(values))
     rest = np.delete(values, imax)
     x2 = float(rest.max())
     hi, lo = two_sum(rest, -x2)
-    G = prec + max(values.size, 2).bit_length() + 10
+    W = prec + max(values.size, 2).bit_length() + 8
+    G = W - 4
     # exact x_j - x2 <= hi*(1 - 2**-53) since |lo| <= ulp(hi)/2; 0.6932*(1 - 2**-53) >
     # ln 2, so a dropped term is below exp(-G ln 2) = 2**-G. An overflowed hi (-inf)
     # is dropped too: its exact value is below -max_float64.
     keep = hi > -0.6932 * G
     n_dropped = int(rest.size - np.count_nonzero(keep))
-    return Terms(float(values[imax]), x2, hi[keep], lo[keep], n_dropped, G)
+    return Terms(float(values[imax]), x2, hi[keep], lo[keep], n_dropped, W, G)
 
 
 class Engine(Protocol):
@@ -89,29 +100,90 @@ def _fixed_point(values: F64Array, W: int) -> list[int]:
     return [mi << s if s >= 0 else mi >> -s for mi, s in zip(man, shift, strict=True)]
 
 
+class _ExpTable:
+    """exp(-u) in fixed point for 0 <= u <= umax: three look-ups on the top 24 bits of
+    u (steps 2**-8, 2**-16, 2**-24) and a short Taylor polynomial for the rest.
+
+    Tables carry 24 guard bits: the first is built by repeated multiplication (error
+    <= 2k units of 2**-(W+24) after k steps, below 1/256 unit of 2**-W for k < 2**15);
+    the others come from mpmath's exp. A result is within 4 units of 2**-W.
+    """
+
+    GUARD = 24
+
+    def __init__(self, W: int, umax: float) -> None:
+        from mpmath.libmp import libelefun as le
+        from mpmath.libmp import libmpf as lm
+
+        self.W = W
+        WP = self.WP = W + self.GUARD
+        one = 1 << WP
+
+        def exp_neg(num: int, den_bits: int) -> int:
+            return int(lm.to_fixed(le.mpf_exp(lm.from_man_exp(-num, -den_bits), WP + 10), WP))
+
+        step = exp_neg(1, 8)
+        t1 = [one]
+        for _ in range(int(umax * 256) + 2):
+            t1.append(t1[-1] * step >> WP)
+        self.t1 = t1
+        self.t2 = [exp_neg(j, 16) for j in range(256)]
+        self.t3 = [exp_neg(i, 24) for i in range(256)]
+        # Taylor terms for r < 2**-24 until the remainder is below 2**-(WP + 2).
+        n = 1
+        while 24 * (n + 1) + math.lgamma(n + 2) / math.log(2) < WP + 2:
+            n += 1
+        self.coef = [(-1) ** k * (one // math.factorial(k)) for k in range(n + 1)]
+
+    def sum_exp_neg(self, us: list[int]) -> int:
+        """sum(exp(-U / 2**W) * 2**W) for fixed-point arguments U >= 0."""
+        W, WP, t1, t2, t3 = self.W, self.WP, self.t1, self.t2, self.t3
+        rev = self.coef[::-1]
+        top, rest = rev[0], rev[1:]
+        mask = (1 << (W - 24)) - 1
+        s = 0
+        for U in us:
+            R = (U & mask) << 24
+            acc = top
+            for c in rest:
+                acc = c + (R * acc >> WP)
+            v = t1[U >> (W - 8)] * t2[(U >> (W - 16)) & 255] >> WP
+            s += (v * t3[(U >> (W - 24)) & 255] >> WP) * acc >> WP
+        return s >> self.GUARD
+
+
+@functools.lru_cache(maxsize=32)
+def _exp_table(W: int, G: int) -> _ExpTable:
+    return _ExpTable(W, 0.6932 * G + 1)
+
+
 class MpmathEngine:
-    """Fixed-point mpmath: each term is one ``exp_fixed`` on a Python int, so no mpf
-    object is built per element."""
+    """Fixed-point mpmath: terms are Python ints, no mpf object per element. Each
+    exp comes from tables of mpmath values and a short polynomial (for the usual
+    precisions) or from mpmath's ``exp_fixed`` (beyond 1024 bits)."""
 
     name = "mpmath"
-    # Bound on |exp_fixed(D, W) - exp(D / 2**W) * 2**W| in units of 2**-W, plus two
-    # units for flooring the argument. exp_basecase carries sqrt(W) guard bits; the
-    # observed error is below 4 units (reference/tests/test_engines.py checks it).
-    TERM_ERROR_UNITS = 66
+    # Bound on |computed - exp(d) * 2**W| per term in units of 2**-W, argument
+    # flooring included: 4 for the tables, a few for exp_fixed, which carries sqrt(W)
+    # guard bits (reference/tests/test_engines.py measures both).
+    TERM_ERROR_UNITS = 16
+    TABLE_MAX_BITS = 1024  # beyond: Ziv escalations, rare; tables would be large
 
     def log_normaliser(self, values: F64Array, prec: int) -> tuple[Dyadic, Dyadic]:
         from mpmath.libmp import libelefun as le
         from mpmath.libmp import libmpf as lm
 
         t = prepare_terms(values, prec)
-        W = t.G + 16
-        ln2 = le.ln2_fixed(W)
-        exp_fixed = le.exp_fixed
-        args = [a + b for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W), strict=True)]
-        s = 0
-        for a in args:
-            s += exp_fixed(a, W, ln2)
-        err = self.TERM_ERROR_UNITS * len(args) + (t.n_dropped << (W - t.G))
+        W = t.W
+        args = [
+            -(a + b) for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W), strict=True)
+        ]
+        if 48 <= W <= self.TABLE_MAX_BITS:
+            s = _exp_table(W, t.G).sum_exp_neg(args)
+        else:
+            ln2 = le.ln2_fixed(W)
+            s = sum(le.exp_fixed(-a, W, ln2) for a in args)
+        err = self.TERM_ERROR_UNITS * t.n_kept + (t.n_dropped << (W - t.G))
 
         wp = prec + 30
         rel = lm.from_man_exp(1, -(prec + 20))  # bound on mpmath's relative error
@@ -154,7 +226,7 @@ class ArbEngine:
         import flint
 
         t = prepare_terms(values, prec)
-        W = t.G + 16
+        W = t.W
         arb = flint.arb
         ctx = flint.ctx
         saved = ctx.prec

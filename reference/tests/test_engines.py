@@ -48,20 +48,31 @@ def test_engines_bit_identical_on_corpus(name):
     assert checked > 40_000
 
 
-def test_exp_fixed_error_is_within_the_engine_bound():
-    from mpmath.libmp import libelefun as le
-
+def _worst_term_error(exp_neg_sum, W: int) -> int:
+    """Largest |computed - exp(-u) 2**W| in units over a spread of arguments u."""
     rng = np.random.default_rng(0)
     worst = 0
-    for W in (80, 150, 300):
-        ln2 = le.ln2_fixed(W)
-        for v in rng.uniform(-0.6932 * W, 0, 400).tolist():
-            D = int(v * 2**20) << (W - 20)
-            got = le.exp_fixed(D, W, ln2)
-            with mpmath.workprec(3 * W):
-                exact = mpmath.exp(mpmath.ldexp(D, -W)) * mpmath.ldexp(1, W)
-            worst = max(worst, abs(int(mpmath.nint(exact - got))))
-    assert worst <= 8 < MpmathEngine.TERM_ERROR_UNITS - 2
+    for v in [0.0, 2.0**-30, *rng.uniform(0, 0.6932 * (W - 4), 300).tolist()]:
+        U = int(v * 2**30) << (W - 30)
+        got = exp_neg_sum([U])
+        with mpmath.workprec(3 * W):
+            exact = mpmath.exp(-mpmath.ldexp(U, -W)) * mpmath.ldexp(1, W)
+        worst = max(worst, abs(int(mpmath.nint(exact - got))))
+    return worst
+
+
+@pytest.mark.parametrize("W", [60, 136, 300])
+def test_term_errors_are_within_the_engine_bound(W):
+    from mpmath.libmp import libelefun as le
+
+    from reference._engines import _exp_table
+
+    ln2 = le.ln2_fixed(W)
+    fixed = _worst_term_error(lambda us: sum(le.exp_fixed(-u, W, ln2) for u in us), W)
+    table = _worst_term_error(_exp_table(W, W - 4).sum_exp_neg, W)
+    # two more units come from flooring the argument
+    assert max(fixed, table) + 2 <= MpmathEngine.TERM_ERROR_UNITS
+    assert table <= 2 and fixed <= 8
 
 
 @pytest.mark.parametrize("engine", [ArbEngine(), MpmathEngine()], ids=["arb", "mpmath"])
