@@ -32,7 +32,17 @@ from numpy.typing import NDArray
 
 from ._formats import Dyadic
 
-__all__ = ["ENGINES", "Engine", "engine_info", "get_engine", "two_sum"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "Terms",
+    "engine_info",
+    "get_engine",
+    "log_normaliser",
+    "prepare_terms",
+    "prepare_terms_block",
+    "two_sum",
+]
 
 F64Array = NDArray[np.float64]
 
@@ -57,39 +67,68 @@ class Terms:
     n_dropped: int  # terms below 2**-G each
     W: int  # fixed-point bits: each term is computed to about 2**-W
     G: int  # drop threshold: a dropped term is below 2**-G = 16 units of 2**-W
+    prec: int  # the relative precision asked of log1p(T)
 
     @property
     def n_kept(self) -> int:
         return int(self.hi.size)
 
 
-def prepare_terms(values: F64Array, prec: int) -> Terms:
-    """Split a slice of >= 2 finite float64 values into kept terms and a dropped count.
+def prepare_terms_block(block: F64Array, prec: int) -> list[Terms]:
+    """Terms for each row of ``block`` (rows of finite values and -inf, at least two
+    finite per row), vectorized over rows.
 
     With n terms each within 16 units of 2**-W and W = prec + bitlen(n) + 8, the sum
     T' >= 1 is known to a relative 2**-(prec + 4), and so is log1p(T).
     """
-    imax = int(np.argmax(values))
-    rest = np.delete(values, imax)
-    x2 = float(rest.max())
-    hi, lo = two_sum(rest, -x2)
-    W = prec + max(values.size, 2).bit_length() + 8
+    rows = np.arange(block.shape[0])
+    imax = np.argmax(block, axis=1)
+    m = block[rows, imax]
+    rest = block.copy()
+    rest[rows, imax] = -np.inf
+    x2 = rest.max(axis=1)
+    hi, lo = two_sum(rest, -x2[:, None])
+    n_terms = np.count_nonzero(np.isfinite(block), axis=1)
+    W = prec + np.frexp(np.maximum(n_terms, 2).astype(np.float64))[1].astype(np.int64) + 8
     G = W - 4
     # exact x_j - x2 <= hi*(1 - 2**-53) since |lo| <= ulp(hi)/2; 0.6932*(1 - 2**-53) >
     # ln 2, so a dropped term is below exp(-G ln 2) = 2**-G. An overflowed hi (-inf)
-    # is dropped too: its exact value is below -max_float64.
-    keep = hi > -0.6932 * G
-    n_dropped = int(rest.size - np.count_nonzero(keep))
-    return Terms(float(values[imax]), x2, hi[keep], lo[keep], n_dropped, W, G)
+    # is dropped too (its exact value is below -max_float64), and so are -inf entries,
+    # whose terms are exactly zero and are not counted.
+    keep = hi > -0.6932 * G[:, None]
+    n_dropped = n_terms - 1 - np.count_nonzero(keep, axis=1)
+    return [
+        Terms(
+            float(m[i]),
+            float(x2[i]),
+            hi[i][keep[i]],
+            lo[i][keep[i]],
+            int(n_dropped[i]),
+            int(W[i]),
+            int(G[i]),
+            prec,
+        )
+        for i in range(block.shape[0])
+    ]
+
+
+def prepare_terms(values: F64Array, prec: int) -> Terms:
+    """Terms of one slice of >= 2 finite float64 values."""
+    return prepare_terms_block(values[None, :], prec)[0]
 
 
 class Engine(Protocol):
     name: str
 
-    def log_normaliser(self, values: F64Array, prec: int) -> tuple[Dyadic, Dyadic]:
-        """``(lo, hi)`` enclosing log(sum(exp(values - max(values)))), relative width
-        about 2**-prec, for a slice of at least 2 finite float64 values."""
+    def log_normaliser_terms(self, t: Terms) -> tuple[Dyadic, Dyadic]:
+        """``(lo, hi)`` enclosing log1p(T) for prepared terms."""
         ...
+
+
+def log_normaliser(engine: Engine, values: F64Array, prec: int) -> tuple[Dyadic, Dyadic]:
+    """``(lo, hi)`` enclosing log(sum(exp(values - max(values)))), relative width about
+    2**-prec, for a slice of at least 2 finite float64 values."""
+    return engine.log_normaliser_terms(prepare_terms(values, prec))
 
 
 def _fixed_point(values: F64Array, W: int) -> list[int]:
@@ -169,15 +208,12 @@ class MpmathEngine:
     TERM_ERROR_UNITS = 16
     TABLE_MAX_BITS = 1024  # beyond: Ziv escalations, rare; tables would be large
 
-    def log_normaliser(self, values: F64Array, prec: int) -> tuple[Dyadic, Dyadic]:
+    def log_normaliser_terms(self, t: Terms) -> tuple[Dyadic, Dyadic]:
         from mpmath.libmp import libelefun as le
         from mpmath.libmp import libmpf as lm
 
-        t = prepare_terms(values, prec)
-        W = t.W
-        args = [
-            -(a + b) for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W), strict=True)
-        ]
+        W, prec = t.W, t.prec
+        args = [-(a + b) for a, b in zip(_fixed_point(t.hi, W), _fixed_point(t.lo, W), strict=True)]
         if 48 <= W <= self.TABLE_MAX_BITS:
             s = _exp_table(W, t.G).sum_exp_neg(args)
         else:
@@ -222,10 +258,9 @@ class ArbEngine:
     # Enough bits to hold x2 - m exactly for any two float64 values.
     EXACT_F64_DIFF_BITS = 2200
 
-    def log_normaliser(self, values: F64Array, prec: int) -> tuple[Dyadic, Dyadic]:
+    def log_normaliser_terms(self, t: Terms) -> tuple[Dyadic, Dyadic]:
         import flint
 
-        t = prepare_terms(values, prec)
         W = t.W
         arb = flint.arb
         ctx = flint.ctx

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._engines import Engine, get_engine
+from ._engines import Engine, get_engine, prepare_terms_block
 from ._formats import Dyadic, Format, dyadic_from_float, dyadic_to_float, format_of
 from ._result import Answer, OracleResult, SpecialSlice
 from ._rounding import round_exact, round_fast
@@ -95,7 +95,6 @@ def _solve_regular(
     sub = X[rows]
     todo = np.isfinite(sub)
     m = np.max(sub, axis=1)
-    finite_vals = [sub[i][todo[i]] for i in range(rows.size)]
     prec = fmt.precision + FIRST_GUARD_BITS
     active = np.arange(rows.size)
     while active.size:
@@ -103,7 +102,7 @@ def _solve_regular(
             raise RuntimeError(
                 f"rounding undecided at {MAX_PREC} bits for slices {rows[active].tolist()}"
             )
-        intervals = [engine.log_normaliser(finite_vals[i], prec) for i in active]
+        intervals = [engine.log_normaliser_terms(t) for t in prepare_terms_block(sub[active], prec)]
         trip = np.array([_triple(lo, hi) for lo, hi in intervals]).reshape(-1, 4)
         s_x = sub[active]
         s_todo = todo[active]
