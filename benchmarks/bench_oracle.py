@@ -45,6 +45,17 @@ def plain_mpmath_loop(x: np.ndarray) -> list[list[Any]]:
     return out
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=16)
@@ -82,7 +93,7 @@ def main() -> None:
 
     base = rates["plain mpmath loop, 128 bits"]
     info = reference.engine_info()
-    cpu = platform.processor() or platform.machine()
+    cpu = _cpu_name()
     print(
         f"# oracle throughput, elements/s on one core ({cpu},"
         f" mpmath {info['mpmath']} backend={info['mpmath_backend']},"

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import conformance
 import impl
@@ -99,3 +100,28 @@ def test_save_and_load_round_trip(tmp_path):
     cand = np.where(np.isinf(x), np.nan, np.float32(-1.5))
     np.testing.assert_array_equal(back.ulp_error(cand), res.ulp_error(cand))
     assert back.semantics(cand) == res.semantics(cand)
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's Python blocks run, and the values in their comments are what the
+    code returns."""
+    import pathlib
+    import re
+
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md is not beside the package (installed without sources)")
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    checked = 0
+    for block in blocks:
+        ns: dict = {}
+        exec(compile(block, "README.md", "exec"), ns)
+        for line in block.splitlines():
+            m = re.match(r"(reference\.\w+\(.*\))\s+# (array\(.*\))$", line)
+            if m:
+                shown = repr(eval(m.group(1), ns))
+                assert shown == m.group(2), (m.group(1), shown)
+                checked += 1
+    assert checked >= 2
