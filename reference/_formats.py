@@ -18,6 +18,8 @@ __all__ = [
     "FORMATS",
     "Dyadic",
     "Format",
+    "dyadic_add",
+    "dyadic_floor_log2",
     "dyadic_from_float",
     "dyadic_to_float",
     "format_of",
@@ -119,6 +121,17 @@ def format_of(spec: Any) -> Format:
         f"unsupported dtype {dt.name}: expected float16, bfloat16, float32, float64, "
         "integer or bool"
     )
+
+
+def dyadic_add(a: Dyadic, b: Dyadic) -> Dyadic:
+    """a + b exactly (subtract with ``(-man, exp)``)."""
+    e = min(a[1], b[1])
+    return (a[0] << (a[1] - e)) + (b[0] << (b[1] - e)), e
+
+
+def dyadic_floor_log2(v: Dyadic) -> int:
+    """floor(log2 |v|) of a nonzero dyadic."""
+    return abs(v[0]).bit_length() - 1 + v[1]
 
 
 def dyadic_from_float(v: float) -> Dyadic:

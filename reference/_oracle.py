@@ -10,7 +10,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._engines import Engine, get_engine, prepare_terms_block
-from ._formats import Dyadic, Format, dyadic_from_float, dyadic_to_float, format_of
+from ._formats import (
+    Dyadic,
+    Format,
+    dyadic_add,
+    dyadic_from_float,
+    dyadic_to_float,
+    format_of,
+)
 from ._result import Answer, OracleResult, SpecialSlice
 from ._rounding import round_exact, round_fast
 
@@ -53,25 +60,20 @@ def _as_input(x: Any) -> NDArray[Any]:
     return arr
 
 
-def _dy_sub(a: Dyadic, b: Dyadic) -> Dyadic:
-    e = min(a[1], b[1])
-    return (a[0] << (a[1] - e)) - (b[0] << (b[1] - e)), e
-
-
 def _triple(lo: Dyadic, hi: Dyadic) -> tuple[float, float, float, float]:
     """L1 + L2 + L3 approximating the interval's midpoint, and a float64 upper bound on
     the distance from that sum to any point of the interval."""
-    e = min(lo[1], hi[1])
-    s = (lo[0] << (lo[1] - e)) + (hi[0] << (hi[1] - e))
+    s, e = dyadic_add(lo, hi)
+    w, _ = dyadic_add(hi, (-lo[0], lo[1]))  # same exponent e
     mid: Dyadic = (s, e - 1)
-    half_width: Dyadic = ((hi[0] << (hi[1] - e)) - (lo[0] << (lo[1] - e)), e - 1)
     parts = []
     rem = mid
     for _ in range(3):
         p = dyadic_to_float(*rem)
         parts.append(p)
-        rem = _dy_sub(rem, dyadic_from_float(p))
-    bound = _dy_sub((abs(rem[0]), rem[1]), (-half_width[0], half_width[1]))
+        m, x = dyadic_from_float(p)
+        rem = dyadic_add(rem, (-m, x))
+    bound = dyadic_add((abs(rem[0]), rem[1]), (w, e - 1))
     return parts[0], parts[1], parts[2], dyadic_to_float(*bound, direction="u")
 
 

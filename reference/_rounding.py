@@ -18,7 +18,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._engines import two_sum
-from ._formats import Dyadic, Format, dyadic_from_float, dyadic_to_float
+from ._formats import (
+    Dyadic,
+    Format,
+    dyadic_add,
+    dyadic_floor_log2,
+    dyadic_from_float,
+    dyadic_to_float,
+)
 
 __all__ = ["RESIDUAL_ACCURACY_BITS", "round_exact", "round_fast"]
 
@@ -75,15 +82,6 @@ def round_fast(
     return decided, -c, residual, ulp_exp
 
 
-def _add(a: Dyadic, b: Dyadic) -> Dyadic:
-    e = min(a[1], b[1])
-    return (a[0] << (a[1] - e)) + (b[0] << (b[1] - e)), e
-
-
-def _floor_log2(v: Dyadic) -> int:
-    return abs(v[0]).bit_length() - 1 + v[1]
-
-
 def round_exact(
     fmt: Format, x: float, m: float, L_lo: Dyadic, L_hi: Dyadic
 ) -> tuple[bool, float, float, int]:
@@ -93,7 +91,7 @@ def round_exact(
     """
     mm, me = dyadic_from_float(m)
     xm, xe = dyadic_from_float(x)
-    A = _add((mm, me), (-xm, xe))
+    A = dyadic_add((mm, me), (-xm, xe))
     if A[0] == 0:
         Y_lo, Y_hi = L_lo, L_hi
     else:
@@ -101,22 +99,22 @@ def round_exact(
         # Y = A + L is strictly between A and the next rounding boundary, and A + 2**k
         # rounds the same way, to within 2**-64 ulp for the residual. This keeps
         # shifts bounded when L is astronomically small.
-        k = min(A[1] - 2, fmt.quantum_exponent(_floor_log2(A)) - 64)
-        if L_hi[0] == 0 or _floor_log2(L_hi) < k:
-            Y_lo = Y_hi = _add(A, (1, k))
+        k = min(A[1] - 2, fmt.quantum_exponent(dyadic_floor_log2(A)) - 64)
+        if L_hi[0] == 0 or dyadic_floor_log2(L_hi) < k:
+            Y_lo = Y_hi = dyadic_add(A, (1, k))
         else:
-            Y_lo, Y_hi = _add(A, L_lo), _add(A, L_hi)
+            Y_lo, Y_hi = dyadic_add(A, L_lo), dyadic_add(A, L_hi)
     c_lo, q_lo = fmt.round_dyadic(*Y_lo)
     c_hi, q_hi = fmt.round_dyadic(*Y_hi)
     if c_lo != c_hi or q_lo != q_hi:
         return False, 0.0, 0.0, 0
     if math.isinf(c_lo):
         return True, -math.inf, math.nan, q_lo
-    width = _add(Y_hi, (-Y_lo[0], Y_lo[1]))
-    if width[0] and _floor_log2(width) >= q_lo - 60:
+    width = dyadic_add(Y_hi, (-Y_lo[0], Y_lo[1]))
+    if width[0] and dyadic_floor_log2(width) >= q_lo - 60:
         return False, 0.0, 0.0, 0
     cm, ce = dyadic_from_float(c_lo)
-    mid = _add(Y_lo, Y_hi)
-    dm, de = _add((mid[0], mid[1] - 1), (-cm, ce))  # Y - c
+    mid = dyadic_add(Y_lo, Y_hi)
+    dm, de = dyadic_add((mid[0], mid[1] - 1), (-cm, ce))  # Y - c
     residual = -dyadic_to_float(dm, de - q_lo)
     return True, -c_lo, residual, q_lo

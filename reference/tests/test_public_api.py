@@ -116,7 +116,7 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checked = 0
     for block in blocks:
-        ns: dict = {}
+        ns: dict[str, object] = {}
         exec(compile(block, "README.md", "exec"), ns)
         for line in block.splitlines():
             m = re.match(r"(reference\.\w+\(.*\))\s+# (array\(.*\))$", line)
