@@ -1,6 +1,9 @@
-"""The conformance matrix runner, reports and regression gate.
+"""The conformance matrix: backends, input families, candidates, runner, reports and
+the regression gate.
 
-Filled in by its own issues; importable now so the distribution is whole.
+Only the backend registry exists so far; the rest is filled in by its own issues.
 """
 
-__all__: list[str] = []
+from ._backends import BACKENDS, Backend, backend
+
+__all__ = ["BACKENDS", "Backend", "backend"]

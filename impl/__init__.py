@@ -1,6 +1,10 @@
-"""The production log_softmax (array-API generic, accurate and fast).
+"""The production log_softmax: accurate where ``d - log(sum(exp(d)))`` saturates, on
+any array-API backend.
 
-Filled in by its own issue; importable now so the distribution is whole.
+``log_softmax(x, axis=None)`` has the signature and semantics of
+``scipy.special.log_softmax``. Nothing here imports an array backend at import time.
 """
 
-__all__: list[str] = []
+from ._delegation import log_softmax
+
+__all__ = ["log_softmax"]

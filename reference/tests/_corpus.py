@@ -29,7 +29,9 @@ def rows(fmt: Format, seed: int = 0, n: int = 6) -> Iterator[tuple[str, NDArray[
     yield "normal", c(rng.standard_normal(n))
     yield "wide", c(rng.uniform(-50, 50, n))
     neg_ln_eps = -np.log(float(f.eps))
-    for gap in [0.5, neg_ln_eps - 1, neg_ln_eps + 1, 2 * neg_ln_eps, 80.0, 700.0, 746.0, 1e4]:
+    neg_ln_tiny_normal = -fmt.emin * np.log(2)  # beyond: the largest output is subnormal
+    gaps = [0.5, neg_ln_eps - 1, neg_ln_eps + 1, 2 * neg_ln_eps, neg_ln_tiny_normal + 2]
+    for gap in [*gaps, 80.0, 700.0, 746.0, 1e4]:
         yield f"dominant-{gap:g}", c(np.r_[0.0, -gap * (1 + rng.random(n - 1) * 1e-3)])
     yield "ties", c(np.r_[np.full(3, 1.5), rng.standard_normal(n - 3) - 3])
     base = c([1.0])[0]

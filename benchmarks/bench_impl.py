@@ -1,0 +1,103 @@
+"""impl.log_softmax against its peers, side by side in one run: medians and ratios.
+
+    python benchmarks/bench_impl.py [--repeat 7] [--threads 2]
+
+Shapes (reducing the last axis): float32 (128, 32768), (4096, 1024), (1, 4194304) and
+float64 (1024, 1024). NumPy: impl vs scipy.special.log_softmax. PyTorch CPU: impl vs
+torch.nn.functional.log_softmax. JAX under jit: impl vs jax.nn.log_softmax. Dask: impl
+on a chunked array vs impl on the same data in NumPy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import impl
+
+SHAPES = [
+    ((128, 32768), "float32"),
+    ((4096, 1024), "float32"),
+    ((1, 4194304), "float32"),
+    ((1024, 1024), "float64"),
+]
+
+
+def _median_ms(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm: imports, jit compilation, allocator
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts) * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    rows: list[tuple[str, str, float, float]] = []
+
+    import scipy.special
+
+    for shape, dt in SHAPES:
+        x = rng.standard_normal(shape).astype(dt)
+        label = f"{dt} {shape}"
+        ours = _median_ms(lambda x=x: impl.log_softmax(x, axis=-1), args.repeat)
+        peer = _median_ms(lambda x=x: scipy.special.log_softmax(x, axis=-1), args.repeat)
+        rows.append(("numpy", label, ours, peer))
+
+    try:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        for shape, dt in SHAPES:
+            t = torch.from_numpy(rng.standard_normal(shape).astype(dt))
+            ours = _median_ms(lambda t=t: impl.log_softmax(t, axis=-1), args.repeat)
+            peer = _median_ms(lambda t=t: torch.nn.functional.log_softmax(t, dim=-1), args.repeat)
+            rows.append(("torch cpu", f"{dt} {shape}", ours, peer))
+    except ImportError:
+        pass
+
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        with jax.enable_x64(True):
+            f_ours = jax.jit(lambda a: impl.log_softmax(a, axis=-1))
+            f_peer = jax.jit(lambda a: jax.nn.log_softmax(a, axis=-1))
+            for shape, dt in SHAPES:
+                a = jnp.asarray(rng.standard_normal(shape).astype(dt))
+                ours = _median_ms(lambda a=a: f_ours(a).block_until_ready(), args.repeat)
+                peer = _median_ms(lambda a=a: f_peer(a).block_until_ready(), args.repeat)
+                rows.append(("jax jit", f"{dt} {shape}", ours, peer))
+    except ImportError:
+        pass
+
+    try:
+        import dask.array as da
+
+        for shape, dt in SHAPES[:2] + SHAPES[3:]:
+            x = rng.standard_normal(shape).astype(dt)
+            d = da.from_array(x, chunks=(max(1, shape[0] // 4), max(1, shape[1] // 4)))
+            ours = _median_ms(lambda d=d: impl.log_softmax(d, axis=-1).compute(), args.repeat)
+            peer = _median_ms(lambda x=x: impl.log_softmax(x, axis=-1), args.repeat)
+            rows.append(("dask vs numpy impl", f"{dt} {shape}", ours, peer))
+    except ImportError:
+        pass
+
+    print(f"{'backend':<20} {'shape':<26} {'impl ms':>9} {'peer ms':>9} {'impl/peer':>10}")
+    for backend, label, ours, peer in rows:
+        print(f"{backend:<20} {label:<26} {ours:>9.2f} {peer:>9.2f} {ours / peer:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Entry point: validation, namespace detection and dispatch to a backend fast path
+or the array-API-generic algorithm."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import array_api_compat as compat
+
+from ._generic import log_softmax_generic
+
+__all__ = ["log_softmax"]
+
+
+def _normalize_axis(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    out = []
+    for a in items:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(
+                f"axis must be None, an integer or a tuple of integers, got {axis!r}"
+            ) from None
+        if not -ndim <= a < ndim:
+            raise _axis_error(a, ndim)
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeated axis in axis={axis!r}")
+    return tuple(sorted(out))
+
+
+def _axis_error(axis: int, ndim: int) -> Exception:
+    try:
+        from numpy.exceptions import AxisError
+
+        return AxisError(axis, ndim)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        return IndexError(f"axis {axis} is out of bounds for array of dimension {ndim}")
+
+
+def _wide_dtype(xp: Any, x: Any) -> Any:
+    """float64 where the namespace and device have it, else float32."""
+    info = xp.__array_namespace_info__()
+    try:
+        names = info.dtypes(device=compat.device(x), kind="real floating")
+    except TypeError:  # namespaces whose info takes no device
+        names = info.dtypes(kind="real floating")
+    return xp.float64 if "float64" in names else xp.float32
+
+
+def _float_dtype(xp: Any, x: Any) -> Any:
+    """The working input: real floating arrays as they are, integer and bool promoted
+    to the namespace's default float; complex is a TypeError."""
+    if _is_bfloat16(x.dtype):  # ml_dtypes' bfloat16 is not a NumPy dtype to isdtype
+        return x
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError(f"log_softmax is defined for real input; got complex dtype {x.dtype}")
+    if xp.isdtype(x.dtype, "real floating"):
+        return x
+    if xp.isdtype(x.dtype, ("integral", "bool")):
+        info = xp.__array_namespace_info__()
+        default = info.default_dtypes(device=compat.device(x))["real floating"]
+        return xp.astype(x, default)
+    raise TypeError(f"log_softmax needs a real floating, integer or bool array; got {x.dtype}")
+
+
+def _is_bfloat16(dtype: Any) -> bool:
+    return "bfloat16" in str(dtype)
+
+
+def log_softmax(x: Any, axis: Any = None) -> Any:
+    """Logarithm of softmax, accurate where ``d - log(sum(exp(d)))`` saturates.
+
+    Parameters
+    ----------
+    x : array
+        Any array-API array (NumPy, array-api-strict, CuPy, PyTorch, JAX, Dask) or
+        array_like. Integer and bool input is promoted to the namespace's default
+        floating dtype.
+    axis : None, int or tuple of ints
+        The axes over which each slice is normalised (None: all).
+
+    Returns
+    -------
+    array
+        Same shape, dtype, namespace and device as ``x`` (a NumPy scalar for 0-d NumPy
+        input, as ``scipy.special.log_softmax`` does).
+    """
+    if not compat.is_array_api_obj(x):
+        import numpy as np
+
+        x = np.asarray(x)
+    xp = compat.array_namespace(x)
+    x = _float_dtype(xp, x)
+    axes = _normalize_axis(axis, x.ndim)
+    n = math.prod(x.shape[a] for a in axes) if axes else 1
+    if compat.is_numpy_namespace(xp):
+        from ._numpy import log_softmax_numpy
+
+        return log_softmax_numpy(x, axes, n)
+    if compat.is_torch_namespace(xp):
+        from ._torch import log_softmax_torch
+
+        out = log_softmax_torch(x, axes, n)
+        if out is not None:
+            return out
+    if _has_zero_size(x):
+        return xp.astype(x, x.dtype, copy=True)
+    if compat.is_array_api_strict_namespace(xp):
+        # eager NumPy underneath: silence the overflow that saturating input causes
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+
+
+def _has_zero_size(x: Any) -> bool:
+    return any(s == 0 for s in x.shape)

@@ -1,0 +1,148 @@
+"""Special values, dtypes, shapes, axes, devices, laziness and errors of
+impl.log_softmax, on every backend installed here."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import impl
+import reference
+from conformance import BACKENDS, Backend
+
+inf, nan = math.inf, math.nan
+
+SPECIAL_ROWS = {
+    "nan": [1.0, nan, 3.0, -inf],
+    "neg-inf-entries": [0.0, -inf, -1.0, -inf],
+    "all-neg-inf": [-inf, -inf, -inf, -inf],
+    "one-pos-inf": [1.0, inf, -inf, 2.0],
+    "several-pos-inf": [inf, 0.0, inf, -inf],
+    "lone-finite": [-inf, 3.0, -inf, -inf],
+}
+
+
+def _assert_close(got: np.ndarray, x: np.ndarray, axis, b: Backend) -> None:
+    """Specials exactly the canonical ones; finite values near the oracle. Accuracy
+    budgets are test_accuracy's business (float32-only cells miss theirs by up to ~2
+    ULP, listed there), so this allows 4 ULP: a sanity bound for semantics."""
+    res = reference.evaluate(x, axis=axis)
+    want = res.expected
+    assert got.dtype == want.dtype and got.shape == want.shape
+    special = ~np.isfinite(want)
+    np.testing.assert_array_equal(got[special], want[special])
+    assert (res.ulp_error(got) <= 4.0).all()
+
+
+def _available(b: Backend) -> Backend:
+    why = b.probe()
+    if why:
+        pytest.skip(why)
+    return b
+
+
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+@pytest.mark.parametrize("case", list(SPECIAL_ROWS))
+def test_special_values_are_canonical(b, case):
+    _available(b)
+    dtype = "float32" if "float32" in b.dtypes else b.dtypes[0]
+    x = np.array([SPECIAL_ROWS[case]] * 3, dtype=dtype)
+    got = b.run(impl.log_softmax, x, axis=-1)
+    _assert_close(got, x, -1, b)
+
+
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+def test_length_one_slices(b):
+    _available(b)
+    x = np.array([[inf], [-inf], [nan], [2.0]], dtype="float32")
+    got = b.run(impl.log_softmax, x, axis=-1)
+    np.testing.assert_array_equal(got, [[0.0], [0.0], [nan], [0.0]])
+
+
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+def test_axes_and_shapes(b):
+    _available(b)
+    dtype = "float32"
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 4, 5)) * 4).astype(dtype)
+    for axis in [None, 0, -1, (0, 2), (2, 0), (-1, -3)]:
+        _assert_close(b.run(impl.log_softmax, x, axis=axis), x, axis, b)
+    xt = x.transpose(2, 0, 1)  # transposed, non-contiguous input
+    _assert_close(b.run(impl.log_softmax, xt, axis=1), xt, 1, b)
+
+
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+def test_empty(b):
+    _available(b)
+    for shape in [(0,), (3, 0), (0, 3)]:
+        got = b.run(impl.log_softmax, np.ones(shape, "float32"), axis=-1)
+        assert got.shape == shape and got.dtype == np.float32
+
+
+def test_numpy_zero_d_is_a_scalar_like_scipy():
+    out = impl.log_softmax(np.float64(3.0))
+    assert isinstance(out, np.float64) and out == 0.0
+    assert np.isnan(impl.log_softmax(np.float32(nan)))
+    assert isinstance(impl.log_softmax(np.float32(1.0)), np.float32)
+
+
+def test_lists_integers_and_bools_promote_to_default_float():
+    out = impl.log_softmax([0, -40])
+    assert out.dtype == np.float64 and out[0] == reference.log_softmax(np.array([0.0, -40.0]))[0]
+    assert impl.log_softmax(np.array([True, False])).dtype == np.float64
+
+
+def test_torch_integer_promotes_to_torch_default_float():
+    torch = pytest.importorskip("torch")
+    out = impl.log_softmax(torch.tensor([1, 2, 3]))
+    assert out.dtype == torch.get_default_dtype()
+
+
+def test_errors():
+    x = np.ones((2, 3))
+    with pytest.raises(np.exceptions.AxisError):
+        impl.log_softmax(x, axis=2)
+    with pytest.raises(ValueError, match="repeated axis"):
+        impl.log_softmax(x, axis=(1, -1))
+    with pytest.raises(TypeError, match="axis must be"):
+        impl.log_softmax(x, axis=1.5)
+    with pytest.raises(TypeError, match="complex"):
+        impl.log_softmax(np.ones(3, np.complex128))
+
+
+@pytest.mark.parametrize("name", ["numpy:cpu", "torch:cpu"])
+def test_input_not_modified(name):
+    b = _available(next(b for b in BACKENDS if b.name == name))
+    x = np.array([[0.0, -40.0, np.inf], [1.0, -np.inf, 2.0]])
+    xb = b.from_numpy(x)
+    impl.log_softmax(xb, axis=-1)
+    np.testing.assert_array_equal(b.to_numpy(xb), x)
+
+
+def test_dask_stays_lazy_and_chunked():
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.random.default_rng(0).standard_normal((6, 30)), chunks=(2, 10))
+    out = impl.log_softmax(x, axis=1)
+    assert isinstance(out, da.Array) and out.chunks == x.chunks
+    assert (reference.ulp_error(out.compute(), x.compute(), axis=1) <= 1.0).all()
+
+
+def test_strict_device_is_kept():
+    xps = pytest.importorskip("array_api_strict")
+    dev = xps.Device("device1")
+    out = impl.log_softmax(xps.asarray([[0.0, -40.0]], device=dev), axis=1)
+    assert out.device == dev
+
+
+def test_import_impl_imports_no_backend():
+    code = (
+        "import sys, numpy as np, impl\n"
+        "impl.log_softmax(np.array([0.0, -40.0]))\n"
+        "bad = [m for m in ('torch', 'jax', 'cupy', 'dask') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
