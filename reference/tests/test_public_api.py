@@ -119,9 +119,9 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         ns: dict[str, object] = {}
         exec(compile(block, "README.md", "exec"), ns)
         for line in block.splitlines():
-            m = re.match(r"(reference\.\w+\(.*\))\s+# (array\(.*\))$", line)
+            m = re.match(r"((?:reference|impl)\.\w+\(.*\))\s+# (array\(.*\))$", line)
             if m:
                 shown = repr(eval(m.group(1), ns))
                 assert shown == m.group(2), (m.group(1), shown)
                 checked += 1
-    assert checked >= 2
+    assert checked >= 3
