@@ -15,6 +15,8 @@ __all__ = ["log_softmax"]
 
 
 def _normalize_axis(axis: Any, ndim: int) -> tuple[int, ...]:
+    # The oracle has its own copy (reference._oracle.normalize_axis) on purpose: the
+    # implementation under test and its judge share no code.
     if axis is None:
         return tuple(range(ndim))
     items = axis if isinstance(axis, tuple) else (axis,)
