@@ -95,11 +95,9 @@ def _probe_strict(b: Backend) -> str | None:
         xp = importlib.import_module("array_api_strict")
     except ImportError:
         return "array-api-strict is not installed"
-    names = [
-        str(d).split("'")[1] if "'" in str(d) else str(d)
-        for d in xp.__array_namespace_info__().devices()
-    ]
-    return None if any(b.device.upper() in n.upper() for n in names) else f"no device {b.device}"
+    if _strict_device(b) in xp.__array_namespace_info__().devices():
+        return None
+    return f"no device {b.device}"
 
 
 def _strict_device(b: Backend) -> Any:

@@ -88,8 +88,8 @@ def _accurate_sum(xp: Any, e: Any, axis: Any, split_max_n: int) -> tuple[Any, An
     For slices up to ``split_max_n`` terms, each term is cut at a per-slice boundary
     sigma (a power of two above 2 n max): the high parts are multiples of ulp(sigma)
     and sum exactly, and the low parts are below ulp(sigma) / 2, so their plain sum is
-    needed only to a few bits. The result is then good to ~2**-100 relative and independent of the
-    reduction order (NumPy pairwise, XLA trees, Dask chunks alike).
+    needed only to a few bits. The result is then good to ~2**-100 relative and
+    independent of the reduction order (NumPy pairwise, XLA trees, Dask chunks alike).
     """
     n = math.prod(e.shape[a] for a in axis) if axis else 1
     if n > split_max_n:

@@ -1,11 +1,11 @@
 """NumPy path.
 
-Finite input (the common case) is processed in cache-sized blocks of slices, two
-threads at a time (NumPy releases the GIL inside ufuncs), with a few preallocated
-buffers instead of full-size temporaries. Narrow formats use the short algorithm in
-float64; float64 runs the generic precise core on each block. Input with NaN or
-infinities, and 0-d input, take the generic algorithm whole. Warnings that
-adversarial input causes on purpose (overflow to -inf) are silenced here.
+Finite input (the common case) is processed in cache-sized blocks of slices (or
+segments of one long slice), two threads at a time (NumPy releases the GIL inside
+ufuncs), so the temporaries are block-sized instead of full-size. Narrow formats use
+the short algorithm in float64; float64 runs the generic precise core on each block.
+Input with NaN or infinities, and 0-d input, take the generic algorithm whole.
+Warnings that adversarial input causes on purpose (overflow to -inf) are silenced.
 """
 
 from __future__ import annotations
@@ -43,11 +43,18 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any]:
     rows2d = np.transpose(x, perm).reshape(-1, n)  # a copy only if not already rows
     if n > _BLOCK and x.dtype != np.float64:
         out = _long_rows_narrow(rows2d)
-        return np.transpose(out.reshape([x.shape[p] for p in perm]), np.argsort(perm))
-    out = np.empty(rows2d.shape, dtype=x.dtype)
+    else:
+        out = _rows_in_blocks(rows2d, n)
+    t_shape = [x.shape[p] for p in perm]
+    return np.transpose(out.reshape(t_shape), np.argsort(perm))
+
+
+def _rows_in_blocks(rows2d: NDArray[Any], n: int) -> NDArray[Any]:
+    """Blocks of whole rows, shared between the threads."""
+    out = np.empty(rows2d.shape, dtype=rows2d.dtype)
     rows_per_block = max(1, _BLOCK // n)
     starts = range(0, rows2d.shape[0], rows_per_block)
-    kernel = _block_narrow if x.dtype != np.float64 else _block_float64
+    kernel = _block_narrow if rows2d.dtype != np.float64 else _block_float64
 
     def work(r0: int) -> None:
         with np.errstate(all="ignore"):
@@ -60,8 +67,7 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any]:
     else:
         for r0 in starts:
             work(r0)
-    t_shape = [x.shape[p] for p in perm]
-    return np.transpose(out.reshape(t_shape), np.argsort(perm))
+    return out
 
 
 def _block_narrow(xb: NDArray[Any]) -> NDArray[np.float64]:
