@@ -1,72 +1,191 @@
 """NumPy path.
 
-Finite input (the common case) is processed in cache-sized blocks of slices (or
-segments of one long slice), two threads at a time (NumPy releases the GIL inside
-ufuncs), so the temporaries are block-sized instead of full-size. Narrow formats use
-the short algorithm in float64; float64 runs the generic precise core on each block.
-Input with NaN or infinities, and 0-d input, take the generic algorithm whole.
-Warnings that adversarial input causes on purpose (overflow to -inf) are silenced.
+Finite input (the common case) goes to the compiled row kernels (``impl._kernel``):
+each slice becomes a contiguous row, rows are processed in blocks shared between two
+threads (the kernels release the GIL), and a slice longer than a block is split into
+segments, with three passes (max; partial sums; output) each shared between the
+threads. float16 and bfloat16 rows are widened to float32 (exactly) block by block and
+the kernel's float64 output is rounded once to the narrow format.
+
+Where the kernel was not built (no C compiler at install time), the same blocks run
+in NumPy: the short algorithm in float64 for the narrow formats and the generic
+precise core for float64. Input with NaN or infinities, and 0-d input, take the
+generic algorithm whole. Warnings that adversarial input causes on purpose (overflow
+to -inf) are silenced.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from ._generic import log_softmax_generic
 
+try:
+    from . import _kernel
+except ImportError:  # built without a C compiler: the NumPy blocks below
+    _kernel = None
+
 __all__ = ["log_softmax_numpy"]
 
-_BLOCK = 1 << 15  # float64 elements per block: two buffers stay in L2
+_BLOCK = 1 << 16  # elements per work item of the kernel
+_BLOCK_NUMPY = 1 << 15  # float64 elements per NumPy block: two buffers stay in L2
 _THREADS = min(2, os.cpu_count() or 1)
+_TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
+
+_T = TypeVar("_T")
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = -1
+_pool_lock = threading.Lock()
+
+
+def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
+    """fn over items on the shared threads (one pool per process: a forked child
+    makes its own)."""
+    global _pool, _pool_pid
+    items = list(items)
+    if len(items) < 2 or _THREADS < 2:
+        return [fn(i) for i in items]
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="impl")
+            _pool_pid = os.getpid()
+        pool = _pool
+    return list(pool.map(fn, items))
 
 
 def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int) -> Any:
     if x.size == 0:
         return x.copy()
     with np.errstate(all="ignore"):
-        if x.ndim == 0 or n == 1 or not np.isfinite(x).all():
-            out = log_softmax_generic(np, x, axes, n, np.float64)
-        else:
+        out = None
+        if x.ndim > 0 and n > 1:
             out = _blocked(x, axes, n)
+        if out is None:
+            out = log_softmax_generic(np, x, axes, n, np.float64)
     return out[()] if out.ndim == 0 else out
 
 
-def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any]:
-    """All-finite input: slices as rows of a 2-D view, processed in blocks of rows."""
+def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | None:
+    """Slices as rows of a contiguous 2-D view; None where an entry is NaN or
+    infinite (the kernels find out on their first pass)."""
+    if _kernel is None and not np.isfinite(x).all():
+        return None
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
-    rows2d = np.transpose(x, perm).reshape(-1, n)  # a copy only if not already rows
-    if n > _BLOCK and x.dtype != np.float64:
-        out = _long_rows_narrow(rows2d)
+    rows2d = np.ascontiguousarray(np.transpose(x, perm).reshape(-1, n))
+    if _kernel is None:
+        out = _numpy_blocks(rows2d, n)
+    elif n > _BLOCK:
+        out = _long_rows(rows2d)
     else:
-        out = _rows_in_blocks(rows2d, n)
+        out = _kernel_rows(rows2d, n)
+    if out is None:
+        return None
     t_shape = [x.shape[p] for p in perm]
     return np.transpose(out.reshape(t_shape), np.argsort(perm))
 
 
-def _rows_in_blocks(rows2d: NDArray[Any], n: int) -> NDArray[Any]:
-    """Blocks of whole rows, shared between the threads."""
+def _kernel_input(block: NDArray[Any]) -> NDArray[Any]:
+    """float32 and float64 as they are; narrower formats widened exactly to float32."""
+    return block if block.dtype in (np.float32, np.float64) else block.astype(np.float32)
+
+
+def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
     out = np.empty(rows2d.shape, dtype=rows2d.dtype)
-    rows_per_block = max(1, _BLOCK // n)
-    starts = range(0, rows2d.shape[0], rows_per_block)
+    direct = rows2d.dtype in (np.float32, np.float64)
+    per = max(1, _BLOCK // n)
+    nrows = rows2d.shape[0]
+    # at least one block per thread when there is enough work to share
+    if nrows * n >= 2 * 4096 and nrows >= _THREADS:
+        per = min(per, -(-nrows // _THREADS))
+
+    def work(r0: int) -> int:
+        src = _kernel_input(rows2d[r0 : r0 + per])
+        if direct:
+            skipped: int = _kernel.rows(src, out[r0 : r0 + per], n)
+        else:
+            wide = np.empty(src.shape, dtype=np.float64)
+            skipped = _kernel.rows(src, wide, n)
+            out[r0 : r0 + per] = wide  # one rounding, float64 to the narrow format
+        return skipped
+
+    if any(_map(work, range(0, nrows, per))):
+        return None
+    return out
+
+
+def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
+    """Slices longer than a block: each row in segments, three passes."""
+    out = np.empty(rows2d.shape, dtype=rows2d.dtype)
+    n = rows2d.shape[1]
+    # a few segments per thread: fewer calls, still balanced
+    size = max(_BLOCK, -(-n // (4 * _THREADS)))
+    segs = [(s, min(s + size, n)) for s in range(0, n, size)]
+    f64 = rows2d.dtype == np.float64
+    for r in range(rows2d.shape[0]):
+        row = rows2d[r]
+        m = float(max(_map(lambda s, row=row: row[s[0] : s[1]].max(), segs)))
+        if not math.isfinite(m):  # NaN propagates through max; +inf is the max
+            return None
+        parts = _map(lambda s, row=row, m=m: _kernel.partial(_kernel_input(row[s[0] : s[1]]), m), segs)
+        k = sum(p[2] for p in parts)
+        if f64:
+            th, tl = _dd_sum([(p[0], p[1]) for p in parts] + [(float(k - 1), 0.0)])
+            if k == 1 and th < _TINY_T:  # rare: a dominant maximum; the row whole
+                out[r] = log_softmax_generic(np, row[None, :], (1,), n, np.float64)[0]
+                continue
+            lh, ll = _kernel.log1p_dd(th, tl)
+        else:
+            lh, ll = math.log1p(math.fsum([p[0] for p in parts]) + (k - 1)), 0.0
+
+        def write(s: tuple[int, int], r: int = r, m: float = m, lh: float = lh, ll: float = ll) -> None:
+            src = _kernel_input(rows2d[r, s[0] : s[1]])
+            if src.dtype == rows2d.dtype:
+                _kernel.write(src, out[r, s[0] : s[1]], m, lh, ll)
+            else:
+                wide = np.empty(src.shape, dtype=np.float64)
+                _kernel.write(src, wide, m, lh, ll)
+                out[r, s[0] : s[1]] = wide
+
+        _map(write, segs)
+    return out
+
+
+def _dd_sum(parts: list[tuple[float, float]]) -> tuple[float, float]:
+    """Double-double sum of double-double parts (TwoSum on the high parts)."""
+    hi, lo = 0.0, 0.0
+    for h, low in parts:
+        s = hi + h
+        bb = s - hi
+        lo += (hi - (s - bb)) + (h - bb) + low
+        hi = s
+    s = hi + lo
+    return s, lo - (s - hi)
+
+
+# ---- without the compiled kernel ----
+
+
+def _numpy_blocks(rows2d: NDArray[Any], n: int) -> NDArray[Any]:
+    if n > _BLOCK_NUMPY and rows2d.dtype != np.float64:
+        return _numpy_long_rows_narrow(rows2d)
+    out = np.empty(rows2d.shape, dtype=rows2d.dtype)
+    per = max(1, _BLOCK_NUMPY // n)
     kernel = _block_narrow if rows2d.dtype != np.float64 else _block_float64
 
     def work(r0: int) -> None:
         with np.errstate(all="ignore"):
-            r1 = min(r0 + rows_per_block, rows2d.shape[0])
-            out[r0:r1] = kernel(rows2d[r0:r1])
+            out[r0 : r0 + per] = kernel(rows2d[r0 : r0 + per])
 
-    if len(starts) > 1 and _THREADS > 1:
-        with ThreadPoolExecutor(_THREADS) as pool:
-            list(pool.map(work, starts))
-    else:
-        for r0 in starts:
-            work(r0)
+    _map(work, range(0, rows2d.shape[0], per))
     return out
 
 
@@ -89,37 +208,34 @@ def _block_float64(xb: NDArray[np.float64]) -> NDArray[np.float64]:
     return out
 
 
-def _long_rows_narrow(rows2d: NDArray[Any]) -> NDArray[Any]:
-    """Slices longer than a block: each row in segments, three passes (max; sum of
-    exp; output), the segments of a pass shared between the threads."""
+def _numpy_long_rows_narrow(rows2d: NDArray[Any]) -> NDArray[Any]:
+    """Narrow slices longer than a block, without the kernel: segments, three passes."""
     out = np.empty(rows2d.shape, dtype=rows2d.dtype)
     n = rows2d.shape[1]
-    segs = [(s, min(s + _BLOCK, n)) for s in range(0, n, _BLOCK)]
-    with ThreadPoolExecutor(_THREADS) as pool:
-        for r in range(rows2d.shape[0]):
-            row = rows2d[r]
-            m = float(row.max())
+    segs = [(s, min(s + _BLOCK_NUMPY, n)) for s in range(0, n, _BLOCK_NUMPY)]
+    for r in range(rows2d.shape[0]):
+        row = rows2d[r]
+        m = float(row.max())
 
-            def partial(seg: tuple[int, int], row: Any = row, m: float = m) -> tuple[float, int]:
-                with np.errstate(all="ignore"):
-                    d = row[seg[0] : seg[1]].astype(np.float64)
-                    d -= m
-                    e = np.exp(d)
-                    at_max = d == 0.0
-                    e[at_max] = 0.0
-                    return float(e.sum()), int(np.count_nonzero(at_max))
+        def partial(seg: tuple[int, int], row: Any = row, m: float = m) -> tuple[float, int]:
+            with np.errstate(all="ignore"):
+                d = row[seg[0] : seg[1]].astype(np.float64)
+                d -= m
+                e = np.exp(d)
+                at_max = d == 0.0
+                e[at_max] = 0.0
+                return float(e.sum()), int(np.count_nonzero(at_max))
 
-            parts = list(pool.map(partial, segs))
-            # the few partial sums are added in float64 in a fixed order
-            T = sum(p[0] for p in parts) + (sum(p[1] for p in parts) - 1)
-            L = float(np.log1p(T))
+        parts = _map(partial, segs)
+        T = math.fsum(p[0] for p in parts) + (sum(p[1] for p in parts) - 1)
+        L = float(np.log1p(T))
 
-            def write(seg: tuple[int, int], r: int = r, m: float = m, L: float = L) -> None:
-                with np.errstate(all="ignore"):
-                    d = rows2d[r, seg[0] : seg[1]].astype(np.float64)
-                    d -= m
-                    d -= L
-                    out[r, seg[0] : seg[1]] = d
+        def write(seg: tuple[int, int], r: int = r, m: float = m, L: float = L) -> None:
+            with np.errstate(all="ignore"):
+                d = rows2d[r, seg[0] : seg[1]].astype(np.float64)
+                d -= m
+                d -= L
+                out[r, seg[0] : seg[1]] = d
 
-            list(pool.map(write, segs))
+        _map(write, segs)
     return out

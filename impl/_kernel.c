@@ -1,0 +1,1012 @@
+/* Row kernels for impl's NumPy path: log_softmax over contiguous rows of finite
+ * float32 or float64 values, two or three passes over each row, no temporaries.
+ *
+ * float32 rows (float16/bfloat16 arrive as float32, exactly): d = x - max is exact
+ * in double; exp(d) comes from a degree-12 polynomial (relative error < 2^-50),
+ * summed in eight double lanes; out = d - log1p(T) is rounded once to the output
+ * (float32, or double for a later cast to a narrower format).
+ *
+ * float64 rows: d = x - max is kept as an exact double-double (TwoSum); each
+ * exp(d_hi + d_lo) is table driven (2^(j/64) in double-double, Cody-Waite ln2/64
+ * in three parts, a degree-6 polynomial) with a relative error near 2^-62 and is
+ * summed as double-double; L = log1p(T) gets one Newton step on the double-double
+ * exp; out = (d_hi + d_lo) - (L_hi + L_lo) is rounded once. When T is below 2^-960
+ * (one maximum, every other entry more than 660 below it) the sum is redone relative
+ * to the second largest entry, so that no term is rounded on the subnormal grid.
+ *
+ * Every function is compiled without contraction (-ffp-contract=off): the
+ * error-free transformations need the rounding the code spells out; fma() is
+ * called where a fused product is meant. On x86-64 the hot loops are also built
+ * for x86-64-v3 (AVX2 and FMA) and picked at load time.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+#define LANES 8
+#define CHUNK 256
+
+/* ln2/64 = C1 + C2 + C3 (C1 has 32 significant bits: k * C1 is exact for |k| < 2^21),
+ * 64/ln2 rounded, and 2^(j/64) = TAB_HI[j] + TAB_LO[j]; checked against mpmath by
+ * impl/tests/test_kernel.py. */
+static const double C1 = 0x1.62e42ff000000p-7;
+static const double C2 = -0x1.718432a1b0e26p-41;
+static const double C3 = -0x1.9ff0342542fc3p-96;
+static const double INV_C = 0x1.71547652b82fep+6;
+static const double SHIFTER = 0x1.8p52; /* adding it rounds to an integer */
+
+static const double TAB_HI[64] = {
+    0x1.0000000000000p+0,
+    0x1.02c9a3e778061p+0,
+    0x1.059b0d3158574p+0,
+    0x1.0874518759bc8p+0,
+    0x1.0b5586cf9890fp+0,
+    0x1.0e3ec32d3d1a2p+0,
+    0x1.11301d0125b51p+0,
+    0x1.1429aaea92de0p+0,
+    0x1.172b83c7d517bp+0,
+    0x1.1a35beb6fcb75p+0,
+    0x1.1d4873168b9aap+0,
+    0x1.2063b88628cd6p+0,
+    0x1.2387a6e756238p+0,
+    0x1.26b4565e27cddp+0,
+    0x1.29e9df51fdee1p+0,
+    0x1.2d285a6e4030bp+0,
+    0x1.306fe0a31b715p+0,
+    0x1.33c08b26416ffp+0,
+    0x1.371a7373aa9cbp+0,
+    0x1.3a7db34e59ff7p+0,
+    0x1.3dea64c123422p+0,
+    0x1.4160a21f72e2ap+0,
+    0x1.44e086061892dp+0,
+    0x1.486a2b5c13cd0p+0,
+    0x1.4bfdad5362a27p+0,
+    0x1.4f9b2769d2ca7p+0,
+    0x1.5342b569d4f82p+0,
+    0x1.56f4736b527dap+0,
+    0x1.5ab07dd485429p+0,
+    0x1.5e76f15ad2148p+0,
+    0x1.6247eb03a5585p+0,
+    0x1.6623882552225p+0,
+    0x1.6a09e667f3bcdp+0,
+    0x1.6dfb23c651a2fp+0,
+    0x1.71f75e8ec5f74p+0,
+    0x1.75feb564267c9p+0,
+    0x1.7a11473eb0187p+0,
+    0x1.7e2f336cf4e62p+0,
+    0x1.82589994cce13p+0,
+    0x1.868d99b4492edp+0,
+    0x1.8ace5422aa0dbp+0,
+    0x1.8f1ae99157736p+0,
+    0x1.93737b0cdc5e5p+0,
+    0x1.97d829fde4e50p+0,
+    0x1.9c49182a3f090p+0,
+    0x1.a0c667b5de565p+0,
+    0x1.a5503b23e255dp+0,
+    0x1.a9e6b5579fdbfp+0,
+    0x1.ae89f995ad3adp+0,
+    0x1.b33a2b84f15fbp+0,
+    0x1.b7f76f2fb5e47p+0,
+    0x1.bcc1e904bc1d2p+0,
+    0x1.c199bdd85529cp+0,
+    0x1.c67f12e57d14bp+0,
+    0x1.cb720dcef9069p+0,
+    0x1.d072d4a07897cp+0,
+    0x1.d5818dcfba487p+0,
+    0x1.da9e603db3285p+0,
+    0x1.dfc97337b9b5fp+0,
+    0x1.e502ee78b3ff6p+0,
+    0x1.ea4afa2a490dap+0,
+    0x1.efa1bee615a27p+0,
+    0x1.f50765b6e4540p+0,
+    0x1.fa7c1819e90d8p+0,
+};
+static const double TAB_LO[64] = {
+    0x0.0p+0,
+    -0x1.19083535b085dp-56,
+    0x1.d73e2a475b465p-55,
+    0x1.186be4bb284ffp-57,
+    0x1.8a62e4adc610bp-54,
+    0x1.03a1727c57b53p-59,
+    -0x1.6c51039449b3ap-54,
+    -0x1.32fbf9af1369ep-54,
+    -0x1.19041b9d78a76p-55,
+    0x1.e5b4c7b4968e4p-55,
+    0x1.e016e00a2643cp-54,
+    0x1.dc775814a8495p-55,
+    0x1.9b07eb6c70573p-54,
+    0x1.2bd339940e9d9p-55,
+    0x1.612e8afad1255p-55,
+    0x1.0024754db41d5p-54,
+    0x1.6f46ad23182e4p-55,
+    0x1.32721843659a6p-54,
+    -0x1.63aeabf42eae2p-54,
+    -0x1.5e436d661f5e3p-56,
+    0x1.ada0911f09ebcp-55,
+    -0x1.ef3691c309278p-58,
+    0x1.89b7a04ef80d0p-59,
+    0x1.3c1a3b69062f0p-56,
+    0x1.d4397afec42e2p-56,
+    -0x1.4b309d25957e3p-54,
+    -0x1.07abe1db13cadp-55,
+    0x1.9bb2c011d93adp-54,
+    0x1.6324c054647adp-54,
+    0x1.ba6f93080e65ep-54,
+    -0x1.383c17e40b497p-54,
+    -0x1.bb60987591c34p-54,
+    -0x1.bdd3413b26456p-54,
+    -0x1.bbe3a683c88abp-57,
+    -0x1.16e4786887a99p-55,
+    -0x1.0245957316dd3p-54,
+    -0x1.41577ee04992fp-55,
+    0x1.05d02ba15797ep-56,
+    -0x1.d4c1dd41532d8p-54,
+    -0x1.fc6f89bd4f6bap-54,
+    0x1.6e9f156864b27p-54,
+    0x1.5cc13a2e3976cp-55,
+    -0x1.75fc781b57ebcp-57,
+    -0x1.d185b7c1b85d1p-54,
+    0x1.c7c46b071f2bep-56,
+    -0x1.359495d1cd533p-54,
+    -0x1.d2f6edb8d41e1p-54,
+    0x1.0fac90ef7fd31p-54,
+    0x1.7a1cd345dcc81p-54,
+    -0x1.2805e3084d708p-57,
+    -0x1.5584f7e54ac3bp-56,
+    0x1.23dd07a2d9e84p-55,
+    0x1.11065895048ddp-55,
+    0x1.2884dff483cadp-54,
+    0x1.503cbd1e949dbp-56,
+    -0x1.cbc3743797a9cp-54,
+    0x1.2ed02d75b3707p-55,
+    0x1.c2300696db532p-54,
+    -0x1.1a5cd4f184b5cp-54,
+    0x1.39e8980a9cc8fp-55,
+    -0x1.e9c23179c2893p-54,
+    0x1.dc7f486a4b6b0p-54,
+    0x1.9d3e12dd8a18bp-54,
+    0x1.74853f3a5931ep-55,
+};
+
+/* float32 kernel: exp for d in [-700, 0], relative error < 2^-50 */
+static const double LN2_HI = 0x1.62e42fefa3800p-1; /* 43 bits: k * LN2_HI exact */
+static const double LN2_LO = 0x1.ef35793c76730p-45;
+static const double INV_LN2 = 0x1.71547652b82fep+0;
+
+static inline double
+bits_to_double(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static inline uint64_t
+double_to_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+/* The integer k held by ks = k + SHIFTER (|k| < 2^50), without a float-to-int
+ * conversion (which AVX2 lacks for 64-bit lanes, and the loops must vectorize) */
+static inline int64_t
+shifted_int(double ks)
+{
+    return (int64_t)(double_to_bits(ks) - double_to_bits(SHIFTER));
+}
+
+/* 2^k for -1022 <= k <= 1023 */
+static inline double
+pow2i(int64_t k)
+{
+    return bits_to_double((uint64_t)(k + 1023) << 52);
+}
+
+static inline double
+exp_short(double d)
+{
+    double dc = d < -700.0 ? -700.0 : d;
+    double ks = dc * INV_LN2 + SHIFTER;
+    double kf = ks - SHIFTER;
+    double r = (dc - kf * LN2_HI) - kf * LN2_LO;
+    double p = 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    return p * pow2i(shifted_int(ks));
+}
+
+/* The largest entry; NaN if any entry is not finite */
+HOT static float
+max_f32(const float *x, Py_ssize_t n)
+{
+    float acc[LANES], z[LANES];
+    Py_ssize_t i = 0;
+    for (int l = 0; l < LANES; l++) {
+        acc[l] = x[0];
+        z[l] = 0;
+    }
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+            z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */
+        }
+    }
+    float m = acc[0], zs = z[0];
+    for (int l = 1; l < LANES; l++) {
+        m = acc[l] > m ? acc[l] : m;
+        zs += z[l];
+    }
+    for (; i < n; i++) {
+        m = x[i] > m ? x[i] : m;
+        zs += x[i] - x[i];
+    }
+    return zs == 0 ? m : NAN;
+}
+
+/* Sum of exp(x - m) over the entries below m, and the count of entries equal to m */
+HOT static void
+partial_f32(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    double acc[LANES] = {0.0};
+    double e[CHUNK];
+    double md = (double)m;
+    Py_ssize_t count = 0;
+    for (Py_ssize_t c0 = 0; c0 < n; c0 += CHUNK) {
+        Py_ssize_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
+        const float *xc = x + c0;
+        for (Py_ssize_t i = 0; i < len; i++) {
+            double d = (double)xc[i] - md;
+            double v = exp_short(d);
+            e[i] = (d < -700.0 || d == 0.0) ? 0.0 : v;
+            count += xc[i] == m;
+        }
+        Py_ssize_t i = 0;
+        for (; i + LANES <= len; i += LANES) {
+            for (int l = 0; l < LANES; l++) {
+                acc[l] += e[i + l];
+            }
+        }
+        for (; i < len; i++) {
+            acc[0] += e[i];
+        }
+    }
+    double s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    *sum = s;
+    *at_max = count;
+}
+
+HOT static void
+write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, double L)
+{
+    double md = (double)m;
+    if (out_double) {
+        double *o = (double *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = ((double)x[i] - md) - L;
+        }
+    }
+    else {
+        float *o = (float *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = (float)(((double)x[i] - md) - L);
+        }
+    }
+}
+
+/* Rows with a non-finite entry are left untouched and counted */
+static Py_ssize_t
+rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n)
+{
+    size_t osize = out_double ? sizeof(double) : sizeof(float);
+    Py_ssize_t skipped = 0;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        const float *xr = x + r * n;
+        void *orow = (char *)out + (size_t)(r * n) * osize;
+        float m = max_f32(xr, n);
+        if (isnan(m)) {
+            skipped++;
+            continue;
+        }
+        double T;
+        Py_ssize_t k;
+        partial_f32(xr, n, m, &T, &k);
+        T += (double)(k - 1);
+        write_f32(xr, orow, out_double, n, m, log1p(T));
+    }
+    return skipped;
+}
+
+/* ---- float64 ---- */
+
+typedef struct {
+    double hi, lo;
+} dd;
+
+static inline dd
+two_sum(double a, double b)
+{
+    double s = a + b;
+    double bb = s - a;
+    double err = (a - (s - bb)) + (b - bb);
+    return (dd){s, err};
+}
+
+/* exp(dh + dl) = 2^K * (hi + lo), hi + lo in [0.7, 1.5], relative error ~2^-62,
+ * for dh in [-2000, 709] and |dl| <= ulp(dh) */
+static inline void
+exp_dd_parts(double dh, double dl, double *hi_out, double *lo_out, int64_t *K)
+{
+    double ks = dh * INV_C + SHIFTER;
+    double kf = ks - SHIFTER;
+    int64_t k = shifted_int(ks);
+    int64_t j = k & 63;
+    *K = k >> 6; /* floor(k / 64): arithmetic shift */
+    double r = dh - kf * C1; /* exact */
+    double p = kf * C2;
+    double pe = fma(kf, C2, -p);
+    double rh = r - p; /* TwoSum, spelled out: the loops calling this vectorize */
+    double bb = rh - r;
+    double rl = ((((r - (rh - bb)) + (-p - bb)) - pe) - kf * C3) + dl;
+    double q = 1.0 / 720.0;
+    q = q * rh + 1.0 / 120.0;
+    q = q * rh + 1.0 / 24.0;
+    q = q * rh + 1.0 / 6.0;
+    q = q * rh + 0.5;
+    q = q * (rh * rh);
+    double ql = q + (rl + rl * rh); /* exp(rh + rl) = 1 + rh + ql */
+    double th = TAB_HI[j], tl = TAB_LO[j];
+    double P = th * rh;
+    double pe2 = fma(th, rh, -P);
+    double lo = pe2 + th * ql + (tl + tl * (rh + ql));
+    double hi = th + P; /* |P| < th: Fast2Sum */
+    lo += P - (hi - th);
+    *hi_out = hi;
+    *lo_out = lo;
+}
+
+static inline dd
+exp_dd_scaled(double dh, double dl, int64_t *K)
+{
+    dd r;
+    exp_dd_parts(dh, dl, &r.hi, &r.lo, K);
+    return r;
+}
+
+/* Terms of the float64 sum: exp(d - c) for d = (dh, dl) below the shift c, in
+ * double-double, scaled by 2^K exactly while normal (by two factors below 2^-1020). */
+static inline void
+exp_term(double dh, double dl, double *hi, double *lo)
+{
+    int64_t K;
+    double dc = dh < -746.0 ? -746.0 : dh;
+    double eh, el;
+    exp_dd_parts(dc, dl, &eh, &el, &K);
+    int64_t low = K < -1020;
+    double s1 = pow2i(low ? K + 600 : K);
+    double s2 = low ? 0x1p-600 : 1.0;
+    *hi = (eh * s1) * s2;
+    *lo = (el * s1) * s2;
+}
+
+HOT static double
+max_f64(const double *x, Py_ssize_t n)
+{
+    double acc[LANES], z[LANES];
+    Py_ssize_t i = 0;
+    for (int l = 0; l < LANES; l++) {
+        acc[l] = x[0];
+        z[l] = 0;
+    }
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
+            z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */
+        }
+    }
+    double m = acc[0], zs = z[0];
+    for (int l = 1; l < LANES; l++) {
+        m = acc[l] > m ? acc[l] : m;
+        zs += z[l];
+    }
+    for (; i < n; i++) {
+        m = x[i] > m ? x[i] : m;
+        zs += x[i] - x[i];
+    }
+    return zs == 0 ? m : NAN;
+}
+
+/* Largest x - m (high part) over the entries below m; -inf if none */
+static double
+second_f64(const double *x, Py_ssize_t n, double m)
+{
+    double best = -INFINITY;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (x[i] != m) {
+            double d = x[i] - m;
+            best = d > best ? d : best;
+        }
+    }
+    return best;
+}
+
+/* One term of the float64 sum: exp((x - m) - c) as double-double, 0 for the maximal
+ * entries (x == m, counted by the caller) and below 2^-1075. The vector version below
+ * does the same operations in the same order, lane by lane. */
+static inline void
+term_f64(double xi, double m, double c, double *hi, double *lo)
+{
+    double dh = xi - m;
+    double bb = dh - xi;
+    double dl = (xi - (dh - bb)) + (-m - bb);
+    double sh = dh - c;
+    bb = sh - dh;
+    double sl = ((dh - (sh - bb)) + (-c - bb)) + dl;
+    if (dh == 0.0 || !(sh >= -745.5)) {
+        *hi = 0.0;
+        *lo = 0.0;
+        return;
+    }
+    exp_term(sh, sl, hi, lo);
+}
+
+static inline void
+acc_dd(double *ah, double *al, double h, double l)
+{
+    dd t = two_sum(*ah, h);
+    *ah = t.hi;
+    *al += t.lo + l;
+}
+
+static void
+finish_sum(const double ah[4], const double al[4], dd *sum)
+{
+    dd s = {0.0, 0.0};
+    for (int l = 0; l < 4; l++) {
+        acc_dd(&s.hi, &s.lo, ah[l], al[l]);
+    }
+    *sum = two_sum(s.hi, s.lo);
+}
+
+/* Sum over the entries below m of exp((x - m) - c), as double-double, in four
+ * lanes (entry i in lane i % 4, the last n % 4 entries in lane 0); the count of
+ * entries equal to m. c = 0 or a (negative) shift. */
+HOT static void
+partial_f64_scalar(const double *x, Py_ssize_t n, double m, double c, dd *sum,
+                   Py_ssize_t *at_max)
+{
+    double ah[4] = {0.0}, al[4] = {0.0};
+    Py_ssize_t count = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        for (int l = 0; l < 4; l++) {
+            double h, lo;
+            term_f64(x[i + l], m, c, &h, &lo);
+            acc_dd(&ah[l], &al[l], h, lo);
+            count += x[i + l] == m;
+        }
+    }
+    for (; i < n; i++) {
+        double h, lo;
+        term_f64(x[i], m, c, &h, &lo);
+        acc_dd(&ah[0], &al[0], h, lo);
+        count += x[i] == m;
+    }
+    finish_sum(ah, al, sum);
+    *at_max = count;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline __m256d
+v_set(double v)
+{
+    return _mm256_set1_pd(v);
+}
+
+/* 2^K for integral K in [-1022, 1023] held in a double */
+AVX2 static inline __m256d
+v_pow2(__m256d Kf)
+{
+    __m256d biased = _mm256_add_pd(Kf, v_set(SHIFTER + 1023.0));
+    __m256i e = _mm256_sub_epi64(_mm256_castpd_si256(biased), _mm256_castpd_si256(v_set(SHIFTER)));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+}
+
+AVX2 static void
+partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_ssize_t *at_max)
+{
+    const __m256d M = v_set(m), NM = v_set(-m), C = v_set(c), NC = v_set(-c);
+    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), SIGN = v_set(-0.0);
+    __m256d AH = ZERO, AL = ZERO;
+    Py_ssize_t count = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d X = _mm256_loadu_pd(x + i);
+        __m256d dh = _mm256_sub_pd(X, M);
+        __m256d bb = _mm256_sub_pd(dh, X);
+        __m256d dl = _mm256_add_pd(_mm256_sub_pd(X, _mm256_sub_pd(dh, bb)), _mm256_sub_pd(NM, bb));
+        __m256d sh = _mm256_sub_pd(dh, C);
+        bb = _mm256_sub_pd(sh, dh);
+        __m256d sl = _mm256_add_pd(
+            _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NC, bb)), dl);
+        __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
+        __m256d keep = _mm256_andnot_pd(at_max, _mm256_cmp_pd(sh, FLOOR, _CMP_GE_OQ));
+        count += __builtin_popcount(_mm256_movemask_pd(at_max));
+        /* dropped lanes compute exp(-745.5) */
+        __m256d a = _mm256_blendv_pd(FLOOR, sh, keep);
+        __m256d al = _mm256_and_pd(sl, keep);
+        /* exp_dd_parts */
+        __m256d ks = _mm256_add_pd(_mm256_mul_pd(a, v_set(INV_C)), v_set(SHIFTER));
+        __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
+        __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
+        __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(63));
+        __m256d Kf = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(1.0 / 64.0)));
+        __m256d r = _mm256_sub_pd(a, _mm256_mul_pd(kf, v_set(C1)));
+        __m256d p = _mm256_mul_pd(kf, v_set(C2));
+        __m256d pe = _mm256_fmsub_pd(kf, v_set(C2), p);
+        __m256d rh = _mm256_sub_pd(r, p);
+        bb = _mm256_sub_pd(rh, r);
+        __m256d np = _mm256_xor_pd(p, SIGN); /* -p */
+        __m256d rl = _mm256_sub_pd(
+            _mm256_sub_pd(
+                _mm256_add_pd(_mm256_sub_pd(r, _mm256_sub_pd(rh, bb)), _mm256_sub_pd(np, bb)), pe),
+            _mm256_mul_pd(kf, v_set(C3)));
+        rl = _mm256_add_pd(rl, al);
+        __m256d q = v_set(1.0 / 720.0);
+        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 120.0));
+        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 24.0));
+        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 6.0));
+        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(0.5));
+        q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
+        __m256d ql = _mm256_add_pd(q, _mm256_add_pd(rl, _mm256_mul_pd(rl, rh)));
+        __m256d th = _mm256_i64gather_pd(TAB_HI, j, 8);
+        __m256d tl = _mm256_i64gather_pd(TAB_LO, j, 8);
+        __m256d P = _mm256_mul_pd(th, rh);
+        __m256d pe2 = _mm256_fmsub_pd(th, rh, P);
+        __m256d lo = _mm256_add_pd(_mm256_add_pd(pe2, _mm256_mul_pd(th, ql)),
+                                   _mm256_add_pd(tl, _mm256_mul_pd(tl, _mm256_add_pd(rh, ql))));
+        __m256d hi = _mm256_add_pd(th, P);
+        lo = _mm256_add_pd(lo, _mm256_sub_pd(P, _mm256_sub_pd(hi, th)));
+        /* exp_term's scaling */
+        __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
+        __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
+        __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
+        __m256d eh = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(hi, s1), s2), keep);
+        __m256d el = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(lo, s1), s2), keep);
+        /* acc_dd, lane by lane */
+        __m256d s = _mm256_add_pd(AH, eh);
+        __m256d sb = _mm256_sub_pd(s, AH);
+        __m256d err = _mm256_add_pd(_mm256_sub_pd(AH, _mm256_sub_pd(s, sb)), _mm256_sub_pd(eh, sb));
+        AH = s;
+        AL = _mm256_add_pd(AL, _mm256_add_pd(err, el));
+    }
+    double ah[4], al[4];
+    _mm256_storeu_pd(ah, AH);
+    _mm256_storeu_pd(al, AL);
+    for (; i < n; i++) {
+        double h, lo;
+        term_f64(x[i], m, c, &h, &lo);
+        acc_dd(&ah[0], &al[0], h, lo);
+        count += x[i] == m;
+    }
+    finish_sum(ah, al, sum);
+    *at_max = count;
+}
+#endif
+
+typedef void (*partial_f64_fn)(const double *, Py_ssize_t, double, double, dd *, Py_ssize_t *);
+static partial_f64_fn partial_f64 = partial_f64_scalar;
+
+/* log1p(T) for T = th + tl >= 0 as double-double, relative error ~2^-60 */
+static dd
+log1p_dd(double th, double tl)
+{
+    if (th < 0x1p-30) {
+        double t2 = th * th;
+        return two_sum(th, tl - t2 * 0.5 + t2 * th * (1.0 / 3.0));
+    }
+    double L0 = log1p(th);
+    int64_t K;
+    dd E = exp_dd_scaled(L0, 0.0, &K);
+    double s = pow2i(K);
+    E.hi *= s;
+    E.lo *= s;
+    dd a = two_sum(1.0, th);
+    double rho = ((a.hi - E.hi) + a.lo) + (tl - E.lo);
+    return two_sum(L0, rho / E.hi);
+}
+
+/* out = (x - m) - (L_hi + L_lo), rounded once; overflow gives -inf */
+HOT static void
+write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        dd d = two_sum(x[i], -m);
+        dd s = two_sum(d.hi, -Lh);
+        double v = s.hi + (s.lo + (d.lo - Ll));
+        out[i] = fabs(s.hi) <= DBL_MAX ? v : s.hi;
+    }
+}
+
+/* -(2^K * (h + l)) correctly rounded, also where it is subnormal */
+static double
+neg_scaled(double h, double l, int64_t K)
+{
+    double s = h + l;
+    double e = l - (s - h);
+    double r = ldexp(s, (int)K);
+    double back = ldexp(r, (int)-K); /* exact: r is s rounded to a coarser grid */
+    double resid = (s - back) + e;
+    double grid = ldexp(1.0, (int)(-1074 - K));
+    if (r < 0x1p-1022 && fabs(resid) > 0.5 * grid) {
+        r += resid > 0 ? 0x1p-1074 : -0x1p-1074;
+    }
+    return -r;
+}
+
+/* One float64 row whose T is below 2^-960: T = exp(c) * sum exp(d - c), c = the
+ * second largest d; log1p(T) = T to within 2^-960 relative. */
+static void
+row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
+{
+    double c = second_f64(x, n, m);
+    double L = 0.0, at_max = -0.0;
+    /* below -2000, T < n * exp(-2000): zero in double, with room for any n */
+    if (c >= -2000.0) {
+        dd S;
+        Py_ssize_t k;
+        partial_f64(x, n, m, c, &S, &k);
+        int64_t K;
+        dd ec = exp_dd_scaled(c, 0.0, &K);
+        double P = ec.hi * S.hi;
+        double pl = fma(ec.hi, S.hi, -P) + ec.hi * S.lo + ec.lo * S.hi;
+        L = ldexp(P + pl, (int)K);
+        at_max = neg_scaled(P, pl, K);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (x[i] == m) {
+            out[i] = at_max;
+        }
+        else {
+            dd d = two_sum(x[i], -m);
+            double v = d.hi + (d.lo - L);
+            out[i] = fabs(d.hi) <= DBL_MAX ? v : d.hi;
+        }
+    }
+}
+
+static Py_ssize_t
+rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n)
+{
+    Py_ssize_t skipped = 0;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        const double *xr = x + r * n;
+        double *orow = out + r * n;
+        double m = max_f64(xr, n);
+        if (isnan(m)) {
+            skipped++;
+            continue;
+        }
+        dd T;
+        Py_ssize_t k;
+        partial_f64(xr, n, m, 0.0, &T, &k);
+        if (k == 1 && T.hi < 0x1p-960) {
+            row_f64_tiny(xr, orow, n, m);
+            continue;
+        }
+        dd t = two_sum(T.hi, (double)(k - 1));
+        dd L = log1p_dd(t.hi, t.lo + T.lo);
+        write_f64(xr, orow, n, m, L.hi, L.lo);
+    }
+    return skipped;
+}
+
+/* ---- Python bindings: buffers in, GIL released while the loops run ---- */
+
+static int
+kind_of(Py_buffer *b)
+{
+    const char *f = b->format ? b->format : "B";
+    char c = f[strlen(f) - 1];
+    if (c == 'f' && b->itemsize == 4) {
+        return 'f';
+    }
+    if (c == 'd' && b->itemsize == 8) {
+        return 'd';
+    }
+    return 0;
+}
+
+static int
+get_buffers(PyObject *xo, PyObject *oo, Py_buffer *x, Py_buffer *o)
+{
+    if (PyObject_GetBuffer(xo, x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    if (oo != NULL &&
+        PyObject_GetBuffer(oo, o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(x);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(rows_doc,
+"rows(x, out, n) -> int\n\n"
+"log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
+"into out (float32 or float64 for float32 x; float64 for float64 x). Rows with a NaN\n"
+"or an infinity are left untouched; returns how many there were.");
+
+static PyObject *
+py_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOn", &xo, &oo, &n)) {
+        return NULL;
+    }
+    Py_buffer x, o;
+    if (get_buffers(xo, oo, &x, &o) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x), ko = kind_of(&o);
+    Py_ssize_t count = x.len / (x.itemsize ? x.itemsize : 1);
+    const char *problem = NULL;
+    if (n <= 0 || count % n != 0) {
+        problem = "row length must be positive and divide the buffer";
+    }
+    else if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd')) {
+        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x)";
+    }
+    else if (o.len / o.itemsize != count) {
+        problem = "x and out must have the same number of elements";
+    }
+    if (problem) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&o);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_ssize_t skipped;
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        skipped = rows_f32((const float *)x.buf, o.buf, ko == 'd', count / n, n);
+    }
+    else {
+        skipped = rows_f64((const double *)x.buf, (double *)o.buf, count / n, n);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    return PyLong_FromSsize_t(skipped);
+}
+
+PyDoc_STRVAR(partial_doc,
+"partial(x, m) -> (hi, lo, count)\n\n"
+"For one segment of a row: the sum over entries below m of exp(x - m), as a\n"
+"double-double for float64 x (lo = 0.0 for float32), and the count of entries equal\n"
+"to m.");
+
+static PyObject *
+py_partial(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    double m;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &m)) {
+        return NULL;
+    }
+    Py_buffer x;
+    if (get_buffers(xo, NULL, &x, NULL) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x);
+    if (kx == 0 || x.len == 0) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_ValueError, "x must be a non-empty float32 or float64 buffer");
+        return NULL;
+    }
+    Py_ssize_t count = x.len / x.itemsize, k = 0;
+    dd s = {0.0, 0.0};
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        partial_f32((const float *)x.buf, count, (float)m, &s.hi, &k);
+    }
+    else {
+        partial_f64((const double *)x.buf, count, m, 0.0, &s, &k);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    return Py_BuildValue("ddn", s.hi, s.lo, k);
+}
+
+PyDoc_STRVAR(write_doc,
+"write(x, out, m, l_hi, l_lo)\n\n"
+"out = (x - m) - (l_hi + l_lo), rounded once, for one segment of a row (float32 x\n"
+"uses l_hi only).");
+
+static PyObject *
+py_write(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo;
+    double m, lh, ll;
+    if (!PyArg_ParseTuple(args, "OOddd", &xo, &oo, &m, &lh, &ll)) {
+        return NULL;
+    }
+    Py_buffer x, o;
+    if (get_buffers(xo, oo, &x, &o) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x), ko = kind_of(&o);
+    Py_ssize_t count = x.len / (x.itemsize ? x.itemsize : 1);
+    if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != count) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&o);
+        PyErr_SetString(PyExc_ValueError, "x and out must match as in rows()");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        write_f32((const float *)x.buf, o.buf, ko == 'd', count, (float)m, lh);
+    }
+    else {
+        write_f64((const double *)x.buf, (double *)o.buf, count, m, lh, ll);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(log1p_dd_doc,
+"log1p_dd(hi, lo) -> (hi, lo)\n\nlog1p of a non-negative double-double, relative error near 2^-60.");
+
+static PyObject *
+py_log1p_dd(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= 0.0) || !isfinite(h)) {
+        PyErr_SetString(PyExc_ValueError, "log1p_dd needs a finite, non-negative argument");
+        return NULL;
+    }
+    dd r = log1p_dd(h, l);
+    return Py_BuildValue("dd", r.hi, r.lo);
+}
+
+PyDoc_STRVAR(exp_dd_doc,
+"exp_dd(hi, lo) -> (hi, lo, K)\n\nexp(hi + lo) = 2**K * (hi + lo), for hi in [-746, 709].");
+
+static PyObject *
+py_exp_dd(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= -746.0 && h <= 709.0)) {
+        PyErr_SetString(PyExc_ValueError, "exp_dd needs -746 <= hi <= 709");
+        return NULL;
+    }
+    int64_t K;
+    dd r = exp_dd_scaled(h, l, &K);
+    return Py_BuildValue("ddL", r.hi, r.lo, (long long)K);
+}
+
+PyDoc_STRVAR(exp_short_doc, "exp_short(d) -> float\n\nThe float32 kernel's exp, for -700 <= d <= 0.");
+
+static PyObject *
+py_exp_short(PyObject *self, PyObject *args)
+{
+    double d;
+    if (!PyArg_ParseTuple(args, "d", &d)) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(exp_short(d));
+}
+
+PyDoc_STRVAR(constants_doc,
+"constants() -> dict\n\nThe kernel's constants, for checking against mpmath.");
+
+static PyObject *
+py_constants(PyObject *self, PyObject *unused)
+{
+    PyObject *tab = PyList_New(64);
+    if (tab == NULL) {
+        return NULL;
+    }
+    for (int j = 0; j < 64; j++) {
+        PyObject *pair = Py_BuildValue("dd", TAB_HI[j], TAB_LO[j]);
+        if (pair == NULL) {
+            Py_DECREF(tab);
+            return NULL;
+        }
+        PyList_SET_ITEM(tab, j, pair);
+    }
+    return Py_BuildValue("{s:(ddd),s:d,s:(dd),s:d,s:N}", "ln2_64", C1, C2, C3, "inv_ln2_64",
+                         INV_C, "ln2", LN2_HI, LN2_LO, "inv_ln2", INV_LN2, "exp2_j64", tab);
+}
+
+PyDoc_STRVAR(use_doc,
+"use(path) -> str\n\n"
+"Select the float64 sum's code path, 'scalar' or 'avx2' (where the CPU has AVX2 and\n"
+"FMA); returns the previous one. Both give bit-identical results; tests check it.");
+
+static PyObject *
+py_use(PyObject *self, PyObject *args)
+{
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) {
+        return NULL;
+    }
+    const char *prev = partial_f64 == partial_f64_scalar ? "scalar" : "avx2";
+    if (strcmp(name, "scalar") == 0) {
+        partial_f64 = partial_f64_scalar;
+    }
+#ifdef HAVE_AVX2_PATH
+    else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma")) {
+        partial_f64 = partial_f64_avx2;
+    }
+#endif
+    else {
+        PyErr_Format(PyExc_ValueError, "no code path %R on this machine", PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    return PyUnicode_FromString(prev);
+}
+
+static PyMethodDef methods[] = {
+    {"use", py_use, METH_VARARGS, use_doc},
+    {"rows", py_rows, METH_VARARGS, rows_doc},
+    {"partial", py_partial, METH_VARARGS, partial_doc},
+    {"write", py_write, METH_VARARGS, write_doc},
+    {"log1p_dd", py_log1p_dd, METH_VARARGS, log1p_dd_doc},
+    {"exp_dd", py_exp_dd, METH_VARARGS, exp_dd_doc},
+    {"exp_short", py_exp_short, METH_VARARGS, exp_short_doc},
+    {"constants", py_constants, METH_NOARGS, constants_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "impl._kernel",
+    "Compiled row kernels for impl's NumPy path (see impl/_kernel.c).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__kernel(void)
+{
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        partial_f64 = partial_f64_avx2;
+    }
+#endif
+    return PyModule_Create(&module);
+}
