@@ -111,6 +111,12 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
         out = log_softmax_torch(x, axes, n)
         if out is not None:
             return out
+    if compat.is_dask_namespace(xp) and not _has_zero_size(x):
+        from ._dask import log_softmax_dask
+
+        out = log_softmax_dask(x, axes)
+        if out is not None:
+            return out
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
     if compat.is_array_api_strict_namespace(xp):

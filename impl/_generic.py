@@ -112,7 +112,7 @@ def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
     if n == 1:
         return xp.where(isnan, nan, zero)
     pinf = x == math.inf
-    n_pinf = xp.sum(xp.astype(pinf, out.dtype), axis=axis, keepdims=True)
+    n_pinf = xp.sum(xp.astype(pinf, xp.int32), axis=axis, keepdims=True)
     has_nan = xp.any(isnan, axis=axis, keepdims=True)
     all_ninf = xp.all(x == -math.inf, axis=axis, keepdims=True)
     out = xp.where(n_pinf == 1, xp.where(pinf, zero, ninf), out)
@@ -125,18 +125,23 @@ def log_softmax_generic(xp: Any, x: Any, axis: Any, n: int, wide: Any) -> Any:
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
     slice (>= 1)."""
     out_dtype = x.dtype
-    xw = xp.astype(x, wide)
-    finite = xp.isfinite(xw)
-    ninf = _const(xp, xw, -math.inf)
+    # The maximum, the comparisons and the count of maximal entries are exact in the
+    # input's own format, and cheaper there (XLA's float64 reductions on CPU are
+    # several times slower than its float32 ones); only the sum of exponentials
+    # needs the wider format.
+    finite = xp.isfinite(x)
+    m_in = xp.max(xp.where(finite, x, _const(xp, x, -math.inf)), axis=axis, keepdims=True)
+    m_in = xp.where(xp.isfinite(m_in), m_in, xp.zeros_like(m_in))
     # Non-finite entries are replaced before any arithmetic (no inf - inf, no NaN
     # made here); -inf entries are put back at the end, the other specials decide
     # their whole slice in special_values.
-    m = xp.max(xp.where(finite, xw, ninf), axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    below = xp.where(finite, x, m_in) < m_in
+    count = xp.sum(xp.astype((x == m_in) & finite, xp.int32), axis=axis, keepdims=True)
+    xw = xp.astype(x, wide)
+    m = xp.astype(m_in, wide)
     xs = xp.where(finite, xw, m)
-    below = xs < m
-    k = xp.sum(xp.astype((xw == m) & finite, wide), axis=axis, keepdims=True)
-    k = xp.maximum(k, xp.ones_like(k))  # all -inf slices: any value, overridden later
+    ninf = _const(xp, xw, -math.inf)
+    k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if wide == out_dtype:  # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
         out = _precise_core(xp, xs, m, below, k, axis, _PRECISE[name])
@@ -148,12 +153,12 @@ def log_softmax_generic(xp: Any, x: Any, axis: Any, n: int, wide: Any) -> Any:
         e = xp.where(below, xp.exp(d), xp.zeros_like(d))
         T = xp.sum(e, axis=axis, keepdims=True) + (k - 1)
         out = d - xp.log1p(T)
-    out = xp.where(xw == -math.inf, ninf, out)
+    out = xp.where(x == -math.inf, ninf, out)
     if wide != out_dtype:
         # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
         # round to -inf; saying so before the cast keeps it from overflowing.
         out = xp.where(out <= -_overflow_threshold(out_dtype), ninf, out)
-    return special_values(xp, xw, xp.astype(out, out_dtype), axis, n)
+    return special_values(xp, x, xp.astype(out, out_dtype), axis, n)
 
 
 # (precision, emax) of the formats computed in a wider one

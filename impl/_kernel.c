@@ -178,10 +178,16 @@ static const double TAB_LO[64] = {
     0x1.74853f3a5931ep-55,
 };
 
-/* float32 kernel: exp for d in [-700, 0], relative error < 2^-50 */
-static const double LN2_HI = 0x1.62e42fefa3800p-1; /* 43 bits: k * LN2_HI exact */
-static const double LN2_LO = 0x1.ef35793c76730p-45;
-static const double INV_LN2 = 0x1.71547652b82fep+0;
+/* float32 kernel: exp(d) = 2^(k/8) * exp(r), |r| <= ln2/16, for d in [-700, 0];
+ * relative error < 2^-50. ln2/8 = L8_HI + L8_LO, L8_HI with 40 bits (k * L8_HI exact
+ * for |k| < 2^13). */
+static const double L8_HI = 0x1.62e42fefa4000p-4;
+static const double L8_LO = -0x1.8432a1b0e2634p-46;
+static const double INV_L8 = 0x1.71547652b82fep+3;
+static const double EXP2_8[8] = {
+    0x1.0000000000000p+0, 0x1.172b83c7d517bp+0, 0x1.306fe0a31b715p+0, 0x1.4bfdad5362a27p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.8ace5422aa0dbp+0, 0x1.ae89f995ad3adp+0, 0x1.d5818dcfba487p+0,
+};
 
 static inline double
 bits_to_double(uint64_t u)
@@ -218,23 +224,19 @@ static inline double
 exp_short(double d)
 {
     double dc = d < -700.0 ? -700.0 : d;
-    double ks = dc * INV_LN2 + SHIFTER;
+    double ks = dc * INV_L8 + SHIFTER;
     double kf = ks - SHIFTER;
-    double r = (dc - kf * LN2_HI) - kf * LN2_LO;
-    double p = 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    return p * pow2i(shifted_int(ks));
+    int64_t k = shifted_int(ks);
+    double r = (dc - kf * L8_HI) - kf * L8_LO;
+    double p = 1.0 / 5040.0;
+    p = fma(p, r, 1.0 / 720.0);
+    p = fma(p, r, 1.0 / 120.0);
+    p = fma(p, r, 1.0 / 24.0);
+    p = fma(p, r, 1.0 / 6.0);
+    p = fma(p, r, 0.5);
+    p = fma(p, r, 1.0);
+    p = fma(p, r, 1.0);
+    return (p * EXP2_8[k & 7]) * pow2i(k >> 3);
 }
 
 /* The largest entry; NaN if any entry is not finite */
@@ -265,37 +267,45 @@ max_f32(const float *x, Py_ssize_t n)
     return zs == 0 ? m : NAN;
 }
 
-/* Sum of exp(x - m) over the entries below m, and the count of entries equal to m */
+/* exp(x - m), 0 for x == m and below e^-700 */
+static inline double
+term_f32(float x, double md)
+{
+    double d = (double)x - md;
+    double v = exp_short(d);
+    return (d < -700.0 || d == 0.0) ? 0.0 : v;
+}
+
+static inline double
+finish_lanes8(const double acc[8])
+{
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Sum of exp(x - m) over the entries below m in eight lanes (entry i in lane i % 8,
+ * the last n % 8 in lane 0), and the count of entries equal to m */
 HOT static void
-partial_f32(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
 {
     double acc[LANES] = {0.0};
-    double e[CHUNK];
     double md = (double)m;
-    Py_ssize_t count = 0;
-    for (Py_ssize_t c0 = 0; c0 < n; c0 += CHUNK) {
-        Py_ssize_t len = n - c0 < CHUNK ? n - c0 : CHUNK;
-        const float *xc = x + c0;
-        for (Py_ssize_t i = 0; i < len; i++) {
-            double d = (double)xc[i] - md;
-            double v = exp_short(d);
-            e[i] = (d < -700.0 || d == 0.0) ? 0.0 : v;
-            count += xc[i] == m;
-        }
-        Py_ssize_t i = 0;
-        for (; i + LANES <= len; i += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                acc[l] += e[i + l];
-            }
-        }
-        for (; i < len; i++) {
-            acc[0] += e[i];
+    Py_ssize_t count = 0, i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            acc[l] += term_f32(x[i + l], md);
+            count += x[i + l] == m;
         }
     }
-    double s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    *sum = s;
+    for (; i < n; i++) {
+        acc[0] += term_f32(x[i], md);
+        count += x[i] == m;
+    }
+    *sum = finish_lanes8(acc);
     *at_max = count;
 }
+
+typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
+static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, at import */
 
 HOT static void
 write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, double L)
@@ -616,6 +626,73 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
     finish_sum(ah, al, sum);
     *at_max = count;
 }
+/* exp_short on four lanes; the table 2^(j/8) lives in two registers */
+AVX2 static inline __m256d
+v_exp_short(__m256d d)
+{
+    __m256d dc = _mm256_max_pd(d, v_set(-700.0));
+    __m256d ks = _mm256_add_pd(_mm256_mul_pd(dc, v_set(INV_L8)), v_set(SHIFTER));
+    __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
+    __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
+    __m256d r = _mm256_sub_pd(_mm256_sub_pd(dc, _mm256_mul_pd(kf, v_set(L8_HI))),
+                              _mm256_mul_pd(kf, v_set(L8_LO)));
+    __m256d p = v_set(1.0 / 5040.0);
+    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 720.0));
+    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 120.0));
+    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 24.0));
+    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 6.0));
+    p = _mm256_fmadd_pd(p, r, v_set(0.5));
+    p = _mm256_fmadd_pd(p, r, v_set(1.0));
+    p = _mm256_fmadd_pd(p, r, v_set(1.0));
+    /* 2^(j/8), j = k & 7: a 32-bit permute picks the two halves of entry j & 3 */
+    __m256i j3 = _mm256_slli_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(3)), 1);
+    __m256i idx = _mm256_or_si256(j3, _mm256_slli_epi64(_mm256_add_epi64(j3, _mm256_set1_epi64x(1)), 32));
+    __m256 t0 = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_8));
+    __m256 t1 = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_8 + 4));
+    __m256d lo = _mm256_castps_pd(_mm256_permutevar8x32_ps(t0, idx));
+    __m256d hi = _mm256_castps_pd(_mm256_permutevar8x32_ps(t1, idx));
+    __m256i upper = _mm256_cmpeq_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(4)), _mm256_set1_epi64x(4));
+    __m256d tj = _mm256_blendv_pd(lo, hi, _mm256_castsi256_pd(upper));
+    /* 2^(k >> 3), k >> 3 in [-127, 0]: the shift of k + 1023 * 8 is logical */
+    __m256i e = _mm256_srli_epi64(_mm256_add_epi64(k, _mm256_set1_epi64x(1023 * 8)), 3);
+    __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+    return _mm256_mul_pd(_mm256_mul_pd(p, tj), scale);
+}
+
+AVX2 static inline __m256d
+v_term_f32(__m128 x, __m256d md)
+{
+    __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(x), md);
+    __m256d v = v_exp_short(d);
+    __m256d drop = _mm256_or_pd(_mm256_cmp_pd(d, v_set(-700.0), _CMP_LT_OQ),
+                                _mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_EQ_OQ));
+    return _mm256_andnot_pd(drop, v);
+}
+
+AVX2 static void
+partial_f32_avx2(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    const __m256 M8 = _mm256_set1_ps(m);
+    const __m256d MD = v_set((double)m);
+    __m256d A0 = _mm256_setzero_pd(), A1 = _mm256_setzero_pd();
+    Py_ssize_t count = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 X = _mm256_loadu_ps(x + i);
+        count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
+        A0 = _mm256_add_pd(A0, v_term_f32(_mm256_castps256_ps128(X), MD));
+        A1 = _mm256_add_pd(A1, v_term_f32(_mm256_extractf128_ps(X, 1), MD));
+    }
+    double acc[8];
+    _mm256_storeu_pd(acc, A0);
+    _mm256_storeu_pd(acc + 4, A1);
+    double md = (double)m;
+    for (; i < n; i++) {
+        acc[0] += term_f32(x[i], md);
+        count += x[i] == m;
+    }
+    *sum = finish_lanes8(acc);
+    *at_max = count;
+}
 #endif
 
 typedef void (*partial_f64_fn)(const double *, Py_ssize_t, double, double, dd *, Py_ssize_t *);
@@ -668,35 +745,34 @@ neg_scaled(double h, double l, int64_t K)
     return -r;
 }
 
+/* log1p(T) = T (to within 2^-960 relative) for T = exp(c) * S below 2^-960,
+ * correctly rounded also where it is subnormal; 0 below c = -2000, where
+ * T < n exp(-2000) is zero in double for any n */
+static double
+tiny_log1p(double c, dd S)
+{
+    if (c < -2000.0) {
+        return 0.0;
+    }
+    int64_t K;
+    dd ec = exp_dd_scaled(c, 0.0, &K);
+    double P = ec.hi * S.hi;
+    double pl = fma(ec.hi, S.hi, -P) + ec.hi * S.lo + ec.lo * S.hi;
+    return -neg_scaled(P, pl, K);
+}
+
 /* One float64 row whose T is below 2^-960: T = exp(c) * sum exp(d - c), c = the
- * second largest d; log1p(T) = T to within 2^-960 relative. */
+ * second largest d */
 static void
 row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
 {
     double c = second_f64(x, n, m);
-    double L = 0.0, at_max = -0.0;
-    /* below -2000, T < n * exp(-2000): zero in double, with room for any n */
+    dd S = {0.0, 0.0};
+    Py_ssize_t k;
     if (c >= -2000.0) {
-        dd S;
-        Py_ssize_t k;
         partial_f64(x, n, m, c, &S, &k);
-        int64_t K;
-        dd ec = exp_dd_scaled(c, 0.0, &K);
-        double P = ec.hi * S.hi;
-        double pl = fma(ec.hi, S.hi, -P) + ec.hi * S.lo + ec.lo * S.hi;
-        L = ldexp(P + pl, (int)K);
-        at_max = neg_scaled(P, pl, K);
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (x[i] == m) {
-            out[i] = at_max;
-        }
-        else {
-            dd d = two_sum(x[i], -m);
-            double v = d.hi + (d.lo - L);
-            out[i] = fabs(d.hi) <= DBL_MAX ? v : d.hi;
-        }
-    }
+    write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
 }
 
 static Py_ssize_t
@@ -806,17 +882,17 @@ py_rows(PyObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(partial_doc,
-"partial(x, m) -> (hi, lo, count)\n\n"
-"For one segment of a row: the sum over entries below m of exp(x - m), as a\n"
-"double-double for float64 x (lo = 0.0 for float32), and the count of entries equal\n"
-"to m.");
+"partial(x, m, c=0.0) -> (hi, lo, count)\n\n"
+"For one segment of a row: the sum over entries below m of exp((x - m) - c), as a\n"
+"double-double for float64 x (lo = 0.0 for float32; c must be 0 there), and the\n"
+"count of entries equal to m.");
 
 static PyObject *
 py_partial(PyObject *self, PyObject *args)
 {
     PyObject *xo;
-    double m;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &m)) {
+    double m, c = 0.0;
+    if (!PyArg_ParseTuple(args, "Od|d", &xo, &m, &c)) {
         return NULL;
     }
     Py_buffer x;
@@ -824,9 +900,16 @@ py_partial(PyObject *self, PyObject *args)
         return NULL;
     }
     int kx = kind_of(&x);
+    const char *problem = NULL;
     if (kx == 0 || x.len == 0) {
+        problem = "x must be a non-empty float32 or float64 buffer";
+    }
+    else if (!(c <= 0.0) || (kx == 'f' && c != 0.0)) {
+        problem = "the shift c must be <= 0 (and 0 for float32)";
+    }
+    if (problem) {
         PyBuffer_Release(&x);
-        PyErr_SetString(PyExc_ValueError, "x must be a non-empty float32 or float64 buffer");
+        PyErr_SetString(PyExc_ValueError, problem);
         return NULL;
     }
     Py_ssize_t count = x.len / x.itemsize, k = 0;
@@ -836,7 +919,7 @@ py_partial(PyObject *self, PyObject *args)
         partial_f32((const float *)x.buf, count, (float)m, &s.hi, &k);
     }
     else {
-        partial_f64((const double *)x.buf, count, m, 0.0, &s, &k);
+        partial_f64((const double *)x.buf, count, m, c, &s, &k);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
@@ -899,6 +982,226 @@ py_log1p_dd(PyObject *self, PyObject *args)
     return Py_BuildValue("dd", r.hi, r.lo);
 }
 
+/* Buffers of per-row values: float64, contiguous, nrows long */
+static int
+row_values(PyObject *o, Py_buffer *b, Py_ssize_t nrows, int writable)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, b, flags) < 0) {
+        return -1;
+    }
+    if (kind_of(b) != 'd' || b->len != nrows * 8 * (writable == 3 ? 3 : 1)) {
+        PyBuffer_Release(b);
+        PyErr_SetString(PyExc_ValueError, "per-row buffers must be float64, one value per row "
+                                          "(three for the partial sums)");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(partial_rows_doc,
+"partial_rows(x, n, m, c, out)\n\n"
+"partial() for each length-n row of x, with the row's m and c (float64 buffers);\n"
+"out (float64, 3 per row) gets hi, lo and the count.");
+
+static PyObject *
+py_partial_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *mo, *co, *oo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnOOO", &xo, &n, &mo, &co, &oo)) {
+        return NULL;
+    }
+    Py_buffer x, m, c, o;
+    if (get_buffers(xo, NULL, &x, NULL) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x);
+    Py_ssize_t count = kx ? x.len / x.itemsize : 0;
+    if (kx == 0 || n <= 0 || count % n != 0) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_ValueError, "x must be float32 or float64 rows of length n");
+        return NULL;
+    }
+    Py_ssize_t nrows = count / n;
+    if (row_values(mo, &m, nrows, 0) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (row_values(co, &c, nrows, 0) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&m);
+        return NULL;
+    }
+    if (row_values(oo, &o, nrows, 3) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&m);
+        PyBuffer_Release(&c);
+        return NULL;
+    }
+    const double *mv = m.buf, *cv = c.buf;
+    double *ov = o.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        dd s = {0.0, 0.0};
+        Py_ssize_t k = 0;
+        if (kx == 'f') {
+            partial_f32((const float *)x.buf + r * n, n, (float)mv[r], &s.hi, &k);
+        }
+        else {
+            partial_f64((const double *)x.buf + r * n, n, mv[r], cv[r] <= 0.0 ? cv[r] : 0.0, &s, &k);
+        }
+        ov[3 * r] = s.hi;
+        ov[3 * r + 1] = s.lo;
+        ov[3 * r + 2] = (double)k;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&m);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&o);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(write_rows_doc,
+"write_rows(x, out, n, m, l_hi, l_lo)\n\n"
+"write() for each length-n row of x, with the row's m, l_hi and l_lo (float64).");
+
+static PyObject *
+py_write_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo, *mo, *ho, *lo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OOnOOO", &xo, &oo, &n, &mo, &ho, &lo)) {
+        return NULL;
+    }
+    Py_buffer x, o, m, h, l;
+    if (get_buffers(xo, oo, &x, &o) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x), ko = kind_of(&o);
+    Py_ssize_t count = kx ? x.len / x.itemsize : 0;
+    if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != count || n <= 0 ||
+        count % n != 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&o);
+        PyErr_SetString(PyExc_ValueError, "x and out must match as in rows()");
+        return NULL;
+    }
+    Py_ssize_t nrows = count / n;
+    int got = 0;
+    if (row_values(mo, &m, nrows, 0) == 0) {
+        got = 1;
+        if (row_values(ho, &h, nrows, 0) == 0) {
+            got = 2;
+            if (row_values(lo, &l, nrows, 0) == 0) {
+                got = 3;
+            }
+        }
+    }
+    if (got == 3) {
+        const double *mv = m.buf, *hv = h.buf, *lv = l.buf;
+        size_t osize = ko == 'd' ? 8 : 4;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < nrows; r++) {
+            void *orow = (char *)o.buf + (size_t)(r * n) * osize;
+            if (kx == 'f') {
+                write_f32((const float *)x.buf + r * n, orow, ko == 'd', n, (float)mv[r], hv[r]);
+            }
+            else {
+                write_f64((const double *)x.buf + r * n, (double *)orow, n, mv[r], hv[r], lv[r]);
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    if (got >= 1) {
+        PyBuffer_Release(&m);
+    }
+    if (got >= 2) {
+        PyBuffer_Release(&h);
+    }
+    if (got >= 3) {
+        PyBuffer_Release(&l);
+        Py_RETURN_NONE;
+    }
+    return NULL;
+}
+
+PyDoc_STRVAR(tiny_log_doc,
+"tiny_log(c, s_hi, s_lo) -> float\n\n"
+"log1p(T) for T = exp(c) * (s_hi + s_lo) below 2**-960 (c <= -600): T itself,\n"
+"correctly rounded also where it is subnormal; 0.0 for c < -2000.");
+
+static PyObject *
+py_tiny_log(PyObject *self, PyObject *args)
+{
+    double c, sh, sl;
+    if (!PyArg_ParseTuple(args, "ddd", &c, &sh, &sl)) {
+        return NULL;
+    }
+    if (!(c <= 0.0) || !(sh >= 0.0) || !isfinite(sh)) {
+        PyErr_SetString(PyExc_ValueError, "tiny_log needs c <= 0 and a finite s_hi >= 0");
+        return NULL;
+    }
+    dd S = {sh, sl};
+    return PyFloat_FromDouble(tiny_log1p(c, S));
+}
+
+PyDoc_STRVAR(log1p_rows_doc,
+"log1p_rows(t_hi, t_lo, l_hi, l_lo)\n\n"
+"l_hi + l_lo = log1p(t_hi + t_lo) elementwise over float64 buffers (t >= 0).");
+
+static PyObject *
+py_log1p_rows(PyObject *self, PyObject *args)
+{
+    PyObject *ho, *lo, *oho, *olo;
+    if (!PyArg_ParseTuple(args, "OOOO", &ho, &lo, &oho, &olo)) {
+        return NULL;
+    }
+    Py_buffer b[4];
+    PyObject *objs[4] = {ho, lo, oho, olo};
+    int got = 0;
+    const char *problem = NULL;
+    for (; got < 4; got++) {
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (got >= 2 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[got], &b[got], flags) < 0) {
+            break;
+        }
+        if (kind_of(&b[got]) != 'd' || b[got].len != b[0].len) {
+            problem = "log1p_rows needs four float64 buffers of one length";
+            got++;
+            break;
+        }
+    }
+    if (got == 4 && problem == NULL) {
+        const double *th = b[0].buf, *tl = b[1].buf;
+        double *oh = b[2].buf, *ol = b[3].buf;
+        Py_ssize_t n = b[0].len / 8;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (!(th[i] >= 0.0) || !isfinite(th[i])) { /* a special slice: decided later */
+                oh[i] = NAN;
+                ol[i] = 0.0;
+                continue;
+            }
+            dd L = log1p_dd(th[i], tl[i]);
+            oh[i] = L.hi;
+            ol[i] = L.lo;
+        }
+    }
+    for (int i = 0; i < got; i++) {
+        PyBuffer_Release(&b[i]);
+    }
+    if (problem) {
+        PyErr_SetString(PyExc_ValueError, problem);
+    }
+    if (problem || got < 4) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(exp_dd_doc,
 "exp_dd(hi, lo) -> (hi, lo, K)\n\nexp(hi + lo) = 2**K * (hi + lo), for hi in [-746, 709].");
 
@@ -948,13 +1251,22 @@ py_constants(PyObject *self, PyObject *unused)
         }
         PyList_SET_ITEM(tab, j, pair);
     }
-    return Py_BuildValue("{s:(ddd),s:d,s:(dd),s:d,s:N}", "ln2_64", C1, C2, C3, "inv_ln2_64",
-                         INV_C, "ln2", LN2_HI, LN2_LO, "inv_ln2", INV_LN2, "exp2_j64", tab);
+    PyObject *tab8 = PyList_New(8);
+    if (tab8 == NULL) {
+        Py_DECREF(tab);
+        return NULL;
+    }
+    for (int j = 0; j < 8; j++) {
+        PyList_SET_ITEM(tab8, j, PyFloat_FromDouble(EXP2_8[j]));
+    }
+    return Py_BuildValue("{s:(ddd),s:d,s:N,s:(dd),s:d,s:N}", "ln2_64", C1, C2, C3, "inv_ln2_64",
+                         INV_C, "exp2_j64", tab, "ln2_8", L8_HI, L8_LO, "inv_ln2_8", INV_L8,
+                         "exp2_j8", tab8);
 }
 
 PyDoc_STRVAR(use_doc,
 "use(path) -> str\n\n"
-"Select the float64 sum's code path, 'scalar' or 'avx2' (where the CPU has AVX2 and\n"
+"Select the sums' code path, 'scalar' or 'avx2' (where the CPU has AVX2 and\n"
 "FMA); returns the previous one. Both give bit-identical results; tests check it.");
 
 static PyObject *
@@ -967,11 +1279,13 @@ py_use(PyObject *self, PyObject *args)
     const char *prev = partial_f64 == partial_f64_scalar ? "scalar" : "avx2";
     if (strcmp(name, "scalar") == 0) {
         partial_f64 = partial_f64_scalar;
+        partial_f32 = partial_f32_scalar;
     }
 #ifdef HAVE_AVX2_PATH
     else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
              __builtin_cpu_supports("fma")) {
         partial_f64 = partial_f64_avx2;
+        partial_f32 = partial_f32_avx2;
     }
 #endif
     else {
@@ -987,6 +1301,10 @@ static PyMethodDef methods[] = {
     {"partial", py_partial, METH_VARARGS, partial_doc},
     {"write", py_write, METH_VARARGS, write_doc},
     {"log1p_dd", py_log1p_dd, METH_VARARGS, log1p_dd_doc},
+    {"log1p_rows", py_log1p_rows, METH_VARARGS, log1p_rows_doc},
+    {"partial_rows", py_partial_rows, METH_VARARGS, partial_rows_doc},
+    {"write_rows", py_write_rows, METH_VARARGS, write_rows_doc},
+    {"tiny_log", py_tiny_log, METH_VARARGS, tiny_log_doc},
     {"exp_dd", py_exp_dd, METH_VARARGS, exp_dd_doc},
     {"exp_short", py_exp_short, METH_VARARGS, exp_short_doc},
     {"constants", py_constants, METH_NOARGS, constants_doc},
@@ -1006,6 +1324,7 @@ PyInit__kernel(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         partial_f64 = partial_f64_avx2;
+        partial_f32 = partial_f32_avx2;
     }
 #endif
     return PyModule_Create(&module);

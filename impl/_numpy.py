@@ -28,12 +28,24 @@ from numpy.typing import NDArray
 
 from ._generic import log_softmax_generic
 
-try:
-    from . import _kernel
-except ImportError:  # built without a C compiler: the NumPy blocks below
-    _kernel = None
+__all__ = ["compiled_kernels", "log_softmax_numpy"]
 
-__all__ = ["log_softmax_numpy"]
+
+def _load_kernels() -> Any:
+    try:
+        from . import _kernel
+    except ImportError:  # built without a C compiler: the NumPy blocks below
+        return None
+    return _kernel
+
+
+_kernel: Any = _load_kernels()
+
+
+def compiled_kernels() -> Any:
+    """The compiled kernels (impl/_kernel.c), or None where they were not built."""
+    return _kernel
+
 
 _BLOCK = 1 << 16  # elements per work item of the kernel
 _BLOCK_NUMPY = 1 << 15  # float64 elements per NumPy block: two buffers stay in L2
@@ -46,12 +58,15 @@ _pool_pid = -1
 _pool_lock = threading.Lock()
 
 
+_serial = threading.local()  # set in callers that run in parallel already (Dask tasks)
+
+
 def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
     """fn over items on the shared threads (one pool per process: a forked child
     makes its own)."""
     global _pool, _pool_pid
     items = list(items)
-    if len(items) < 2 or _THREADS < 2:
+    if len(items) < 2 or _THREADS < 2 or getattr(_serial, "on", False):
         return [fn(i) for i in items]
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
@@ -61,7 +76,14 @@ def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
     return list(pool.map(fn, items))
 
 
-def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int) -> Any:
+def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int, serial: bool = False) -> Any:
+    """serial: no threads of its own (the caller runs several of these at once)."""
+    if serial:
+        _serial.on = True
+        try:
+            return log_softmax_numpy(x, axes, n)
+        finally:
+            _serial.on = False
     if x.size == 0:
         return x.copy()
     with np.errstate(all="ignore"):
@@ -81,6 +103,7 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     rows2d = np.ascontiguousarray(np.transpose(x, perm).reshape(-1, n))
+    out: NDArray[Any] | None
     if _kernel is None:
         out = _numpy_blocks(rows2d, n)
     elif n > _BLOCK:
@@ -132,21 +155,34 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
     f64 = rows2d.dtype == np.float64
     for r in range(rows2d.shape[0]):
         row = rows2d[r]
-        m = float(max(_map(lambda s, row=row: row[s[0] : s[1]].max(), segs)))
+
+        def seg_max(s: tuple[int, int], row: Any = row) -> float:
+            return float(row[s[0] : s[1]].max())
+
+        m = max(_map(seg_max, segs))
         if not math.isfinite(m):  # NaN propagates through max; +inf is the max
             return None
-        parts = _map(lambda s, row=row, m=m: _kernel.partial(_kernel_input(row[s[0] : s[1]]), m), segs)
+
+        def seg_partial(
+            s: tuple[int, int], row: Any = row, m: float = m
+        ) -> tuple[float, float, int]:
+            parts: tuple[float, float, int] = _kernel.partial(_kernel_input(row[s[0] : s[1]]), m)
+            return parts
+
+        parts = _map(seg_partial, segs)
         k = sum(p[2] for p in parts)
         if f64:
             th, tl = _dd_sum([(p[0], p[1]) for p in parts] + [(float(k - 1), 0.0)])
-            if k == 1 and th < _TINY_T:  # rare: a dominant maximum; the row whole
-                out[r] = log_softmax_generic(np, row[None, :], (1,), n, np.float64)[0]
-                continue
-            lh, ll = _kernel.log1p_dd(th, tl)
+            if k == 1 and th < _TINY_T:  # rare: one maximum, all else 660 below
+                lh, ll = _tiny_log1p(row, segs, m), 0.0
+            else:
+                lh, ll = _kernel.log1p_dd(th, tl)
         else:
             lh, ll = math.log1p(math.fsum([p[0] for p in parts]) + (k - 1)), 0.0
 
-        def write(s: tuple[int, int], r: int = r, m: float = m, lh: float = lh, ll: float = ll) -> None:
+        def write(
+            s: tuple[int, int], r: int = r, m: float = m, lh: float = lh, ll: float = ll
+        ) -> None:
             src = _kernel_input(rows2d[r, s[0] : s[1]])
             if src.dtype == rows2d.dtype:
                 _kernel.write(src, out[r, s[0] : s[1]], m, lh, ll)
@@ -157,6 +193,22 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
 
         _map(write, segs)
     return out
+
+
+def _tiny_log1p(row: NDArray[np.float64], segs: list[tuple[int, int]], m: float) -> float:
+    """log1p(T) of a float64 row whose T is below 2**-960: the terms are summed
+    relative to the second largest entry (none rounded on the subnormal grid) and T
+    is rounded once."""
+    ninf = -math.inf
+    x2 = max(
+        _map(lambda s: float(np.max(np.where(row[s[0] : s[1]] < m, row[s[0] : s[1]], ninf))), segs)
+    )
+    c = x2 - m
+    if not c >= -2000.0:  # also -inf: T is 0 in double
+        return 0.0
+    parts = _map(lambda s: _kernel.partial(row[s[0] : s[1]], m, c), segs)
+    sh, sl = _dd_sum([(p[0], p[1]) for p in parts])
+    return float(_kernel.tiny_log(c, sh, sl))
 
 
 def _dd_sum(parts: list[tuple[float, float]]) -> tuple[float, float]:

@@ -1,6 +1,12 @@
-"""PyTorch path: finite float16/bfloat16/float32 input on a device with float64 runs
-the short algorithm with torch's own fused, threaded kernels; everything else (float64,
-specials, devices without float64) takes the generic algorithm."""
+"""PyTorch path.
+
+CPU tensors that need no autograd graph run the NumPy path's compiled kernels on a
+zero-copy NumPy view (bfloat16 through its 16-bit pattern), and the result comes back
+as a tensor without a copy. On other devices, finite float16/bfloat16/float32 input
+runs the short algorithm in float64 with torch's own fused, threaded kernels; anything
+else (float64, NaN or infinities, devices without float64) returns None and takes the
+generic algorithm.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,8 @@ __all__ = ["log_softmax_torch"]
 def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int) -> Any | None:
     import torch
 
+    if x.device.type == "cpu" and not x.requires_grad and str(x.dtype) in _NUMPY_VIEW:
+        return _via_numpy(torch, x, axes, n)
     if (
         x.dtype not in (torch.float16, torch.bfloat16, torch.float32)
         or x.device.type == "mps"  # no float64 there
@@ -29,3 +37,24 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int) -> Any | None:
     T += at_max.sum(dim=dims, keepdim=True) - 1
     d -= T.log1p_()
     return d.to(x.dtype)
+
+
+# dtypes with a zero-copy NumPy view (by name: this module imports without torch)
+_NUMPY_VIEW = {"torch.float16", "torch.float32", "torch.float64", "torch.bfloat16"}
+
+
+def _via_numpy(torch: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
+    import numpy as np
+
+    from ._numpy import log_softmax_numpy
+
+    if x.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        arr = x.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    else:
+        arr = x.numpy()
+    out = np.asarray(log_softmax_numpy(arr, axes, n))
+    if x.dtype == torch.bfloat16:
+        return torch.from_numpy(out.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(out)

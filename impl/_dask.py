@@ -1,0 +1,220 @@
+"""Dask path.
+
+Where every slice lies inside one block (no reduced axis is split over chunks), each
+block goes through the NumPy path (and its compiled kernels) in its own task.
+
+Where a reduced axis is split, three passes run block by block with the same
+kernels: the slice maxima (a Dask reduction), the partial sums of each block (a
+double-double, the count of maximal entries and the counts of special values per
+slice and block, a small array that is then combined into L = log1p(T) per slice),
+and the output, where slices with NaN or +inf get the special-value answers. float64
+slices whose terms would all be subnormal are summed relative to their second
+largest entry, as in the NumPy path. Blocks of other libraries (CuPy), or a build
+without the kernels, take the generic algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["log_softmax_dask"]
+
+_GAP = -660.0  # a second largest entry this far below the maximum: T < 2**-950
+# per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf
+_PARTS = 6
+
+
+def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
+    if not isinstance(getattr(x, "_meta", None), np.ndarray):
+        return None
+    if all(len(x.chunks[a]) == 1 for a in axes):
+        return x.map_blocks(_whole_block, axes=axes, dtype=x.dtype, meta=x._meta)
+    from ._numpy import compiled_kernels
+
+    if compiled_kernels() is None or x.ndim == 0:
+        return None
+    return _split(x, axes)
+
+
+def _whole_block(b: Any, axes: tuple[int, ...]) -> Any:
+    from ._numpy import log_softmax_numpy
+
+    n = math.prod(b.shape[a] for a in axes) if axes else 1
+    return np.asarray(log_softmax_numpy(b, axes, n, serial=True))
+
+
+def _rows(b: Any, axes: tuple[int, ...]) -> tuple[Any, list[int]]:
+    """The block as contiguous rows (reduced axes last) and the permutation used."""
+    kept = [i for i in range(b.ndim) if i not in axes]
+    perm = kept + list(axes)
+    n = math.prod(b.shape[a] for a in axes)
+    return np.ascontiguousarray(np.transpose(b, perm).reshape(-1, n)), perm
+
+
+def _per_row(v: Any, axes: tuple[int, ...]) -> Any:
+    """A keepdims per-slice array as a contiguous float64 vector in row order."""
+    kept = [i for i in range(v.ndim) if i not in axes]
+    return np.ascontiguousarray(np.transpose(v, kept + list(axes)), dtype=np.float64).reshape(-1)
+
+
+def _split(x: Any, axes: tuple[int, ...]) -> Any:
+    import dask.array as da
+
+    n = math.prod(x.shape[a] for a in axes)
+    xk = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # exact
+    f64 = xk.dtype == np.float64
+    m = da.max(xk, axis=axes, keepdims=True)
+    if f64:
+        x2 = da.max(da.where(xk < m, xk, -np.inf), axis=axes, keepdims=True)
+        c = da.map_blocks(_shift, x2, m, dtype=np.float64)
+    else:
+        c = da.zeros_like(m, dtype=np.float64)
+    ndim = x.ndim
+    part_chunks = (
+        *((1,) * len(ch) if a in axes else ch for a, ch in enumerate(x.chunks)),
+        (_PARTS,),
+    )
+    parts = da.map_blocks(
+        _partial_block,
+        xk,
+        m,
+        c,
+        axes=axes,
+        new_axis=ndim,
+        chunks=part_chunks,
+        dtype=np.float64,
+        meta=np.empty((0,) * (ndim + 1)),
+    )
+    parts = parts.rechunk({a: -1 for a in axes})  # one value per slice and block: small
+    L_chunks = (*((1,) if a in axes else ch for a, ch in enumerate(x.chunks)), (4,))
+    L = da.map_blocks(
+        _finish_block,
+        parts,
+        c[..., None],
+        axes=axes,
+        f64=f64,
+        n=n,
+        chunks=L_chunks,
+        dtype=np.float64,
+        meta=np.empty((0,) * (ndim + 1)),
+    )
+    per_slice = [L[..., i] for i in range(4)]  # lazy slices of the small array
+    return da.map_blocks(
+        _write_block,
+        xk,
+        m,
+        *per_slice,
+        axes=axes,
+        out_dtype=x.dtype,
+        dtype=x.dtype,
+        meta=x._meta,
+    )
+
+
+def _shift(x2: Any, m: Any) -> Any:
+    """The shift of a float64 slice's terms: its second largest entry's gap where
+    every term would be subnormal, else 0 (NaN and infinite slices: decided later)."""
+    with np.errstate(all="ignore"):
+        gap = x2 - m
+    return np.where(gap < _GAP, gap, 0.0)
+
+
+def _kernels() -> Any:
+    from ._numpy import compiled_kernels
+
+    kernels = compiled_kernels()
+    assert kernels is not None  # the split path runs only with them built
+    return kernels
+
+
+def _partial_block(b: Any, mb: Any, cb: Any, axes: tuple[int, ...]) -> Any:
+    _kernel = _kernels()
+    rows, perm = _rows(b, axes)
+    out = np.zeros((rows.shape[0], _PARTS))
+    sums = np.empty((rows.shape[0], 3))
+    _kernel.partial_rows(rows, rows.shape[1], _per_row(mb, axes), _per_row(cb, axes), sums)
+    out[:, :3] = sums
+    if not np.isfinite(rows).all():
+        out[:, 3] = np.count_nonzero(np.isposinf(rows), axis=1)
+        out[:, 4] = np.count_nonzero(np.isnan(rows), axis=1)
+        out[:, 5] = np.count_nonzero(np.isneginf(rows), axis=1)
+    shape = [1 if a in axes else b.shape[a] for a in range(b.ndim)]
+    return _unrows(out, shape, perm, _PARTS)
+
+
+def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
+    """Per-row values (rows in perm order, ``width`` per row) back to the block's
+    layout, with the reduced axes of length 1 and a trailing axis of ``width``."""
+    t_shape = [*(shape[p] for p in perm), width]
+    inv = [*np.argsort(perm).tolist(), len(perm)]
+    return np.transpose(v.reshape(t_shape), inv)
+
+
+def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
+    """Partial sums of every block of a slice (reduced axes whole here) to L, and
+    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf)."""
+    from ._numpy import _dd_sum
+
+    _kernel = _kernels()
+    ndim = pb.ndim - 1
+    kept = [i for i in range(ndim) if i not in axes]
+    perm = kept + list(axes) + [ndim]
+    nk = math.prod(pb.shape[a] for a in kept) if kept else 1
+    p = np.transpose(pb, perm).reshape(nk, -1, _PARTS)
+    c = _per_row(cb[..., 0], axes)
+    k = p[:, :, 2].sum(axis=1)
+    if f64:
+        th, tl = np.zeros(nk), np.zeros(nk)
+        for j in range(p.shape[1]):  # blocks of a slice: few; a double-double sum
+            s = th + p[:, j, 0]
+            bb = s - th
+            tl += (th - (s - bb)) + (p[:, j, 0] - bb) + p[:, j, 1]
+            th = s
+        s = th + (k - 1)
+        bb = s - th
+        tl += (th - (s - bb)) + ((k - 1) - bb)
+        th = s
+        lh, ll = np.empty(nk), np.empty(nk)
+        with np.errstate(all="ignore"):
+            _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
+        for i in np.flatnonzero(c != 0.0):  # shifted slices: rare
+            if k[i] == 1:
+                sh, sl = _dd_sum([(float(a), float(b)) for a, b in p[i, :, :2]])
+                lh[i], ll[i] = _kernel.tiny_log(float(c[i]), sh, sl), 0.0
+            elif k[i] > 1:  # ties at the maximum: T = k - 1 plus a negligible rest
+                lh[i], ll[i] = _kernel.log1p_dd(float(k[i] - 1), 0.0)
+            else:  # a NaN slice: decided by the special-value rules
+                lh[i], ll[i] = math.nan, 0.0
+    else:
+        with np.errstate(all="ignore"):
+            lh = np.log1p(p[:, :, 0].sum(axis=1) + (k - 1))
+        ll = np.zeros(nk)
+    n_pinf = p[:, :, 3].sum(axis=1)
+    nan_slice = (p[:, :, 4].sum(axis=1) > 0) | (p[:, :, 5].sum(axis=1) == n)
+    shape = [1 if a in axes else pb.shape[a] for a in range(ndim)]
+    res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64)], axis=1)
+    return _unrows(res, shape, kept + list(axes), 4)
+
+
+def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
+    """per_slice: m, L hi, L lo, count of +inf, NaN-or-all--inf (keepdims blocks)."""
+    _kernel = _kernels()
+    rows, perm = _rows(b, axes)
+    direct = np.dtype(out_dtype) == rows.dtype
+    out = np.empty(rows.shape, dtype=rows.dtype if direct else np.float64)
+    m, lh, ll, n_pinf, nan_slice = (_per_row(v, axes) for v in per_slice)
+    _kernel.write_rows(rows, out, rows.shape[1], m, lh, ll)
+    # the special-value rules (DESIGN.md), for the few slices they concern
+    for i in np.flatnonzero((n_pinf > 0) | (nan_slice > 0)):
+        if nan_slice[i]:
+            out[i] = np.nan
+        else:
+            out[i] = np.where(np.isposinf(rows[i]), 0.0 if n_pinf[i] == 1 else np.nan, -np.inf)
+    if not direct:
+        with np.errstate(all="ignore"):
+            out = out.astype(out_dtype)  # one rounding from float64
+    t_shape = [b.shape[p] for p in perm]
+    return np.transpose(out.reshape(t_shape), np.argsort(perm))
