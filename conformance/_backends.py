@@ -47,7 +47,8 @@ class Backend:
     # -- transfer --------------------------------------------------------------
     def from_numpy(self, a: NDArray[Any]) -> Any:
         """The same values on this backend and device, bit for bit."""
-        return _FROM[self.library](self, np.ascontiguousarray(a))
+        # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
+        return _FROM[self.library](self, a if a.flags.c_contiguous else a.copy(order="C"))
 
     def to_numpy(self, a: Any) -> NDArray[Any]:
         return _TO[self.library](self, a)

@@ -125,6 +125,10 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
 
         with np.errstate(all="ignore"):
             return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+    if compat.is_jax_namespace(xp):
+        from ._jax import log_softmax_jax
+
+        return log_softmax_jax(xp, x, axes, n, _wide_dtype(xp, x))
     return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
 
 

@@ -22,6 +22,7 @@ matter, each measured by the oracle:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,10 +121,13 @@ def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
     return xp.where(has_nan | all_ninf, nan, out)
 
 
-def log_softmax_generic(xp: Any, x: Any, axis: Any, n: int, wide: Any) -> Any:
+def log_softmax_generic(
+    xp: Any, x: Any, axis: Any, n: int, wide: Any, cast: Callable[[Any, Any], Any] | None = None
+) -> Any:
     """log_softmax of a real floating array ``x`` over ``axis`` (a tuple), computed in
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
-    slice (>= 1)."""
+    slice (>= 1). ``cast(values, dtype)`` rounds the wide result to x's dtype
+    (default ``xp.astype``; the JAX path passes one that survives flush-to-zero)."""
     out_dtype = x.dtype
     # The maximum, the comparisons and the count of maximal entries are exact in the
     # input's own format, and cheaper there (XLA's float64 reductions on CPU are
@@ -158,7 +162,8 @@ def log_softmax_generic(xp: Any, x: Any, axis: Any, n: int, wide: Any) -> Any:
         # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
         # round to -inf; saying so before the cast keeps it from overflowing.
         out = xp.where(out <= -_overflow_threshold(out_dtype), ninf, out)
-    return special_values(xp, x, xp.astype(out, out_dtype), axis, n)
+    narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
+    return special_values(xp, x, narrow, axis, n)
 
 
 # (precision, emax) of the formats computed in a wider one

@@ -1,0 +1,165 @@
+"""Candidates: the log_softmax implementations under test.
+
+Built in: ``impl`` (this project's), ``scipy`` (scipy.special.log_softmax with
+SCIPY_ARRAY_API=1, on every backend it accepts), ``log(softmax)`` (the log of
+scipy.special.softmax, the seed document's own comparison), ``torch.nn.functional``
+(torch cells only) and ``jax.nn`` (JAX cells only). Any function can join as
+``module:function`` on the command line, or through the entry-point group
+``log_softmax_conformance.candidates`` (name = "module:function"). Every candidate is
+called as ``fn(x, axis=axis)`` on the backend's array; the adapters give the
+library functions that take ``dim`` or a single axis that signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from ._backends import Backend
+
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "Candidate", "candidate", "known_candidates"]
+
+ENTRY_POINT_GROUP = "log_softmax_conformance.candidates"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A named log_softmax. ``target`` is "module:function" (imported in the worker
+    that runs it); ``libraries`` limits it to backends of those libraries."""
+
+    name: str
+    target: str
+    libraries: tuple[str, ...] = ()
+    doc: str = ""
+
+    def applies_to(self, b: Backend) -> bool:
+        return not self.libraries or b.library in self.libraries
+
+    def load(self) -> Callable[..., Any]:
+        """The function, imported (raises ImportError/AttributeError with the target)."""
+        return load_target(self.target)
+
+
+def load_target(target: str) -> Callable[..., Any]:
+    module, sep, attr = target.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"a candidate is 'module:function', got {target!r}")
+    if module.startswith("scipy") or module == __name__:
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before scipy's first import
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"cannot import module {module!r} for candidate {target!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r} ({target!r})") from None
+    if not callable(obj):
+        raise TypeError(f"{target!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+# -- adapters to fn(x, axis=...) --------------------------------------------------------
+
+
+def scipy_log_softmax(x: Any, axis: Any = None) -> Any:
+    import scipy.special
+
+    return scipy.special.log_softmax(x, axis=axis)
+
+
+def log_of_softmax(x: Any, axis: Any = None) -> Any:
+    """log(softmax(x)): the seed document's comparison, in x's own namespace."""
+    import array_api_compat
+    import scipy.special
+
+    s = scipy.special.softmax(x, axis=axis)
+    return array_api_compat.array_namespace(s).log(s)
+
+
+def torch_log_softmax(x: Any, axis: Any = None) -> Any:
+    """torch.nn.functional.log_softmax over any axes: the reduced axes are moved
+    last and merged into one ``dim``, then put back."""
+    import torch
+
+    if isinstance(axis, int):
+        return torch.nn.functional.log_softmax(x, dim=axis)
+    axes = tuple(range(x.ndim)) if axis is None else tuple(a % x.ndim for a in axis)
+    kept = [i for i in range(x.ndim) if i not in axes]
+    perm = kept + list(axes)
+    t = x.permute(perm)
+    n = math.prod(t.shape[len(kept) :])
+    out = torch.nn.functional.log_softmax(t.reshape(*t.shape[: len(kept)], n), dim=-1)
+    inv = [perm.index(i) for i in range(x.ndim)]
+    return out.reshape(t.shape).permute(inv)
+
+
+def jax_log_softmax(x: Any, axis: Any = None) -> Any:
+    import jax
+
+    return jax.nn.log_softmax(x, axis=axis)
+
+
+def naive_log_softmax(x: Any, axis: Any = None) -> Any:
+    """x - log(sum(exp(x))): no max subtraction. Not in the default sweep; it is the
+    degraded candidate the tests and examples use."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(x)
+    return x - xp.log(xp.sum(xp.exp(x), axis=axis, keepdims=True))
+
+
+BUILTIN: tuple[Candidate, ...] = (
+    Candidate("impl", "impl:log_softmax", doc="this project's log_softmax"),
+    Candidate(
+        "scipy",
+        f"{__name__}:scipy_log_softmax",
+        ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"),
+        "scipy.special.log_softmax (SCIPY_ARRAY_API=1)",
+    ),
+    Candidate(
+        "log(softmax)",
+        f"{__name__}:log_of_softmax",
+        ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"),
+        "log of scipy.special.softmax",
+    ),
+    Candidate(
+        "torch.nn.functional",
+        f"{__name__}:torch_log_softmax",
+        ("torch",),
+        "torch.nn.functional.log_softmax",
+    ),
+    Candidate("jax.nn", f"{__name__}:jax_log_softmax", ("jax",), "jax.nn.log_softmax"),
+)
+
+
+def _entry_point_candidates() -> list[Candidate]:
+    out = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        out.append(Candidate(ep.name, ep.value, doc=f"entry point {ep.value}"))
+    return out
+
+
+def known_candidates() -> list[Candidate]:
+    """Built-ins, then those registered through the entry-point group."""
+    return [*BUILTIN, *_entry_point_candidates()]
+
+
+def candidate(spec: str) -> Candidate:
+    """A candidate by name, or a new one from "module:function" (checked importable
+    here, so that a typo is a clear error before any work starts)."""
+    for c in known_candidates():
+        if c.name == spec:
+            return c
+    if ":" in spec:
+        c = Candidate(spec, spec, doc="given on the command line")
+        c.load()
+        return c
+    known = [c.name for c in known_candidates()]
+    raise KeyError(f"unknown candidate {spec!r}; known: {known}, or give module:function")

@@ -1,0 +1,148 @@
+"""python -m conformance: list what can run here, run a sweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._backends import BACKENDS, backend
+from ._candidates import BUILTIN, candidate, known_candidates
+from ._cell import Budgets
+from ._families import FAMILIES, PROFILES, family
+from ._runner import RunConfig, default_cache_dir, run
+
+__all__ = ["main"]
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+class UsageError(Exception):
+    """A bad name or option: printed with the valid choices, exit status 2."""
+
+
+def _names(arg: str | None, all_names: Sequence[str], what: str) -> list[str]:
+    if arg is None:
+        return list(all_names)
+    out = [s.strip() for s in arg.split(",") if s.strip()]
+    if not out:
+        raise UsageError(f"--{what} is empty; choose from: {', '.join(all_names)}")
+    return out
+
+
+def _pick(arg: str | None, all_names: Sequence[str], what: str, lookup: Any) -> list[Any]:
+    picked = []
+    for name in _names(arg, all_names, what):
+        try:
+            picked.append(lookup(name))
+        except KeyError:
+            raise UsageError(
+                f"unknown {what[:-1]} {name!r}; valid: {', '.join(all_names)}"
+            ) from None
+    return picked
+
+
+def _list(args: argparse.Namespace) -> int:
+    print("backends:")
+    for b in BACKENDS:
+        why = b.probe()
+        state = "available" if why is None else f"not available: {why}"
+        print(f"  {b.name:<30} {state}  [{', '.join(b.dtypes)}]")
+    print("candidates:")
+    for c in known_candidates():
+        where = "all backends" if not c.libraries else ", ".join(c.libraries)
+        print(f"  {c.name:<30} {c.doc} ({where})")
+    print("  module:function               any function fn(x, axis=None)")
+    print("families:")
+    for f in FAMILIES:
+        extra = "" if len(f.dtypes) == 4 else f" [{', '.join(f.dtypes)}]"
+        print(f"  {f.name:<30} {f.doc}{extra}")
+    print(f"profiles: {', '.join(PROFILES)}")
+    return 0
+
+
+def _candidates(arg: str | None) -> list[Any]:
+    names = [c.name for c in BUILTIN]
+    out = []
+    for spec in _names(arg, names, "candidates"):
+        try:
+            out.append(candidate(spec))
+        except KeyError:
+            known = ", ".join(c.name for c in known_candidates())
+            raise UsageError(
+                f"unknown candidate {spec!r}; valid: {known}, or module:function"
+            ) from None
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise UsageError(f"candidate {spec!r}: {exc}") from None
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    cands = _candidates(args.candidates)
+    backends = _pick(args.backends, [b.name for b in BACKENDS], "backends", backend)
+    dtypes = _names(args.dtypes, DTYPES, "dtypes")
+    for d in dtypes:
+        if d not in DTYPES:
+            raise UsageError(f"unknown dtype {d!r}; valid: {', '.join(DTYPES)}")
+    fams = _pick(args.families, [f.name for f in FAMILIES], "families", family)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if not args.timeout > 0:
+        raise UsageError(f"--timeout must be > 0, got {args.timeout}")
+    try:
+        budgets = Budgets.load(args.budgets)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    cfg = RunConfig(
+        candidates=cands, backends=backends, dtypes=dtypes, families=fams,
+        profile=args.profile, jobs=args.jobs, results=Path(args.results), resume=args.resume,
+        timeout=args.timeout, cache=Path(args.cache), budgets=budgets,
+        progress=False if args.no_progress else None,
+    )  # fmt: skip
+    try:
+        table = run(cfg)
+    except PermissionError as exc:
+        raise UsageError(str(exc)) from None
+    counts = table["status"].value_counts().to_dict()
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    print(f"{len(table)} cells: {summary}. Table: {Path(args.results) / 'results.parquet'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m conformance",
+        description="Sweep log_softmax candidates x backends x dtypes x input families, "
+        "scored by the oracle.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="backends (with availability), candidates, families")
+    r = sub.add_parser("run", help="run a sweep and write the results table")
+    r.add_argument("--candidates", help="comma-separated names or module:function "
+                   "(default: the built-in candidates)")  # fmt: skip
+    r.add_argument("--backends", help="comma-separated (default: all; absent ones are "
+                   "recorded as not run)")  # fmt: skip
+    r.add_argument("--dtypes", help=f"comma-separated (default: {','.join(DTYPES)})")
+    r.add_argument("--families", help="comma-separated (default: all)")
+    r.add_argument("--profile", choices=PROFILES, default="quick")
+    r.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    r.add_argument("--results", default="results", help="results directory (default: results)")
+    r.add_argument("--resume", action="store_true", help="keep finished cells, run the rest")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
+    r.add_argument("--cache", default=str(default_cache_dir()), help="oracle cache directory")
+    r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
+    r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "list":
+            return _list(args)
+        return _run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are kept; rerun with --resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,279 @@
+"""Input families: named, seeded, deterministic generators of adversarial inputs.
+
+A family builds a list of cases for a format and a profile ("quick" for CI, "full" for
+the published report). The same cases go to every candidate and backend: the seed of a
+family depends only on its name, the format and the profile, so the oracle runs once
+per case and its answer is cached by a content hash of the input.
+
+Most families are 2-D blocks of rows reduced over the last axis (one XLA compilation
+and one oracle call per block); ``shapes`` and ``specials`` cover the rest of the
+contract (0-d, empty, axis None, negative and tuple axes, transposed input, length-1
+slices, every special-value case of DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from reference import FORMATS, Format
+
+__all__ = ["FAMILIES", "PROFILES", "Case", "Family", "family", "neg_ln_smallest"]
+
+PROFILES = ("quick", "full")
+_ALL = tuple(FORMATS)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: ``x`` in the family's format, reduced over ``axis``.
+
+    ``transposed``: the backend receives the transpose of a contiguous array and
+    transposes it back, so the candidate sees a non-contiguous view. ``params`` is one
+    number per row where a family sweeps a parameter (the dominant gap d), for plots.
+    """
+
+    x: NDArray[Any]
+    axis: int | tuple[int, ...] | None
+    label: str
+    transposed: bool = False
+    params: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    doc: str
+    build: Callable[[Format, str, np.random.Generator], list[Case]] = field(repr=False)
+    dtypes: tuple[str, ...] = _ALL
+    param: str = ""  # what Case.params holds, if anything
+
+    def cases(self, dtype: str, profile: str = "quick") -> list[Case]:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}")
+        if dtype not in self.dtypes:
+            raise ValueError(f"family {self.name!r} has no {dtype} inputs")
+        seed = zlib.crc32(f"{self.name}|{dtype}|{profile}".encode())
+        return self.build(FORMATS[dtype], profile, np.random.default_rng(seed))
+
+
+def _cast(fmt: Format, a: ArrayLike) -> NDArray[Any]:
+    with np.errstate(over="ignore"):
+        return np.asarray(a, dtype=np.float64).astype(fmt.dtype)
+
+
+def _ulp(fmt: Format, v: float) -> float:
+    """The spacing of fmt's numbers at |v| (normal range)."""
+    e = math.frexp(abs(v))[1] - 1 if v else fmt.emin
+    return math.ldexp(1.0, max(e, fmt.emin) - fmt.precision + 1)
+
+
+def neg_ln_smallest(fmt: Format) -> float:
+    """-ln of the smallest positive subnormal: beyond this gap exp(-d) rounds to 0."""
+    return -fmt.qmin * math.log(2.0)
+
+
+def _q(profile: str, quick: int, full: int) -> int:
+    return quick if profile == "quick" else full
+
+
+# -- families -------------------------------------------------------------------------
+
+
+def _normal(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows, n = _q(profile, 16, 256), _q(profile, 64, 1024)
+    return [Case(_cast(fmt, rng.standard_normal((rows, n))), -1, f"{rows}x{n}")]
+
+
+def _wide(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows, n = _q(profile, 16, 256), _q(profile, 64, 1024)
+    return [Case(_cast(fmt, rng.uniform(-50, 50, (rows, n))), -1, f"{rows}x{n} in [-50, 50]")]
+
+
+def _gaps(fmt: Format, count: int) -> NDArray[np.float64]:
+    """Gaps from 1 past -ln(eps) to past -ln(smallest subnormal), geometric, with
+    the two thresholds and their neighbours included."""
+    end = 1.15 * neg_ln_smallest(fmt)
+    ln_eps = -math.log(fmt.eps)
+    marks = [ln_eps - 1, ln_eps, ln_eps + 1, -fmt.emin * math.log(2.0), neg_ln_smallest(fmt)]
+    return np.unique(np.r_[np.geomspace(1.0, end, count), marks])
+
+
+def _dominant(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    n = _q(profile, 8, 16)
+    gaps = _gaps(fmt, _q(profile, 40, 400))
+    jitter = 1.0 + rng.random((gaps.size, n - 1)) * 1e-3
+    x = np.c_[np.zeros(gaps.size), -gaps[:, None] * jitter]
+    x = _cast(fmt, x)
+    return [Case(x, -1, f"{gaps.size} gaps", params=tuple(float(g) for g in gaps))]
+
+
+def _dominant_many(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    sizes = [1000] if profile == "quick" else [1000, 10000, 100000]
+    ln_eps = -math.log(fmt.eps)
+    gaps = sorted({round(ln_eps * f, 3) for f in (0.5, 1.0, 1.5)} | {neg_ln_smallest(fmt) - 8})
+    cases = []
+    for n in sizes:
+        x = -np.asarray(gaps)[:, None] - rng.random((len(gaps), n)) * 2.0
+        x[:, 0] = 0.0
+        cases.append(Case(_cast(fmt, x), -1, f"1 + {n - 1} tiny terms", params=tuple(gaps)))
+    return cases
+
+
+def _ties(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    n = _q(profile, 16, 64)
+    ks = [2, 3, 7, n // 2, n]
+    x = rng.standard_normal((len(ks), n)) - 3.0
+    for r, k in enumerate(ks):
+        x[r, rng.permutation(n)[:k]] = 1.5
+    return [Case(_cast(fmt, x), -1, f"k in {ks}")]
+
+
+def _near_ties(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows, n = _q(profile, 8, 64), 8
+    tops = _cast(fmt, rng.uniform(-4, 4, rows)).astype(np.float64)
+    x = np.empty((rows, n))
+    for r, t in enumerate(tops):
+        x[r] = t - rng.integers(0, 5, n) * _ulp(fmt, t)
+    return [Case(_cast(fmt, x), -1, "within 4 ulps of the maximum")]
+
+
+def _offset(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows, n = _q(profile, 4, 32), 16
+    offsets = [v for v in (1e4, 1e7, 1e30, 1e300) if v < fmt.max_finite]
+    offsets.append(fmt.max_finite * 0.75)
+    cases = []
+    for c in offsets:
+        step = _ulp(fmt, c)
+        x = c + step * rng.integers(-16, 17, (rows, n))
+        if step <= 0.25:  # spread of order one as well (the class of PyTorch issue 38839)
+            x = np.r_[x, c + rng.standard_normal((rows, n))]
+        cases.append(Case(_cast(fmt, x), -1, f"offset {c:.3g}"))
+    return cases
+
+
+def _saturating(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    big = fmt.max_finite
+    rows = [
+        [big, -big, big * 0.5, -big * 0.75],
+        [big, big, -big, -big],
+        [-big, -big * 0.5, -big * 0.25, -big],
+        [big, big * (1 - 2 * fmt.eps), 0.0, -big],
+    ]
+    if profile == "full":
+        rows += (rng.choice([-1.0, 1.0], (28, 4)) * big * rng.uniform(0.5, 1, (28, 4))).tolist()
+    return [Case(_cast(fmt, rows), -1, "near +-max finite")]
+
+
+def _subnormal(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows, n = _q(profile, 8, 64), 8
+    tiny = math.ldexp(1.0, fmt.qmin)
+    x = rng.integers(-2**8, 2**8, (rows, n)) * tiny
+    x[:, -1] = 0.0
+    mixed = np.r_[[0.0, tiny, -tiny, 1.0, -1e-3, 2.0**-20, tiny * 7, -tiny * 3]][None, :]
+    return [Case(_cast(fmt, np.r_[x, mixed]), -1, "subnormal entries")]
+
+
+def _long(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    n = _q(profile, 1 << 14, 1 << 20)
+    return [Case(_cast(fmt, rng.standard_normal((2, n)) * 4), -1, f"2 rows of {n}")]
+
+
+def _llm(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    vocabs = [32000] if profile == "quick" else [32000, 128000]
+    cases = []
+    for v in vocabs:
+        x = rng.standard_normal((2, v)) * 2.5 - 4.0
+        for r in range(2):  # a few large logits: peaked next-token distributions
+            x[r, rng.permutation(v)[:4]] = rng.uniform(10, 25, 4)
+        cases.append(Case(_cast(fmt, x), -1, f"vocabulary {v}"))
+    return cases
+
+
+_INF, _NAN = math.inf, math.nan
+SPECIAL_ROWS = {
+    "nan": [1.0, _NAN, 3.0, -_INF],
+    "neg-inf-entries": [0.0, -_INF, -1.0, -_INF],
+    "all-neg-inf": [-_INF, -_INF, -_INF, -_INF],
+    "one-pos-inf": [1.0, _INF, -_INF, 2.0],
+    "several-pos-inf": [_INF, 0.0, _INF, -_INF],
+    "lone-finite": [-_INF, 3.0, -_INF, -_INF],
+}
+
+
+def _specials(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    rows = _cast(fmt, list(SPECIAL_ROWS.values()))
+    singles = _cast(fmt, [[_NAN], [_INF], [-_INF], [2.5]])
+    return [
+        Case(rows, -1, "special rows: " + ", ".join(SPECIAL_ROWS)),
+        Case(singles, -1, "length-1 slices: nan, +inf, -inf, finite"),
+    ]
+
+
+def _shapes(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    def r(*shape: int) -> NDArray[Any]:
+        return _cast(fmt, rng.standard_normal(shape) * 3)
+
+    return [
+        Case(_cast(fmt, 1.5), None, "0-d"),
+        Case(r(0), -1, "empty (0,)"),
+        Case(r(3, 0), 1, "empty (3, 0), axis 1"),
+        Case(r(3, 4), None, "(3, 4), axis None"),
+        Case(r(3, 4, 5), -2, "(3, 4, 5), axis -2"),
+        Case(r(3, 4, 5), (0, 2), "(3, 4, 5), axis (0, 2)"),
+        Case(r(5, 6), 1, "(5, 6) transposed view, axis 1", transposed=True),
+        Case(r(2, 3, 4, 5), (1, 3), "(2, 3, 4, 5), axis (1, 3)"),
+    ]
+
+
+def _exhaustive(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    bits = np.arange(1 << 16, dtype=np.uint16).view(np.int16)
+    v = bits.view(fmt.dtype)
+    with np.errstate(invalid="ignore"):  # NaN patterns, cast to float64 to be dropped
+        v = v[np.isfinite(v.astype(np.float64))]
+    if profile == "quick":
+        v = v[:: 64]
+    x = np.stack([np.zeros(v.size, dtype=fmt.dtype), v], axis=1)
+    return [Case(x, -1, f"[0, v] for {v.size} finite v")]
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("normal", "standard normal rows", _normal),
+    Family("wide", "uniform rows in [-50, 50]", _wide),
+    Family(
+        "dominant",
+        "one maximum, the others at gap d swept from 1 past -ln(eps) to past "
+        "-ln(smallest subnormal)",
+        _dominant,
+        param="d",
+    ),
+    Family("dominant-many", "one maximum and 10^3..10^5 tiny terms", _dominant_many, param="d"),
+    Family("ties", "k equal maxima", _ties),
+    Family("near-ties", "entries within a few ulps of the maximum", _near_ties),
+    Family("offset", "a common offset of 1e4 .. near the largest finite value", _offset),
+    Family("saturating", "values near +-max finite, where x - max overflows", _saturating),
+    Family("subnormal", "subnormal entries", _subnormal),
+    Family("long", "long rows (2^14 quick, 2^20 full)", _long),
+    Family("llm", "LLM logits, vocabulary 32000 and 128000, peaked", _llm),
+    Family("specials", "NaN and +-inf: every case of DESIGN.md", _specials),
+    Family("shapes", "0-d, empty, axis None/negative/tuple, transposed, 4-d", _shapes),
+    Family(
+        "exhaustive",
+        "[0, v] for every finite v (quick: every 64th)",
+        _exhaustive,
+        dtypes=("float16", "bfloat16"),
+    ),
+)
+
+
+def family(name: str) -> Family:
+    for f in FAMILIES:
+        if f.name == name:
+            return f
+    raise KeyError(f"unknown family {name!r}; known: {[f.name for f in FAMILIES]}")

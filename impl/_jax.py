@@ -1,0 +1,67 @@
+"""JAX path: the generic algorithm compiled with ``jax.jit`` once per (axes, slice
+size, working dtype, x64 flag). Eagerly, JAX would otherwise dispatch (and compile) each
+of the algorithm's few dozen operations on its own; under an outer ``jax.jit`` the
+inner one is inlined into the caller's program.
+
+XLA on CPU flushes subnormal results to zero, the conversion from float64 to a
+narrower format included: a float32 output of -3.3e-39 would come back as -0.0 (2.4e6
+ULP). Where the work is in float64, the narrow result's subnormal range is built from
+its bits instead: the value scaled to the subnormal grid (exact in float64), rounded to
+an integer, and bit-cast, which no flush touches."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from ._generic import log_softmax_generic
+
+__all__ = ["log_softmax_jax"]
+
+
+def log_softmax_jax(xp: Any, x: Any, axes: tuple[int, ...], n: int, wide: Any) -> Any:
+    import jax
+
+    name = "float64" if wide == xp.float64 else "float32"
+    return _compiled(axes, n, name, bool(jax.config.read("jax_enable_x64")))(x)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[Any], Any]:
+    import array_api_compat
+    import jax
+    import jax.numpy as jnp
+
+    def f(x: Any) -> Any:
+        xp = array_api_compat.array_namespace(x)
+        cast = _subnormal_safe_cast if wide == "float64" else None
+        return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast)
+
+    return jax.jit(f)
+
+
+# (precision, emin, unsigned integer of the same width) of the narrow formats
+_NARROW = {"float32": (24, -126, "uint32"), "float16": (11, -14, "uint16"),
+           "bfloat16": (8, -126, "uint16")}  # fmt: skip
+
+
+def _subnormal_safe_cast(v: Any, dtype: Any) -> Any:
+    """float64 ``v`` rounded to the narrow ``dtype``, subnormal results included."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    name = jnp.dtype(dtype).name
+    if name not in _NARROW:
+        return v.astype(dtype)
+    p, emin, uint = _NARROW[name]
+    qmin = emin - p + 1  # exponent of the smallest subnormal
+    rounded = v.astype(dtype)  # right in the normal range
+    mag = jnp.abs(v)
+    # |v| * 2**-qmin is exact in float64; rint rounds half to even, as the cast would.
+    # 2**(p-1) comes out as the smallest normal number's pattern, also right.
+    m = jnp.rint(mag * (2.0**-qmin)).astype(uint)
+    sign = jnp.where(jnp.signbit(v), jnp.asarray(1 << (8 * jnp.dtype(uint).itemsize - 1), uint),
+                     jnp.asarray(0, uint))  # fmt: skip
+    sub = lax.bitcast_convert_type(m | sign, dtype)
+    return jnp.where(mag < 2.0**emin, sub, rounded)
