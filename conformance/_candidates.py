@@ -54,12 +54,16 @@ def load_target(target: str) -> Callable[..., Any]:
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"cannot import module {module!r} for candidate {target!r}: {exc}") from exc
+        raise ImportError(
+            f"cannot import module {module!r} for candidate {target!r}: {exc}"
+        ) from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise AttributeError(f"module {module!r} has no attribute {attr!r} ({target!r})") from None
+            raise AttributeError(
+                f"module {module!r} has no attribute {attr!r} ({target!r})"
+            ) from None
     if not callable(obj):
         raise TypeError(f"{target!r} is not callable")
     return obj  # type: ignore[no-any-return]

@@ -29,7 +29,7 @@ from ._backends import Backend, _jitted
 from ._candidates import Candidate
 from ._families import Case, Family
 
-__all__ = ["Budgets", "OracleCache", "CellSpec", "run_cell", "COLUMNS"]
+__all__ = ["COLUMNS", "Budgets", "CellSpec", "OracleCache", "run_cell"]
 
 _DATA = Path(__file__).parent / "data"
 
@@ -146,15 +146,17 @@ def _slice_of(x_shape: tuple[int, ...], axis: Any, flat: int) -> NDArray[np.intp
     ndim = len(x_shape)
     if ndim == 0:
         return np.zeros(1, dtype=np.intp)
-    axes = tuple(range(ndim)) if axis is None else tuple(
-        a % ndim for a in ((axis,) if isinstance(axis, int) else axis)
+    axes = (
+        tuple(range(ndim))
+        if axis is None
+        else tuple(a % ndim for a in ((axis,) if isinstance(axis, int) else axis))
     )
     kept = [i for i in range(ndim) if i not in axes]
     idx = np.arange(math.prod(x_shape)).reshape(x_shape)
     n = math.prod(x_shape[a] for a in axes)
     rows = np.transpose(idx, kept + list(axes)).reshape(-1, n)
     r = int(np.flatnonzero((rows == flat).any(axis=1))[0])
-    return rows[r]
+    return np.asarray(rows[r], dtype=np.intp)
 
 
 def _namespace_finding(b: Backend, out: Any) -> str | None:

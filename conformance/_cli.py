@@ -33,6 +33,9 @@ def _names(arg: str | None, all_names: Sequence[str], what: str) -> list[str]:
     return out
 
 
+_SINGULAR = {"backends": "backend", "families": "family", "dtypes": "dtype"}
+
+
 def _pick(arg: str | None, all_names: Sequence[str], what: str, lookup: Any) -> list[Any]:
     picked = []
     for name in _names(arg, all_names, what):
@@ -40,7 +43,7 @@ def _pick(arg: str | None, all_names: Sequence[str], what: str, lookup: Any) -> 
             picked.append(lookup(name))
         except KeyError:
             raise UsageError(
-                f"unknown {what[:-1]} {name!r}; valid: {', '.join(all_names)}"
+                f"unknown {_SINGULAR[what]} {name!r}; valid: {', '.join(all_names)}"
             ) from None
     return picked
 

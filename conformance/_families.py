@@ -174,7 +174,7 @@ def _saturating(fmt: Format, profile: str, rng: np.random.Generator) -> list[Cas
 def _subnormal(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
     rows, n = _q(profile, 8, 64), 8
     tiny = math.ldexp(1.0, fmt.qmin)
-    x = rng.integers(-2**8, 2**8, (rows, n)) * tiny
+    x = rng.integers(-(2**8), 2**8, (rows, n)) * tiny
     x[:, -1] = 0.0
     mixed = np.r_[[0.0, tiny, -tiny, 1.0, -1e-3, 2.0**-20, tiny * 7, -tiny * 3]][None, :]
     return [Case(_cast(fmt, np.r_[x, mixed]), -1, "subnormal entries")]
@@ -238,7 +238,7 @@ def _exhaustive(fmt: Format, profile: str, rng: np.random.Generator) -> list[Cas
     with np.errstate(invalid="ignore"):  # NaN patterns, cast to float64 to be dropped
         v = v[np.isfinite(v.astype(np.float64))]
     if profile == "quick":
-        v = v[:: 64]
+        v = v[::64]
     x = np.stack([np.zeros(v.size, dtype=fmt.dtype), v], axis=1)
     return [Case(x, -1, f"[0, v] for {v.size} finite v")]
 

@@ -122,12 +122,22 @@ def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
 
 
 def log_softmax_generic(
-    xp: Any, x: Any, axis: Any, n: int, wide: Any, cast: Callable[[Any, Any], Any] | None = None
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int,
+    wide: Any,
+    cast: Callable[[Any, Any], Any] | None = None,
+    scale2: Callable[[Any, Any], Any] | None = None,
 ) -> Any:
     """log_softmax of a real floating array ``x`` over ``axis`` (a tuple), computed in
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
-    slice (>= 1). ``cast(values, dtype)`` rounds the wide result to x's dtype
-    (default ``xp.astype``; the JAX path passes one that survives flush-to-zero)."""
+    slice (>= 1).
+
+    Two hooks let a namespace whose arithmetic flushes subnormal results to zero (XLA
+    on CPU) build them another way: ``cast(values, dtype)`` rounds the wide result to
+    x's dtype (default ``xp.astype``) and ``scale2(v, e)`` is ``v * 2**e`` rounded
+    once (default: that product), where the result may be subnormal."""
     out_dtype = x.dtype
     # The maximum, the comparisons and the count of maximal entries are exact in the
     # input's own format, and cheaper there (XLA's float64 reductions on CPU are
@@ -148,7 +158,7 @@ def log_softmax_generic(
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if wide == out_dtype:  # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
-        out = _precise_core(xp, xs, m, below, k, axis, _PRECISE[name])
+        out = _precise_core(xp, xs, m, below, k, axis, _PRECISE[name], scale2)
     else:
         if wide == xp.float64 or "bfloat16" not in str(out_dtype):
             d = xs - m  # the wider range holds any difference of narrow values
@@ -179,13 +189,23 @@ def _overflow_threshold(dtype: Any) -> float:
     return math.ldexp(2.0 - math.ldexp(1.0, -p), emax)
 
 
-def _precise_core(xp: Any, x: Any, m: Any, below: Any, k: Any, axis: Any, c: _Consts) -> Any:
+def _precise_core(
+    xp: Any,
+    x: Any,
+    m: Any,
+    below: Any,
+    k: Any,
+    axis: Any,
+    c: _Consts,
+    scale2: Callable[[Any, Any], Any] | None,
+) -> Any:
     ninf = _const(xp, x, -math.inf)
     # Reference point for the terms: the maximum, or the second largest entry where
     # every term would be subnormal (then k == 1).
     x2 = xp.max(xp.where(below, x, ninf), axis=axis, keepdims=True)
     g2h, g2l = _two_diff(xp, x2, m)
-    scaled = (g2h < c.scale_gap) & (x2 > -math.inf)  # x2 == -inf: a lone finite entry
+    # x2 == -inf: a lone finite entry; k > 1: T >= 1 from the ties, nothing to scale
+    scaled = (g2h < c.scale_gap) & (x2 > -math.inf) & (k == 1)
     ref = xp.where(scaled, x2, m)
     dh, dl = _two_diff(xp, x, ref)
     e = xp.exp(xp.minimum(dh, xp.zeros_like(dh)))  # > 0 only at the masked-out maximum
@@ -199,7 +219,10 @@ def _precise_core(xp: Any, x: Any, m: Any, below: Any, k: Any, axis: Any, c: _Co
     r = (g2c - q * c.ln2_hi) - q * c.ln2_lo
     two = _const(xp, x, 2.0)
     big = xp.exp(r) * (S_hi + S_lo) * (1.0 + g2l) * xp.pow(two, _const(xp, x, -c.prescale))
-    T_scaled = big * xp.pow(two, xp.where(scaled, q + c.prescale, xp.zeros_like(q)))
+    e2 = xp.where(scaled, q + c.prescale, xp.zeros_like(q))
+    # -T, rounded once: the output of the maximal entry on scaled slices
+    neg_T = -big * xp.pow(two, e2) if scale2 is None else scale2(-big, e2)
+    T_scaled = -neg_T
     # T = (k - 1) + S_hi + S_lo as a double-word, then L = log1p(T_hi) + T_lo/(1 + T).
     T_hi, T_lo = _two_sum(xp, k - 1, S_hi)
     T_lo = T_lo + S_lo
@@ -211,4 +234,6 @@ def _precise_core(xp: Any, x: Any, m: Any, below: Any, k: Any, axis: Any, c: _Co
     fin = xp.isfinite(ah)
     a0 = xp.where(fin, ah, xp.zeros_like(ah))
     s, t = _two_sum(xp, a0, -L)
-    return xp.where(fin, s + (t + al), ah)
+    out = xp.where(fin, s + (t + al), ah)
+    # log1p(T) = T there; said directly, so a flushed subnormal T cannot lose it
+    return xp.where(scaled & (x == m), neg_T, out)

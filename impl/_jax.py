@@ -36,23 +36,47 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
     def f(x: Any) -> Any:
         xp = array_api_compat.array_namespace(x)
         cast = _subnormal_safe_cast if wide == "float64" else None
-        return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast)
+        return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2)
 
     return jax.jit(f)
 
 
-# (precision, emin, unsigned integer of the same width) of the narrow formats
-_NARROW = {"float32": (24, -126, "uint32"), "float16": (11, -14, "uint16"),
-           "bfloat16": (8, -126, "uint16")}  # fmt: skip
+# (precision, emin, unsigned integer of the same width)
+_NARROW = {"float64": (53, -1022, "uint64"), "float32": (24, -126, "uint32"),
+           "float16": (11, -14, "uint16"), "bfloat16": (8, -126, "uint16")}  # fmt: skip
+
+
+def _from_bits(v: Any, m: Any, dtype: Any, uint: str) -> Any:
+    """The value with integer significand ``m`` on the subnormal grid and v's sign,
+    made by a bit cast (no arithmetic result, so no flush)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    top = jnp.asarray(1 << (8 * jnp.dtype(uint).itemsize - 1), uint)
+    sign = jnp.where(jnp.signbit(v), top, jnp.asarray(0, uint))
+    return lax.bitcast_convert_type(m.astype(uint) | sign, dtype)
+
+
+def _subnormal_safe_scale2(v: Any, e: Any) -> Any:
+    """v * 2**e rounded once in v's dtype, also where the result is subnormal."""
+    import jax.numpy as jnp
+
+    p, emin, uint = _NARROW[jnp.dtype(v.dtype).name]
+    qmin = emin - p + 1
+    # ldexp, not exp2: XLA computes 2**e as exp(e ln 2), 76 ULP off at e = -1000
+    ei = e.astype(jnp.int32)
+    prod = jnp.ldexp(v, ei)  # right in the normal range
+    # |v| * 2**(e - qmin) is exact (a power-of-two scaling into the normal range)
+    m = jnp.rint(jnp.ldexp(jnp.abs(v), jnp.minimum(ei - qmin, 1000)))
+    return jnp.where(jnp.abs(prod) < 2.0**emin, _from_bits(v, m, v.dtype, uint), prod)
 
 
 def _subnormal_safe_cast(v: Any, dtype: Any) -> Any:
     """float64 ``v`` rounded to the narrow ``dtype``, subnormal results included."""
     import jax.numpy as jnp
-    from jax import lax
 
     name = jnp.dtype(dtype).name
-    if name not in _NARROW:
+    if name not in _NARROW or name == "float64":
         return v.astype(dtype)
     p, emin, uint = _NARROW[name]
     qmin = emin - p + 1  # exponent of the smallest subnormal
@@ -60,8 +84,5 @@ def _subnormal_safe_cast(v: Any, dtype: Any) -> Any:
     mag = jnp.abs(v)
     # |v| * 2**-qmin is exact in float64; rint rounds half to even, as the cast would.
     # 2**(p-1) comes out as the smallest normal number's pattern, also right.
-    m = jnp.rint(mag * (2.0**-qmin)).astype(uint)
-    sign = jnp.where(jnp.signbit(v), jnp.asarray(1 << (8 * jnp.dtype(uint).itemsize - 1), uint),
-                     jnp.asarray(0, uint))  # fmt: skip
-    sub = lax.bitcast_convert_type(m | sign, dtype)
-    return jnp.where(mag < 2.0**emin, sub, rounded)
+    m = jnp.rint(mag * (2.0**-qmin))
+    return jnp.where(mag < 2.0**emin, _from_bits(v, m, dtype, uint), rounded)

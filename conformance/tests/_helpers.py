@@ -1,0 +1,59 @@
+"""Candidates with known defects, for the runner's tests (importable by workers)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import numpy as np
+
+from conformance._candidates import naive_log_softmax
+
+__all__ = [
+    "crashing",
+    "mutating",
+    "naive_log_softmax",
+    "raising",
+    "sleepy",
+    "slow_impl",
+    "wrong_dtype",
+]
+
+
+def raising(x: Any, axis: Any = None) -> Any:
+    raise RuntimeError("this candidate always raises")
+
+
+def wrong_dtype(x: Any, axis: Any = None) -> Any:
+    import impl
+
+    return np.asarray(impl.log_softmax(x, axis=axis)).astype(np.float64)
+
+
+def mutating(x: Any, axis: Any = None) -> Any:
+    import impl
+
+    out = impl.log_softmax(x, axis=axis)
+    if isinstance(x, np.ndarray) and x.size:
+        x.reshape(-1)[0] = 0.0
+    return out
+
+
+def crashing(x: Any, axis: Any = None) -> Any:
+    """Dies like a segfaulting extension: SIGSEGV to its own process."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+    raise AssertionError("unreachable")
+
+
+def sleepy(x: Any, axis: Any = None) -> Any:
+    time.sleep(60)
+    raise AssertionError("the runner's timeout should have stopped this")
+
+
+def slow_impl(x: Any, axis: Any = None) -> Any:
+    import impl
+
+    time.sleep(float(os.environ.get("CONFORMANCE_TEST_DELAY", "0.05")))
+    return impl.log_softmax(x, axis=axis)

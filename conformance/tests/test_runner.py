@@ -1,0 +1,123 @@
+"""The sweep: table, not-run cells, crash and timeout isolation, kill -9 and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conformance import COLUMNS, RunConfig, backend, candidate, family, run
+from conformance._candidates import Candidate
+
+H = "conformance.tests._helpers"
+
+
+def _config(tmp_path: Path, cands, **kw) -> RunConfig:
+    base = dict(
+        candidates=cands,
+        backends=[backend("numpy:cpu"), backend("cupy:cuda")],
+        dtypes=["float32", "bfloat16"],
+        families=[family("dominant"), family("specials"), family("normal")],
+        jobs=2,
+        results=tmp_path / "res",
+        cache=tmp_path / "cache",
+        progress=False,
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_a_sweep_writes_one_table_and_records_what_could_not_run(tmp_path):
+    naive = Candidate("naive", f"{H}:naive_log_softmax")
+    table = run(_config(tmp_path, [candidate("impl"), naive]), log=lambda s: None)
+    assert list(table.columns) == COLUMNS
+    assert len(table) == 2 * 2 * 2 * 3  # candidates x backends x dtypes x families
+    for name in ("results.parquet", "results.csv", "fingerprint.json"):
+        assert (tmp_path / "res" / name).exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "res" / "results.parquet"), table)
+    cupy = table[table.backend == "cupy:cuda"]
+    assert (cupy.status == "not run").all() and cupy.reason.str.len().gt(0).all()
+    ran = table[table.backend == "numpy:cpu"]
+    assert (ran[ran.candidate == "impl"].status == "pass").all()
+    dom = ran[(ran.candidate == "naive") & (ran.family == "dominant")]
+    assert (dom.status == "fail").all() and (dom.max_ulp > 100).all()
+
+
+def test_a_crashing_or_hanging_candidate_is_recorded_and_the_sweep_goes_on(tmp_path):
+    cands = [
+        Candidate("crash", f"{H}:crashing"),
+        Candidate("hang", f"{H}:sleepy"),
+        candidate("impl"),
+    ]
+    cfg = _config(tmp_path, cands, dtypes=["float32"], families=[family("normal")], timeout=5)
+    cfg.backends = [backend("numpy:cpu")]
+    table = run(cfg, log=lambda s: None).set_index("candidate")
+    assert table.loc["crash", "status"] == "error"
+    assert "signal 11" in table.loc["crash", "reason"]
+    assert table.loc["hang", "status"] == "error" and "timeout" in table.loc["hang", "reason"]
+    assert table.loc["impl", "status"] == "pass"
+
+
+def _sweep_cmd(results: Path, cache: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "conformance", "run", "--candidates",
+        f"{H}:slow_impl,impl", "--backends", "numpy:cpu", "--dtypes", "float32,float64",
+        "--families", "normal,dominant,ties,near-ties,subnormal,saturating,specials",
+        "--results", str(results), "--cache", str(cache), "--jobs", "1", "--no-progress",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_table(tmp_path):
+    env = {**os.environ, "CONFORMANCE_TEST_DELAY": "0.4"}
+    cache = tmp_path / "cache"
+    whole = tmp_path / "whole"
+    subprocess.run(_sweep_cmd(whole, cache), check=True, env=env, capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        _sweep_cmd(cut, cache), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    cells = cut / "cells"
+    deadline = time.monotonic() + 120
+    while len(list(cells.glob("*.json"))) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its workers, mid-run
+    proc.wait()
+    done_before = len(list(cells.glob("*.json")))
+    assert 0 < done_before < 28, done_before
+    assert not (cut / "results.parquet").exists()
+    out = subprocess.run(
+        _sweep_cmd(cut, cache, "--resume"), check=True, env=env, capture_output=True, text=True
+    )
+    assert f"({done_before} already done)" in out.stderr
+    a = pd.read_parquet(whole / "results.parquet").drop(columns="seconds")
+    b = pd.read_parquet(cut / "results.parquet").drop(columns="seconds")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_cli_errors_name_the_problem_and_the_valid_choices(tmp_path):
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conformance", *args], capture_output=True, text=True
+        )
+
+    r = cli("run", "--backends", "numpy:cpu,tpu:0", "--results", str(tmp_path))
+    assert r.returncode == 2 and "unknown backend 'tpu:0'" in r.stderr and "numpy:cpu" in r.stderr
+    r = cli("run", "--candidates", "nope", "--results", str(tmp_path))
+    assert r.returncode == 2 and "unknown candidate 'nope'" in r.stderr and "impl" in r.stderr
+    r = cli("run", "--candidates", "no_such_module_xyz:f", "--results", str(tmp_path))
+    assert r.returncode == 2 and "cannot import module 'no_such_module_xyz'" in r.stderr
+    r = cli("run", "--families", "normal,bogus", "--results", str(tmp_path))
+    assert r.returncode == 2 and "unknown family 'bogus'" in r.stderr and "ties" in r.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = cli("run", "--backends", "numpy:cpu", "--results", str(blocker / "sub"))
+    assert r.returncode == 2 and "not writable" in r.stderr
+    r = cli("list")
+    assert r.returncode == 0 and "numpy:cpu" in r.stdout and "dominant" in r.stdout
