@@ -35,6 +35,13 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
 
     def f(x: Any) -> Any:
         xp = array_api_compat.array_namespace(x)
+        if wide == "float32" and x.dtype == jnp.bfloat16:
+            # bfloat16's subnormals lie below float32's normal range, which flushes:
+            # float32's precise core (its subnormal T built from bits), then the
+            # bits rounded to bfloat16 with integer arithmetic
+            x32 = x.astype(jnp.float32)
+            out = log_softmax_generic(xp, x32, axes, n, jnp.float32, None, _subnormal_safe_scale2)
+            return _round_to_bfloat16(out)
         cast = _subnormal_safe_cast if wide == "float64" else None
         return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2)
 
@@ -86,3 +93,15 @@ def _subnormal_safe_cast(v: Any, dtype: Any) -> Any:
     # 2**(p-1) comes out as the smallest normal number's pattern, also right.
     m = jnp.rint(mag * (2.0**-qmin))
     return jnp.where(mag < 2.0**emin, _from_bits(v, m, dtype, uint), rounded)
+
+
+def _round_to_bfloat16(v: Any) -> Any:
+    """float32 to bfloat16, round to nearest even, on the bit patterns (subnormal
+    float32 values included; infinities and NaN stay what they are)."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    u = lax.bitcast_convert_type(v, jnp.uint32)
+    r = (u + jnp.uint32(0x7FFF) + ((u >> 16) & jnp.uint32(1))) >> 16
+    r = jnp.where(jnp.isnan(v), (u >> 16) | jnp.uint32(0x40), r)  # NaN stays NaN
+    return lax.bitcast_convert_type(r.astype(jnp.uint16), jnp.bfloat16)

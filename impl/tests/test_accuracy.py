@@ -26,12 +26,6 @@ _FTZ = "XLA on CPU flushes subnormal results to zero"
 XFAIL: dict[tuple[str, str, str], str] = {
     ("array_api_strict:no_float64", "float32", "wide"): f"{_NATIVE_F32}: 1.50 ULP",
     ("array_api_strict:no_float64", "float32", "dominant"): f"{_NATIVE_F32}: 1.29 ULP",
-    ("jax:cpu:nox64", "bfloat16", "dominant"): f"{_FTZ} (float32 work, bf16 subnormal): 220.7 ULP",
-    (
-        "jax:cpu:jit:nox64",
-        "bfloat16",
-        "dominant",
-    ): f"{_FTZ} (float32 work, bf16 subnormal): 220.7 ULP",
     ("jax:cpu:nox64", "float32", "normal"): f"{_NATIVE_F32}: 1.02 ULP",
     ("jax:cpu:jit:nox64", "float32", "normal"): f"{_NATIVE_F32}: 1.02 ULP",
     ("jax:cpu:nox64", "float32", "wide"): f"{_NATIVE_F32}: 1.36 ULP",
