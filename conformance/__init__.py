@@ -3,13 +3,17 @@ sweeps them, scored by the oracle, into one results table.
 
     python -m conformance list
     python -m conformance run --profile quick --results results/
+    python -m conformance search --candidate scipy --dtype float32 --budget 60s
+    pytest --pyargs conformance --candidate mypkg.module:log_softmax
 """
 
 from ._backends import BACKENDS, Backend, backend
 from ._candidates import BUILTIN, Candidate, candidate, known_candidates
 from ._cell import COLUMNS, Budgets, CellSpec, OracleCache, run_cell
+from ._expected import ExpectedFailure, expected_failures
 from ._families import FAMILIES, PROFILES, Case, Family, family
 from ._runner import RunConfig, load_table, plan, run
+from ._search import SearchResult, load_corpus, search
 
 __all__ = [
     "BACKENDS",
@@ -22,15 +26,20 @@ __all__ = [
     "Candidate",
     "Case",
     "CellSpec",
+    "ExpectedFailure",
     "Family",
     "OracleCache",
     "RunConfig",
+    "SearchResult",
     "backend",
     "candidate",
+    "expected_failures",
     "family",
     "known_candidates",
+    "load_corpus",
     "load_table",
     "plan",
     "run",
     "run_cell",
+    "search",
 ]

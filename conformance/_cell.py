@@ -197,6 +197,10 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
     got_arrays: list[NDArray[Any] | None] = []
     out_dtypes: set[str] = set()
     cases = spec.family.cases(dtype, spec.profile)
+    if not cases:
+        rec.update(status="not run", reason=f"family {spec.family.name} has no {dtype} inputs")
+        rec["seconds"] = time.perf_counter() - t0
+        return rec
     for ci, case in enumerate(cases):
         res = cache.get(case)
         try:

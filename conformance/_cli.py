@@ -115,6 +115,49 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_seconds(text: str) -> float:
+    t = text.strip().lower()
+    scale = 60.0 if t.endswith("m") else 1.0
+    t = t.rstrip("ms")
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise UsageError(f"--budget takes seconds such as 60s or 2m, got {text!r}") from None
+    if not value > 0:
+        raise UsageError(f"--budget must be positive, got {text!r}")
+    return value
+
+
+def _search(args: argparse.Namespace) -> int:
+    from ._search import search
+
+    (cand,) = _candidates(args.candidate)
+    (b,) = _pick(args.backend, [x.name for x in BACKENDS], "backends", backend)
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {args.dtype!r}; valid: {', '.join(DTYPES)}")
+    seconds = _budget_seconds(args.budget)
+    print(
+        f"searching {cand.name} on {b.name} in {args.dtype} for {seconds:g}s "
+        f"(strategy {args.strategy})",
+        file=sys.stderr,
+    )
+    try:
+        res = search(
+            cand, b, args.dtype, seconds=seconds, examples=args.examples,
+            strategy=args.strategy, corpus=args.corpus, seed=args.seed,
+            log=lambda s: print(s, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"worst: {res.ulp:.6g} ULP after {res.examples} examples in {res.seconds:.1f}s "
+        f"(known worst before: {res.known:.6g} ULP; {res.saved} input saved to the corpus)"
+    )
+    if res.row is not None:
+        print(res.reproducer(cand, args.dtype))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m conformance",
@@ -138,10 +181,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--cache", default=str(default_cache_dir()), help="oracle cache directory")
     r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
     r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    s = sub.add_parser("search", help="search for a candidate's worst inputs; keep them")
+    s.add_argument("--candidate", required=True, help="a built-in name or module:function")
+    s.add_argument("--backend", default="numpy:cpu")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--budget", default="60s", help="time budget, e.g. 60s or 2m")
+    s.add_argument("--examples", type=int, help="stop after this many examples instead")
+    s.add_argument(
+        "--strategy", default="all", choices=("all", "rows", "dominant", "ties", "offset")
+    )
+    s.add_argument("--corpus", help="corpus file (default: conformance/data/worst_cases.jsonl)")
+    s.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
     args = p.parse_args(argv)
     try:
         if args.command == "list":
             return _list(args)
+        if args.command == "search":
+            return _search(args)
         return _run(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -243,6 +243,17 @@ def _exhaustive(fmt: Format, profile: str, rng: np.random.Generator) -> list[Cas
     return [Case(x, -1, f"[0, v] for {v.size} finite v")]
 
 
+def _corpus(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    from ._search import corpus_row, load_corpus
+
+    cases = []
+    for e in load_corpus():
+        if e["dtype"] == fmt.name:
+            label = f"found by search on {e['candidate']} {e['backend']}: {e['ulp']} ULP"
+            cases.append(Case(corpus_row(e)[None, :], -1, label))
+    return cases
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("normal", "standard normal rows", _normal),
     Family("wide", "uniform rows in [-50, 50]", _wide),
@@ -268,6 +279,12 @@ FAMILIES: tuple[Family, ...] = (
         "[0, v] for every finite v (quick: every 64th)",
         _exhaustive,
         dtypes=("float16", "bfloat16"),
+    ),
+    Family(
+        "corpus",
+        "the worst inputs found by `python -m conformance search`, replayed "
+        "(conformance/data/worst_cases.jsonl)",
+        _corpus,
     ),
 )
 

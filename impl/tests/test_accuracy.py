@@ -12,27 +12,16 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS, Backend
+from conformance._expected import expected_failures
 from reference import FORMATS
 from reference.tests._corpus import rows
 
 # Max ULP error allowed (the targets). "narrow-wide": float16/bfloat16/float32 where
 # the device has float64; "narrow-native": float32 is the widest the cell has.
 BUDGET = {"narrow-wide": 0.501, "narrow-native": 1.0, "float64-numpy": 1.0, "float64": 2.0}
-# Known misses, each with the measured figure (see impl's notes in the README).
-# Known misses of the targets, with the figure measured by this test. Each entry
-# must keep failing (xfail_strict): one that starts passing is reported.
-_NATIVE_F32 = "float32-only arithmetic: exp/log1p rounding reaches T"
-_FTZ = "XLA on CPU flushes subnormal results to zero"
-XFAIL: dict[tuple[str, str, str], str] = {
-    ("array_api_strict:no_float64", "float32", "wide"): f"{_NATIVE_F32}: 1.50 ULP",
-    ("array_api_strict:no_float64", "float32", "dominant"): f"{_NATIVE_F32}: 1.29 ULP",
-    ("jax:cpu:nox64", "float32", "normal"): f"{_NATIVE_F32}: 1.02 ULP",
-    ("jax:cpu:jit:nox64", "float32", "normal"): f"{_NATIVE_F32}: 1.02 ULP",
-    ("jax:cpu:nox64", "float32", "wide"): f"{_NATIVE_F32}: 1.36 ULP",
-    ("jax:cpu:jit:nox64", "float32", "wide"): f"{_NATIVE_F32}: 1.36 ULP",
-    ("jax:cpu:nox64", "float32", "dominant"): f"{_NATIVE_F32} and {_FTZ}: 3.78 ULP",
-    ("jax:cpu:jit:nox64", "float32", "dominant"): f"{_NATIVE_F32} and {_FTZ}: 3.78 ULP",
-}
+# Known misses of these targets: conformance/data/expected_failures.toml, scope
+# "impl-targets" (strict xfails: an entry that starts passing is reported).
+XFAIL = {k: e.describe() for k, e in expected_failures("impl-targets").items()}
 
 
 def _budget(b: Backend, dtype: str) -> float:
@@ -81,7 +70,7 @@ def _cells() -> Iterator[Any]:
         for dtype in b.dtypes:
             for fam in FAMILIES:
                 marks = []
-                reason = XFAIL.get((b.name, dtype, fam))
+                reason = XFAIL.get(("impl", b.name, dtype, fam))
                 if reason:
                     marks.append(pytest.mark.xfail(reason=reason))
                 yield pytest.param(b, dtype, fam, id=f"impl-{b.name}-{dtype}-{fam}", marks=marks)

@@ -1,0 +1,191 @@
+"""The pytest plugin (registered through the ``pytest11`` entry point): options that
+choose the cells of the conformance suite, the parametrization of its tests, and a
+report header that says what ran.
+
+    pytest --pyargs conformance --candidate mypkg.module:log_softmax \
+        [--backends numpy:cpu,torch:cpu] [--dtypes float32] [--families dominant] \
+        [--profile quick|full]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["failure_message"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("log-softmax-conformance", "log_softmax conformance suite")
+    g.addoption(
+        "--candidate",
+        action="append",
+        default=[],
+        help="candidate to test: a built-in name (impl, scipy, ...) or module:function; "
+        "repeatable (default: impl)",
+    )
+    g.addoption("--backends", default=None, help="comma-separated backend cells (default: all)")
+    g.addoption("--dtypes", default=None, help="comma-separated dtypes (default: all)")
+    g.addoption("--families", default=None, help="comma-separated families (default: all)")
+    g.addoption("--profile", default="quick", choices=("quick", "full"), help="input sizes")
+    g.addoption("--oracle-cache", default=None, help="oracle cache directory")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    # `pytest --pyargs conformance --candidate ...` runs the suite, not the package's
+    # own unit tests
+    if config.getoption("candidate") and "tests" in collection_path.parts:
+        parts = collection_path.parts
+        i = len(parts) - 1 - parts[::-1].index("tests")
+        if i > 0 and parts[i - 1] == "conformance":
+            return True
+    return None
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [s.strip() for s in value.split(",") if s.strip()]
+
+
+def _specs(config: pytest.Config) -> list[Any]:
+    from . import BACKENDS, FAMILIES, backend, candidate, family
+    from ._cell import CellSpec
+
+    cands = [candidate(c) for c in (config.getoption("candidate") or ["impl"])]
+    bnames = _split(config.getoption("backends"))
+    backends = BACKENDS if bnames is None else tuple(backend(n) for n in bnames)
+    fnames = _split(config.getoption("families"))
+    fams = FAMILIES if fnames is None else tuple(family(n) for n in fnames)
+    dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
+    profile = config.getoption("profile")
+    return [
+        CellSpec(c, b, d, f, profile)
+        for c in cands
+        for b in backends
+        if c.applies_to(b)
+        for d in dtypes
+        if d in b.dtypes
+        for f in fams
+        if d in f.dtypes
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "conformance_cell" not in metafunc.fixturenames:
+        return
+    from ._expected import expected_failures
+
+    try:
+        specs = _specs(metafunc.config)
+    except (KeyError, ImportError, AttributeError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    known = expected_failures("budget")
+    params = []
+    for s in specs:
+        marks = []
+        e = known.get((s.candidate.name, s.backend.name, s.dtype, s.family.name))
+        if e is not None:
+            marks.append(pytest.mark.xfail(reason=e.describe(), strict=True))
+        ident = f"{s.candidate.name}-{s.backend.name}-{s.dtype}-{s.family.name}"
+        params.append(pytest.param(s, id=ident, marks=marks))
+    metafunc.parametrize("conformance_cell", params)
+
+
+@pytest.fixture(scope="session")
+def conformance_cache(pytestconfig: pytest.Config) -> Any:
+    from ._cell import OracleCache
+    from ._runner import default_cache_dir
+
+    return OracleCache(pytestconfig.getoption("oracle_cache") or default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def conformance_budgets() -> Any:
+    from ._cell import Budgets
+
+    return Budgets.load()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before anything imports scipy
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    from ._fingerprint import environment
+
+    cands = config.getoption("candidate") or ["impl"]
+    env = environment(["torch", "jax"])
+    versions = " ".join(
+        f"{k}={v}"
+        for k, v in env["versions"].items()
+        if k in ("numpy", "scipy", "torch", "jax", "dask", "array-api-strict", "pandas")
+    )
+    seed = config.getoption("hypothesis_seed", None)
+    return [
+        f"conformance: candidates={','.join(cands)} profile={config.getoption('profile')} "
+        f"backends={config.getoption('backends') or 'all'}",
+        f"conformance: {versions}",
+        f"conformance: cpu={env['cpu']!r} devices={json.dumps(env['devices'])}",
+        f"conformance: hypothesis seed={seed if seed is not None else 'derandomized/default'}",
+    ]
+
+
+def failure_message(spec: Any, rec: dict[str, Any]) -> str:
+    """A failed cell as a reproducer: what failed, the worst slice, and a snippet."""
+    lines = [
+        f"{rec['status']}: {rec['reason']}",
+        f"cell: candidate {spec.candidate.name!r} ({spec.candidate.target}), backend "
+        f"{spec.backend.name}, {spec.dtype}, family {spec.family.name} ({spec.profile})",
+    ]
+    if rec.get("worst_where"):
+        lines += [
+            f"worst element: {rec['worst_ulp']:.6g} ULP at {rec['worst_where']}",
+            f"  expected (correctly rounded) = {rec['worst_expected']!r}",
+            f"  got = {rec['worst_got']!r}",
+        ]
+        inp = rec.get("worst_input") or ""
+        if inp.startswith("["):
+            hexes = json.loads(inp)
+            lines += [
+                f"  input slice ({spec.dtype}, hex) = {hexes}",
+                "reproduce:",
+                _snippet(spec, hexes),
+            ]
+        else:
+            lines += ["reproduce:", _snippet_family(spec, rec)]
+    return "\n".join(lines)
+
+
+def _astype(dtype: str) -> str:
+    return ".astype(ml_dtypes.bfloat16)" if dtype == "bfloat16" else f".astype({dtype!r})"
+
+
+def _snippet(spec: Any, hexes: list[str]) -> str:
+    return "\n".join(
+        [
+            "    import numpy as np, ml_dtypes, reference",
+            "    from conformance import backend, candidate",
+            f"    x = np.array([float.fromhex(h) for h in {hexes!r}]){_astype(spec.dtype)}",
+            f"    got = backend({spec.backend.name!r}).run("
+            f"candidate({spec.candidate.target!r}).load(), x, axis=-1)",
+            "    print(got, reference.log_softmax(x), reference.ulp_error(got, x))",
+        ]
+    )
+
+
+def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
+    where = rec["worst_where"].split(":")[0]
+    return "\n".join(
+        [
+            "    import numpy as np, reference",
+            "    import conformance",
+            "    from conformance import backend, candidate",
+            f"    case = {where}",
+            f"    got = backend({spec.backend.name!r}).run("
+            f"candidate({spec.candidate.target!r}).load(), case.x, axis=case.axis)",
+            "    err = reference.ulp_error(got, case.x, axis=case.axis); print(err.max())",
+        ]
+    )

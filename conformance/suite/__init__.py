@@ -1,0 +1,1 @@
+"""The conformance test suite: ``pytest --pyargs conformance --candidate mod:fn``."""

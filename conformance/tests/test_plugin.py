@@ -1,0 +1,98 @@
+"""The pytest plugin from another project's point of view, and the worst-case search
+with its corpus."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance import backend, candidate, family
+from conformance._search import load_corpus, search
+
+PKG = """
+import impl
+
+
+def naive(x, axis=None):
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(x)
+    return x - xp.log(xp.sum(xp.exp(x), axis=axis, keepdims=True))
+
+
+def good(x, axis=None):
+    return impl.log_softmax(x, axis=axis)
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway package outside this repository."""
+    root: Path = tmp_path_factory.mktemp("otherproject")
+    (root / "mypkg").mkdir()
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "lsm.py").write_text(textwrap.dedent(PKG))
+    return root
+
+
+def _pytest(project: Path, cand: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance", "--candidate", cand,
+        "--backends", "numpy:cpu", "--dtypes", "float32,float64",
+        "--families", "dominant,normal,specials", "--oracle-cache", str(cache),
+        "-p", "no:cacheprovider", "-q",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(project), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env)
+
+
+def test_another_project_runs_the_suite_on_its_own_function(project, tmp_path):
+    bad = _pytest(project, "mypkg.lsm:naive", tmp_path)
+    assert bad.returncode == 1, bad.stdout[-3000:] + bad.stderr[-2000:]
+    out = bad.stdout
+    assert "test_accuracy[mypkg.lsm:naive-numpy:cpu-float32-dominant] FAILED" in out or (
+        "FAILED" in out and "float32-dominant" in out
+    )
+    # the failure is a reproducer: the slice in hex, expected, got, and code to run
+    assert "input slice (float32, hex)" in out and "reproduce:" in out
+    assert "expected (correctly rounded)" in out and "float.fromhex" in out
+    # only the suite ran: the package's own unit tests were left out
+    assert "test_runner" not in out and "conformance/tests" not in out
+    good = _pytest(project, "mypkg.lsm:good", tmp_path)
+    assert good.returncode == 0, good.stdout[-3000:]
+    assert "passed" in good.stdout and "failed" not in good.stdout
+
+
+def test_search_finds_and_keeps_a_saturating_input(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    res = search(
+        candidate("scipy"), backend("numpy:cpu"), "float32", seconds=60, examples=600,
+        strategy="dominant", corpus=corpus,
+    )  # fmt: skip
+    assert res.ulp >= 1e6 and res.saved == 1
+    (entry,) = load_corpus(corpus)
+    assert entry["candidate"] == "scipy" and float(entry["ulp"]) == res.ulp
+    row = np.array([float.fromhex(h) for h in entry["input"]], dtype=np.float32)
+    np.testing.assert_array_equal(row, res.row)
+    # a second search that does not beat the known worst adds nothing
+    again = search(
+        candidate("scipy"), backend("numpy:cpu"), "float32", examples=20, strategy="ties",
+        corpus=corpus,
+    )  # fmt: skip
+    assert again.known == res.ulp and again.saved == 0
+    assert len(load_corpus(corpus)) == 1
+
+
+def test_the_committed_corpus_is_replayed_as_a_family():
+    entries = load_corpus()
+    assert entries, "the corpus holds the worst inputs found so far"
+    for dtype in {e["dtype"] for e in entries}:
+        cases = family("corpus").cases(dtype)
+        assert len(cases) == sum(e["dtype"] == dtype for e in entries)
+    assert all(json.dumps(e) for e in entries)
