@@ -38,8 +38,12 @@ COLUMNS = [
     "profile", "n_inputs", "n_elements", "max_ulp", "p99_ulp", "median_ulp", "mean_ulp",
     "frac_correctly_rounded", "max_abs_err_eps", "special_mismatches", "semantics",
     "status", "reason", "worst_where", "worst_input", "worst_expected", "worst_got",
-    "worst_ulp", "curve", "seconds",
+    "worst_ulp", "curve", "hist", "seconds",
 ]  # fmt: skip
+
+# ULP histogram bins (for the report's plots): [0, 2^-8), then powers of two up to
+# 2^64, then [2^64, inf]
+HIST_EDGES = [0.0] + [2.0**k for k in range(-8, 65)] + [float("inf")]
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class CellSpec:
             candidate=self.candidate.name, backend=b.name, library=b.library, device=b.device,
             mode=b.mode + ("" if b.x64 else ":nox64"), dtype=self.dtype, family=self.family.name,
             profile=self.profile, n_inputs=0, n_elements=0, special_mismatches=0,
-            semantics="{}", curve="[]", reason="",
+            semantics="{}", curve="[]", hist="[]", reason="",
         )  # fmt: skip
         return rec
 
@@ -247,6 +251,10 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
     rec["curve"] = json.dumps(curve)
     if errs:
         allerr = np.concatenate(errs)
+        finite_or_inf = np.where(np.isnan(allerr), np.inf, allerr)
+        bins = [*HIST_EDGES[:-1], 1e301]  # inf counted in the last bin
+        counts, _ = np.histogram(np.minimum(finite_or_inf, 1e300), bins=bins)
+        rec["hist"] = json.dumps(counts.tolist())
         if allerr.size:
             rec.update(
                 max_ulp=float(np.max(allerr)),

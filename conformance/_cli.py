@@ -158,6 +158,44 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from ._report import write_report
+
+    try:
+        files = write_report(args.results, args.out)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(files)} files written under {args.out}: {Path(args.out) / 'README.md'}, "
+          f"{Path(args.out) / 'index.html'}")  # fmt: skip
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from ._gate import gate
+    from ._runner import load_table
+
+    results = Path(args.results)
+    if not (results / "cells").is_dir():
+        raise UsageError(f"no results in {str(results)!r}: run a sweep first")
+    table = load_table(results).drop(columns="_file")
+    try:
+        res = gate(table, args.baseline, update=args.update)
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"gate: {res.compared} cells compared with {args.baseline}")
+    for line in res.worse:
+        print(f"WORSE {line}")
+    for line in res.better:
+        print(f"better {line}")
+    if res.new:
+        print(f"{len(res.new)} cells not in the baseline" + (" (added)" if args.update else ""))
+    if res.ok:
+        print("gate: pass" + (" (baseline updated)" if args.update else ""))
+        return 0
+    print(f"gate: FAIL, {len(res.worse)} cells worse than the baseline")
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m conformance",
@@ -192,8 +230,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     s.add_argument("--corpus", help="corpus file (default: conformance/data/worst_cases.jsonl)")
     s.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
+    rp = sub.add_parser("report", help="Markdown, reST and HTML reports from a results table")
+    rp.add_argument("--results", default="results", help="results directory of a sweep")
+    rp.add_argument("--out", default="reports", help="output directory (default: reports)")
+    g = sub.add_parser("gate", help="fail (exit 1) when any cell got worse than the baseline")
+    g.add_argument("--results", default="results", help="results directory of a sweep")
+    g.add_argument("--baseline", default="reports/baseline.json")
+    g.add_argument("--update", action="store_true",
+                   help="ratchet: write improved and new cells into the baseline")  # fmt: skip
     args = p.parse_args(argv)
     try:
+        if args.command == "report":
+            return _report(args)
+        if args.command == "gate":
+            return _gate(args)
         if args.command == "list":
             return _list(args)
         if args.command == "search":

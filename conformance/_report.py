@@ -1,0 +1,479 @@
+"""Reports from the results table and the fingerprint; nothing is typed by hand.
+
+``write_report(results, out)`` writes:
+
+- ``README.md``: the index (what ran, a summary per candidate, links);
+- ``support.md`` and ``support.rst``: the measured support tables, SciPy's declared
+  table beside its measured one;
+- ``candidates/<name>.md``: backend x dtype (max, p99, fraction correctly rounded),
+  family x dtype, and the worst inputs as reproducers;
+- ``specials.md``: the special-value matrix;
+- ``img/*.png``: ULP histograms, max ULP against the dominant gap, a candidate x
+  family heatmap;
+- ``index.html``: all of the above on one self-contained page (inline CSS, images
+  embedded, every string escaped).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ._cell import HIST_EDGES
+from ._support import SCIPY_DECLARED, markdown_table, rst_table, support
+
+__all__ = ["write_report"]
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    v = float(v)
+    if math.isinf(v):
+        return "inf"
+    return f"{v:.3g}"
+
+
+def _order(table: Any) -> list[str]:
+    names = list(dict.fromkeys(table["candidate"]))
+    return sorted(names, key=lambda c: (c != "impl", names.index(c)))
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(text.encode("utf-8"))
+    os.replace(tmp, path)
+
+
+def _summary_rows(table: Any) -> list[list[str]]:
+    rows = []
+    for c in _order(table):
+        t = table[table["candidate"] == c]
+        ran = t[t["status"] != "not run"]
+        counts = t["status"].value_counts()
+        worst = [
+            _fmt(ran[ran["dtype"] == d]["max_ulp"].max()) if (ran["dtype"] == d).any() else "-"
+            for d in DTYPES
+        ]
+        rows.append(
+            [
+                f"`{c}`",
+                *(str(int(counts.get(s, 0))) for s in ("pass", "fail", "error", "not run")),
+                *worst,
+            ]
+        )
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pivot(t: Any, index: str, value: str) -> tuple[list[str], list[list[str]]]:
+    ran = t[t["status"] != "not run"]
+    keys = list(dict.fromkeys(ran[index]))
+    rows = []
+    for k in keys:
+        sel = ran[ran[index] == k]
+        cells = []
+        for d in DTYPES:
+            s = sel[sel["dtype"] == d]
+            if s.empty:
+                cells.append("-")
+            elif value == "max":
+                mark = "" if (s["status"] == "pass").all() else " ✗"
+                cells.append(_fmt(s["max_ulp"].max()) + mark)
+            elif value == "p99":
+                cells.append(_fmt(s["p99_ulp"].max()))
+            else:
+                cells.append(_fmt(s["frac_correctly_rounded"].min()))
+        rows.append([k, *cells])
+    return keys, rows
+
+
+def _candidate_md(table: Any, c: str) -> str:
+    t = table[table["candidate"] == c]
+    out = [f"# `{c}`", ""]
+    counts = t["status"].value_counts()
+    out.append(
+        "Cells: "
+        + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("pass", "fail", "error", "not run"))
+    )
+    out += ["", "## Max ULP by backend and dtype (✗: the cell failed)", ""]
+    _, rows = _pivot(t, "backend", "max")
+    out.append(_md_table(["backend", *DTYPES], rows))
+    out += ["", "## p99 ULP by backend and dtype", ""]
+    _, rows = _pivot(t, "backend", "p99")
+    out.append(_md_table(["backend", *DTYPES], rows))
+    out += ["", "## Fraction correctly rounded (lowest over the backend's cells)", ""]
+    _, rows = _pivot(t, "backend", "cr")
+    out.append(_md_table(["backend", *DTYPES], rows))
+    out += ["", "## Max ULP by family and dtype (over every backend)", ""]
+    _, rows = _pivot(t, "family", "max")
+    out.append(_md_table(["family", *DTYPES], rows))
+    bad = t[t["status"].isin(["fail", "error"])].copy()
+    if not bad.empty:
+        out += ["", "## Worst inputs (one per failing cell, worst first)", ""]
+        bad["_w"] = bad["worst_ulp"].fillna(-1.0)
+        for _, r in bad.sort_values("_w", ascending=False).head(20).iterrows():
+            out.append(
+                f"- **{r['backend']} {r['dtype']} {r['family']}**: {r['status']}: {r['reason']}"
+            )
+            if isinstance(r["worst_input"], str) and r["worst_input"].startswith("["):
+                hexes = json.loads(r["worst_input"])
+                cast = (
+                    ".astype(ml_dtypes.bfloat16)"
+                    if r["dtype"] == "bfloat16"
+                    else f".astype('{r['dtype']}')"
+                )
+                out += [
+                    "",
+                    "  ```python",
+                    "  import numpy as np, ml_dtypes, reference",
+                    "  from conformance import backend, candidate",
+                    f"  x = np.array([float.fromhex(h) for h in {hexes!r}]){cast}",
+                    f"  got = backend({r['backend']!r}).run(candidate({c!r}).load(), x, axis=-1)",
+                    f"  # expected {r['worst_expected']!r}, got {r['worst_got']!r}: "
+                    f"{_fmt(r['worst_ulp'])} ULP",
+                    "  print(reference.ulp_error(got, x))",
+                    "  ```",
+                    "",
+                ]
+            elif isinstance(r["worst_where"], str) and r["worst_where"]:
+                out.append(f"  worst element: {_fmt(r['worst_ulp'])} ULP at {r['worst_where']}")
+    return "\n".join(out) + "\n"
+
+
+def _specials(table: Any) -> tuple[list[str], list[list[str]]]:
+    t = table[(table["family"] == "specials") & (table["status"] != "not run")]
+    cases: list[str] = []
+    per: dict[str, dict[str, set[str]]] = {}
+    for _, r in t.iterrows():
+        sem = json.loads(r["semantics"] or "{}")
+        for case, label in sem.items():
+            if case not in cases:
+                cases.append(case)
+            per.setdefault(r["candidate"], {}).setdefault(case, set()).add(label)
+    rows = []
+    for c in _order(table):
+        if c not in per:
+            continue
+        cells = []
+        for case in cases:
+            labels = per[c].get(case, set())
+            text = ", ".join(sorted(labels)) if labels else "-"
+            cells.append(("✗ " if "other" in labels else "") + text)
+        rows.append([f"`{c}`", *cells])
+    return cases, rows
+
+
+def _plots(table: Any, img: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    img.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    cands = _order(table)
+    ran = table[table["status"] != "not run"]
+
+    # ULP histograms per candidate and dtype, log scale
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), sharey=True)
+    centers = np.array([max(e, 2.0**-9) for e in HIST_EDGES[:-1]])
+    for ax, d in zip(axes, DTYPES, strict=True):
+        for c in cands:
+            h = np.zeros(len(HIST_EDGES) - 1)
+            for s in ran[(ran["candidate"] == c) & (ran["dtype"] == d)]["hist"]:
+                v = json.loads(s or "[]")
+                if v:
+                    h += np.asarray(v, dtype=float)
+            if h.sum():
+                ax.step(centers, h / h.sum(), where="post", label=c)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(d)
+        ax.set_xlabel("ULP error (bin lower edge)")
+    axes[0].set_ylabel("fraction of elements")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    made["hist"] = img / "ulp_histograms.png"
+    fig.savefig(made["hist"], dpi=90)
+    plt.close(fig)
+
+    # max ULP against the dominant gap d
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, d in zip(axes, DTYPES, strict=True):
+        for c in cands:
+            sel = ran[(ran["candidate"] == c) & (ran["dtype"] == d) & (ran["family"] == "dominant")]
+            pts: dict[float, float] = {}
+            for s in sel["curve"]:
+                for g, e in json.loads(s or "[]"):
+                    pts[g] = max(pts.get(g, 0.0), e)
+            if pts:
+                gs = sorted(pts)
+                ys = [min(max(pts[g], 1e-3), 1e20) for g in gs]
+                ax.plot(gs, ys, marker=".", label=c)
+        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.set_title(f"dominant, {d}")
+        ax.set_xlabel("gap d (others at max - d)")
+    axes[0].set_ylabel("max ULP (inf drawn at 1e20)")
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    made["gap"] = img / "max_ulp_vs_gap.png"
+    fig.savefig(made["gap"], dpi=90)
+    plt.close(fig)
+
+    # heatmap: candidate x family, max ULP over backends and dtypes
+    fams = list(dict.fromkeys(ran["family"]))
+    grid = np.full((len(cands), len(fams)), np.nan)
+    for i, c in enumerate(cands):
+        for j, f in enumerate(fams):
+            s = ran[(ran["candidate"] == c) & (ran["family"] == f)]["max_ulp"].dropna()
+            if len(s):
+                grid[i, j] = math.log10(max(min(float(s.max()), 1e20), 1e-3))
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(fams), 1.2 + 0.5 * len(cands)))
+    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(fams)), fams, rotation=45, ha="right")
+    ax.set_yticks(range(len(cands)), cands)
+    for i in range(len(cands)):
+        for j in range(len(fams)):
+            if not math.isnan(grid[i, j]):
+                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
+    fig.colorbar(im, ax=ax, label="log10 max ULP (inf at 20)")
+    fig.tight_layout()
+    made["heat"] = img / "heatmap.png"
+    fig.savefig(made["heat"], dpi=90)
+    plt.close(fig)
+    return made
+
+
+def _agreement(table: Any) -> str:
+    gpu = table[(table["device"].isin(["cuda", "gpu"])) & (table["status"] != "not run")]
+    if gpu.empty:
+        return "No GPU results in this run (every GPU cell: not run), so no CPU/GPU comparison."
+    lines = [
+        "| candidate | library | dtype | family | CPU max ULP | GPU max ULP |",
+        "|---|---|---|---|---|---|",
+    ]
+    cpu = table[table["device"] == "cpu"]
+    for _, g in gpu.iterrows():
+        c = cpu[
+            (cpu["candidate"] == g["candidate"]) & (cpu["library"] == g["library"])
+            & (cpu["dtype"] == g["dtype"]) & (cpu["family"] == g["family"])
+        ]  # fmt: skip
+        lines.append(
+            f"| {g['candidate']} | {g['library']} | {g['dtype']} | {g['family']} | "
+            f"{_fmt(c['max_ulp'].max()) if not c.empty else '-'} | {_fmt(g['max_ulp'])} |"
+        )
+    return "\n".join(lines)
+
+
+def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
+    """Every report file from ``results`` (a runner's results directory) into ``out``."""
+    import pandas as pd
+
+    results, out = Path(results), Path(out)
+    table_path = results / "results.parquet"
+    if not table_path.exists():
+        raise FileNotFoundError(f"{str(table_path)!r} does not exist: run a sweep first")
+    table = pd.read_parquet(table_path)
+    fp_path = results / "fingerprint.json"
+    fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
+    env, run = fp.get("environment", {}), fp.get("run", {})
+    written: list[Path] = []
+    cands = _order(table)
+
+    # support tables
+    supports = {c: support(table, c) for c in cands}
+    md = ["# Measured support tables", ""]
+    md.append(
+        "A cell is ✅ only where the candidate ran and met the budgets on every family and "
+        "dtype; ⚠️ gives the worst error where it did not, ⛔ where it raised or does not "
+        "run on that library, `not run` where this machine has no such device."
+    )
+    rst = []
+    for c in cands:
+        cells = supports[c]
+        md += ["", f"## `{c}`", "", markdown_table(cells)]
+        notes = [
+            f"- {lib} {dev}: {cell.detail}" for (lib, dev), cell in cells.items() if cell.detail
+        ]
+        if notes:
+            md += ["", *notes[:12]]
+        rst += [c, "-" * max(3, len(c)), "", rst_table(cells), ""]
+    if "scipy" in supports:
+        md += [
+            "", "## SciPy: declared (its docstring) and measured", "",
+            "Declared:", "", "```", rst_table(SCIPY_DECLARED), "```", "",
+            "Measured:", "", "```", rst_table(supports["scipy"]), "```",
+        ]  # fmt: skip
+    _write(out / "support.md", "\n".join(md) + "\n")
+    _write(out / "support.rst", "\n".join(rst))
+    written += [out / "support.md", out / "support.rst"]
+
+    # per candidate
+    for c in cands:
+        p = out / "candidates" / f"{_slug(c)}.md"
+        _write(p, _candidate_md(table, c))
+        written.append(p)
+
+    # special values
+    cases, srows = _specials(table)
+    sp = ["# Special values: which semantics each candidate follows", ""]
+    sp.append(
+        "From the `specials` family (DESIGN.md's table). `limit`, `nan-propagating`, "
+        "`nan-at-inf` and `equal-split` are accepted answers; ✗ marks `other`, a failure."
+    )
+    sp += ["", _md_table(["candidate", *cases], srows)]
+    _write(out / "specials.md", "\n".join(sp) + "\n")
+    written.append(out / "specials.md")
+
+    plots = _plots(table, out / "img")
+    written += list(plots.values())
+
+    # the index
+    versions = env.get("versions", {})
+    idx = ["# log_softmax accuracy report", ""]
+    idx.append(
+        f"Generated by `python -m conformance report` from the results in `{results.name}`: "
+        f"profile `{run.get('profile', '?')}`, {len(table)} cells."
+    )
+    idx += [
+        "",
+        "## What ran",
+        "",
+        f"- CPU: {env.get('cpu', '?')} ({env.get('cpu_count', '?')} cores), "
+        f"{env.get('platform', '?')}",
+        f"- Python {env.get('python', '?')}; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "log-softmax-conformance"),
+        f"- Oracle: {json.dumps(env.get('oracle', {}))}",
+        f"- Devices: {json.dumps(env.get('devices', {}))}",
+        f"- Backends: {', '.join(run.get('backends', []))}",
+        "",
+        "## Summary",
+        "",
+        _md_table(
+            ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
+            _summary_rows(table),
+        ),
+        "",
+        "## Support (measured)",
+        "",
+    ]
+    for c in cands:
+        idx += [f"`{c}`:", "", markdown_table(supports[c]), ""]
+    idx += [
+        "## CPU and GPU agreement",
+        "",
+        _agreement(table),
+        "",
+        "## More",
+        "",
+        "- [support tables, Markdown](support.md) and [reST, SciPy's layout](support.rst)",
+        "- [special-value matrix](specials.md)",
+        *(
+            f"- [`{c}`: per backend, family and worst inputs](candidates/{_slug(c)}.md)"
+            for c in cands
+        ),
+        "- [one page with the plots](index.html)",
+        "",
+        "![ULP histograms](img/ulp_histograms.png)",
+        "",
+        "![max ULP against the dominant gap](img/max_ulp_vs_gap.png)",
+        "",
+        "![candidate x family](img/heatmap.png)",
+    ]
+    _write(out / "README.md", "\n".join(idx) + "\n")
+    written.append(out / "README.md")
+
+    _write(out / "index.html", _html(table, supports, cases, srows, plots, env, run, cands))
+    written.append(out / "index.html")
+    return written
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.2em}
+th,td{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:left}
+th{background:#eee} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
+img{max-width:100%;border:1px solid #ddd;margin:.5em 0} h2{border-bottom:1px solid #ccc}
+"""
+
+
+def _h(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_h(x)}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{_h(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html(
+    table: Any, supports: dict[str, Any], cases: list[str], srows: list[list[str]],
+    plots: dict[str, Path], env: dict[str, Any], run: dict[str, Any], cands: list[str],
+) -> str:  # fmt: skip
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>log_softmax accuracy report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>log_softmax accuracy report</h1>",
+        f"<p>Profile {_h(run.get('profile', '?'))}, {len(table)} cells. "
+        f"CPU: {_h(env.get('cpu', '?'))}. Devices: {_h(json.dumps(env.get('devices', {})))}.</p>",
+        "<h2>Summary</h2>",
+        _html_table(
+            ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
+            [[r[0].strip("`"), *r[1:]] for r in _summary_rows(table)],
+        ),
+        "<h2 id='support'>Measured support</h2>",
+    ]
+    for c in cands:
+        rows = [
+            [lib, supports[c][(lib, "CPU")].short, supports[c][(lib, "GPU")].short]
+            for lib in ("NumPy", "CuPy", "PyTorch", "JAX", "Dask")
+        ]
+        parts += [f"<h3>{_h(c)}</h3>", _html_table(["Library", "CPU", "GPU"], rows)]
+    if "scipy" in supports:
+        parts += [
+            "<h3>SciPy: declared and measured (reST, SciPy's layout)</h3>",
+            f"<pre>{_h(rst_table(SCIPY_DECLARED))}</pre><pre>{_h(rst_table(supports['scipy']))}</pre>",
+        ]
+    parts += [
+        "<h2>Special values</h2>",
+        _html_table(["candidate", *cases], [[r[0].strip("`"), *r[1:]] for r in srows]),
+        "<h2>Plots</h2>",
+    ]
+    for key, title in (("hist", "ULP histograms"), ("gap", "max ULP against the dominant gap"),
+                       ("heat", "candidate x family, log10 max ULP")):  # fmt: skip
+        data = base64.b64encode(plots[key].read_bytes()).decode("ascii")
+        parts.append(
+            f"<h3>{_h(title)}</h3><img alt='{_h(title)}' src='data:image/png;base64,{data}'>"
+        )
+    parts.append("<h2>Per candidate</h2>")
+    for c in cands:
+        t = table[table["candidate"] == c]
+        _, rows = _pivot(t, "backend", "max")
+        parts += [f"<h3>{_h(c)}: max ULP by backend</h3>", _html_table(["backend", *DTYPES], rows)]
+        _, rows = _pivot(t, "family", "max")
+        parts += [f"<h3>{_h(c)}: max ULP by family</h3>", _html_table(["family", *DTYPES], rows)]
+    parts.append("</body></html>")
+    return "\n".join(parts)

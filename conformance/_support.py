@@ -1,0 +1,142 @@
+"""The measured support table: for each candidate, Library x CPU/GPU, earned by
+passing runs. Rendered in the reST simple-table layout of SciPy's docstrings (20
+character columns, ``====`` rules) and in Markdown."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "LIBRARIES",
+    "SCIPY_DECLARED",
+    "SupportCell",
+    "markdown_table",
+    "rst_table",
+    "support",
+]
+
+# (row name, backend library, devices the library has)
+LIBRARIES = (
+    ("NumPy", "numpy", ("CPU",)),
+    ("CuPy", "cupy", ("GPU",)),
+    ("PyTorch", "torch", ("CPU", "GPU")),
+    ("JAX", "jax", ("CPU", "GPU")),
+    ("Dask", "dask", ("CPU",)),
+)
+# what scipy.special.log_softmax's docstring declares (every cell supported)
+SCIPY_DECLARED = {
+    ("NumPy", "CPU"): "✅",
+    ("NumPy", "GPU"): "n/a",
+    ("CuPy", "CPU"): "n/a",
+    ("CuPy", "GPU"): "✅",
+    ("PyTorch", "CPU"): "✅",
+    ("PyTorch", "GPU"): "✅",
+    ("JAX", "CPU"): "✅",
+    ("JAX", "GPU"): "✅",
+    ("Dask", "CPU"): "✅",
+    ("Dask", "GPU"): "n/a",
+}
+
+
+@dataclass(frozen=True)
+class SupportCell:
+    symbol: str  # ✅ ⚠️ ⛔ "not run" "n/a"
+    short: str  # what goes in a 20-character column
+    detail: str  # the reasons, for the notes under the table
+
+    @property
+    def supported(self) -> bool:
+        return self.symbol == "✅"
+
+
+def _device(row: Any) -> str:
+    return "GPU" if row["device"] in ("cuda", "gpu") else "CPU"
+
+
+def _fmt_ulp(v: float) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "?"
+    if math.isinf(v):
+        return "inf ULP"
+    return f"{v:.2g} ULP".replace("e+0", "e").replace("e+", "e")
+
+
+def _cell(rows: Any) -> SupportCell:
+    if rows.empty:
+        return SupportCell("⛔", "⛔ unsupported", "the candidate does not run on this library")
+    ran = rows[rows["status"] != "not run"]
+    if ran.empty:
+        reasons = sorted(set(rows["reason"]))
+        return SupportCell("not run", "not run", "; ".join(reasons))
+    failing = ran[ran["status"] == "fail"]
+    errors = ran[ran["status"] == "error"]
+    notes = []
+    for _, r in pd_iter(failing):
+        notes.append(f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}")
+    for _, r in pd_iter(errors):
+        notes.append(f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}")
+    if not failing.empty:
+        worst = failing["max_ulp"].max()
+        if worst is not None and not (isinstance(worst, float) and math.isnan(worst)):
+            budget_failures = failing[failing["reason"].str.contains("ULP >", regex=False)]
+            if not budget_failures.empty:
+                return SupportCell("⚠️", f"⚠️ {_fmt_ulp(float(worst))}", "; ".join(notes))
+        return SupportCell("⚠️", "⚠️ " + _short_finding(failing), "; ".join(notes))
+    if not errors.empty:
+        return SupportCell("⛔", "⛔ raises", "; ".join(notes))
+    return SupportCell("✅", "✅", "")
+
+
+def _short_finding(failing: Any) -> str:
+    reasons = " ".join(failing["reason"])
+    if "special" in reasons:
+        return "specials"
+    if "returned" in reasons:
+        return "dtype/shape"
+    if "modified" in reasons:
+        return "mutates input"
+    return "fails"
+
+
+def pd_iter(frame: Any) -> Any:
+    return frame.iterrows()
+
+
+def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
+    """(library row, device) -> the measured cell, for one candidate."""
+    rows = table[table["candidate"] == candidate]
+    out: dict[tuple[str, str], SupportCell] = {}
+    for name, lib, devices in LIBRARIES:
+        for dev in ("CPU", "GPU"):
+            if dev not in devices:
+                out[(name, dev)] = SupportCell("n/a", "n/a", "")
+                continue
+            sel = rows[(rows["library"] == lib)]
+            sel = sel[[_device(r) == dev for _, r in sel.iterrows()]]
+            out[(name, dev)] = _cell(sel)
+    return out
+
+
+def rst_table(cells: dict[tuple[str, str], Any]) -> str:
+    """SciPy's layout, byte for byte: three 20-character columns, two spaces apart."""
+    rule = "  ".join(["=" * 20] * 3)
+    lines = [rule, f"{'Library':<20}  {'CPU':<20}  GPU", rule]
+    for name, _, _ in LIBRARIES:
+        vals = [_text(cells[(name, d)]) for d in ("CPU", "GPU")]
+        lines.append("  ".join([f"{name:<20}", f"{vals[0]:<20}", f"{vals[1]:<20}"]))
+    lines.append(rule)
+    return "\n".join(lines)
+
+
+def markdown_table(cells: dict[tuple[str, str], Any]) -> str:
+    lines = ["| Library | CPU | GPU |", "|---|---|---|"]
+    for name, _, _ in LIBRARIES:
+        vals = [_text(cells[(name, d)]) for d in ("CPU", "GPU")]
+        lines.append(f"| {name} | {vals[0]} | {vals[1]} |")
+    return "\n".join(lines)
+
+
+def _text(cell: Any) -> str:
+    return cell if isinstance(cell, str) else cell.short

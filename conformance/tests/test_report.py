@@ -1,0 +1,146 @@
+"""Reports and the regression gate, from a small real sweep."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conformance import RunConfig, backend, candidate, family, run
+from conformance._candidates import Candidate
+from conformance._gate import gate
+from conformance._report import write_report
+from conformance._support import SCIPY_DECLARED, rst_table
+
+H = "conformance.tests._helpers"
+
+
+def _sweep(tmp_path: Path, name: str, cands: list[Candidate]) -> Path:
+    cfg = RunConfig(
+        candidates=cands,
+        backends=[backend("numpy:cpu"), backend("torch:cuda")],
+        dtypes=["float32", "float64"],
+        families=[family("dominant"), family("specials"), family("normal")],
+        jobs=2,
+        results=tmp_path / name,
+        cache=tmp_path / "cache",
+        progress=False,
+    )
+    run(cfg, log=lambda s: None)
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    return _sweep(tmp, "res", [candidate("impl"), candidate("scipy")])
+
+
+def test_the_support_table_has_scipys_layout():
+    text = rst_table(SCIPY_DECLARED)
+    lines = text.splitlines()
+    assert lines[0] == lines[2] == lines[-1] == "  ".join(["=" * 20] * 3)
+    assert lines[1] == "Library" + " " * 15 + "CPU" + " " * 19 + "GPU"
+    assert lines[3] == "NumPy" + " " * 17 + "✅" + " " * 21 + "n/a" + " " * 17
+
+
+def test_report_files_tables_and_escaping(results, tmp_path):
+    out = tmp_path / "reports"
+    files = write_report(results, out)
+    names = {p.relative_to(out).as_posix() for p in files}
+    assert {"README.md", "support.md", "support.rst", "specials.md", "index.html"} <= names
+    assert {"img/ulp_histograms.png", "img/max_ulp_vs_gap.png", "img/heatmap.png"} <= names
+    readme = (out / "README.md").read_text()
+    assert "| `impl` |" in readme and "| `scipy` |" in readme
+    support = (out / "support.md").read_text()
+    # measured, not declared: impl earns its NumPy ✅, scipy does not; no GPU here
+    assert "| NumPy | ✅ | n/a |" in support.split("## `scipy`")[0]
+    scipy_part = support.split("## `scipy`")[1]
+    assert "| NumPy | ⚠️ " in scipy_part and "ULP" in scipy_part
+    assert "| PyTorch | ⛔ unsupported | not run |" in scipy_part.split("## SciPy")[0]
+    assert "Declared:" in support and rst_table(SCIPY_DECLARED) in support
+    specials = (out / "specials.md").read_text()
+    assert "limit" in specials and "nan-propagating" in specials
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+    # every user string is escaped: a candidate named like markup stays text
+    t = pd.read_parquet(results / "results.parquet")
+    t.loc[t.candidate == "scipy", "candidate"] = "<script>alert(1)</script>"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    t.to_parquet(evil / "results.parquet")
+    write_report(evil, tmp_path / "evil-out")
+    html = (tmp_path / "evil-out" / "index.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_html_page_renders_in_headless_chromium(results, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian package: chromium)")
+    out = tmp_path / "reports"
+    write_report(results, out)
+    shot = tmp_path / "shot.png"
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        f"--screenshot={shot}", "--window-size=1280,4000", (out / "index.html").as_uri(),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    dom = subprocess.run(
+        [*cmd[:4], "--dump-dom", (out / "index.html").as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert dom.count("<table>") >= 5 and dom.count("<img") == 3
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    pixels = mpimg.imread(shot)
+    assert pixels.shape[0] >= 3000 and pixels.shape[1] >= 1200
+    colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 100, "the page rendered nearly blank: plots missing?"
+
+
+def test_the_gate_passes_on_its_baseline_and_fails_on_a_degraded_candidate(results, tmp_path):
+    base = tmp_path / "baseline.json"
+    table = pd.read_parquet(results / "results.parquet")
+    with pytest.raises(FileNotFoundError, match="--update"):
+        gate(table, base)
+    assert gate(table, base, update=True).ok and base.exists()
+    assert gate(table, base).ok
+    # the same sweep with impl swapped for the naive formula
+    naive_as_impl = Candidate("impl", f"{H}:naive_log_softmax")
+    degraded = _sweep(tmp_path, "degraded", [naive_as_impl, candidate("scipy")])
+    res = gate(pd.read_parquet(degraded / "results.parquet"), base)
+    assert not res.ok
+    text = "\n".join(res.worse)
+    assert "impl|numpy:cpu|float32|dominant|quick: max ULP" in text
+    assert "status pass -> fail" in text and "support impl NumPy CPU: ✅ -> ⚠️" in text
+    assert "input:" in text  # a reproducer in the diff
+    before = json.loads(base.read_text())
+    assert not gate(pd.read_parquet(degraded / "results.parquet"), base, update=True).ok
+    assert json.loads(base.read_text()) == before  # the ratchet never moves toward worse
+
+
+def test_gate_cli_exit_codes(results, tmp_path):
+    base = tmp_path / "b.json"
+
+    def cli(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "conformance", *a], capture_output=True, text=True
+        )
+
+    r = cli("gate", "--results", str(results), "--baseline", str(base))
+    assert r.returncode == 2 and "--update" in r.stderr
+    assert (
+        cli("gate", "--results", str(results), "--baseline", str(base), "--update").returncode == 0
+    )
+    r = cli("gate", "--results", str(results), "--baseline", str(base))
+    assert r.returncode == 0 and "gate: pass" in r.stdout
+    r = cli("report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "run a sweep first" in r.stderr
