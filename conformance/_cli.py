@@ -187,6 +187,10 @@ def _gate(args: argparse.Namespace) -> int:
         print(f"WORSE {line}")
     for line in res.better:
         print(f"better {line}")
+    for line in res.known:
+        print(f"known failure {line}")
+    for line in res.stale:
+        print(f"STALE expected failure {line}")
     if res.new:
         print(f"{len(res.new)} cells not in the baseline" + (" (added)" if args.update else ""))
     if res.ok:

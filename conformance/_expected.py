@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExpectedFailure", "expected_failures"]
+__all__ = ["ExpectedFailure", "all_expected_failures", "expected_failures"]
 
 _FILE = Path(__file__).parent / "data" / "expected_failures.toml"
 _SCOPES = ("budget", "impl-targets")
@@ -24,6 +24,10 @@ class ExpectedFailure:
     scope: str
     measured_ulp: float
     reason: str
+    profile: str | None = None  # None: every profile
+
+    def applies(self, profile: str) -> bool:
+        return self.profile is None or self.profile == profile
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -34,21 +38,32 @@ class ExpectedFailure:
 
 
 def expected_failures(
-    scope: str | None = None, path: str | os.PathLike[str] | None = None
+    scope: str = "budget", path: str | os.PathLike[str] | None = None
 ) -> dict[tuple[str, str, str, str], ExpectedFailure]:
-    """Entries by (candidate, backend, dtype, family), of one scope or all."""
+    """The entries of one scope by (candidate, backend, dtype, family)."""
+    out: dict[tuple[str, str, str, str], ExpectedFailure] = {}
+    for e in all_expected_failures(path):
+        if e.scope == scope:
+            if e.key in out:
+                raise ValueError(f"expected failures: {e.key} is listed twice in scope {scope}")
+            out[e.key] = e
+    return out
+
+
+def all_expected_failures(path: str | os.PathLike[str] | None = None) -> list[ExpectedFailure]:
+    """Every entry of the file, checked."""
     p = Path(path) if path is not None else _FILE
     data = tomllib.loads(p.read_text())
-    out: dict[tuple[str, str, str, str], ExpectedFailure] = {}
+    out: list[ExpectedFailure] = []
     for i, raw in enumerate(data.get("entry", [])):
         missing = [k for k in _KEYS if k not in raw]
         if missing:
             raise ValueError(f"{p}: entry {i} lacks {missing}")
-        e = ExpectedFailure(**{k: raw[k] for k in _KEYS})
+        unknown = set(raw) - {*_KEYS, "profile"}
+        if unknown:
+            raise ValueError(f"{p}: entry {i} has unknown keys {sorted(unknown)}")
+        e = ExpectedFailure(**{k: raw[k] for k in _KEYS}, profile=raw.get("profile"))
         if e.scope not in _SCOPES:
             raise ValueError(f"{p}: entry {i} has scope {e.scope!r}; known: {list(_SCOPES)}")
-        if scope is None or e.scope == scope:
-            if e.key in out and out[e.key].scope == e.scope:
-                raise ValueError(f"{p}: entry {i} repeats {e.key}")
-            out[e.key] = e
+        out.append(e)
     return out

@@ -52,9 +52,12 @@ def baseline_from(table: Any) -> dict[str, Any]:
             "max_ulp": _enc(_ulp(r["max_ulp"])),
             "special_mismatches": int(r["special_mismatches"] or 0),
         }
-    sup = {}
-    for c in dict.fromkeys(table["candidate"]):
-        sup[c] = {f"{lib} {dev}": cell.symbol for (lib, dev), cell in support(table, c).items()}
+    sup: dict[str, dict[str, Any]] = {}
+    for profile in dict.fromkeys(table["profile"]):  # support is per profile
+        t = table[table["profile"] == profile]
+        for c in dict.fromkeys(t["candidate"]):
+            cells_c = {f"{lib} {dev}": cell.symbol for (lib, dev), cell in support(t, c).items()}
+            sup.setdefault(profile, {})[c] = cells_c
     return {"cells": cells, "support": sup}
 
 
@@ -63,6 +66,8 @@ class GateResult:
     worse: list[str] = field(default_factory=list)
     better: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
+    known: list[str] = field(default_factory=list)  # failing, listed as expected
+    stale: list[str] = field(default_factory=list)  # listed as expected, now passing
     compared: int = 0
 
     @property
@@ -124,13 +129,26 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
             res.better.append(f"{k}: max ULP {_fmt(b_ulp)} -> {_fmt(n_ulp)}, {cur['status']}")
             if update:
                 base["cells"][k] = cur
-    for c, cells in now["support"].items():
-        for where, sym in cells.items():
-            was = base.get("support", {}).get(c, {}).get(where)
-            if was == "✅" and sym not in ("✅", "not run"):
-                res.worse.append(f"support {c} {where}: ✅ -> {sym}")
-            elif update and (was is None or (sym == "✅" and was != "✅")):
-                base.setdefault("support", {}).setdefault(c, {})[where] = sym
+    from ._expected import expected_failures
+
+    for e in expected_failures("budget").values():
+        for _, r in table.iterrows():
+            key = (r["candidate"], r["backend"], r["dtype"], r["family"])
+            if key == e.key and e.applies(r["profile"]):
+                if r["status"] == "pass":
+                    res.stale.append(f"{_key(r)}: passes now ({e.describe()}); remove the entry")
+                elif r["status"] != "not run":
+                    res.known.append(f"{_key(r)}: {r['reason']} ({e.describe()})")
+    for profile, per_c in now["support"].items():
+        for c, cells in per_c.items():
+            for where, sym in cells.items():
+                was = base.get("support", {}).get(profile, {}).get(c, {}).get(where)
+                if was == "✅" and sym not in ("✅", "not run"):
+                    res.worse.append(f"support {c} {where} ({profile}): ✅ -> {sym}")
+                elif update and (was is None or (sym == "✅" and was != "✅")):
+                    base.setdefault("support", {}).setdefault(profile, {}).setdefault(c, {})[
+                        where
+                    ] = sym
     if update and res.ok:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(base, indent=1, sort_keys=True, ensure_ascii=False) + "\n")

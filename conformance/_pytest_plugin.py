@@ -87,7 +87,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for s in specs:
         marks = []
         e = known.get((s.candidate.name, s.backend.name, s.dtype, s.family.name))
-        if e is not None:
+        if e is not None and e.applies(s.profile):
             marks.append(pytest.mark.xfail(reason=e.describe(), strict=True))
         ident = f"{s.candidate.name}-{s.backend.name}-{s.dtype}-{s.family.name}"
         params.append(pytest.param(s, id=ident, marks=marks))

@@ -380,7 +380,22 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     ]
     for c in cands:
         idx += [f"`{c}`:", "", markdown_table(supports[c]), ""]
+    from ._expected import all_expected_failures
+
+    known = [e for e in all_expected_failures() if e.scope == "budget"]
+    idx += ["## Known failures", ""]
+    idx.append(
+        "From `conformance/data/expected_failures.toml` (the file the tests and the gate "
+        "read), scope `budget`:"
+    )
+    idx.append("")
     idx += [
+        f"- `{e.candidate}` {e.backend} {e.dtype} {e.family}"
+        f"{' (' + e.profile + ' profile)' if e.profile else ''}: {e.describe()}"
+        for e in known
+    ] or ["- none"]
+    idx += [
+        "",
         "## CPU and GPU agreement",
         "",
         _agreement(table),

@@ -120,7 +120,7 @@ def test_the_gate_passes_on_its_baseline_and_fails_on_a_degraded_candidate(resul
     assert not res.ok
     text = "\n".join(res.worse)
     assert "impl|numpy:cpu|float32|dominant|quick: max ULP" in text
-    assert "status pass -> fail" in text and "support impl NumPy CPU: ✅ -> ⚠️" in text
+    assert "status pass -> fail" in text and "support impl NumPy CPU (quick): ✅ -> ⚠️" in text
     assert "input:" in text  # a reproducer in the diff
     before = json.loads(base.read_text())
     assert not gate(pd.read_parquet(degraded / "results.parquet"), base, update=True).ok
