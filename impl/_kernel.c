@@ -239,33 +239,36 @@ exp_short(double d)
     return (p * EXP2_8[k & 7]) * pow2i(k >> 3);
 }
 
-/* The largest entry; NaN if any entry is not finite */
-HOT static float
-max_f32(const float *x, Py_ssize_t n)
-{
-    float acc[LANES], z[LANES];
-    Py_ssize_t i = 0;
-    for (int l = 0; l < LANES; l++) {
-        acc[l] = x[0];
-        z[l] = 0;
+/* The largest entry; NaN if any entry is not finite. One body for both formats. */
+#define DEFINE_MAX(NAME, T)                                                                \
+    HOT static T NAME(const T *x, Py_ssize_t n)                                            \
+    {                                                                                      \
+        T acc[LANES], z[LANES];                                                            \
+        Py_ssize_t i = 0;                                                                  \
+        for (int l = 0; l < LANES; l++) {                                                  \
+            acc[l] = x[0];                                                                 \
+            z[l] = 0;                                                                      \
+        }                                                                                  \
+        for (; i + LANES <= n; i += LANES) {                                               \
+            for (int l = 0; l < LANES; l++) {                                              \
+                acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];                            \
+                z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */           \
+            }                                                                              \
+        }                                                                                  \
+        T m = acc[0], zs = z[0];                                                           \
+        for (int l = 1; l < LANES; l++) {                                                  \
+            m = acc[l] > m ? acc[l] : m;                                                   \
+            zs += z[l];                                                                    \
+        }                                                                                  \
+        for (; i < n; i++) {                                                               \
+            m = x[i] > m ? x[i] : m;                                                       \
+            zs += x[i] - x[i];                                                             \
+        }                                                                                  \
+        return zs == 0 ? m : (T)NAN;                                                       \
     }
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; l++) {
-            acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
-            z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */
-        }
-    }
-    float m = acc[0], zs = z[0];
-    for (int l = 1; l < LANES; l++) {
-        m = acc[l] > m ? acc[l] : m;
-        zs += z[l];
-    }
-    for (; i < n; i++) {
-        m = x[i] > m ? x[i] : m;
-        zs += x[i] - x[i];
-    }
-    return zs == 0 ? m : NAN;
-}
+
+DEFINE_MAX(max_f32, float)
+DEFINE_MAX(max_f64, double)
 
 /* exp(x - m), 0 for x == m and below e^-700 */
 static inline double
@@ -420,32 +423,6 @@ exp_term(double dh, double dl, double *hi, double *lo)
     *lo = (el * s1) * s2;
 }
 
-HOT static double
-max_f64(const double *x, Py_ssize_t n)
-{
-    double acc[LANES], z[LANES];
-    Py_ssize_t i = 0;
-    for (int l = 0; l < LANES; l++) {
-        acc[l] = x[0];
-        z[l] = 0;
-    }
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; l++) {
-            acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];
-            z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */
-        }
-    }
-    double m = acc[0], zs = z[0];
-    for (int l = 1; l < LANES; l++) {
-        m = acc[l] > m ? acc[l] : m;
-        zs += z[l];
-    }
-    for (; i < n; i++) {
-        m = x[i] > m ? x[i] : m;
-        zs += x[i] - x[i];
-    }
-    return zs == 0 ? m : NAN;
-}
 
 /* Largest x - m (high part) over the entries below m; -inf if none */
 static double
