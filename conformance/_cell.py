@@ -199,6 +199,7 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
     semantics: dict[str, str] = {}
     curve: list[tuple[float, float]] = []
     got_arrays: list[NDArray[Any] | None] = []
+    results: list[reference.OracleResult] = []
     out_dtypes: set[str] = set()
     cases = spec.family.cases(dtype, spec.profile)
     if not cases:
@@ -207,6 +208,7 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
         return rec
     for ci, case in enumerate(cases):
         res = cache.get(case)
+        results.append(res)
         try:
             got = _call(fn, b, case, findings)
         except Exception as exc:
@@ -268,7 +270,7 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
             rec.update(max_ulp=0.0, p99_ulp=0.0, median_ulp=0.0, mean_ulp=0.0,
                        frac_correctly_rounded=1.0, max_abs_err_eps=0.0)  # fmt: skip
     if worst[1] >= 0:
-        _reproducer(rec, spec, cases[worst[1]], got_arrays[worst[1]], worst, cache)
+        _reproducer(rec, spec, cases[worst[1]], got_arrays[worst[1]], worst, results[worst[1]])
     budget = budgets.for_dtype(dtype)
     reasons = list(dict.fromkeys(findings))
     if rec["special_mismatches"]:
@@ -283,7 +285,7 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
 
 def _reproducer(
     rec: dict[str, Any], spec: CellSpec, case: Case, got: Any, worst: tuple[float, int, int],
-    cache: OracleCache,
+    res: reference.OracleResult,
 ) -> None:  # fmt: skip
     e, ci, flat = worst
     sl = _slice_of(case.x.shape, case.axis, flat)
@@ -295,7 +297,7 @@ def _reproducer(
     x = case.x.reshape(-1)[sl]
     rec["worst_where"] = where
     rec["worst_input"] = _hex(x) if x.size <= 64 else f"{x.size} values; see worst_where"
-    exp = cache.get(case).expected.reshape(-1)[flat]
+    exp = res.expected.reshape(-1)[flat]
     rec["worst_expected"] = float(np.asarray(exp, dtype=np.float64))
     rec["worst_got"] = float(np.asarray(got).reshape(-1)[flat].astype(np.float64))
     rec["worst_ulp"] = e

@@ -131,14 +131,14 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
                 base["cells"][k] = cur
     from ._expected import expected_failures
 
-    for e in expected_failures("budget").values():
-        for _, r in table.iterrows():
-            key = (r["candidate"], r["backend"], r["dtype"], r["family"])
-            if key == e.key and e.applies(r["profile"]):
-                if r["status"] == "pass":
-                    res.stale.append(f"{_key(r)}: passes now ({e.describe()}); remove the entry")
-                elif r["status"] != "not run":
-                    res.known.append(f"{_key(r)}: {r['reason']} ({e.describe()})")
+    known = expected_failures("budget")
+    for k, r in repro.items():
+        e = known.get((r["candidate"], r["backend"], r["dtype"], r["family"]))
+        if e is not None and e.applies(r["profile"]):
+            if r["status"] == "pass":
+                res.stale.append(f"{k}: passes now ({e.describe()}); remove the entry")
+            elif r["status"] != "not run":
+                res.known.append(f"{k}: {r['reason']} ({e.describe()})")
     for profile, per_c in now["support"].items():
         for c, cells in per_c.items():
             for where, sym in cells.items():

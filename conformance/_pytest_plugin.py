@@ -51,8 +51,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _specs(config: pytest.Config) -> list[Any]:
-    from . import BACKENDS, FAMILIES, backend, candidate, family
-    from ._cell import CellSpec
+    from . import BACKENDS, FAMILIES, RunConfig, backend, candidate, family, plan
 
     cands = [candidate(c) for c in (config.getoption("candidate") or ["impl"])]
     bnames = _split(config.getoption("backends"))
@@ -60,17 +59,10 @@ def _specs(config: pytest.Config) -> list[Any]:
     fnames = _split(config.getoption("families"))
     fams = FAMILIES if fnames is None else tuple(family(n) for n in fnames)
     dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
-    profile = config.getoption("profile")
-    return [
-        CellSpec(c, b, d, f, profile)
-        for c in cands
-        for b in backends
-        if c.applies_to(b)
-        for d in dtypes
-        if d in b.dtypes
-        for f in fams
-        if d in f.dtypes
-    ]
+    cfg = RunConfig(cands, backends, dtypes, fams, profile=config.getoption("profile"))
+    # the runner's plan, less the dtypes a backend lacks (the sweep records those as
+    # not run; here they would be tests that can only skip)
+    return [s for s in plan(cfg) if s.dtype in s.backend.dtypes]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -72,18 +72,16 @@ def _cell(rows: Any) -> SupportCell:
         return SupportCell("not run", "not run", "; ".join(reasons))
     failing = ran[ran["status"] == "fail"]
     errors = ran[ran["status"] == "error"]
-    notes = []
-    for _, r in pd_iter(failing):
-        notes.append(f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}")
-    for _, r in pd_iter(errors):
-        notes.append(f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}")
+    notes = [
+        f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}"
+        for _, r in [*failing.iterrows(), *errors.iterrows()]
+    ]
     if not failing.empty:
-        worst = failing["max_ulp"].max()
-        if worst is not None and not (isinstance(worst, float) and math.isnan(worst)):
-            budget_failures = failing[failing["reason"].str.contains("ULP >", regex=False)]
-            if not budget_failures.empty:
-                return SupportCell("⚠️", f"⚠️ {_fmt_ulp(float(worst))}", "; ".join(notes))
-        return SupportCell("⚠️", "⚠️ " + _short_finding(failing), "; ".join(notes))
+        over_budget = failing["reason"].str.contains("ULP >", regex=False).any()
+        short = (
+            _fmt_ulp(float(failing["max_ulp"].max())) if over_budget else _short_finding(failing)
+        )
+        return SupportCell("⚠️", f"⚠️ {short}", "; ".join(notes))
     if not errors.empty:
         return SupportCell("⛔", "⛔ raises", "; ".join(notes))
     return SupportCell("✅", "✅", "")
@@ -98,10 +96,6 @@ def _short_finding(failing: Any) -> str:
     if "modified" in reasons:
         return "mutates input"
     return "fails"
-
-
-def pd_iter(frame: Any) -> Any:
-    return frame.iterrows()
 
 
 def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ._numpy import _as_rows, _dd_sum, _from_rows, compiled_kernels, log_softmax_numpy
+
 __all__ = ["log_softmax_dask"]
 
 _GAP = -660.0  # a second largest entry this far below the maximum: T < 2**-950
@@ -32,26 +34,14 @@ def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
         return None
     if all(len(x.chunks[a]) == 1 for a in axes):
         return x.map_blocks(_whole_block, axes=axes, dtype=x.dtype, meta=x._meta)
-    from ._numpy import compiled_kernels
-
     if compiled_kernels() is None or x.ndim == 0:
         return None
     return _split(x, axes)
 
 
 def _whole_block(b: Any, axes: tuple[int, ...]) -> Any:
-    from ._numpy import log_softmax_numpy
-
     n = math.prod(b.shape[a] for a in axes) if axes else 1
     return np.asarray(log_softmax_numpy(b, axes, n, serial=True))
-
-
-def _rows(b: Any, axes: tuple[int, ...]) -> tuple[Any, list[int]]:
-    """The block as contiguous rows (reduced axes last) and the permutation used."""
-    kept = [i for i in range(b.ndim) if i not in axes]
-    perm = kept + list(axes)
-    n = math.prod(b.shape[a] for a in axes)
-    return np.ascontiguousarray(np.transpose(b, perm).reshape(-1, n)), perm
 
 
 def _per_row(v: Any, axes: tuple[int, ...]) -> Any:
@@ -123,8 +113,6 @@ def _shift(x2: Any, m: Any) -> Any:
 
 
 def _kernels() -> Any:
-    from ._numpy import compiled_kernels
-
     kernels = compiled_kernels()
     assert kernels is not None  # the split path runs only with them built
     return kernels
@@ -132,7 +120,7 @@ def _kernels() -> Any:
 
 def _partial_block(b: Any, mb: Any, cb: Any, axes: tuple[int, ...]) -> Any:
     _kernel = _kernels()
-    rows, perm = _rows(b, axes)
+    rows, perm = _as_rows(b, axes)
     out = np.zeros((rows.shape[0], _PARTS))
     sums = np.empty((rows.shape[0], 3))
     _kernel.partial_rows(rows, rows.shape[1], _per_row(mb, axes), _per_row(cb, axes), sums)
@@ -156,8 +144,6 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf)."""
-    from ._numpy import _dd_sum
-
     _kernel = _kernels()
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
@@ -167,16 +153,8 @@ def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) ->
     c = _per_row(cb[..., 0], axes)
     k = p[:, :, 2].sum(axis=1)
     if f64:
-        th, tl = np.zeros(nk), np.zeros(nk)
-        for j in range(p.shape[1]):  # blocks of a slice: few; a double-double sum
-            s = th + p[:, j, 0]
-            bb = s - th
-            tl += (th - (s - bb)) + (p[:, j, 0] - bb) + p[:, j, 1]
-            th = s
-        s = th + (k - 1)
-        bb = s - th
-        tl += (th - (s - bb)) + ((k - 1) - bb)
-        th = s
+        # the blocks of a slice (few), then k - 1: a double-double sum per slice
+        th, tl = _dd_sum([(p[:, j, 0], p[:, j, 1]) for j in range(p.shape[1])] + [(k - 1, 0.0)])
         lh, ll = np.empty(nk), np.empty(nk)
         with np.errstate(all="ignore"):
             _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
@@ -202,7 +180,7 @@ def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) ->
 def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
     """per_slice: m, L hi, L lo, count of +inf, NaN-or-all--inf (keepdims blocks)."""
     _kernel = _kernels()
-    rows, perm = _rows(b, axes)
+    rows, perm = _as_rows(b, axes)
     direct = np.dtype(out_dtype) == rows.dtype
     out = np.empty(rows.shape, dtype=rows.dtype if direct else np.float64)
     m, lh, ll, n_pinf, nan_slice = (_per_row(v, axes) for v in per_slice)
@@ -216,5 +194,4 @@ def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any)
     if not direct:
         with np.errstate(all="ignore"):
             out = out.astype(out_dtype)  # one rounding from float64
-    t_shape = [b.shape[p] for p in perm]
-    return np.transpose(out.reshape(t_shape), np.argsort(perm))
+    return _from_rows(out, b.shape, perm)

@@ -808,6 +808,39 @@ get_buffers(PyObject *xo, PyObject *oo, Py_buffer *x, Py_buffer *o)
     return 0;
 }
 
+/* x and out for the row kernels: C-contiguous, x float32 or float64, out float32 or
+ * float64 (float64 for float64 x), as many elements as x, and, with has_rows, rows of
+ * n > 0. Returns the element count, or -1 with the buffers released and a ValueError
+ * set. */
+static Py_ssize_t
+pair_buffers(PyObject *xo, PyObject *oo, int has_rows, Py_ssize_t n, Py_buffer *x, Py_buffer *o,
+             int *kx, int *ko)
+{
+    if (get_buffers(xo, oo, x, o) < 0) {
+        return -1;
+    }
+    *kx = kind_of(x);
+    *ko = kind_of(o);
+    Py_ssize_t count = x->len / (x->itemsize ? x->itemsize : 1);
+    const char *problem = NULL;
+    if (has_rows && (n <= 0 || count % n != 0)) {
+        problem = "row length must be positive and divide the buffer";
+    }
+    else if (*kx == 0 || *ko == 0 || (*kx == 'd' && *ko != 'd')) {
+        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x)";
+    }
+    else if (o->len / o->itemsize != count) {
+        problem = "x and out must have the same number of elements";
+    }
+    if (problem) {
+        PyBuffer_Release(x);
+        PyBuffer_Release(o);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return -1;
+    }
+    return count;
+}
+
 PyDoc_STRVAR(rows_doc,
 "rows(x, out, n) -> int\n\n"
 "log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
@@ -823,25 +856,9 @@ py_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_buffer x, o;
-    if (get_buffers(xo, oo, &x, &o) < 0) {
-        return NULL;
-    }
-    int kx = kind_of(&x), ko = kind_of(&o);
-    Py_ssize_t count = x.len / (x.itemsize ? x.itemsize : 1);
-    const char *problem = NULL;
-    if (n <= 0 || count % n != 0) {
-        problem = "row length must be positive and divide the buffer";
-    }
-    else if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd')) {
-        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x)";
-    }
-    else if (o.len / o.itemsize != count) {
-        problem = "x and out must have the same number of elements";
-    }
-    if (problem) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&o);
-        PyErr_SetString(PyExc_ValueError, problem);
+    int kx, ko;
+    Py_ssize_t count = pair_buffers(xo, oo, 1, n, &x, &o, &kx, &ko);
+    if (count < 0) {
         return NULL;
     }
     Py_ssize_t skipped;
@@ -917,15 +934,9 @@ py_write(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_buffer x, o;
-    if (get_buffers(xo, oo, &x, &o) < 0) {
-        return NULL;
-    }
-    int kx = kind_of(&x), ko = kind_of(&o);
-    Py_ssize_t count = x.len / (x.itemsize ? x.itemsize : 1);
-    if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != count) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&o);
-        PyErr_SetString(PyExc_ValueError, "x and out must match as in rows()");
+    int kx, ko;
+    Py_ssize_t count = pair_buffers(xo, oo, 0, 0, &x, &o, &kx, &ko);
+    if (count < 0) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
@@ -1053,16 +1064,9 @@ py_write_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_buffer x, o, m, h, l;
-    if (get_buffers(xo, oo, &x, &o) < 0) {
-        return NULL;
-    }
-    int kx = kind_of(&x), ko = kind_of(&o);
-    Py_ssize_t count = kx ? x.len / x.itemsize : 0;
-    if (kx == 0 || ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != count || n <= 0 ||
-        count % n != 0) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&o);
-        PyErr_SetString(PyExc_ValueError, "x and out must match as in rows()");
+    int kx, ko;
+    Py_ssize_t count = pair_buffers(xo, oo, 1, n, &x, &o, &kx, &ko);
+    if (count < 0) {
         return NULL;
     }
     Py_ssize_t nrows = count / n;

@@ -100,9 +100,7 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
     infinite (the kernels find out on their first pass)."""
     if _kernel is None and not np.isfinite(x).all():
         return None
-    kept = [i for i in range(x.ndim) if i not in axes]
-    perm = kept + list(axes)
-    rows2d = np.ascontiguousarray(np.transpose(x, perm).reshape(-1, n))
+    rows2d, perm = _as_rows(x, axes)
     out: NDArray[Any] | None
     if _kernel is None:
         out = _numpy_blocks(rows2d, n)
@@ -112,8 +110,21 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
         out = _kernel_rows(rows2d, n)
     if out is None:
         return None
-    t_shape = [x.shape[p] for p in perm]
-    return np.transpose(out.reshape(t_shape), np.argsort(perm))
+    return _from_rows(out, x.shape, perm)
+
+
+def _as_rows(x: NDArray[Any], axes: tuple[int, ...]) -> tuple[NDArray[Any], list[int]]:
+    """The slices of x over ``axes`` as the rows of a contiguous 2-D array (a copy
+    only where x is not laid out that way already), and the axis permutation used."""
+    kept = [i for i in range(x.ndim) if i not in axes]
+    perm = kept + list(axes)
+    n = math.prod(x.shape[a] for a in axes)
+    return np.ascontiguousarray(np.transpose(x, perm).reshape(-1, n)), perm
+
+
+def _from_rows(rows2d: NDArray[Any], shape: tuple[int, ...], perm: list[int]) -> NDArray[Any]:
+    """_as_rows undone: the rows back in an array of ``shape`` (a view)."""
+    return np.transpose(rows2d.reshape([shape[p] for p in perm]), np.argsort(perm))
 
 
 def _kernel_input(block: NDArray[Any]) -> NDArray[Any]:
@@ -211,8 +222,9 @@ def _tiny_log1p(row: NDArray[np.float64], segs: list[tuple[int, int]], m: float)
     return float(_kernel.tiny_log(c, sh, sl))
 
 
-def _dd_sum(parts: list[tuple[float, float]]) -> tuple[float, float]:
-    """Double-double sum of double-double parts (TwoSum on the high parts)."""
+def _dd_sum(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """Double-double sum of double-double parts (TwoSum on the high parts), of
+    floats or elementwise over NumPy arrays."""
     hi, lo = 0.0, 0.0
     for h, low in parts:
         s = hi + h
