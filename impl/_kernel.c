@@ -24,6 +24,10 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 #include <stdint.h>
 #include <string.h>
 
@@ -178,15 +182,14 @@ static const double TAB_LO[64] = {
     0x1.74853f3a5931ep-55,
 };
 
-/* float32 kernel: exp(d) = 2^(k/8) * exp(r), |r| <= ln2/16, for d in [-700, 0];
- * relative error < 2^-50. ln2/8 = L8_HI + L8_LO, L8_HI with 40 bits (k * L8_HI exact
- * for |k| < 2^13). */
-static const double L8_HI = 0x1.62e42fefa4000p-4;
-static const double L8_LO = -0x1.8432a1b0e2634p-46;
-static const double INV_L8 = 0x1.71547652b82fep+3;
-static const double EXP2_8[8] = {
-    0x1.0000000000000p+0, 0x1.172b83c7d517bp+0, 0x1.306fe0a31b715p+0, 0x1.4bfdad5362a27p+0,
-    0x1.6a09e667f3bcdp+0, 0x1.8ace5422aa0dbp+0, 0x1.ae89f995ad3adp+0, 0x1.d5818dcfba487p+0,
+/* float32 kernel: exp(d) = 2^(k/4) * exp(r), |r| <= ln2/8, for d in [-700, 0];
+ * relative error < 2^-50 (degree 8). ln2/4 = L4_HI + L4_LO, L4_HI with 40 bits (k * L4_HI
+ * exact for |k| < 2^13). Four table entries fit one AVX2 register. */
+static const double L4_HI = 0x1.62e42fefa4000p-3;
+static const double L4_LO = -0x1.8432a1b0e2634p-45;
+static const double INV_L4 = 0x1.71547652b82fep+2;
+static const double EXP2_4[4] = {
+    0x1.0000000000000p+0, 0x1.306fe0a31b715p+0, 0x1.6a09e667f3bcdp+0, 0x1.ae89f995ad3adp+0,
 };
 
 static inline double
@@ -224,11 +227,12 @@ static inline double
 exp_short(double d)
 {
     double dc = d < -700.0 ? -700.0 : d;
-    double ks = dc * INV_L8 + SHIFTER;
+    double ks = dc * INV_L4 + SHIFTER;
     double kf = ks - SHIFTER;
     int64_t k = shifted_int(ks);
-    double r = (dc - kf * L8_HI) - kf * L8_LO;
-    double p = 1.0 / 5040.0;
+    double r = (dc - kf * L4_HI) - kf * L4_LO;
+    double p = 1.0 / 40320.0;
+    p = fma(p, r, 1.0 / 5040.0);
     p = fma(p, r, 1.0 / 720.0);
     p = fma(p, r, 1.0 / 120.0);
     p = fma(p, r, 1.0 / 24.0);
@@ -236,7 +240,7 @@ exp_short(double d)
     p = fma(p, r, 0.5);
     p = fma(p, r, 1.0);
     p = fma(p, r, 1.0);
-    return (p * EXP2_8[k & 7]) * pow2i(k >> 3);
+    return (p * EXP2_4[k & 3]) * pow2i(k >> 2);
 }
 
 /* The largest entry; NaN if any entry is not finite. One body for both formats. */
@@ -270,13 +274,15 @@ exp_short(double d)
 DEFINE_MAX(max_f32, float)
 DEFINE_MAX(max_f64, double)
 
-/* exp(x - m), 0 for x == m and below e^-700 */
+/* exp(x - m), 0 for x == m. Below d = -700 the term is exp(-700) < 1e-304: such
+ * terms change T by less than n * 1e-304, which no float32 (or narrower) result
+ * resolves, and leaving them saves a compare per entry. */
 static inline double
 term_f32(float x, double md)
 {
     double d = (double)x - md;
     double v = exp_short(d);
-    return (d < -700.0 || d == 0.0) ? 0.0 : v;
+    return d == 0.0 ? 0.0 : v;
 }
 
 static inline double
@@ -328,9 +334,10 @@ write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, doub
     }
 }
 
-/* Rows with a non-finite entry are left untouched and counted */
+/* Rows with a non-finite entry are left untouched and counted (and, where bad is not
+ * NULL, marked there with 1; the other rows with 0) */
 static Py_ssize_t
-rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n)
+rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
     size_t osize = out_double ? sizeof(double) : sizeof(float);
     Py_ssize_t skipped = 0;
@@ -338,6 +345,9 @@ rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t
         const float *xr = x + r * n;
         void *orow = (char *)out + (size_t)(r * n) * osize;
         float m = max_f32(xr, n);
+        if (bad) {
+            bad[r] = isnan(m);
+        }
         if (isnan(m)) {
             skipped++;
             continue;
@@ -603,17 +613,18 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
     finish_sum(ah, al, sum);
     *at_max = count;
 }
-/* exp_short on four lanes; the table 2^(j/8) lives in two registers */
+/* exp_short on four lanes; the table 2^(j/4) lives in one register */
 AVX2 static inline __m256d
 v_exp_short(__m256d d)
 {
     __m256d dc = _mm256_max_pd(d, v_set(-700.0));
-    __m256d ks = _mm256_add_pd(_mm256_mul_pd(dc, v_set(INV_L8)), v_set(SHIFTER));
+    __m256d ks = _mm256_add_pd(_mm256_mul_pd(dc, v_set(INV_L4)), v_set(SHIFTER));
     __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
     __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-    __m256d r = _mm256_sub_pd(_mm256_sub_pd(dc, _mm256_mul_pd(kf, v_set(L8_HI))),
-                              _mm256_mul_pd(kf, v_set(L8_LO)));
-    __m256d p = v_set(1.0 / 5040.0);
+    __m256d r = _mm256_sub_pd(_mm256_sub_pd(dc, _mm256_mul_pd(kf, v_set(L4_HI))),
+                              _mm256_mul_pd(kf, v_set(L4_LO)));
+    __m256d p = v_set(1.0 / 40320.0);
+    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 5040.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 720.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 120.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 24.0));
@@ -621,17 +632,13 @@ v_exp_short(__m256d d)
     p = _mm256_fmadd_pd(p, r, v_set(0.5));
     p = _mm256_fmadd_pd(p, r, v_set(1.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0));
-    /* 2^(j/8), j = k & 7: a 32-bit permute picks the two halves of entry j & 3 */
-    __m256i j3 = _mm256_slli_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(3)), 1);
-    __m256i idx = _mm256_or_si256(j3, _mm256_slli_epi64(_mm256_add_epi64(j3, _mm256_set1_epi64x(1)), 32));
-    __m256 t0 = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_8));
-    __m256 t1 = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_8 + 4));
-    __m256d lo = _mm256_castps_pd(_mm256_permutevar8x32_ps(t0, idx));
-    __m256d hi = _mm256_castps_pd(_mm256_permutevar8x32_ps(t1, idx));
-    __m256i upper = _mm256_cmpeq_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(4)), _mm256_set1_epi64x(4));
-    __m256d tj = _mm256_blendv_pd(lo, hi, _mm256_castsi256_pd(upper));
-    /* 2^(k >> 3), k >> 3 in [-127, 0]: the shift of k + 1023 * 8 is logical */
-    __m256i e = _mm256_srli_epi64(_mm256_add_epi64(k, _mm256_set1_epi64x(1023 * 8)), 3);
+    /* 2^(j/4), j = k & 3: a 32-bit permute picks the two halves of entry j */
+    __m256i j2 = _mm256_slli_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(3)), 1);
+    __m256i idx = _mm256_or_si256(j2, _mm256_slli_epi64(_mm256_add_epi64(j2, _mm256_set1_epi64x(1)), 32));
+    __m256 tab = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_4));
+    __m256d tj = _mm256_castps_pd(_mm256_permutevar8x32_ps(tab, idx));
+    /* 2^(k >> 2), k >> 2 in [-253, 0]: the shift of k + 1023 * 4 is logical */
+    __m256i e = _mm256_srli_epi64(_mm256_add_epi64(k, _mm256_set1_epi64x(1023 * 4)), 2);
     __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
     return _mm256_mul_pd(_mm256_mul_pd(p, tj), scale);
 }
@@ -641,9 +648,7 @@ v_term_f32(__m128 x, __m256d md)
 {
     __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(x), md);
     __m256d v = v_exp_short(d);
-    __m256d drop = _mm256_or_pd(_mm256_cmp_pd(d, v_set(-700.0), _CMP_LT_OQ),
-                                _mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_EQ_OQ));
-    return _mm256_andnot_pd(drop, v);
+    return _mm256_andnot_pd(_mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_EQ_OQ), v);
 }
 
 AVX2 static void
@@ -753,13 +758,16 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
 }
 
 static Py_ssize_t
-rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n)
+rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const double *xr = x + r * n;
         double *orow = out + r * n;
         double m = max_f64(xr, n);
+        if (bad) {
+            bad[r] = isnan(m);
+        }
         if (isnan(m)) {
             skipped++;
             continue;
@@ -864,10 +872,10 @@ py_rows(PyObject *self, PyObject *args)
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
     if (kx == 'f') {
-        skipped = rows_f32((const float *)x.buf, o.buf, ko == 'd', count / n, n);
+        skipped = rows_f32((const float *)x.buf, o.buf, ko == 'd', count / n, n, NULL);
     }
     else {
-        skipped = rows_f64((const double *)x.buf, (double *)o.buf, count / n, n);
+        skipped = rows_f64((const double *)x.buf, (double *)o.buf, count / n, n, NULL);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
@@ -1232,17 +1240,17 @@ py_constants(PyObject *self, PyObject *unused)
         }
         PyList_SET_ITEM(tab, j, pair);
     }
-    PyObject *tab8 = PyList_New(8);
-    if (tab8 == NULL) {
+    PyObject *tab4 = PyList_New(4);
+    if (tab4 == NULL) {
         Py_DECREF(tab);
         return NULL;
     }
-    for (int j = 0; j < 8; j++) {
-        PyList_SET_ITEM(tab8, j, PyFloat_FromDouble(EXP2_8[j]));
+    for (int j = 0; j < 4; j++) {
+        PyList_SET_ITEM(tab4, j, PyFloat_FromDouble(EXP2_4[j]));
     }
     return Py_BuildValue("{s:(ddd),s:d,s:N,s:(dd),s:d,s:N}", "ln2_64", C1, C2, C3, "inv_ln2_64",
-                         INV_C, "exp2_j64", tab, "ln2_8", L8_HI, L8_LO, "inv_ln2_8", INV_L8,
-                         "exp2_j8", tab8);
+                         INV_C, "exp2_j64", tab, "ln2_4", L4_HI, L4_LO, "inv_ln2_4", INV_L4,
+                         "exp2_j4", tab4);
 }
 
 PyDoc_STRVAR(use_doc,
@@ -1276,7 +1284,317 @@ py_use(PyObject *self, PyObject *args)
     return PyUnicode_FromString(prev);
 }
 
+/* ---- XLA FFI: the row kernels as a custom call for JAX on CPU ----
+ *
+ * impl/_jax.py registers ffi_handler() with jax.ffi.register_ffi_target and calls it
+ * with one operand, x: float32 or float64, rank >= 1, row-major, the slices as its
+ * last axis; and two results: out (x's shape and dtype) and bad (int32, x's shape
+ * without the last axis: 1 for a row with a NaN or an infinity, left untouched).
+ *
+ * The structs below declare the part of XLA's FFI C ABI (xla/ffi/api/c_api.h) that the
+ * handler reads, with the layout that header gives them. XLA keeps that ABI stable
+ * within an API major version and asks each handler, through the metadata extension,
+ * which version it was written for. */
+
+enum { FFI_API_MAJOR = 0, FFI_API_MINOR = 1 };
+enum { FFI_EXT_METADATA = 1 };
+enum { FFI_STAGE_EXECUTE = 3 };
+enum { FFI_S32 = 4, FFI_F32 = 11, FFI_F64 = 12 };
+enum { FFI_ARG_BUFFER = 1 };
+enum { FFI_INVALID_ARGUMENT = 3 };
+
+typedef struct ffi_ext {
+    size_t struct_size;
+    int type;
+    struct ffi_ext *next;
+} ffi_ext;
+
+typedef struct {
+    size_t struct_size;
+    ffi_ext *ext;
+    int dtype;
+    void *data;
+    int64_t rank;
+    int64_t *dims;
+} ffi_buffer;
+
+typedef struct { /* the call frame's args and rets */
+    size_t struct_size;
+    ffi_ext *ext;
+    int64_t size;
+    int *types;
+    void **items;
+} ffi_list;
+
+typedef struct {
+    size_t struct_size;
+    ffi_ext *ext;
+    int64_t size;
+    int *types;
+    void **names;
+    void **attrs;
+} ffi_attrs;
+
+typedef struct {
+    size_t struct_size;
+    ffi_ext *ext;
+    int major;
+    int minor;
+} ffi_version;
+
+typedef struct {
+    size_t struct_size;
+    ffi_ext *ext;
+    const char *message;
+    int code;
+} ffi_error_args;
+
+typedef void *(*ffi_error_create)(ffi_error_args *);
+
+typedef struct { /* the start of XLA_FFI_Api: only the error constructor is used */
+    size_t struct_size;
+    ffi_ext *ext;
+    ffi_version version;
+    const void *internal;
+    ffi_error_create error_create;
+} ffi_api;
+
+typedef struct {
+    size_t struct_size;
+    ffi_ext *ext;
+    const ffi_api *api;
+    void *ctx;
+    int stage;
+    ffi_list args;
+    ffi_list rets;
+    ffi_attrs attrs;
+    void *future;
+} ffi_call_frame;
+
+typedef struct {
+    size_t struct_size;
+    ffi_version version;
+    uint32_t traits;
+} ffi_metadata;
+
+typedef struct {
+    ffi_ext base;
+    ffi_metadata *metadata;
+} ffi_metadata_ext;
+
+static void *
+ffi_error(const ffi_call_frame *cf, const char *message)
+{
+    ffi_error_args a = {sizeof a, NULL, message, FFI_INVALID_ARGUMENT};
+    return cf->api->error_create(&a);
+}
+
+/* One half of the rows, run on a thread of its own */
+typedef struct {
+    const void *x;
+    void *out;
+    int32_t *bad;
+    Py_ssize_t nrows, n;
+    int f64;
+} row_job;
+
+static void *
+run_rows(void *arg)
+{
+    row_job *j = (row_job *)arg;
+    if (j->f64) {
+        rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
+    }
+    else {
+        rows_f32((const float *)j->x, j->out, 0, j->nrows, j->n, j->bad);
+    }
+    return NULL;
+}
+
+/* Runs fn on a and, on a second thread, on b */
+static void
+on_two_threads(void *(*fn)(void *), void *a, void *b)
+{
+    pthread_t t;
+    int started = pthread_create(&t, NULL, fn, b) == 0;
+    fn(a);
+    if (started) {
+        pthread_join(t, NULL);
+    }
+    else {
+        fn(b);
+    }
+}
+
+/* One half of a long row: the three passes one at a time (phase 0: max; 1: partial
+ * sum; 2: output) */
+typedef struct {
+    const void *x;
+    void *out;
+    Py_ssize_t n;
+    int f64, phase;
+    double m, Lh, Ll;
+    dd sum;
+    Py_ssize_t k;
+} seg_job;
+
+static void *
+run_seg(void *arg)
+{
+    seg_job *j = (seg_job *)arg;
+    if (j->phase == 0) {
+        j->m = j->f64 ? max_f64((const double *)j->x, j->n) : (double)max_f32((const float *)j->x, j->n);
+    }
+    else if (j->phase == 1 && j->f64) {
+        partial_f64((const double *)j->x, j->n, j->m, 0.0, &j->sum, &j->k);
+    }
+    else if (j->phase == 1) {
+        double T;
+        partial_f32((const float *)j->x, j->n, (float)j->m, &T, &j->k);
+        j->sum = (dd){T, 0.0};
+    }
+    else if (j->f64) {
+        write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
+    }
+    else {
+        write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
+    }
+    return NULL;
+}
+
+/* One long row, each pass shared between two threads */
+static void
+long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad)
+{
+    size_t isize = f64 ? sizeof(double) : sizeof(float);
+    Py_ssize_t h = n / 2;
+    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0},
+                    {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
+                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0}};
+    on_two_threads(run_seg, &s[0], &s[1]);
+    double m = s[0].m > s[1].m ? s[0].m : s[1].m;
+    *bad = isnan(s[0].m) || isnan(s[1].m);
+    if (*bad) {
+        return;
+    }
+    s[0].m = s[1].m = m;
+    s[0].phase = s[1].phase = 1;
+    on_two_threads(run_seg, &s[0], &s[1]);
+    Py_ssize_t k = s[0].k + s[1].k;
+    double Lh, Ll = 0.0;
+    if (f64) {
+        dd T = two_sum(s[0].sum.hi, s[1].sum.hi);
+        T = two_sum(T.hi, T.lo + (s[0].sum.lo + s[1].sum.lo));
+        if (k == 1 && T.hi < 0x1p-960) {
+            row_f64_tiny((const double *)x, (double *)out, n, m);
+            return;
+        }
+        dd t = two_sum(T.hi, (double)(k - 1));
+        dd L = log1p_dd(t.hi, t.lo + T.lo);
+        Lh = L.hi;
+        Ll = L.lo;
+    }
+    else {
+        Lh = log1p(s[0].sum.hi + s[1].sum.hi + (double)(k - 1));
+    }
+    for (int i = 0; i < 2; i++) {
+        s[i].phase = 2;
+        s[i].Lh = Lh;
+        s[i].Ll = Ll;
+    }
+    on_two_threads(run_seg, &s[0], &s[1]);
+}
+
+/* The rows over two threads where there is enough work for both: halves of the rows,
+ * or, for one long row, halves of each pass */
+static void
+rows_two_threads(row_job job)
+{
+    if (job.nrows * job.n < (1 << 15)) {
+        run_rows(&job);
+        return;
+    }
+    size_t isize = job.f64 ? sizeof(double) : sizeof(float);
+    if (job.nrows == 1) {
+        long_row(job.x, job.out, job.n, job.f64, job.bad);
+        return;
+    }
+    Py_ssize_t half = job.nrows / 2;
+    row_job second = job;
+    second.x = (const char *)job.x + (size_t)(half * job.n) * isize;
+    second.out = (char *)job.out + (size_t)(half * job.n) * isize;
+    second.bad = job.bad + half;
+    second.nrows = job.nrows - half;
+    job.nrows = half;
+    on_two_threads(run_rows, &job, &second);
+}
+
+static void *
+ffi_log_softmax(ffi_call_frame *cf)
+{
+    ffi_ext *e = cf->ext;
+    if (e != NULL && e->type == FFI_EXT_METADATA) {
+        ffi_metadata *md = ((ffi_metadata_ext *)e)->metadata;
+        md->version = (ffi_version){sizeof(ffi_version), NULL, FFI_API_MAJOR, FFI_API_MINOR};
+        md->traits = 0;
+        return NULL;
+    }
+    if (cf->stage != FFI_STAGE_EXECUTE) {
+        return NULL;
+    }
+    if (cf->args.size != 1 || cf->rets.size != 2 || cf->args.types[0] != FFI_ARG_BUFFER) {
+        return ffi_error(cf, "impl_log_softmax: one operand and two results expected");
+    }
+    const ffi_buffer *x = (const ffi_buffer *)cf->args.items[0];
+    const ffi_buffer *o = (const ffi_buffer *)cf->rets.items[0];
+    const ffi_buffer *b = (const ffi_buffer *)cf->rets.items[1];
+    if ((x->dtype != FFI_F32 && x->dtype != FFI_F64) || o->dtype != x->dtype ||
+        b->dtype != FFI_S32 || x->rank < 1 || o->rank != x->rank || b->rank != x->rank - 1) {
+        return ffi_error(cf, "impl_log_softmax: x float32/float64 of rank >= 1, out like x, "
+                             "bad int32 without the last axis expected");
+    }
+    Py_ssize_t nrows = 1;
+    for (int64_t i = 0; i < x->rank - 1; i++) {
+        if (o->dims[i] != x->dims[i] || b->dims[i] != x->dims[i]) {
+            return ffi_error(cf, "impl_log_softmax: result shapes do not match x");
+        }
+        nrows *= x->dims[i];
+    }
+    Py_ssize_t n = x->dims[x->rank - 1];
+    if (o->dims[x->rank - 1] != n) {
+        return ffi_error(cf, "impl_log_softmax: result shapes do not match x");
+    }
+    if (nrows == 0 || n == 0) {
+        return NULL;
+    }
+    row_job job = {x->data, o->data, (int32_t *)b->data, nrows, n, x->dtype == FFI_F64};
+#if defined(__SSE2__)
+    /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
+     * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly
+     * rounded one). Threads started here inherit the state set here. */
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr & ~(0x8000u | 0x0040u));
+    rows_two_threads(job);
+    _mm_setcsr(csr);
+#else
+    rows_two_threads(job);
+#endif
+    return NULL;
+}
+
+PyDoc_STRVAR(ffi_handler_doc,
+"ffi_handler() -> PyCapsule\n\n"
+"The XLA FFI handler that runs the row kernels in a JAX program on CPU (see\n"
+"impl/_jax.py), for jax.ffi.register_ffi_target.");
+
+static PyObject *
+py_ffi_handler(PyObject *self, PyObject *noargs)
+{
+    return PyCapsule_New((void *)ffi_log_softmax, NULL, NULL);
+}
+
 static PyMethodDef methods[] = {
+    {"ffi_handler", py_ffi_handler, METH_NOARGS, ffi_handler_doc},
     {"use", py_use, METH_VARARGS, use_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"partial", py_partial, METH_VARARGS, partial_doc},

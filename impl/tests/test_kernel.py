@@ -34,16 +34,16 @@ def test_constants_match_mpmath():
     with mpmath.workprec(300):
         ln2 = mpmath.log(2)
         assert abs(sum(mpmath.mpf(v) for v in c["ln2_64"]) - ln2 / 64) < mpmath.mpf(2) ** -150
-        assert abs(sum(mpmath.mpf(v) for v in c["ln2_8"]) - ln2 / 8) < mpmath.mpf(2) ** -95
+        assert abs(sum(mpmath.mpf(v) for v in c["ln2_4"]) - ln2 / 4) < mpmath.mpf(2) ** -95
         # the high parts have few significant bits: k * hi is exact for the k that occur
         assert _significant_bits(c["ln2_64"][0]) <= 32
-        assert _significant_bits(c["ln2_8"][0]) <= 40
-        assert c["inv_ln2_64"] == float(64 / ln2) and c["inv_ln2_8"] == float(8 / ln2)
+        assert _significant_bits(c["ln2_4"][0]) <= 40
+        assert c["inv_ln2_64"] == float(64 / ln2) and c["inv_ln2_4"] == float(4 / ln2)
         for j, (hi, lo) in enumerate(c["exp2_j64"]):
             exact = mpmath.power(2, mpmath.mpf(j) / 64)
             assert hi == float(exact) and abs(mpmath.mpf(hi) + lo - exact) < exact * 2.0**-105
-        for j, v in enumerate(c["exp2_j8"]):
-            assert v == float(mpmath.power(2, mpmath.mpf(j) / 8))
+        for j, v in enumerate(c["exp2_j4"]):
+            assert v == float(mpmath.power(2, mpmath.mpf(j) / 4))
 
 
 def test_exp_dd_is_good_to_2_pow_minus_60():
