@@ -79,7 +79,8 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
     def f(x: Any) -> Any:
         if x.dtype in (jnp.float32, jnp.float64) and x.ndim > 0 and n > 1:
             if cpu_kernel_registered():
-                return lax.platform_dependent(x, cpu=_kernel_rows(axes, n, generic), default=generic)
+                kernel = _kernel_rows(axes, n, generic)
+                return lax.platform_dependent(x, cpu=kernel, default=generic)
         return generic(x)
 
     return jax.jit(f)

@@ -183,8 +183,10 @@ static const double TAB_LO[64] = {
 };
 
 /* float32 kernel: exp(d) = 2^(k/4) * exp(r), |r| <= ln2/8, for d in [-700, 0];
- * relative error < 2^-50 (degree 8). ln2/4 = L4_HI + L4_LO, L4_HI with 40 bits (k * L4_HI
- * exact for |k| < 2^13). Four table entries fit one AVX2 register. */
+ * relative error < 2^-37 (degree 6, the Taylor remainder), which keeps a float32
+ * result within 0.5 + 2^-13 ULP before its one rounding. ln2/4 = L4_HI + L4_LO, L4_HI
+ * with 40 bits (k * L4_HI exact for |k| < 2^13). Four table entries fit one AVX2
+ * register. */
 static const double L4_HI = 0x1.62e42fefa4000p-3;
 static const double L4_LO = -0x1.8432a1b0e2634p-45;
 static const double INV_L4 = 0x1.71547652b82fep+2;
@@ -227,13 +229,11 @@ static inline double
 exp_short(double d)
 {
     double dc = d < -700.0 ? -700.0 : d;
-    double ks = dc * INV_L4 + SHIFTER;
+    double ks = fma(dc, INV_L4, SHIFTER);
     double kf = ks - SHIFTER;
     int64_t k = shifted_int(ks);
-    double r = (dc - kf * L4_HI) - kf * L4_LO;
-    double p = 1.0 / 40320.0;
-    p = fma(p, r, 1.0 / 5040.0);
-    p = fma(p, r, 1.0 / 720.0);
+    double r = fma(-kf, L4_LO, fma(-kf, L4_HI, dc));
+    double p = 1.0 / 720.0;
     p = fma(p, r, 1.0 / 120.0);
     p = fma(p, r, 1.0 / 24.0);
     p = fma(p, r, 1.0 / 6.0);
@@ -534,11 +534,114 @@ v_pow2(__m256d Kf)
     return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
 }
 
+/* acc_dd, lane by lane */
+AVX2 static inline void
+v_acc_dd(__m256d *AH, __m256d *AL, __m256d eh, __m256d el)
+{
+    __m256d s = _mm256_add_pd(*AH, eh);
+    __m256d sb = _mm256_sub_pd(s, *AH);
+    __m256d err = _mm256_add_pd(_mm256_sub_pd(*AH, _mm256_sub_pd(s, sb)), _mm256_sub_pd(eh, sb));
+    *AH = s;
+    *AL = _mm256_add_pd(*AL, _mm256_add_pd(err, el));
+}
+
+/* exp_dd_parts on four lanes, the table read with scalar loads (cheaper than two
+ * gathers on the CPUs measured); hi + lo, unscaled, and Kf = floor(k / 64) */
+AVX2 static inline void
+v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d *Kf_out)
+{
+    const __m256d SIGN = v_set(-0.0);
+    __m256d ks = _mm256_add_pd(_mm256_mul_pd(a, v_set(INV_C)), v_set(SHIFTER));
+    __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
+    __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
+    __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(63));
+    *Kf_out = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(1.0 / 64.0)));
+    __m256d r = _mm256_sub_pd(a, _mm256_mul_pd(kf, v_set(C1)));
+    __m256d p = _mm256_mul_pd(kf, v_set(C2));
+    __m256d pe = _mm256_fmsub_pd(kf, v_set(C2), p);
+    __m256d rh = _mm256_sub_pd(r, p);
+    __m256d bb = _mm256_sub_pd(rh, r);
+    __m256d np = _mm256_xor_pd(p, SIGN); /* -p */
+    __m256d rl = _mm256_sub_pd(
+        _mm256_sub_pd(
+            _mm256_add_pd(_mm256_sub_pd(r, _mm256_sub_pd(rh, bb)), _mm256_sub_pd(np, bb)), pe),
+        _mm256_mul_pd(kf, v_set(C3)));
+    rl = _mm256_add_pd(rl, al);
+    __m256d q = v_set(1.0 / 720.0);
+    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 120.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 24.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 6.0));
+    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(0.5));
+    q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
+    __m256d ql = _mm256_add_pd(q, _mm256_add_pd(rl, _mm256_mul_pd(rl, rh)));
+    int64_t jj[4];
+    _mm256_storeu_si256((__m256i *)jj, j);
+    __m256d th = _mm256_setr_pd(TAB_HI[jj[0]], TAB_HI[jj[1]], TAB_HI[jj[2]], TAB_HI[jj[3]]);
+    __m256d tl = _mm256_setr_pd(TAB_LO[jj[0]], TAB_LO[jj[1]], TAB_LO[jj[2]], TAB_LO[jj[3]]);
+    __m256d P = _mm256_mul_pd(th, rh);
+    __m256d pe2 = _mm256_fmsub_pd(th, rh, P);
+    __m256d lo = _mm256_add_pd(_mm256_add_pd(pe2, _mm256_mul_pd(th, ql)),
+                               _mm256_add_pd(tl, _mm256_mul_pd(tl, _mm256_add_pd(rh, ql))));
+    __m256d hi = _mm256_add_pd(th, P);
+    *lo_out = _mm256_add_pd(lo, _mm256_sub_pd(P, _mm256_sub_pd(hi, th)));
+    *hi_out = hi;
+}
+
+/* The sum for c = 0 where no term needs the two-step scaling (terms that do lie in
+ * [e^-745.5, e^-706): then it returns 0 and the caller takes the general loop).
+ * Bit-identical to the general loop otherwise: with c = 0, sh = dh and sl = dl
+ * exactly, and the scaling is one exact multiplication. */
+AVX2 static int
+partial_f64_avx2_c0(const double *x, Py_ssize_t n, double m, dd *sum, Py_ssize_t *at_max)
+{
+    const __m256d M = v_set(m), NM = v_set(-m);
+    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), BAND = v_set(-706.0);
+    __m256d AH = ZERO, AL = ZERO, LOWBAND = ZERO;
+    Py_ssize_t count = 0, i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d X = _mm256_loadu_pd(x + i);
+        __m256d dh = _mm256_sub_pd(X, M);
+        __m256d bb = _mm256_sub_pd(dh, X);
+        __m256d dl = _mm256_add_pd(_mm256_sub_pd(X, _mm256_sub_pd(dh, bb)), _mm256_sub_pd(NM, bb));
+        __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
+        __m256d above = _mm256_cmp_pd(dh, FLOOR, _CMP_GE_OQ);
+        __m256d keep = _mm256_andnot_pd(at_max, above);
+        LOWBAND = _mm256_or_pd(LOWBAND, _mm256_and_pd(above, _mm256_cmp_pd(dh, BAND, _CMP_LT_OQ)));
+        count += __builtin_popcount(_mm256_movemask_pd(at_max));
+        /* dropped lanes compute exp(-700) */
+        __m256d a = _mm256_blendv_pd(v_set(-700.0), dh, keep);
+        __m256d hi, lo, Kf;
+        v_exp_dd_parts(a, _mm256_and_pd(dl, keep), &hi, &lo, &Kf);
+        __m256d s1 = v_pow2(Kf);
+        __m256d eh = _mm256_and_pd(_mm256_mul_pd(hi, s1), keep);
+        __m256d el = _mm256_and_pd(_mm256_mul_pd(lo, s1), keep);
+        v_acc_dd(&AH, &AL, eh, el);
+    }
+    double ah[4], al[4];
+    _mm256_storeu_pd(ah, AH);
+    _mm256_storeu_pd(al, AL);
+    if (_mm256_movemask_pd(LOWBAND)) {
+        return 0;
+    }
+    for (; i < n; i++) {
+        double h, lo;
+        term_f64(x[i], m, 0.0, &h, &lo);
+        acc_dd(&ah[0], &al[0], h, lo);
+        count += x[i] == m;
+    }
+    finish_sum(ah, al, sum);
+    *at_max = count;
+    return 1;
+}
+
 AVX2 static void
 partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_ssize_t *at_max)
 {
+    if (c == 0.0 && partial_f64_avx2_c0(x, n, m, sum, at_max)) {
+        return;
+    }
     const __m256d M = v_set(m), NM = v_set(-m), C = v_set(c), NC = v_set(-c);
-    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), SIGN = v_set(-0.0);
+    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5);
     __m256d AH = ZERO, AL = ZERO;
     Py_ssize_t count = 0, i = 0;
     for (; i + 4 <= n; i += 4) {
@@ -556,50 +659,15 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
         /* dropped lanes compute exp(-745.5) */
         __m256d a = _mm256_blendv_pd(FLOOR, sh, keep);
         __m256d al = _mm256_and_pd(sl, keep);
-        /* exp_dd_parts */
-        __m256d ks = _mm256_add_pd(_mm256_mul_pd(a, v_set(INV_C)), v_set(SHIFTER));
-        __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
-        __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-        __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(63));
-        __m256d Kf = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(1.0 / 64.0)));
-        __m256d r = _mm256_sub_pd(a, _mm256_mul_pd(kf, v_set(C1)));
-        __m256d p = _mm256_mul_pd(kf, v_set(C2));
-        __m256d pe = _mm256_fmsub_pd(kf, v_set(C2), p);
-        __m256d rh = _mm256_sub_pd(r, p);
-        bb = _mm256_sub_pd(rh, r);
-        __m256d np = _mm256_xor_pd(p, SIGN); /* -p */
-        __m256d rl = _mm256_sub_pd(
-            _mm256_sub_pd(
-                _mm256_add_pd(_mm256_sub_pd(r, _mm256_sub_pd(rh, bb)), _mm256_sub_pd(np, bb)), pe),
-            _mm256_mul_pd(kf, v_set(C3)));
-        rl = _mm256_add_pd(rl, al);
-        __m256d q = v_set(1.0 / 720.0);
-        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 120.0));
-        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 24.0));
-        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 6.0));
-        q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(0.5));
-        q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
-        __m256d ql = _mm256_add_pd(q, _mm256_add_pd(rl, _mm256_mul_pd(rl, rh)));
-        __m256d th = _mm256_i64gather_pd(TAB_HI, j, 8);
-        __m256d tl = _mm256_i64gather_pd(TAB_LO, j, 8);
-        __m256d P = _mm256_mul_pd(th, rh);
-        __m256d pe2 = _mm256_fmsub_pd(th, rh, P);
-        __m256d lo = _mm256_add_pd(_mm256_add_pd(pe2, _mm256_mul_pd(th, ql)),
-                                   _mm256_add_pd(tl, _mm256_mul_pd(tl, _mm256_add_pd(rh, ql))));
-        __m256d hi = _mm256_add_pd(th, P);
-        lo = _mm256_add_pd(lo, _mm256_sub_pd(P, _mm256_sub_pd(hi, th)));
+        __m256d hi, lo, Kf;
+        v_exp_dd_parts(a, al, &hi, &lo, &Kf);
         /* exp_term's scaling */
         __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
         __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
         __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
         __m256d eh = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(hi, s1), s2), keep);
         __m256d el = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(lo, s1), s2), keep);
-        /* acc_dd, lane by lane */
-        __m256d s = _mm256_add_pd(AH, eh);
-        __m256d sb = _mm256_sub_pd(s, AH);
-        __m256d err = _mm256_add_pd(_mm256_sub_pd(AH, _mm256_sub_pd(s, sb)), _mm256_sub_pd(eh, sb));
-        AH = s;
-        AL = _mm256_add_pd(AL, _mm256_add_pd(err, el));
+        v_acc_dd(&AH, &AL, eh, el);
     }
     double ah[4], al[4];
     _mm256_storeu_pd(ah, AH);
@@ -618,14 +686,11 @@ AVX2 static inline __m256d
 v_exp_short(__m256d d)
 {
     __m256d dc = _mm256_max_pd(d, v_set(-700.0));
-    __m256d ks = _mm256_add_pd(_mm256_mul_pd(dc, v_set(INV_L4)), v_set(SHIFTER));
+    __m256d ks = _mm256_fmadd_pd(dc, v_set(INV_L4), v_set(SHIFTER));
     __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
     __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-    __m256d r = _mm256_sub_pd(_mm256_sub_pd(dc, _mm256_mul_pd(kf, v_set(L4_HI))),
-                              _mm256_mul_pd(kf, v_set(L4_LO)));
-    __m256d p = v_set(1.0 / 40320.0);
-    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 5040.0));
-    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 720.0));
+    __m256d r = _mm256_fnmadd_pd(kf, v_set(L4_LO), _mm256_fnmadd_pd(kf, v_set(L4_HI), dc));
+    __m256d p = v_set(1.0 / 720.0);
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 120.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 24.0));
     p = _mm256_fmadd_pd(p, r, v_set(1.0 / 6.0));

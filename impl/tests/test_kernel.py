@@ -59,12 +59,14 @@ def test_exp_dd_is_good_to_2_pow_minus_60():
     assert worst < 2.0**-60, worst
 
 
-def test_exp_short_is_good_to_2_pow_minus_50():
+def test_exp_short_is_good_to_2_pow_minus_36():
+    """float32 results need T to about 2**-34 relative for 0.501 ULP; the degree-6
+    polynomial on |r| <= ln2/8 gives 2**-37 (its Taylor remainder)."""
     worst = 0.0
     with mpmath.workprec(120):
         for d in np.concatenate([np.linspace(-700, 0, 701), -np.logspace(-12, 2.8, 300)]):
             worst = max(worst, _rel(mpmath.mpf(K.exp_short(float(d))), mpmath.exp(float(d))))
-    assert worst < 2.0**-50, worst
+    assert worst < 2.0**-36, worst
 
 
 def test_log1p_dd_is_good_to_2_pow_minus_58():
@@ -102,6 +104,8 @@ def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
     x[::5] = x.max()  # ties
     xs.append(x)
     xs.append(np.concatenate([[0.0], rng.uniform(-800, -700, 299)]).astype(dtype))
+    # terms dropped below e^-745.5 next to ordinary ones (float64: the c = 0 fast loop)
+    xs.append(np.concatenate([[0.0], rng.uniform(-20, 0, 101), np.full(50, -1e4)]).astype(dtype))
     prev = K.use("avx2")
     try:
         for x in xs:
