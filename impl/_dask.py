@@ -16,17 +16,19 @@ without the kernels, take the generic algorithm.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
-from ._numpy import _as_rows, _dd_sum, _from_rows, compiled_kernels, log_softmax_numpy
+from ._numpy import _TINY_T, _as_rows, _dd_sum, _from_rows, compiled_kernels, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
 
-_GAP = -660.0  # a second largest entry this far below the maximum: T < 2**-950
-# per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf
-_PARTS = 6
+# per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf;
+# for blocks whose sum is below _TINY_T: c_b (the gap of the block's second largest
+# entry, else -inf) and the block's sum relative to it, hi and lo
+_PARTS = 9
 
 
 def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
@@ -57,11 +59,6 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     xk = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # exact
     f64 = xk.dtype == np.float64
     m = da.max(xk, axis=axes, keepdims=True)
-    if f64:
-        x2 = da.max(da.where(xk < m, xk, -np.inf), axis=axes, keepdims=True)
-        c = da.map_blocks(_shift, x2, m, dtype=np.float64)
-    else:
-        c = da.zeros_like(m, dtype=np.float64)
     ndim = x.ndim
     part_chunks = (
         *((1,) * len(ch) if a in axes else ch for a, ch in enumerate(x.chunks)),
@@ -71,8 +68,8 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         _partial_block,
         xk,
         m,
-        c,
         axes=axes,
+        f64=f64,
         new_axis=ndim,
         chunks=part_chunks,
         dtype=np.float64,
@@ -83,7 +80,6 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     L = da.map_blocks(
         _finish_block,
         parts,
-        c[..., None],
         axes=axes,
         f64=f64,
         n=n,
@@ -104,31 +100,34 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     )
 
 
-def _shift(x2: Any, m: Any) -> Any:
-    """The shift of a float64 slice's terms: its second largest entry's gap where
-    every term would be subnormal, else 0 (NaN and infinite slices: decided later)."""
-    with np.errstate(all="ignore"):
-        gap = x2 - m
-    return np.where(gap < _GAP, gap, 0.0)
-
-
 def _kernels() -> Any:
     kernels = compiled_kernels()
     assert kernels is not None  # the split path runs only with them built
     return kernels
 
 
-def _partial_block(b: Any, mb: Any, cb: Any, axes: tuple[int, ...]) -> Any:
+def _partial_block(b: Any, mb: Any, axes: tuple[int, ...], f64: bool) -> Any:
     _kernel = _kernels()
     rows, perm = _as_rows(b, axes)
     out = np.zeros((rows.shape[0], _PARTS))
     sums = np.empty((rows.shape[0], 3))
-    _kernel.partial_rows(rows, rows.shape[1], _per_row(mb, axes), _per_row(cb, axes), sums)
+    m = _per_row(mb, axes)
+    _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums)
     out[:, :3] = sums
     if not np.isfinite(rows).all():
         out[:, 3] = np.count_nonzero(np.isposinf(rows), axis=1)
         out[:, 4] = np.count_nonzero(np.isnan(rows), axis=1)
         out[:, 5] = np.count_nonzero(np.isneginf(rows), axis=1)
+    out[:, 6] = -np.inf
+    if f64:
+        # rare: every term of the row in this block is below _TINY_T
+        for i in np.flatnonzero((sums[:, 0] < _TINY_T) & np.isfinite(m)):
+            below = rows[i][rows[i] < m[i]]
+            if below.size:
+                c_b = float(below.max()) - float(m[i])
+                out[i, 6] = c_b
+                if c_b >= -2000.0:
+                    out[i, 7:9] = _kernel.partial(rows[i], float(m[i]), c_b)[:2]
     shape = [1 if a in axes else b.shape[a] for a in range(b.ndim)]
     return _unrows(out, shape, perm, _PARTS)
 
@@ -141,7 +140,7 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
     return np.transpose(v.reshape(t_shape), inv)
 
 
-def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
+def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf)."""
     _kernel = _kernels()
@@ -150,7 +149,6 @@ def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) ->
     perm = kept + list(axes) + [ndim]
     nk = math.prod(pb.shape[a] for a in kept) if kept else 1
     p = np.transpose(pb, perm).reshape(nk, -1, _PARTS)
-    c = _per_row(cb[..., 0], axes)
     k = p[:, :, 2].sum(axis=1)
     if f64:
         # the blocks of a slice (few), then k - 1: a double-double sum per slice
@@ -158,14 +156,8 @@ def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) ->
         lh, ll = np.empty(nk), np.empty(nk)
         with np.errstate(all="ignore"):
             _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
-        for i in np.flatnonzero(c != 0.0):  # shifted slices: rare
-            if k[i] == 1:
-                sh, sl = _dd_sum([(float(a), float(b)) for a, b in p[i, :, :2]])
-                lh[i], ll[i] = _kernel.tiny_log(float(c[i]), sh, sl), 0.0
-            elif k[i] > 1:  # ties at the maximum: T = k - 1 plus a negligible rest
-                lh[i], ll[i] = _kernel.log1p_dd(float(k[i] - 1), 0.0)
-            else:  # a NaN slice: decided by the special-value rules
-                lh[i], ll[i] = math.nan, 0.0
+        for i in np.flatnonzero((k == 1) & (th < _TINY_T)):  # rare
+            lh[i], ll[i] = _tiny_log1p(p[i]), 0.0
     else:
         with np.errstate(all="ignore"):
             lh = np.log1p(p[:, :, 0].sum(axis=1) + (k - 1))
@@ -175,6 +167,28 @@ def _finish_block(pb: Any, cb: Any, axes: tuple[int, ...], f64: bool, n: int) ->
     shape = [1 if a in axes else pb.shape[a] for a in range(ndim)]
     res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64)], axis=1)
     return _unrows(res, shape, kept + list(axes), 4)
+
+
+def _tiny_log1p(blocks: Any) -> float:
+    """log1p(T) of a float64 slice whose T is below _TINY_T, from its blocks' sums
+    relative to their own second largest entries: T = exp(c) S with c the largest
+    c_b and S = sum_b exp(c_b - c) S_b, in double-double (products exact in
+    rationals: this runs for a handful of slices at most)."""
+    _kernel = _kernels()
+    c = float(blocks[:, 6].max())
+    if not c >= -2000.0:  # also -inf: T is 0 in double
+        return 0.0
+    parts = []
+    for c_b, s_hi, s_lo in blocks[:, 6:9]:
+        if c_b - c < -700.0:  # below 2**-1000 of the block at c: nothing in double
+            continue
+        gh, gl = _dd_sum([(c_b, 0.0), (-c, 0.0)])  # c_b - c = gh + gl exactly
+        eh, el, K = _kernel.exp_dd(gh, gl)
+        prod = (Fraction(eh) + Fraction(el)) * (Fraction(s_hi) + Fraction(s_lo)) * Fraction(2) ** K
+        hi = float(prod)
+        parts.append((hi, float(prod - Fraction(hi))))
+    sh, sl = _dd_sum(parts)
+    return float(_kernel.tiny_log(c, sh, sl))
 
 
 def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:

@@ -178,6 +178,24 @@ def test_dask_split_axis_matches_the_oracle(dtype):
     assert np.nanmax(res.ulp_error(got)) <= 0.5 + 2**-20
 
 
+def test_dask_split_axis_tiny_slices():
+    """float64 slices whose every term is subnormal, their entries spread over blocks:
+    T comes from the blocks' sums relative to their own second largest entries, with
+    no pass of its own, and matches the NumPy path bit for bit."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(6)
+    slices = []
+    for gap in (670.0, 700.0, 740.0, 744.0, 800.0, 1500.0, 2100.0):
+        r = np.concatenate([[0.0], -gap - rng.uniform(0, 30, 63)])
+        rng.shuffle(r)
+        slices.append(r)
+    x = np.array(slices)
+    for chunk in (8, 16, 64):
+        got = impl.log_softmax(da.from_array(x, chunks=(3, chunk)), axis=1).compute()
+        np.testing.assert_array_equal(got, impl.log_softmax(x, axis=1))
+        assert reference.ulp_error(got, x, axis=1).max() <= 0.5
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 def test_numpy_fallback_without_kernels(dtype, monkeypatch):
     """Where the C kernels were not built the NumPy blocks run: measured <= 0.5 ULP
