@@ -31,18 +31,21 @@ SHAPES = [
 
 
 def _paired_ms(
-    ours: Callable[[], Any], peer: Callable[[], Any], repeat: int
+    ours: Callable[[], Any], peer: Callable[[], Any], repeat: int, rounds: int = 3
 ) -> tuple[float, float]:
-    """Medians of ours and peer timed alternately (this machine's speed drifts by tens
-    of percent over seconds; alternating puts both under the same drift)."""
-    ours()  # warm: imports, jit compilation, allocator
-    peer()
+    """Medians of ours and peer, timed in alternating rounds (this machine's speed
+    drifts by tens of percent over seconds; alternating puts both under the same
+    drift). Each round starts with an untimed call, so that neither pays for the
+    other's threads still spinning (OpenMP, XLA) when it starts."""
     ts: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeat):
+    per_round = max(1, -(-repeat // rounds))
+    for _ in range(rounds):
         for fn, out in ((ours, ts[0]), (peer, ts[1])):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
+            fn()  # warm: imports, jit compilation, allocator, the other's threads
+            for _ in range(per_round):
+                t = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t)
     return statistics.median(ts[0]) * 1e3, statistics.median(ts[1]) * 1e3
 
 

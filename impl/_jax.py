@@ -7,8 +7,8 @@ On CPU, float32 and float64 input runs the compiled row kernels of the NumPy pat
 (impl/_kernel.c) as an XLA FFI custom call, chosen per platform when the program is
 lowered (``lax.platform_dependent``): float64 arithmetic inside the kernel, with or
 without x64, and no float64 work in XLA, whose CPU float64 ``exp`` and reductions cost
-3 to 5 ns an element here. Rows the kernel declines (a NaN or an infinity in them)
-take the generic algorithm, under a ``lax.cond`` that runs only when there are such
+3 to 5 ns an element here. Rows the kernel declines (a NaN or a +inf in them, or -inf
+only) take the generic algorithm, under a ``lax.cond`` that runs only when there are such
 rows. Elsewhere (GPU, float16, bfloat16, no compiled kernel) the generic algorithm runs
 in XLA.
 
@@ -90,8 +90,8 @@ def _kernel_rows(
     axes: tuple[int, ...], n: int, generic: Callable[[Any, tuple[int, ...]], Any]
 ) -> Callable[[Any], Any]:
     """log_softmax by the row kernels: the slices as the rows of a 2-D array (XLA
-    copies only where the reduced axes are not last already), rows with a NaN or an
-    infinity from ``generic``."""
+    copies only where the reduced axes are not last already), rows the kernels
+    decline (a NaN or a +inf, or -inf only) from ``generic``."""
     import jax
     import jax.numpy as jnp
     from jax import lax

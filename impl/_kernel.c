@@ -1,8 +1,10 @@
-/* Row kernels for impl's NumPy path: log_softmax over contiguous rows of finite
- * float32 or float64 values, two or three passes over each row, no temporaries.
+/* Row kernels for impl's NumPy, PyTorch CPU, JAX CPU and Dask paths: log_softmax over
+ * contiguous rows of float32 or float64 values (finite, or -inf next to finite ones),
+ * two or three passes over each row, no temporaries. Rows with a NaN or a +inf, and
+ * rows of -inf only, are left to the caller's special-value rules.
  *
  * float32 rows (float16/bfloat16 arrive as float32, exactly): d = x - max is exact
- * in double; exp(d) comes from a degree-12 polynomial (relative error < 2^-50),
+ * in double; exp(d) = 2^(k/4) times a degree-6 polynomial (relative error < 2^-37),
  * summed in eight double lanes; out = d - log1p(T) is rounded once to the output
  * (float32, or double for a later cast to a narrower format).
  *
@@ -243,7 +245,9 @@ exp_short(double d)
     return (p * EXP2_4[k & 3]) * pow2i(k >> 2);
 }
 
-/* The largest entry; NaN if any entry is not finite. One body for both formats. */
+/* The largest entry; NaN where the row is not the kernels' to do: a NaN in it, a +inf,
+ * or every entry -inf. -inf entries next to finite ones are the kernels' (their terms
+ * are 0 and their outputs -inf: masked logits). One body for both formats. */
 #define DEFINE_MAX(NAME, T)                                                                \
     HOT static T NAME(const T *x, Py_ssize_t n)                                            \
     {                                                                                      \
@@ -256,7 +260,7 @@ exp_short(double d)
         for (; i + LANES <= n; i += LANES) {                                               \
             for (int l = 0; l < LANES; l++) {                                              \
                 acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];                            \
-                z[l] += x[i + l] - x[i + l]; /* NaN from an infinity or a NaN */           \
+                z[l] += (T)(x[i + l] != x[i + l]); /* counts the NaNs */                  \
             }                                                                              \
         }                                                                                  \
         T m = acc[0], zs = z[0];                                                           \
@@ -266,9 +270,9 @@ exp_short(double d)
         }                                                                                  \
         for (; i < n; i++) {                                                               \
             m = x[i] > m ? x[i] : m;                                                       \
-            zs += x[i] - x[i];                                                             \
+            zs += (T)(x[i] != x[i]);                                                       \
         }                                                                                  \
-        return zs == 0 ? m : (T)NAN;                                                       \
+        return (zs == 0 && m - m == 0) ? m : (T)NAN; /* m - m: NaN for +-inf */            \
     }
 
 DEFINE_MAX(max_f32, float)
@@ -334,8 +338,8 @@ write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, doub
     }
 }
 
-/* Rows with a non-finite entry are left untouched and counted (and, where bad is not
- * NULL, marked there with 1; the other rows with 0) */
+/* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
+ * (and, where bad is not NULL, marked there with 1; the other rows with 0) */
 static Py_ssize_t
 rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
@@ -851,6 +855,158 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
     return skipped;
 }
 
+/* ---- Two threads: halves of the rows, or of each pass of one long row ---- */
+
+/* One half of the rows, run on a thread of its own */
+typedef struct {
+    const void *x;
+    void *out;
+    int32_t *bad; /* or NULL */
+    Py_ssize_t nrows, n;
+    int f64;
+    Py_ssize_t skipped; /* out */
+} row_job;
+
+static void *
+run_rows(void *arg)
+{
+    row_job *j = (row_job *)arg;
+    if (j->f64) {
+        j->skipped = rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
+    }
+    else {
+        j->skipped = rows_f32((const float *)j->x, j->out, 0, j->nrows, j->n, j->bad);
+    }
+    return NULL;
+}
+
+/* Runs fn on a and, on a second thread, on b */
+static void
+on_two_threads(void *(*fn)(void *), void *a, void *b)
+{
+    pthread_t t;
+    int started = pthread_create(&t, NULL, fn, b) == 0;
+    fn(a);
+    if (started) {
+        pthread_join(t, NULL);
+    }
+    else {
+        fn(b);
+    }
+}
+
+/* One half of a long row: the three passes one at a time (phase 0: max; 1: partial
+ * sum; 2: output) */
+typedef struct {
+    const void *x;
+    void *out;
+    Py_ssize_t n;
+    int f64, phase;
+    double m, Lh, Ll;
+    dd sum;
+    Py_ssize_t k;
+} seg_job;
+
+static void *
+run_seg(void *arg)
+{
+    seg_job *j = (seg_job *)arg;
+    if (j->phase == 0) {
+        j->m = j->f64 ? max_f64((const double *)j->x, j->n) : (double)max_f32((const float *)j->x, j->n);
+    }
+    else if (j->phase == 1 && j->f64) {
+        partial_f64((const double *)j->x, j->n, j->m, 0.0, &j->sum, &j->k);
+    }
+    else if (j->phase == 1) {
+        double T;
+        partial_f32((const float *)j->x, j->n, (float)j->m, &T, &j->k);
+        j->sum = (dd){T, 0.0};
+    }
+    else if (j->f64) {
+        write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
+    }
+    else {
+        write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
+    }
+    return NULL;
+}
+
+/* One long row, each pass shared between two threads; returns 1 where the row is
+ * left to the caller (as rows_f32/rows_f64 would) */
+static Py_ssize_t
+long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad)
+{
+    size_t isize = f64 ? sizeof(double) : sizeof(float);
+    Py_ssize_t h = n / 2;
+    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0},
+                    {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
+                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0}};
+    on_two_threads(run_seg, &s[0], &s[1]);
+    if (isnan(s[0].m) || isnan(s[1].m)) {
+        /* a half with a special value, or of -inf only (which the other half may
+         * make a row of the kernels'): the whole row decides, on one thread */
+        row_job whole = {x, out, bad, 1, n, f64, 0};
+        run_rows(&whole);
+        return whole.skipped;
+    }
+    double m = s[0].m > s[1].m ? s[0].m : s[1].m;
+    if (bad) {
+        *bad = 0;
+    }
+    s[0].m = s[1].m = m;
+    s[0].phase = s[1].phase = 1;
+    on_two_threads(run_seg, &s[0], &s[1]);
+    Py_ssize_t k = s[0].k + s[1].k;
+    double Lh, Ll = 0.0;
+    if (f64) {
+        dd T = two_sum(s[0].sum.hi, s[1].sum.hi);
+        T = two_sum(T.hi, T.lo + (s[0].sum.lo + s[1].sum.lo));
+        if (k == 1 && T.hi < 0x1p-960) {
+            row_f64_tiny((const double *)x, (double *)out, n, m);
+            return 0;
+        }
+        dd t = two_sum(T.hi, (double)(k - 1));
+        dd L = log1p_dd(t.hi, t.lo + T.lo);
+        Lh = L.hi;
+        Ll = L.lo;
+    }
+    else {
+        Lh = log1p(s[0].sum.hi + s[1].sum.hi + (double)(k - 1));
+    }
+    for (int i = 0; i < 2; i++) {
+        s[i].phase = 2;
+        s[i].Lh = Lh;
+        s[i].Ll = Ll;
+    }
+    on_two_threads(run_seg, &s[0], &s[1]);
+    return 0;
+}
+
+/* The rows over two threads where there is enough work for both: halves of the rows,
+ * or, for one long row, halves of each pass. Returns the count of rows left to the
+ * caller. */
+static Py_ssize_t
+rows_two_threads(row_job job)
+{
+    if (job.nrows * job.n < (1 << 15)) {
+        run_rows(&job);
+        return job.skipped;
+    }
+    size_t isize = job.f64 ? sizeof(double) : sizeof(float);
+    if (job.nrows == 1) {
+        return long_row(job.x, job.out, job.n, job.f64, job.bad);
+    }
+    Py_ssize_t half = job.nrows / 2;
+    row_job second = job;
+    second.x = (const char *)job.x + (size_t)(half * job.n) * isize;
+    second.out = (char *)job.out + (size_t)(half * job.n) * isize;
+    second.bad = job.bad ? job.bad + half : NULL;
+    second.nrows = job.nrows - half;
+    job.nrows = half;
+    on_two_threads(run_rows, &job, &second);
+    return job.skipped + second.skipped;
+}
+
 /* ---- Python bindings: buffers in, GIL released while the loops run ---- */
 
 static int
@@ -915,17 +1071,20 @@ pair_buffers(PyObject *xo, PyObject *oo, int has_rows, Py_ssize_t n, Py_buffer *
 }
 
 PyDoc_STRVAR(rows_doc,
-"rows(x, out, n) -> int\n\n"
+"rows(x, out, n, threads=1) -> int\n\n"
 "log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
 "into out (float32 or float64 for float32 x; float64 for float64 x). Rows with a NaN\n"
-"or an infinity are left untouched; returns how many there were.");
+"or a +inf, and rows of -inf only, are left untouched; returns how many there were.\n"
+"threads=2 shares the rows (or the passes of one long row) with a second thread\n"
+"(float32 into float32 and float64 into float64).");
 
 static PyObject *
 py_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OOn", &xo, &oo, &n)) {
+    int threads = 1;
+    if (!PyArg_ParseTuple(args, "OOn|i", &xo, &oo, &n, &threads)) {
         return NULL;
     }
     Py_buffer x, o;
@@ -936,7 +1095,11 @@ py_rows(PyObject *self, PyObject *args)
     }
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
-    if (kx == 'f') {
+    if (threads >= 2 && (kx == 'd' || ko == 'f')) {
+        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0};
+        skipped = rows_two_threads(job);
+    }
+    else if (kx == 'f') {
         skipped = rows_f32((const float *)x.buf, o.buf, ko == 'd', count / n, n, NULL);
     }
     else {
@@ -1354,7 +1517,8 @@ py_use(PyObject *self, PyObject *args)
  * impl/_jax.py registers ffi_handler() with jax.ffi.register_ffi_target and calls it
  * with one operand, x: float32 or float64, rank >= 1, row-major, the slices as its
  * last axis; and two results: out (x's shape and dtype) and bad (int32, x's shape
- * without the last axis: 1 for a row with a NaN or an infinity, left untouched).
+ * without the last axis: 1 for a row left untouched, one with a NaN or a +inf, or of
+ * -inf only).
  *
  * The structs below declare the part of XLA's FFI C ABI (xla/ffi/api/c_api.h) that the
  * handler reads, with the layout that header gives them. XLA keeps that ABI stable
@@ -1454,146 +1618,6 @@ ffi_error(const ffi_call_frame *cf, const char *message)
     return cf->api->error_create(&a);
 }
 
-/* One half of the rows, run on a thread of its own */
-typedef struct {
-    const void *x;
-    void *out;
-    int32_t *bad;
-    Py_ssize_t nrows, n;
-    int f64;
-} row_job;
-
-static void *
-run_rows(void *arg)
-{
-    row_job *j = (row_job *)arg;
-    if (j->f64) {
-        rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
-    }
-    else {
-        rows_f32((const float *)j->x, j->out, 0, j->nrows, j->n, j->bad);
-    }
-    return NULL;
-}
-
-/* Runs fn on a and, on a second thread, on b */
-static void
-on_two_threads(void *(*fn)(void *), void *a, void *b)
-{
-    pthread_t t;
-    int started = pthread_create(&t, NULL, fn, b) == 0;
-    fn(a);
-    if (started) {
-        pthread_join(t, NULL);
-    }
-    else {
-        fn(b);
-    }
-}
-
-/* One half of a long row: the three passes one at a time (phase 0: max; 1: partial
- * sum; 2: output) */
-typedef struct {
-    const void *x;
-    void *out;
-    Py_ssize_t n;
-    int f64, phase;
-    double m, Lh, Ll;
-    dd sum;
-    Py_ssize_t k;
-} seg_job;
-
-static void *
-run_seg(void *arg)
-{
-    seg_job *j = (seg_job *)arg;
-    if (j->phase == 0) {
-        j->m = j->f64 ? max_f64((const double *)j->x, j->n) : (double)max_f32((const float *)j->x, j->n);
-    }
-    else if (j->phase == 1 && j->f64) {
-        partial_f64((const double *)j->x, j->n, j->m, 0.0, &j->sum, &j->k);
-    }
-    else if (j->phase == 1) {
-        double T;
-        partial_f32((const float *)j->x, j->n, (float)j->m, &T, &j->k);
-        j->sum = (dd){T, 0.0};
-    }
-    else if (j->f64) {
-        write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
-    }
-    else {
-        write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
-    }
-    return NULL;
-}
-
-/* One long row, each pass shared between two threads */
-static void
-long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad)
-{
-    size_t isize = f64 ? sizeof(double) : sizeof(float);
-    Py_ssize_t h = n / 2;
-    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0},
-                    {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
-                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0}};
-    on_two_threads(run_seg, &s[0], &s[1]);
-    double m = s[0].m > s[1].m ? s[0].m : s[1].m;
-    *bad = isnan(s[0].m) || isnan(s[1].m);
-    if (*bad) {
-        return;
-    }
-    s[0].m = s[1].m = m;
-    s[0].phase = s[1].phase = 1;
-    on_two_threads(run_seg, &s[0], &s[1]);
-    Py_ssize_t k = s[0].k + s[1].k;
-    double Lh, Ll = 0.0;
-    if (f64) {
-        dd T = two_sum(s[0].sum.hi, s[1].sum.hi);
-        T = two_sum(T.hi, T.lo + (s[0].sum.lo + s[1].sum.lo));
-        if (k == 1 && T.hi < 0x1p-960) {
-            row_f64_tiny((const double *)x, (double *)out, n, m);
-            return;
-        }
-        dd t = two_sum(T.hi, (double)(k - 1));
-        dd L = log1p_dd(t.hi, t.lo + T.lo);
-        Lh = L.hi;
-        Ll = L.lo;
-    }
-    else {
-        Lh = log1p(s[0].sum.hi + s[1].sum.hi + (double)(k - 1));
-    }
-    for (int i = 0; i < 2; i++) {
-        s[i].phase = 2;
-        s[i].Lh = Lh;
-        s[i].Ll = Ll;
-    }
-    on_two_threads(run_seg, &s[0], &s[1]);
-}
-
-/* The rows over two threads where there is enough work for both: halves of the rows,
- * or, for one long row, halves of each pass */
-static void
-rows_two_threads(row_job job)
-{
-    if (job.nrows * job.n < (1 << 15)) {
-        run_rows(&job);
-        return;
-    }
-    size_t isize = job.f64 ? sizeof(double) : sizeof(float);
-    if (job.nrows == 1) {
-        long_row(job.x, job.out, job.n, job.f64, job.bad);
-        return;
-    }
-    Py_ssize_t half = job.nrows / 2;
-    row_job second = job;
-    second.x = (const char *)job.x + (size_t)(half * job.n) * isize;
-    second.out = (char *)job.out + (size_t)(half * job.n) * isize;
-    second.bad = job.bad + half;
-    second.nrows = job.nrows - half;
-    job.nrows = half;
-    on_two_threads(run_rows, &job, &second);
-}
-
 static void *
 ffi_log_softmax(ffi_call_frame *cf)
 {
@@ -1632,7 +1656,7 @@ ffi_log_softmax(ffi_call_frame *cf)
     if (nrows == 0 || n == 0) {
         return NULL;
     }
-    row_job job = {x->data, o->data, (int32_t *)b->data, nrows, n, x->dtype == FFI_F64};
+    row_job job = {x->data, o->data, (int32_t *)b->data, nrows, n, x->dtype == FFI_F64, 0};
 #if defined(__SSE2__)
     /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
      * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly

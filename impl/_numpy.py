@@ -9,8 +9,10 @@ the kernel's float64 output is rounded once to the narrow format.
 
 Where the kernel was not built (no C compiler at install time), the same blocks run
 in NumPy: the short algorithm in float64 for the narrow formats and the generic
-precise core for float64. Input with NaN or infinities, and 0-d input, take the
-generic algorithm whole. Warnings that adversarial input causes on purpose (overflow
+precise core for float64; there, input with NaN or infinities takes the generic
+algorithm whole. With the kernels, -inf entries next to finite ones (masked logits)
+stay in them, and input with a NaN, a +inf or a slice of -inf only takes the generic
+algorithm whole; so does 0-d input. Warnings that adversarial input causes on purpose (overflow
 to -inf) are silenced.
 """
 
@@ -134,21 +136,22 @@ def _kernel_input(block: NDArray[Any]) -> NDArray[Any]:
 
 def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
     out = np.empty(rows2d.shape, dtype=rows2d.dtype)
-    direct = rows2d.dtype in (np.float32, np.float64)
+    if rows2d.dtype in (np.float32, np.float64):
+        # one call: the kernel shares the rows with a thread of its own (no blocks
+        # through the Python pool; the GIL is released for the whole call)
+        threads = 1 if getattr(_serial, "on", False) else _THREADS
+        return None if _kernel.rows(rows2d, out, n, threads) else out
     per = max(1, _BLOCK // n)
     nrows = rows2d.shape[0]
     # at least one block per thread when there is enough work to share
     if nrows * n >= 2 * 4096 and nrows >= _THREADS:
         per = min(per, -(-nrows // _THREADS))
 
-    def work(r0: int) -> int:
+    def work(r0: int) -> int:  # float16 and bfloat16: widened block by block
         src = _kernel_input(rows2d[r0 : r0 + per])
-        if direct:
-            skipped: int = _kernel.rows(src, out[r0 : r0 + per], n)
-        else:
-            wide = np.empty(src.shape, dtype=np.float64)
-            skipped = _kernel.rows(src, wide, n)
-            out[r0 : r0 + per] = wide  # one rounding, float64 to the narrow format
+        wide = np.empty(src.shape, dtype=np.float64)
+        skipped: int = _kernel.rows(src, wide, n)
+        out[r0 : r0 + per] = wide  # one rounding, float64 to the narrow format
         return skipped
 
     if any(_map(work, range(0, nrows, per))):

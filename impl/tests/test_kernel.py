@@ -121,6 +121,20 @@ def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
         K.use(prev)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_threads_give_the_same_bits(dtype):
+    """threads=2 shares rows, or the passes of one long row, with a second thread."""
+    rng = np.random.default_rng(8)
+    one_long = rng.standard_normal((1, 70001)) * 20
+    one_long[0, 5] = -np.inf
+    tiny = np.concatenate([[0.0], -720.0 - rng.random(40000) * 30])[None, :]
+    for x in (rng.standard_normal((64, 1000)) * 20, one_long, tiny, one_long[:, :100]):
+        x = x.astype(dtype)
+        a, b = np.empty_like(x), np.empty_like(x)
+        assert K.rows(x, a, x.shape[1], 2) == K.rows(x, b, x.shape[1], 1) == 0
+        np.testing.assert_array_equal(a, b)
+
+
 def test_kernel_rejects_bad_buffers():
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="row length"):
@@ -135,11 +149,22 @@ def test_kernel_rejects_bad_buffers():
         K.log1p_dd(-1.0, 0.0)
 
 
-def test_rows_with_a_special_value_are_left_to_the_caller():
-    x = np.array([[0.0, 1.0], [np.nan, 1.0], [np.inf, 0.0], [-np.inf, 0.0]])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_with_a_special_value_are_left_to_the_caller(dtype):
+    """NaN, +inf and all -inf rows are the caller's; -inf next to finite entries
+    (masked logits) are the kernels': exp(-inf) = 0 in T, -inf out."""
+    ninf = -np.inf
+    x = np.array(
+        [[0.0, 1.0, 2.0], [np.nan, 1.0, 0.0], [np.inf, 0.0, 0.0], [ninf, ninf, ninf],
+         [ninf, 0.0, 1.0], [ninf, 5.0, ninf]],
+        dtype=dtype,
+    )  # fmt: skip
     out = np.full_like(x, 7.0)
-    assert K.rows(x, out, 2) == 3
-    assert (out[1:] == 7.0).all() and out[0, 1] == pytest.approx(-math.log1p(math.exp(-1)))
+    assert K.rows(x, out, 3) == 3
+    assert (out[1:4] == 7.0).all()
+    np.testing.assert_array_equal(out[[0, 4, 5]], impl.log_softmax(x[[0, 4, 5]], axis=1))
+    assert out[4, 0] == ninf and out[5, 0] == ninf and out[5, 1] == 0.0
+    assert reference.ulp_error(out[[0, 4, 5]], x[[0, 4, 5]], axis=1).max() <= 0.5
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
