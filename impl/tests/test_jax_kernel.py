@@ -69,14 +69,19 @@ def test_rows_with_specials_take_the_generic_algorithm(x64):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_subnormal_results_survive_xla_flush_to_zero(dtype):
     """XLA runs its CPU threads with FTZ/DAZ; the custom call clears them while the
-    kernels run. Exact results -1e-323 (float64) and -3.3e-39 (float32) would
+    kernels run, on its second thread too (rows shared, or one long row's passes).
+    Exact results -1e-323 (float64) and -3.3e-39 (float32) would
     otherwise come back as -0.0."""
     gaps = {"float64": (744.0, 740.0, 720.0), "float32": (89.3, 95.0, 103.5)}[dtype]
-    x = np.array([[0.0, -g, -g - 0.5] for g in gaps], dtype=dtype)
-    with jax.enable_x64(True):
-        got = np.asarray(jax.jit(impl.log_softmax, static_argnames="axis")(jnp.asarray(x), axis=-1))
-    assert (got[:, 0] != 0).all()
-    assert reference.ulp_error(got, x, axis=-1).max() <= 0.5
+    few = np.array([[0.0, -g, -g - 0.5] for g in gaps], dtype=dtype)
+    many = np.tile(few, (11000, 1))  # enough work (>= 2**15 entries) for a second thread
+    long = np.concatenate([[0.0], np.full(33000, -gaps[0])]).astype(dtype)[None, :]
+    fn = jax.jit(impl.log_softmax, static_argnames="axis")
+    for x in (few, many, long):
+        with jax.enable_x64(True):
+            got = np.asarray(fn(jnp.asarray(x), axis=-1))
+        assert (got[:, 0] != 0).all()
+        assert reference.ulp_error(got, x, axis=-1).max() <= 0.5
 
 
 def test_vmap_matches_each_slice(x64):
