@@ -3,11 +3,14 @@
 Where every slice lies inside one block (no reduced axis is split over chunks), each
 block goes through the NumPy path (and its compiled kernels) in its own task.
 
-Where a reduced axis is split, three passes run block by block with the same
-kernels: the slice maxima (a Dask reduction), the partial sums of each block (a
-double-double, the count of maximal entries and the counts of special values per
-slice and block, a small array that is then combined into L = log1p(T) per slice),
-and the output, where slices with NaN or +inf get the special-value answers. float64
+Where a reduced axis is split, the same kernels run block by block. float32, float16
+and bfloat16 take two passes over the data: each block's partial sums relative to
+its own maxima (with the count of maximal entries and of special values, per slice
+and block: a small array), combined per slice into the maximum m and
+L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1), in float64;
+then the output, where slices with NaN or +inf get the special-value answers. float64
+takes the slice maxima first (a Dask reduction), so that its double-double sums need
+no rescaling, then the same two passes. float64
 slices whose terms would all be subnormal are summed relative to their second
 largest entry, as in the NumPy path. Blocks of other libraries (CuPy), or a build
 without the kernels, take the generic algorithm.
@@ -27,8 +30,9 @@ __all__ = ["log_softmax_dask"]
 
 # per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf;
 # for blocks whose sum is below _TINY_T: c_b (the gap of the block's second largest
-# entry, else -inf) and the block's sum relative to it, hi and lo
-_PARTS = 9
+# entry, else -inf) and the block's sum relative to it, hi and lo; the maximum the
+# block's sums are relative to (the slice's, or in float32 the block's own)
+_PARTS = 10
 
 
 def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
@@ -58,7 +62,8 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     n = math.prod(x.shape[a] for a in axes)
     xk = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # exact
     f64 = xk.dtype == np.float64
-    m = da.max(xk, axis=axes, keepdims=True)
+    # float64: the slice maxima first; float32: each block its own (one pass fewer)
+    m = (da.max(xk, axis=axes, keepdims=True),) if f64 else ()
     ndim = x.ndim
     part_chunks = (
         *((1,) * len(ch) if a in axes else ch for a, ch in enumerate(x.chunks)),
@@ -67,7 +72,7 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     parts = da.map_blocks(
         _partial_block,
         xk,
-        m,
+        *m,
         axes=axes,
         f64=f64,
         new_axis=ndim,
@@ -76,7 +81,7 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         meta=np.empty((0,) * (ndim + 1)),
     )
     parts = parts.rechunk({a: -1 for a in axes})  # one value per slice and block: small
-    L_chunks = (*((1,) if a in axes else ch for a, ch in enumerate(x.chunks)), (4,))
+    L_chunks = (*((1,) if a in axes else ch for a, ch in enumerate(x.chunks)), (5,))
     L = da.map_blocks(
         _finish_block,
         parts,
@@ -87,11 +92,10 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         dtype=np.float64,
         meta=np.empty((0,) * (ndim + 1)),
     )
-    per_slice = [L[..., i] for i in range(4)]  # lazy slices of the small array
+    per_slice = [L[..., i] for i in range(5)]  # lazy slices of the small array
     return da.map_blocks(
         _write_block,
         xk,
-        m,
         *per_slice,
         axes=axes,
         out_dtype=x.dtype,
@@ -106,12 +110,14 @@ def _kernels() -> Any:
     return kernels
 
 
-def _partial_block(b: Any, mb: Any, axes: tuple[int, ...], f64: bool) -> Any:
+def _partial_block(b: Any, *mb: Any, axes: tuple[int, ...], f64: bool) -> Any:
+    """mb: the slice maxima (float64), or none: the block's own (float32)."""
     _kernel = _kernels()
     rows, perm = _as_rows(b, axes)
     out = np.zeros((rows.shape[0], _PARTS))
     sums = np.empty((rows.shape[0], 3))
-    m = _per_row(mb, axes)
+    m = _per_row(mb[0], axes) if mb else rows.max(axis=1).astype(np.float64)
+    out[:, 9] = m
     _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums)
     out[:, :3] = sums
     if not np.isfinite(rows).all():
@@ -142,7 +148,7 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
-    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf)."""
+    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf, m)."""
     _kernel = _kernels()
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
@@ -158,15 +164,26 @@ def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
             _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
         for i in np.flatnonzero((k == 1) & (th < _TINY_T)):  # rare
             lh[i], ll[i] = _tiny_log1p(p[i]), 0.0
+        m = p[:, 0, 9]
     else:
+        # blocks relative to their own maxima m_b: rescaled by exp(m_b - m) (float64
+        # exp and sums: 2^-52 against the 2^-37 of the kernel's terms), where a block
+        # below the maximum brings its maximal entries as terms too
+        mb = p[:, :, 9]
         with np.errstate(all="ignore"):
-            lh = np.log1p(p[:, :, 0].sum(axis=1) + (k - 1))
+            m = np.fmax.reduce(mb, axis=1)  # NaN slices: decided by the special rules
+            top = mb == m[:, None]
+            scaled = np.exp(mb - m[:, None]) * (p[:, :, 0] + p[:, :, 2])
+            below = np.where(mb > -np.inf, scaled, 0.0)  # -inf-only blocks: 0, not NaN
+            T = np.where(top, p[:, :, 0], below).sum(axis=1)
+            k = np.where(top, p[:, :, 2], 0.0).sum(axis=1)
+            lh = np.log1p(T + (k - 1))
         ll = np.zeros(nk)
     n_pinf = p[:, :, 3].sum(axis=1)
     nan_slice = (p[:, :, 4].sum(axis=1) > 0) | (p[:, :, 5].sum(axis=1) == n)
     shape = [1 if a in axes else pb.shape[a] for a in range(ndim)]
-    res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64)], axis=1)
-    return _unrows(res, shape, kept + list(axes), 4)
+    res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64), m], axis=1)
+    return _unrows(res, shape, kept + list(axes), 5)
 
 
 def _tiny_log1p(blocks: Any) -> float:
@@ -192,12 +209,12 @@ def _tiny_log1p(blocks: Any) -> float:
 
 
 def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
-    """per_slice: m, L hi, L lo, count of +inf, NaN-or-all--inf (keepdims blocks)."""
+    """per_slice: L hi, L lo, count of +inf, NaN-or-all--inf, m (keepdims blocks)."""
     _kernel = _kernels()
     rows, perm = _as_rows(b, axes)
     direct = np.dtype(out_dtype) == rows.dtype
     out = np.empty(rows.shape, dtype=rows.dtype if direct else np.float64)
-    m, lh, ll, n_pinf, nan_slice = (_per_row(v, axes) for v in per_slice)
+    lh, ll, n_pinf, nan_slice, m = (_per_row(v, axes) for v in per_slice)
     _kernel.write_rows(rows, out, rows.shape[1], m, lh, ll)
     # the special-value rules (DESIGN.md), for the few slices they concern
     for i in np.flatnonzero((n_pinf > 0) | (nan_slice > 0)):

@@ -203,6 +203,32 @@ def test_dask_split_axis_matches_the_oracle(dtype):
     assert np.nanmax(res.ulp_error(got)) <= 0.5 + 2**-20
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dask_split_axis_blocks_relative_to_their_own_maxima(dtype):
+    """Narrow formats sum each block relative to its own maximum: ties at the slice
+    maximum in different blocks, a block of -inf only, a block far below the rest."""
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 24)) * 5
+    x[0, [2, 13, 22]] = 9.0  # ties, three blocks
+    x[1, 8:16] = -np.inf  # the middle block: -inf only
+    x[2, :8] -= 80.0  # a block far below the maximum
+    x[3, 16:] += 40.0  # the maximum in the last block, the rest dominated
+    x[4] = -1e30  # all equal, all blocks
+    x[5, 5] = 3e4  # one dominant entry
+    x = x.astype(FORMATS[dtype].dtype)
+    prev = K.use("scalar")  # the portable sums too: their -inf block sums are NaN
+    try:
+        for path in ("scalar", prev):
+            K.use(path)
+            got = impl.log_softmax(da.from_array(x, chunks=(4, 8)), axis=1).compute()
+            assert got.dtype == x.dtype
+            assert reference.ulp_error(got, x, axis=1).max() <= 0.5 + 2**-20
+            assert (got[1, 8:16] == -np.inf).all()
+    finally:
+        K.use(prev)
+
+
 def test_dask_split_axis_tiny_slices():
     """float64 slices whose every term is subnormal, their entries spread over blocks:
     T comes from the blocks' sums relative to their own second largest entries, with
