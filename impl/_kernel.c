@@ -538,6 +538,16 @@ v_pow2(__m256d Kf)
     return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
 }
 
+/* x - m = hi + *lo exactly, lane by lane (TwoSum; nm = -m) */
+AVX2 static inline __m256d
+v_two_diff(__m256d x, __m256d m, __m256d nm, __m256d *lo)
+{
+    __m256d hi = _mm256_sub_pd(x, m);
+    __m256d bb = _mm256_sub_pd(hi, x);
+    *lo = _mm256_add_pd(_mm256_sub_pd(x, _mm256_sub_pd(hi, bb)), _mm256_sub_pd(nm, bb));
+    return hi;
+}
+
 /* acc_dd, lane by lane */
 AVX2 static inline void
 v_acc_dd(__m256d *AH, __m256d *AL, __m256d eh, __m256d el)
@@ -603,10 +613,7 @@ partial_f64_avx2_c0(const double *x, Py_ssize_t n, double m, dd *sum, Py_ssize_t
     __m256d AH = ZERO, AL = ZERO, LOWBAND = ZERO;
     Py_ssize_t count = 0, i = 0;
     for (; i + 4 <= n; i += 4) {
-        __m256d X = _mm256_loadu_pd(x + i);
-        __m256d dh = _mm256_sub_pd(X, M);
-        __m256d bb = _mm256_sub_pd(dh, X);
-        __m256d dl = _mm256_add_pd(_mm256_sub_pd(X, _mm256_sub_pd(dh, bb)), _mm256_sub_pd(NM, bb));
+        __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x + i), M, NM, &dl);
         __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
         __m256d above = _mm256_cmp_pd(dh, FLOOR, _CMP_GE_OQ);
         __m256d keep = _mm256_andnot_pd(at_max, above);
@@ -649,12 +656,9 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
     __m256d AH = ZERO, AL = ZERO;
     Py_ssize_t count = 0, i = 0;
     for (; i + 4 <= n; i += 4) {
-        __m256d X = _mm256_loadu_pd(x + i);
-        __m256d dh = _mm256_sub_pd(X, M);
-        __m256d bb = _mm256_sub_pd(dh, X);
-        __m256d dl = _mm256_add_pd(_mm256_sub_pd(X, _mm256_sub_pd(dh, bb)), _mm256_sub_pd(NM, bb));
+        __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x + i), M, NM, &dl);
         __m256d sh = _mm256_sub_pd(dh, C);
-        bb = _mm256_sub_pd(sh, dh);
+        __m256d bb = _mm256_sub_pd(sh, dh);
         __m256d sl = _mm256_add_pd(
             _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NC, bb)), dl);
         __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
