@@ -24,9 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ._numpy import _TINY_T, _as_rows, _dd_sum, _from_rows, compiled_kernels, log_softmax_numpy
+from ._numpy import _as_rows, _from_rows, compiled_kernels, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
+
+_TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
+# (the kernels' threshold too, impl/_kernel.c)
 
 # per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf;
 # for blocks whose sum is below _TINY_T: c_b (the gap of the block's second largest
@@ -226,3 +229,16 @@ def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any)
         with np.errstate(all="ignore"):
             out = out.astype(out_dtype)  # one rounding from float64
     return _from_rows(out, b.shape, perm)
+
+
+def _dd_sum(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    """Double-double sum of double-double parts (TwoSum on the high parts), of
+    floats or elementwise over NumPy arrays."""
+    hi, lo = 0.0, 0.0
+    for h, low in parts:
+        s = hi + h
+        bb = s - hi
+        lo += (hi - (s - bb)) + (h - bb) + low
+        hi = s
+    s = hi + lo
+    return s, lo - (s - hi)

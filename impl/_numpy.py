@@ -1,19 +1,21 @@
 """NumPy path.
 
 Finite input (the common case) goes to the compiled row kernels (``impl._kernel``):
-each slice becomes a contiguous row, rows are processed in blocks shared between two
-threads (the kernels release the GIL), and a slice longer than a block is split into
+each slice becomes a contiguous row. float32 and float64 rows go to the kernel in one
+call, which shares them (or the passes of one long row) with a thread of its own,
+the GIL released. float16 and bfloat16 rows are widened to float32 (exactly) block
+by block, in blocks shared between two threads, and the kernel's float64 output is
+rounded once to the narrow format; a narrow slice longer than a block is split into
 segments, with three passes (max; partial sums; output) each shared between the
-threads. float16 and bfloat16 rows are widened to float32 (exactly) block by block and
-the kernel's float64 output is rounded once to the narrow format.
+threads.
 
 Where the kernel was not built (no C compiler at install time), the same blocks run
 in NumPy: the short algorithm in float64 for the narrow formats and the generic
 precise core for float64; there, input with NaN or infinities takes the generic
 algorithm whole. With the kernels, -inf entries next to finite ones (masked logits)
 stay in them, and input with a NaN, a +inf or a slice of -inf only takes the generic
-algorithm whole; so does 0-d input. Warnings that adversarial input causes on purpose (overflow
-to -inf) are silenced.
+algorithm whole; so does 0-d input. Warnings that adversarial input causes on
+purpose (overflow to -inf) are silenced.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ def compiled_kernels() -> Any:
 _BLOCK = 1 << 16  # elements per work item of the kernel
 _BLOCK_NUMPY = 1 << 15  # float64 elements per NumPy block: two buffers stay in L2
 _THREADS = min(2, os.cpu_count() or 1)
-_TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
 
 _T = TypeVar("_T")
 _pool: ThreadPoolExecutor | None = None
@@ -106,6 +107,12 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
     out: NDArray[Any] | None
     if _kernel is None:
         out = _numpy_blocks(rows2d, n)
+    elif rows2d.dtype in (np.float32, np.float64):
+        # one call: the kernel shares the rows (or one long row's passes) with a
+        # thread of its own, the GIL released for the whole call
+        out = np.empty(rows2d.shape, dtype=rows2d.dtype)
+        threads = 1 if getattr(_serial, "on", False) else _THREADS
+        out = None if _kernel.rows(rows2d, out, n, threads) else out
     elif n > _BLOCK:
         out = _long_rows(rows2d)
     else:
@@ -135,19 +142,15 @@ def _kernel_input(block: NDArray[Any]) -> NDArray[Any]:
 
 
 def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
+    """float16 and bfloat16 rows: widened block by block."""
     out = np.empty(rows2d.shape, dtype=rows2d.dtype)
-    if rows2d.dtype in (np.float32, np.float64):
-        # one call: the kernel shares the rows with a thread of its own (no blocks
-        # through the Python pool; the GIL is released for the whole call)
-        threads = 1 if getattr(_serial, "on", False) else _THREADS
-        return None if _kernel.rows(rows2d, out, n, threads) else out
     per = max(1, _BLOCK // n)
     nrows = rows2d.shape[0]
     # at least one block per thread when there is enough work to share
     if nrows * n >= 2 * 4096 and nrows >= _THREADS:
         per = min(per, -(-nrows // _THREADS))
 
-    def work(r0: int) -> int:  # float16 and bfloat16: widened block by block
+    def work(r0: int) -> int:
         src = _kernel_input(rows2d[r0 : r0 + per])
         wide = np.empty(src.shape, dtype=np.float64)
         skipped: int = _kernel.rows(src, wide, n)
@@ -160,13 +163,13 @@ def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
 
 
 def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
-    """Slices longer than a block: each row in segments, three passes."""
+    """float16 and bfloat16 slices longer than a block: each row in segments widened
+    one at a time, three passes."""
     out = np.empty(rows2d.shape, dtype=rows2d.dtype)
     n = rows2d.shape[1]
     # a few segments per thread: fewer calls, still balanced
     size = max(_BLOCK, -(-n // (4 * _THREADS)))
     segs = [(s, min(s + size, n)) for s in range(0, n, size)]
-    f64 = rows2d.dtype == np.float64
     for r in range(rows2d.shape[0]):
         row = rows2d[r]
 
@@ -185,57 +188,15 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
 
         parts = _map(seg_partial, segs)
         k = sum(p[2] for p in parts)
-        if f64:
-            th, tl = _dd_sum([(p[0], p[1]) for p in parts] + [(float(k - 1), 0.0)])
-            if k == 1 and th < _TINY_T:  # rare: one maximum, all else 660 below
-                lh, ll = _tiny_log1p(row, segs, m), 0.0
-            else:
-                lh, ll = _kernel.log1p_dd(th, tl)
-        else:
-            lh, ll = math.log1p(math.fsum([p[0] for p in parts]) + (k - 1)), 0.0
+        lh = math.log1p(math.fsum([p[0] for p in parts]) + (k - 1))
 
-        def write(
-            s: tuple[int, int], r: int = r, m: float = m, lh: float = lh, ll: float = ll
-        ) -> None:
-            src = _kernel_input(rows2d[r, s[0] : s[1]])
-            if src.dtype == rows2d.dtype:
-                _kernel.write(src, out[r, s[0] : s[1]], m, lh, ll)
-            else:
-                wide = np.empty(src.shape, dtype=np.float64)
-                _kernel.write(src, wide, m, lh, ll)
-                out[r, s[0] : s[1]] = wide
+        def write(s: tuple[int, int], r: int = r, m: float = m, lh: float = lh) -> None:
+            wide = np.empty(s[1] - s[0], dtype=np.float64)
+            _kernel.write(_kernel_input(rows2d[r, s[0] : s[1]]), wide, m, lh, 0.0)
+            out[r, s[0] : s[1]] = wide  # one rounding, float64 to the narrow format
 
         _map(write, segs)
     return out
-
-
-def _tiny_log1p(row: NDArray[np.float64], segs: list[tuple[int, int]], m: float) -> float:
-    """log1p(T) of a float64 row whose T is below 2**-960: the terms are summed
-    relative to the second largest entry (none rounded on the subnormal grid) and T
-    is rounded once."""
-    ninf = -math.inf
-    x2 = max(
-        _map(lambda s: float(np.max(np.where(row[s[0] : s[1]] < m, row[s[0] : s[1]], ninf))), segs)
-    )
-    c = x2 - m
-    if not c >= -2000.0:  # also -inf: T is 0 in double
-        return 0.0
-    parts = _map(lambda s: _kernel.partial(row[s[0] : s[1]], m, c), segs)
-    sh, sl = _dd_sum([(p[0], p[1]) for p in parts])
-    return float(_kernel.tiny_log(c, sh, sl))
-
-
-def _dd_sum(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
-    """Double-double sum of double-double parts (TwoSum on the high parts), of
-    floats or elementwise over NumPy arrays."""
-    hi, lo = 0.0, 0.0
-    for h, low in parts:
-        s = hi + h
-        bb = s - hi
-        lo += (hi - (s - bb)) + (h - bb) + low
-        hi = s
-    s = hi + lo
-    return s, lo - (s - hi)
 
 
 # ---- without the compiled kernel ----

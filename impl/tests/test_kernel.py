@@ -169,8 +169,9 @@ def test_rows_with_a_special_value_are_left_to_the_caller(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_long_rows_in_segments(dtype, monkeypatch):
-    """Slices longer than a block go through the three segmented passes; a float64
-    slice whose terms are all subnormal is summed relative to its second entry."""
+    """Slices longer than a block: float16 in three segmented passes, float32 and
+    float64 through the kernel's rows whole; a float64 slice whose terms are all
+    subnormal is summed relative to its second entry."""
     monkeypatch.setattr(_numpy, "_BLOCK", 64)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 1000)) * 10
