@@ -114,18 +114,14 @@ def _candidate_md(table: Any, c: str) -> str:
         "Cells: "
         + ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("pass", "fail", "error", "not run"))
     )
-    out += ["", "## Max ULP by backend and dtype (✗: the cell failed)", ""]
-    _, rows = _pivot(t, "backend", "max")
-    out.append(_md_table(["backend", *DTYPES], rows))
-    out += ["", "## p99 ULP by backend and dtype", ""]
-    _, rows = _pivot(t, "backend", "p99")
-    out.append(_md_table(["backend", *DTYPES], rows))
-    out += ["", "## Fraction correctly rounded (lowest over the backend's cells)", ""]
-    _, rows = _pivot(t, "backend", "cr")
-    out.append(_md_table(["backend", *DTYPES], rows))
-    out += ["", "## Max ULP by family and dtype (over every backend)", ""]
-    _, rows = _pivot(t, "family", "max")
-    out.append(_md_table(["family", *DTYPES], rows))
+    for title, by, value in (
+        ("Max ULP by backend and dtype (✗: the cell failed)", "backend", "max"),
+        ("p99 ULP by backend and dtype", "backend", "p99"),
+        ("Fraction correctly rounded (lowest over the backend's cells)", "backend", "cr"),
+        ("Max ULP by family and dtype (over every backend)", "family", "max"),
+    ):
+        _, rows = _pivot(t, by, value)
+        out += ["", f"## {title}", "", _md_table([by, *DTYPES], rows)]
     bad = t[t["status"].isin(["fail", "error"])].copy()
     if not bad.empty:
         out += ["", "## Worst inputs (one per failing cell, worst first)", ""]
@@ -212,10 +208,7 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
         ax.set_xlabel("ULP error (bin lower edge)")
     axes[0].set_ylabel("fraction of elements")
     axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    made["hist"] = img / "ulp_histograms.png"
-    fig.savefig(made["hist"], dpi=90)
-    plt.close(fig)
+    made["hist"] = _save(fig, img / "ulp_histograms.png")
 
     # max ULP against the dominant gap d
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
@@ -236,10 +229,7 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
         ax.set_xlabel("gap d (others at max - d)")
     axes[0].set_ylabel("max ULP (inf drawn at 1e20)")
     axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    made["gap"] = img / "max_ulp_vs_gap.png"
-    fig.savefig(made["gap"], dpi=90)
-    plt.close(fig)
+    made["gap"] = _save(fig, img / "max_ulp_vs_gap.png")
 
     # heatmap: candidate x family, max ULP over backends and dtypes
     fams = list(dict.fromkeys(ran["family"]))
@@ -258,11 +248,18 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
             if not math.isnan(grid[i, j]):
                 ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
     fig.colorbar(im, ax=ax, label="log10 max ULP (inf at 20)")
-    fig.tight_layout()
-    made["heat"] = img / "heatmap.png"
-    fig.savefig(made["heat"], dpi=90)
-    plt.close(fig)
+    made["heat"] = _save(fig, img / "heatmap.png")
     return made
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Lay out, write and close one figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _agreement(table: Any) -> str:
