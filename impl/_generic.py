@@ -23,43 +23,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat as compat
 
+from ._dfloat import Format, exp_parts, fast_two_sum, fmt, log1p_dw, pow2, sum_dw, two_prod, two_sum
+
 __all__ = ["log_softmax_generic", "special_values"]
 
 
-@dataclass(frozen=True)
-class _Consts:
-    """Per-format constants of the precise core."""
-
-    ln2_hi: float  # Cody-Waite: k * ln2_hi exact for the k that occur
-    ln2_lo: float
-    scale_gap: float  # below this gap to x2 the terms would be subnormal
-    prescale: int  # 2**-prescale then 2**(q + prescale): exact, then one rounding
-    split_max_n: int  # the two-part sum is exact-ish while n**2 << 2**precision
-
-
-_PRECISE = {
-    "float64": _Consts(
-        6.93147180369123816490e-01, 1.90821492927058770002e-10, -673.0, 512, 1 << 20
-    ),
-    "float32": _Consts(0.693145751953125, 1.428606765330187e-06, -83.0, 64, 256),
-}
+# Below this gap x2 - m the terms are taken relative to x2 (module docstring): far
+# enough above the subnormal range that a term rounded or flushed there costs less
+# than 2**-60 of T (float32: e**-40 = 2**-57.7; float64: e**-600 = 2**-865.6).
+_SCALE_GAP = {"float32": -40.0, "float64": -600.0}
+# 2**-P brings T's significand b >= 1/2 down exactly, 2**(q + P) <= 1 then rounds once
+_PRESCALE = {"float32": 56, "float64": 800}
 
 
 def _const(xp: Any, like: Any, value: float) -> Any:
     """A 0-d constant in like's dtype on like's device (strict namespaces insist)."""
     return xp.asarray(value, dtype=like.dtype, device=compat.device(like))
-
-
-def _two_sum(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
-    """a + b == hi + lo exactly (finite inputs)."""
-    hi = a + b
-    bb = hi - a
-    return hi, (a - (hi - bb)) + (b - bb)
 
 
 def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
@@ -81,27 +64,6 @@ def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
         half <= -top, _const(xp, a, -math.inf), 2 * xp.maximum(half, _const(xp, a, -fmax / 2))
     )
     return xp.where(far, huge, hi), xp.where(far, xp.zeros_like(lo), lo)
-
-
-def _accurate_sum(xp: Any, e: Any, axis: Any, split_max_n: int) -> tuple[Any, Any]:
-    """Sum of non-negative terms over ``axis`` as hi + lo.
-
-    For slices up to ``split_max_n`` terms, each term is cut at a per-slice boundary
-    sigma (a power of two above 2 n max): the high parts are multiples of ulp(sigma)
-    and sum exactly, and the low parts are below ulp(sigma) / 2, so their plain sum is
-    needed only to a few bits. The result is then good to ~2**-100 relative and
-    independent of the reduction order (NumPy pairwise, XLA trees, Dask chunks alike).
-    """
-    n = math.prod(e.shape[a] for a in axis) if axis else 1
-    if n > split_max_n:
-        total = xp.sum(e, axis=axis, keepdims=True)
-        return total, xp.zeros_like(total)
-    top = xp.max(e, axis=axis, keepdims=True)
-    safe_top = xp.where(top > 0, top, xp.ones_like(top))
-    sigma = xp.pow(_const(xp, e, 2.0), xp.ceil(xp.log2(safe_top * (2 * n))))
-    hi = (sigma + e) - sigma
-    lo = e - hi
-    return _two_sum(xp, xp.sum(hi, axis=axis, keepdims=True), xp.sum(lo, axis=axis, keepdims=True))
 
 
 def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
@@ -158,7 +120,7 @@ def log_softmax_generic(
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if wide == out_dtype:  # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
-        out = _precise_core(xp, xs, m, below, k, axis, _PRECISE[name], scale2)
+        out = _precise_core(xp, xs, m, below, k, axis, name, scale2)
     else:
         if wide == xp.float64 or "bfloat16" not in str(out_dtype):
             d = xs - m  # the wider range holds any difference of narrow values
@@ -196,44 +158,82 @@ def _precise_core(
     below: Any,
     k: Any,
     axis: Any,
-    c: _Consts,
+    name: str,
     scale2: Callable[[Any, Any], Any] | None,
 ) -> Any:
+    f = fmt(name)
+    zero = xp.zeros_like(x)
     ninf = _const(xp, x, -math.inf)
     # Reference point for the terms: the maximum, or the second largest entry where
-    # every term would be subnormal (then k == 1).
+    # the terms would come near the subnormal range (then k == 1).
     x2 = xp.max(xp.where(below, x, ninf), axis=axis, keepdims=True)
     g2h, g2l = _two_diff(xp, x2, m)
     # x2 == -inf: a lone finite entry; k > 1: T >= 1 from the ties, nothing to scale
-    scaled = (g2h < c.scale_gap) & (x2 > -math.inf) & (k == 1)
+    scaled = (g2h < _SCALE_GAP[name]) & (x2 > -math.inf) & (k == 1)
     ref = xp.where(scaled, x2, m)
+    # Each term exp(x - ref) as a double-word (dh + dl == x - ref exactly); arguments
+    # beyond exp_parts' domain give terms far below what T can notice, and 0 when
+    # scaled by 2**q. Entries above ref (the maximum, on scaled slices) are masked.
     dh, dl = _two_diff(xp, x, ref)
-    e = xp.exp(xp.minimum(dh, xp.zeros_like(dh)))  # > 0 only at the masked-out maximum
-    e = xp.where(below, e + e * dl, xp.zeros_like(e))
-    S_hi, S_lo = _accurate_sum(xp, e, axis, c.split_max_n)
-    # T = S * exp(x2 - m) on scaled slices: exp(g2h) = 2**q * exp(r), with the power
-    # of two applied last (two exact steps, one rounding) so a subnormal T is rounded
-    # once. An overflowed gap (-inf) is clipped and still gives T == 0.
-    g2c = xp.clip(g2h, -8.0 * c.prescale, 0.0)
-    q = xp.round(g2c / c.ln2_hi)
-    r = (g2c - q * c.ln2_hi) - q * c.ln2_lo
-    two = _const(xp, x, 2.0)
-    big = xp.exp(r) * (S_hi + S_lo) * (1.0 + g2l) * xp.pow(two, _const(xp, x, -c.prescale))
-    e2 = xp.where(scaled, q + c.prescale, xp.zeros_like(q))
-    # -T, rounded once: the output of the maximal entry on scaled slices
-    neg_T = -big * xp.pow(two, e2) if scale2 is None else scale2(-big, e2)
-    T_scaled = -neg_T
-    # T = (k - 1) + S_hi + S_lo as a double-word, then L = log1p(T_hi) + T_lo/(1 + T).
-    T_hi, T_lo = _two_sum(xp, k - 1, S_hi)
-    T_lo = T_lo + S_lo
-    T_hi = xp.where(scaled, T_scaled, T_hi)
-    T_lo = xp.where(scaled, xp.zeros_like(T_lo), T_lo)
-    L = xp.log1p(T_hi) + T_lo / (1.0 + T_hi)
-    # out = (ah + al) - L with one rounding: TwoSum(ah, -L) then the low parts.
+    lim = _const(xp, x, -f.exp_domain)
+    inside = dh >= lim
+    dc = xp.clip(xp.where(inside, dh, lim), None, 0.0)
+    eh, el, q = exp_parts(xp, dc, xp.where(inside, dl, zero), f)
+    scale = pow2(xp, q, x, f)
+    terms_hi = xp.where(below, eh * scale, zero)
+    S_hi, S_lo = sum_dw(xp, terms_hi, xp.where(below, el * scale, zero), axis)
+    # Unscaled slices: T = (k - 1) + S, L = log1p(T), both double-words.
+    T_hi, T_lo = two_sum(xp, k - 1, S_hi)
+    T_hi, T_lo = fast_two_sum(T_hi, T_lo + S_lo)
+    L_hi, L_lo = log1p_dw(xp, T_hi, T_lo, f)
+    # Scaled slices: T = exp(x2 - m) S < e**-40, so L = T to the last bit, and T is
+    # the maximal entry's output (negated). b 2**q with b = exp-part times S.
+    g2c = xp.where(scaled, xp.clip(g2h, -f.exp_domain, None), zero)
+    gh, gl, gq = exp_parts(xp, g2c, xp.where(scaled & (g2h >= lim), g2l, zero), f)
+    bh, bl = two_prod(xp, gh, S_hi, f)
+    bh, bl = fast_two_sum(bh, bl + (gh * S_lo + gl * S_hi))
+    neg_T = -_scale_once(xp, bh, bl, gq, f, _PRESCALE[name], scale2)
+    L_hi = xp.where(scaled, -neg_T, L_hi)
+    L_lo = xp.where(scaled, zero, L_lo)
+    # out = (ah + al) - (L_hi + L_lo) with one rounding
     ah, al = _two_diff(xp, x, m)
     fin = xp.isfinite(ah)
-    a0 = xp.where(fin, ah, xp.zeros_like(ah))
-    s, t = _two_sum(xp, a0, -L)
-    out = xp.where(fin, s + (t + al), ah)
-    # log1p(T) = T there; said directly, so a flushed subnormal T cannot lose it
+    a0 = xp.where(fin, ah, zero)
+    s, t = two_sum(xp, a0, -L_hi)
+    out = xp.where(fin, s + (t + (al - L_lo)), ah)
+    # log1p(T) = T there; said directly, so a subnormal T is not rounded twice
     return xp.where(scaled & (x == m), neg_T, out)
+
+
+def _scale_once(
+    xp: Any,
+    bh: Any,
+    bl: Any,
+    q: Any,
+    f: Format,
+    prescale: int,
+    scale2: Callable[[Any, Any], Any] | None,
+) -> Any:
+    """(bh + bl) * 2**q rounded once, for bh == 0 or 2**-60 < bh < 2**60, and integer-valued q <= 0.
+
+    Where the result is subnormal its grid is coarser than bh's: bh + bl is first
+    rounded to that grid (spacing G = 2**(e_sub - q), e_sub the exponent of the
+    smallest subnormal), so that the scaling itself is exact. Elsewhere bh already is
+    the rounded value, and the scaling is exact too.
+    """
+    zero = xp.zeros_like(bh)
+    e_sub = float(f.emin - f.precision + 1)
+    # Below e_sub - 64 every result rounds to 0, as it does with q clipped there
+    # (G = 2**64 > 2 bh); the clip keeps G and C finite.
+    q = xp.maximum(q, _const(xp, bh, e_sub - 64.0))
+    sub = bh < pow2(xp, f.emin - q, bh, f)  # bh 2**q below the normal range
+    G = pow2(xp, xp.where(sub, e_sub - q, zero), bh, f)
+    C = G * float(2 ** (f.precision - 1))  # bh < C, so bh + C stays in C's binade
+    on_grid = (bh + C) - C
+    rest = (bh - on_grid) + bl
+    step = xp.where(rest > 0.5 * G, G, xp.where(rest < -0.5 * G, -G, zero))
+    v = xp.where(sub, on_grid + step, bh)
+    if scale2 is not None:
+        return scale2(v, q)
+    # 2**-prescale exactly (v stays normal), then 2**(q + prescale) <= 1: one rounding
+    return (v * math.ldexp(1.0, -prescale)) * pow2(xp, q + float(prescale), bh, f)
