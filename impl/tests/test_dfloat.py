@@ -16,11 +16,11 @@ from impl._generic import _PRESCALE, _scale_once
 
 xp = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
 
-DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPES: dict[str, type[np.floating]] = {"float32": np.float32, "float64": np.float64}
 P = {"float32": 24, "float64": 53}
 
 
-def _arr(values: np.ndarray, name: str):
+def _arr(values: object, name: str):
     return xp.asarray(np.asarray(values, dtype=DTYPES[name]))
 
 
