@@ -275,8 +275,13 @@ exp_short(double d)
         return (zs == 0 && m - m == 0) ? m : (T)NAN; /* m - m: NaN for +-inf */            \
     }
 
-DEFINE_MAX(max_f32, float)
-DEFINE_MAX(max_f64, double)
+DEFINE_MAX(max_f32_portable, float)
+DEFINE_MAX(max_f64_portable, double)
+
+typedef float (*max_f32_fn)(const float *, Py_ssize_t);
+typedef double (*max_f64_fn)(const double *, Py_ssize_t);
+static max_f32_fn max_f32 = max_f32_portable; /* or the AVX2 versions, at import */
+static max_f64_fn max_f64 = max_f64_portable;
 
 /* exp(x - m), 0 for x == m. Below d = -700 the term is exp(-700) < 1e-304: such
  * terms change T by less than n * 1e-304, which no float32 (or narrower) result
@@ -397,10 +402,10 @@ exp_dd_parts(double dh, double dl, double *hi_out, double *lo_out, int64_t *K)
     double bb = rh - r;
     double rl = ((((r - (rh - bb)) + (-p - bb)) - pe) - kf * C3) + dl;
     double q = 1.0 / 720.0;
-    q = q * rh + 1.0 / 120.0;
-    q = q * rh + 1.0 / 24.0;
-    q = q * rh + 1.0 / 6.0;
-    q = q * rh + 0.5;
+    q = fma(q, rh, 1.0 / 120.0);
+    q = fma(q, rh, 1.0 / 24.0);
+    q = fma(q, rh, 1.0 / 6.0);
+    q = fma(q, rh, 0.5);
     q = q * (rh * rh);
     double ql = q + (rl + rl * rh); /* exp(rh + rl) = 1 + rh + ql */
     double th = TAB_HI[j], tl = TAB_LO[j];
@@ -480,27 +485,31 @@ acc_dd(double *ah, double *al, double h, double l)
     *al += t.lo + l;
 }
 
+/* The float64 sums run in eight lanes: two AVX2 vectors, so that two independent
+ * accumulations overlap */
+#define DD_LANES 8
+
 static void
-finish_sum(const double ah[4], const double al[4], dd *sum)
+finish_sum(const double ah[DD_LANES], const double al[DD_LANES], dd *sum)
 {
     dd s = {0.0, 0.0};
-    for (int l = 0; l < 4; l++) {
+    for (int l = 0; l < DD_LANES; l++) {
         acc_dd(&s.hi, &s.lo, ah[l], al[l]);
     }
     *sum = two_sum(s.hi, s.lo);
 }
 
-/* Sum over the entries below m of exp((x - m) - c), as double-double, in four
- * lanes (entry i in lane i % 4, the last n % 4 entries in lane 0); the count of
+/* Sum over the entries below m of exp((x - m) - c), as double-double, in eight
+ * lanes (entry i in lane i % 8, the last n % 8 entries in lane 0); the count of
  * entries equal to m. c = 0 or a (negative) shift. */
 HOT static void
 partial_f64_scalar(const double *x, Py_ssize_t n, double m, double c, dd *sum,
                    Py_ssize_t *at_max)
 {
-    double ah[4] = {0.0}, al[4] = {0.0};
+    double ah[DD_LANES] = {0.0}, al[DD_LANES] = {0.0};
     Py_ssize_t count = 0, i = 0;
-    for (; i + 4 <= n; i += 4) {
-        for (int l = 0; l < 4; l++) {
+    for (; i + DD_LANES <= n; i += DD_LANES) {
+        for (int l = 0; l < DD_LANES; l++) {
             double h, lo;
             term_f64(x[i + l], m, c, &h, &lo);
             acc_dd(&ah[l], &al[l], h, lo);
@@ -582,10 +591,10 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
         _mm256_mul_pd(kf, v_set(C3)));
     rl = _mm256_add_pd(rl, al);
     __m256d q = v_set(1.0 / 720.0);
-    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 120.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 24.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(1.0 / 6.0));
-    q = _mm256_add_pd(_mm256_mul_pd(q, rh), v_set(0.5));
+    q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 120.0));
+    q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 24.0));
+    q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 6.0));
+    q = _mm256_fmadd_pd(q, rh, v_set(0.5));
     q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
     __m256d ql = _mm256_add_pd(q, _mm256_add_pd(rl, _mm256_mul_pd(rl, rh)));
     int64_t jj[4];
@@ -601,6 +610,82 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
     *hi_out = hi;
 }
 
+/* DEFINE_MAX's contract on eight (f64) or sixteen (f32) lanes: maxpd keeps the
+ * accumulator where the entry is NaN, and the NaNs are flagged on the side */
+AVX2 static double
+max_f64_avx2(const double *x, Py_ssize_t n)
+{
+    __m256d a0 = v_set(-INFINITY), a1 = a0, nan = _mm256_setzero_pd();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d v0 = _mm256_loadu_pd(x + i), v1 = _mm256_loadu_pd(x + i + 4);
+        a0 = _mm256_max_pd(v0, a0);
+        a1 = _mm256_max_pd(v1, a1);
+        nan = _mm256_or_pd(nan, _mm256_cmp_pd(v0, v1, _CMP_UNORD_Q));
+    }
+    double acc[4], m = -INFINITY;
+    int any_nan = _mm256_movemask_pd(nan);
+    _mm256_storeu_pd(acc, _mm256_max_pd(a0, a1));
+    for (int l = 0; l < 4; l++) {
+        m = acc[l] > m ? acc[l] : m;
+    }
+    for (; i < n; i++) {
+        m = x[i] > m ? x[i] : m;
+        any_nan |= x[i] != x[i];
+    }
+    return (!any_nan && m - m == 0) ? m : (double)NAN;
+}
+
+AVX2 static float
+max_f32_avx2(const float *x, Py_ssize_t n)
+{
+    __m256 a0 = _mm256_set1_ps(-INFINITY), a1 = a0, nan = _mm256_setzero_ps();
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
+        a0 = _mm256_max_ps(v0, a0);
+        a1 = _mm256_max_ps(v1, a1);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q));
+    }
+    float acc[8], m = -INFINITY;
+    int any_nan = _mm256_movemask_ps(nan);
+    _mm256_storeu_ps(acc, _mm256_max_ps(a0, a1));
+    for (int l = 0; l < 8; l++) {
+        m = acc[l] > m ? acc[l] : m;
+    }
+    for (; i < n; i++) {
+        m = x[i] > m ? x[i] : m;
+        any_nan |= x[i] != x[i];
+    }
+    return (!any_nan && m - m == 0) ? m : (float)NAN;
+}
+
+/* The sum for c = 0 where no term needs the two-step scaling (terms that do lie in
+ * [e^-745.5, e^-706): then it returns 0 and the caller takes the general loop).
+ * Bit-identical to the general loop otherwise: with c = 0, sh = dh and sl = dl
+ * exactly, and the scaling is one exact multiplication. */
+/* One vector of partial_f64_avx2_c0's loop */
+AVX2 static inline void
+v_step_c0(const double *x, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m256d *LOWBAND,
+          Py_ssize_t *count)
+{
+    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), BAND = v_set(-706.0);
+    __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x), M, NM, &dl);
+    __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
+    __m256d above = _mm256_cmp_pd(dh, FLOOR, _CMP_GE_OQ);
+    __m256d keep = _mm256_andnot_pd(at_max, above);
+    *LOWBAND = _mm256_or_pd(*LOWBAND, _mm256_and_pd(above, _mm256_cmp_pd(dh, BAND, _CMP_LT_OQ)));
+    *count += __builtin_popcount(_mm256_movemask_pd(at_max));
+    /* dropped lanes compute exp(-700) */
+    __m256d a = _mm256_blendv_pd(v_set(-700.0), dh, keep);
+    __m256d hi, lo, Kf;
+    v_exp_dd_parts(a, _mm256_and_pd(dl, keep), &hi, &lo, &Kf);
+    __m256d s1 = v_pow2(Kf);
+    __m256d eh = _mm256_and_pd(_mm256_mul_pd(hi, s1), keep);
+    __m256d el = _mm256_and_pd(_mm256_mul_pd(lo, s1), keep);
+    v_acc_dd(AH, AL, eh, el);
+}
+
 /* The sum for c = 0 where no term needs the two-step scaling (terms that do lie in
  * [e^-745.5, e^-706): then it returns 0 and the caller takes the general loop).
  * Bit-identical to the general loop otherwise: with c = 0, sh = dh and sl = dl
@@ -609,31 +694,20 @@ AVX2 static int
 partial_f64_avx2_c0(const double *x, Py_ssize_t n, double m, dd *sum, Py_ssize_t *at_max)
 {
     const __m256d M = v_set(m), NM = v_set(-m);
-    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), BAND = v_set(-706.0);
-    __m256d AH = ZERO, AL = ZERO, LOWBAND = ZERO;
+    __m256d AH0 = _mm256_setzero_pd(), AL0 = AH0, AH1 = AH0, AL1 = AH0, LOWBAND = AH0;
     Py_ssize_t count = 0, i = 0;
-    for (; i + 4 <= n; i += 4) {
-        __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x + i), M, NM, &dl);
-        __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
-        __m256d above = _mm256_cmp_pd(dh, FLOOR, _CMP_GE_OQ);
-        __m256d keep = _mm256_andnot_pd(at_max, above);
-        LOWBAND = _mm256_or_pd(LOWBAND, _mm256_and_pd(above, _mm256_cmp_pd(dh, BAND, _CMP_LT_OQ)));
-        count += __builtin_popcount(_mm256_movemask_pd(at_max));
-        /* dropped lanes compute exp(-700) */
-        __m256d a = _mm256_blendv_pd(v_set(-700.0), dh, keep);
-        __m256d hi, lo, Kf;
-        v_exp_dd_parts(a, _mm256_and_pd(dl, keep), &hi, &lo, &Kf);
-        __m256d s1 = v_pow2(Kf);
-        __m256d eh = _mm256_and_pd(_mm256_mul_pd(hi, s1), keep);
-        __m256d el = _mm256_and_pd(_mm256_mul_pd(lo, s1), keep);
-        v_acc_dd(&AH, &AL, eh, el);
+    for (; i + DD_LANES <= n; i += DD_LANES) {
+        v_step_c0(x + i, M, NM, &AH0, &AL0, &LOWBAND, &count);
+        v_step_c0(x + i + 4, M, NM, &AH1, &AL1, &LOWBAND, &count);
     }
-    double ah[4], al[4];
-    _mm256_storeu_pd(ah, AH);
-    _mm256_storeu_pd(al, AL);
     if (_mm256_movemask_pd(LOWBAND)) {
         return 0;
     }
+    double ah[DD_LANES], al[DD_LANES];
+    _mm256_storeu_pd(ah, AH0);
+    _mm256_storeu_pd(ah + 4, AH1);
+    _mm256_storeu_pd(al, AL0);
+    _mm256_storeu_pd(al + 4, AL1);
     for (; i < n; i++) {
         double h, lo;
         term_f64(x[i], m, 0.0, &h, &lo);
@@ -645,6 +719,34 @@ partial_f64_avx2_c0(const double *x, Py_ssize_t n, double m, dd *sum, Py_ssize_t
     return 1;
 }
 
+/* One vector of partial_f64_avx2's general loop */
+AVX2 static inline void
+v_step(const double *x, __m256d M, __m256d NM, __m256d C, __m256d NC, __m256d *AH,
+       __m256d *AL, Py_ssize_t *count)
+{
+    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5);
+    __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x), M, NM, &dl);
+    __m256d sh = _mm256_sub_pd(dh, C);
+    __m256d bb = _mm256_sub_pd(sh, dh);
+    __m256d sl = _mm256_add_pd(
+        _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NC, bb)), dl);
+    __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
+    __m256d keep = _mm256_andnot_pd(at_max, _mm256_cmp_pd(sh, FLOOR, _CMP_GE_OQ));
+    *count += __builtin_popcount(_mm256_movemask_pd(at_max));
+    /* dropped lanes compute exp(-745.5) */
+    __m256d a = _mm256_blendv_pd(FLOOR, sh, keep);
+    __m256d al = _mm256_and_pd(sl, keep);
+    __m256d hi, lo, Kf;
+    v_exp_dd_parts(a, al, &hi, &lo, &Kf);
+    /* exp_term's scaling */
+    __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
+    __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
+    __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
+    __m256d eh = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(hi, s1), s2), keep);
+    __m256d el = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(lo, s1), s2), keep);
+    v_acc_dd(AH, AL, eh, el);
+}
+
 AVX2 static void
 partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_ssize_t *at_max)
 {
@@ -652,34 +754,17 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
         return;
     }
     const __m256d M = v_set(m), NM = v_set(-m), C = v_set(c), NC = v_set(-c);
-    const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5);
-    __m256d AH = ZERO, AL = ZERO;
+    __m256d AH0 = _mm256_setzero_pd(), AL0 = AH0, AH1 = AH0, AL1 = AH0;
     Py_ssize_t count = 0, i = 0;
-    for (; i + 4 <= n; i += 4) {
-        __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x + i), M, NM, &dl);
-        __m256d sh = _mm256_sub_pd(dh, C);
-        __m256d bb = _mm256_sub_pd(sh, dh);
-        __m256d sl = _mm256_add_pd(
-            _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NC, bb)), dl);
-        __m256d at_max = _mm256_cmp_pd(dh, ZERO, _CMP_EQ_OQ);
-        __m256d keep = _mm256_andnot_pd(at_max, _mm256_cmp_pd(sh, FLOOR, _CMP_GE_OQ));
-        count += __builtin_popcount(_mm256_movemask_pd(at_max));
-        /* dropped lanes compute exp(-745.5) */
-        __m256d a = _mm256_blendv_pd(FLOOR, sh, keep);
-        __m256d al = _mm256_and_pd(sl, keep);
-        __m256d hi, lo, Kf;
-        v_exp_dd_parts(a, al, &hi, &lo, &Kf);
-        /* exp_term's scaling */
-        __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
-        __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
-        __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
-        __m256d eh = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(hi, s1), s2), keep);
-        __m256d el = _mm256_and_pd(_mm256_mul_pd(_mm256_mul_pd(lo, s1), s2), keep);
-        v_acc_dd(&AH, &AL, eh, el);
+    for (; i + DD_LANES <= n; i += DD_LANES) {
+        v_step(x + i, M, NM, C, NC, &AH0, &AL0, &count);
+        v_step(x + i + 4, M, NM, C, NC, &AH1, &AL1, &count);
     }
-    double ah[4], al[4];
-    _mm256_storeu_pd(ah, AH);
-    _mm256_storeu_pd(al, AL);
+    double ah[DD_LANES], al[DD_LANES];
+    _mm256_storeu_pd(ah, AH0);
+    _mm256_storeu_pd(ah + 4, AH1);
+    _mm256_storeu_pd(al, AL0);
+    _mm256_storeu_pd(al + 4, AL1);
     for (; i < n; i++) {
         double h, lo;
         term_f64(x[i], m, c, &h, &lo);
@@ -1501,12 +1586,16 @@ py_use(PyObject *self, PyObject *args)
     if (strcmp(name, "scalar") == 0) {
         partial_f64 = partial_f64_scalar;
         partial_f32 = partial_f32_scalar;
+        max_f64 = max_f64_portable;
+        max_f32 = max_f32_portable;
     }
 #ifdef HAVE_AVX2_PATH
     else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
              __builtin_cpu_supports("fma")) {
         partial_f64 = partial_f64_avx2;
         partial_f32 = partial_f32_avx2;
+        max_f64 = max_f64_avx2;
+        max_f32 = max_f32_avx2;
     }
 #endif
     else {
@@ -1717,6 +1806,8 @@ PyInit__kernel(void)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         partial_f64 = partial_f64_avx2;
         partial_f32 = partial_f32_avx2;
+        max_f64 = max_f64_avx2;
+        max_f32 = max_f32_avx2;
     }
 #endif
     return PyModule_Create(&module);
