@@ -8,9 +8,9 @@ On CPU, float32 and float64 input runs the compiled row kernels of the NumPy pat
 lowered (``lax.platform_dependent``): float64 arithmetic inside the kernel, with or
 without x64, and no float64 work in XLA, whose CPU float64 ``exp`` and reductions cost
 3 to 5 ns an element here. Rows the kernel declines (a NaN or a +inf in them, or -inf
-only) take the generic algorithm, under a ``lax.cond`` that runs only when there are such
-rows. Elsewhere (GPU, float16, bfloat16, no compiled kernel) the generic algorithm runs
-in XLA.
+only) get their special values in the handler itself, so the call is the whole program
+(a branch after it cost a copy of the output). Elsewhere (GPU, float16, bfloat16, no
+compiled kernel) the generic algorithm runs in XLA.
 
 XLA on CPU flushes subnormal results to zero, the conversion from float64 to a
 narrower format included: a float32 output of -3.3e-39 would come back as -0.0 (2.4e6
@@ -79,36 +79,26 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
     def f(x: Any) -> Any:
         if x.dtype in (jnp.float32, jnp.float64) and x.ndim > 0 and n > 1:
             if cpu_kernel_registered():
-                kernel = _kernel_rows(axes, n, generic)
+                kernel = _kernel_rows(axes, n)
                 return lax.platform_dependent(x, cpu=kernel, default=generic)
         return generic(x)
 
     return jax.jit(f)
 
 
-def _kernel_rows(
-    axes: tuple[int, ...], n: int, generic: Callable[[Any, tuple[int, ...]], Any]
-) -> Callable[[Any], Any]:
+def _kernel_rows(axes: tuple[int, ...], n: int) -> Callable[[Any], Any]:
     """log_softmax by the row kernels: the slices as the rows of a 2-D array (XLA
-    copies only where the reduced axes are not last already), rows the kernels
-    decline (a NaN or a +inf, or -inf only) from ``generic``."""
+    copies only where the reduced axes are not last already). The handler fills the
+    rows the kernels decline (a NaN or a +inf, or -inf only) with their special
+    values itself, so the call has one result and no branch after it."""
     import jax
     import jax.numpy as jnp
-    from jax import lax
 
     @jax.custom_jvp
     def on_rows(rows: Any) -> Any:
-        out, bad = jax.ffi.ffi_call(
-            _FFI_TARGET,
-            (jax.ShapeDtypeStruct(rows.shape, rows.dtype),
-             jax.ShapeDtypeStruct(rows.shape[:-1], jnp.int32)),
-            vmap_method="broadcast_all",
-        )(rows)  # fmt: skip
-        return lax.cond(
-            jnp.any(bad != 0),
-            lambda: jnp.where(bad[:, None] != 0, generic(rows, (1,)), out),
-            lambda: out,
-        )
+        return jax.ffi.ffi_call(
+            _FFI_TARGET, jax.ShapeDtypeStruct(rows.shape, rows.dtype), vmap_method="broadcast_all"
+        )(rows)
 
     @on_rows.defjvp
     def _jvp(primals: Any, tangents: Any) -> Any:

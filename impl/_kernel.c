@@ -1609,9 +1609,8 @@ py_use(PyObject *self, PyObject *args)
  *
  * impl/_jax.py registers ffi_handler() with jax.ffi.register_ffi_target and calls it
  * with one operand, x: float32 or float64, rank >= 1, row-major, the slices as its
- * last axis; and two results: out (x's shape and dtype) and bad (int32, x's shape
- * without the last axis: 1 for a row left untouched, one with a NaN or a +inf, or of
- * -inf only).
+ * last axis; and one result, out (x's shape and dtype). Rows with a NaN or a +inf, or
+ * of -inf only, get DESIGN.md's special values (special_row_*).
  *
  * The structs below declare the part of XLA's FFI C ABI (xla/ffi/api/c_api.h) that the
  * handler reads, with the layout that header gives them. XLA keeps that ABI stable
@@ -1711,6 +1710,35 @@ ffi_error(const ffi_call_frame *cf, const char *message)
     return cf->api->error_create(&a);
 }
 
+/* DESIGN.md's special values for a row the kernels declined (a NaN, a +inf, or -inf
+ * only): NaN everywhere where there is a NaN or only -inf; else, with k entries
+ * +inf, those give 0 (k == 1) or NaN (k >= 2) and every other entry -inf */
+#define DEFINE_SPECIAL_ROW(NAME, T)                                                        \
+    static void NAME(const T *x, T *out, Py_ssize_t n)                                     \
+    {                                                                                      \
+        Py_ssize_t pinf = 0;                                                               \
+        int nan = 0, all_ninf = 1;                                                         \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            nan |= x[i] != x[i];                                                           \
+            pinf += x[i] == (T)INFINITY;                                                   \
+            all_ninf &= x[i] == -(T)INFINITY;                                              \
+        }                                                                                  \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            if (nan || all_ninf) {                                                         \
+                out[i] = (T)NAN;                                                           \
+            }                                                                              \
+            else if (x[i] == (T)INFINITY) {                                                \
+                out[i] = pinf == 1 ? (T)0 : (T)NAN;                                        \
+            }                                                                              \
+            else {                                                                         \
+                out[i] = -(T)INFINITY;                                                     \
+            }                                                                              \
+        }                                                                                  \
+    }
+
+DEFINE_SPECIAL_ROW(special_row_f32, float)
+DEFINE_SPECIAL_ROW(special_row_f64, double)
+
 static void *
 ffi_log_softmax(ffi_call_frame *cf)
 {
@@ -1724,32 +1752,32 @@ ffi_log_softmax(ffi_call_frame *cf)
     if (cf->stage != FFI_STAGE_EXECUTE) {
         return NULL;
     }
-    if (cf->args.size != 1 || cf->rets.size != 2 || cf->args.types[0] != FFI_ARG_BUFFER) {
-        return ffi_error(cf, "impl_log_softmax: one operand and two results expected");
+    if (cf->args.size != 1 || cf->rets.size != 1 || cf->args.types[0] != FFI_ARG_BUFFER) {
+        return ffi_error(cf, "impl_log_softmax: one operand and one result expected");
     }
     const ffi_buffer *x = (const ffi_buffer *)cf->args.items[0];
     const ffi_buffer *o = (const ffi_buffer *)cf->rets.items[0];
-    const ffi_buffer *b = (const ffi_buffer *)cf->rets.items[1];
-    if ((x->dtype != FFI_F32 && x->dtype != FFI_F64) || o->dtype != x->dtype ||
-        b->dtype != FFI_S32 || x->rank < 1 || o->rank != x->rank || b->rank != x->rank - 1) {
-        return ffi_error(cf, "impl_log_softmax: x float32/float64 of rank >= 1, out like x, "
-                             "bad int32 without the last axis expected");
+    if ((x->dtype != FFI_F32 && x->dtype != FFI_F64) || o->dtype != x->dtype || x->rank < 1 ||
+        o->rank != x->rank) {
+        return ffi_error(cf, "impl_log_softmax: x float32/float64 of rank >= 1, out like x "
+                             "expected");
     }
     Py_ssize_t nrows = 1;
-    for (int64_t i = 0; i < x->rank - 1; i++) {
-        if (o->dims[i] != x->dims[i] || b->dims[i] != x->dims[i]) {
-            return ffi_error(cf, "impl_log_softmax: result shapes do not match x");
+    for (int64_t i = 0; i < x->rank; i++) {
+        if (o->dims[i] != x->dims[i]) {
+            return ffi_error(cf, "impl_log_softmax: the result's shape does not match x");
         }
-        nrows *= x->dims[i];
+        nrows *= i < x->rank - 1 ? x->dims[i] : 1;
     }
     Py_ssize_t n = x->dims[x->rank - 1];
-    if (o->dims[x->rank - 1] != n) {
-        return ffi_error(cf, "impl_log_softmax: result shapes do not match x");
-    }
     if (nrows == 0 || n == 0) {
         return NULL;
     }
-    row_job job = {x->data, o->data, (int32_t *)b->data, nrows, n, x->dtype == FFI_F64, 0};
+    int32_t *bad = malloc((size_t)nrows * sizeof(int32_t));
+    if (bad == NULL) {
+        return ffi_error(cf, "impl_log_softmax: out of memory");
+    }
+    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0};
 #if defined(__SSE2__)
     /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
      * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly
@@ -1761,6 +1789,18 @@ ffi_log_softmax(ffi_call_frame *cf)
 #else
     rows_two_threads(job);
 #endif
+    /* The rows the kernels declined are all special-valued: their outputs are exact */
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        if (bad[r]) {
+            if (job.f64) {
+                special_row_f64((const double *)x->data + r * n, (double *)o->data + r * n, n);
+            }
+            else {
+                special_row_f32((const float *)x->data + r * n, (float *)o->data + r * n, n);
+            }
+        }
+    }
+    free(bad);
     return NULL;
 }
 
