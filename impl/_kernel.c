@@ -343,12 +343,31 @@ write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, doub
     }
 }
 
+/* Large outputs are written with non-temporal stores (no read of the destination's
+ * cache lines before writing them), where the CPU has AVX2; below this size the output
+ * is better left in the cache for whoever reads it next. */
+#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each of two threads */
+typedef void (*stream_f32_fn)(const float *, float *, Py_ssize_t, float, double);
+typedef void (*stream_f64_fn)(const double *, double *, Py_ssize_t, double, double, double);
+static stream_f32_fn stream_f32 = NULL; /* set at import where the CPU has AVX2 */
+static stream_f64_fn stream_f64 = NULL;
+
+/* Non-temporal stores are weakly ordered: fenced before the thread reports back */
+static inline void
+stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
 /* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
  * (and, where bad is not NULL, marked there with 1; the other rows with 0) */
 static Py_ssize_t
 rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
     size_t osize = out_double ? sizeof(double) : sizeof(float);
+    int stream = stream_f32 != NULL && !out_double && (size_t)(nrows * n) * osize >= STREAM_MIN_BYTES;
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const float *xr = x + r * n;
@@ -365,7 +384,15 @@ rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t
         Py_ssize_t k;
         partial_f32(xr, n, m, &T, &k);
         T += (double)(k - 1);
-        write_f32(xr, orow, out_double, n, m, log1p(T));
+        if (stream) {
+            stream_f32(xr, (float *)orow, n, m, log1p(T));
+        }
+        else {
+            write_f32(xr, orow, out_double, n, m, log1p(T));
+        }
+    }
+    if (stream) {
+        stream_fence();
     }
     return skipped;
 }
@@ -475,6 +502,16 @@ term_f64(double xi, double m, double c, double *hi, double *lo)
         return;
     }
     exp_term(sh, sl, hi, lo);
+}
+
+/* One output: (x - m) - (Lh + Ll), rounded once; overflow gives -inf */
+static inline double
+out_f64(double x, double m, double Lh, double Ll)
+{
+    dd d = two_sum(x, -m);
+    dd s = two_sum(d.hi, -Lh);
+    double v = s.hi + (s.lo + (d.lo - Ll));
+    return fabs(s.hi) <= DBL_MAX ? v : s.hi;
 }
 
 static inline void
@@ -664,6 +701,56 @@ max_f32_avx2(const float *x, Py_ssize_t n)
  * [e^-745.5, e^-706): then it returns 0 and the caller takes the general loop).
  * Bit-identical to the general loop otherwise: with c = 0, sh = dh and sl = dl
  * exactly, and the scaling is one exact multiplication. */
+/* write_f32 (float output) and write_f64 with non-temporal stores: the same
+ * operations lane by lane, so the same bits; scalar up to the first 32-byte boundary
+ * and after the last */
+AVX2 static void
+stream_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
+{
+    double md = (double)m;
+    Py_ssize_t i = 0;
+    for (; i < n && ((uintptr_t)(o + i) & 31) != 0; i++) {
+        o[i] = (float)(((double)x[i] - md) - L);
+    }
+    const __m256d MD = v_set(md), LL = v_set(L);
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        __m128 ra = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_sub_pd(a, MD), LL));
+        __m128 rb = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_sub_pd(b, MD), LL));
+        _mm256_stream_ps(o + i, _mm256_insertf128_ps(_mm256_castps128_ps256(ra), rb, 1));
+    }
+    for (; i < n; i++) {
+        o[i] = (float)(((double)x[i] - md) - L);
+    }
+}
+
+AVX2 static void
+stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, double Lh, double Ll)
+{
+    Py_ssize_t i = 0;
+    for (; i < n && ((uintptr_t)(o + i) & 31) != 0; i++) {
+        o[i] = out_f64(x[i], m, Lh, Ll);
+    }
+    const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-Lh), LL = v_set(Ll);
+    const __m256d BIG = v_set(DBL_MAX), ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+    for (; i + 4 <= n; i += 4) {
+        __m256d xv = _mm256_loadu_pd(x + i);
+        __m256d dl, dh = v_two_diff(xv, M, NM, &dl);
+        /* two_sum(dh, -Lh) */
+        __m256d sh = _mm256_add_pd(dh, NLH);
+        __m256d bb = _mm256_sub_pd(sh, dh);
+        __m256d sl = _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NLH, bb));
+        __m256d v = _mm256_add_pd(sh, _mm256_add_pd(sl, _mm256_sub_pd(dl, LL)));
+        __m256d finite = _mm256_cmp_pd(_mm256_and_pd(sh, ABS), BIG, _CMP_LE_OQ);
+        _mm256_stream_pd(o + i, _mm256_blendv_pd(sh, v, finite));
+    }
+    for (; i < n; i++) {
+        o[i] = out_f64(x[i], m, Lh, Ll);
+    }
+}
+
 /* One vector of partial_f64_avx2_c0's loop */
 AVX2 static inline void
 v_step_c0(const double *x, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m256d *LOWBAND,
@@ -862,10 +949,7 @@ HOT static void
 write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
-        dd d = two_sum(x[i], -m);
-        dd s = two_sum(d.hi, -Lh);
-        double v = s.hi + (s.lo + (d.lo - Ll));
-        out[i] = fabs(s.hi) <= DBL_MAX ? v : s.hi;
+        out[i] = out_f64(x[i], m, Lh, Ll);
     }
 }
 
@@ -918,6 +1002,7 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
 static Py_ssize_t
 rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
+    int stream = stream_f64 != NULL && (size_t)(nrows * n) * sizeof(double) >= STREAM_MIN_BYTES;
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const double *xr = x + r * n;
@@ -939,7 +1024,15 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
         }
         dd t = two_sum(T.hi, (double)(k - 1));
         dd L = log1p_dd(t.hi, t.lo + T.lo);
-        write_f64(xr, orow, n, m, L.hi, L.lo);
+        if (stream) {
+            stream_f64(xr, orow, n, m, L.hi, L.lo);
+        }
+        else {
+            write_f64(xr, orow, n, m, L.hi, L.lo);
+        }
+    }
+    if (stream) {
+        stream_fence();
     }
     return skipped;
 }
@@ -1011,11 +1104,24 @@ run_seg(void *arg)
         partial_f32((const float *)j->x, j->n, (float)j->m, &T, &j->k);
         j->sum = (dd){T, 0.0};
     }
-    else if (j->f64) {
-        write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
-    }
     else {
-        write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
+        size_t bytes = (size_t)j->n * (j->f64 ? sizeof(double) : sizeof(float));
+        int stream = (j->f64 ? stream_f64 != NULL : stream_f32 != NULL) && bytes >= STREAM_MIN_BYTES;
+        if (j->f64 && stream) {
+            stream_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
+        }
+        else if (j->f64) {
+            write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
+        }
+        else if (stream) {
+            stream_f32((const float *)j->x, (float *)j->out, j->n, (float)j->m, j->Lh);
+        }
+        else {
+            write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
+        }
+        if (stream) {
+            stream_fence();
+        }
     }
     return NULL;
 }
@@ -1572,8 +1678,9 @@ py_constants(PyObject *self, PyObject *unused)
 
 PyDoc_STRVAR(use_doc,
 "use(path) -> str\n\n"
-"Select the sums' code path, 'scalar' or 'avx2' (where the CPU has AVX2 and\n"
-"FMA); returns the previous one. Both give bit-identical results; tests check it.");
+"Select the code path of the maxima, the sums and the large writes, 'scalar' or\n"
+"'avx2' (where the CPU has AVX2 and FMA); returns the previous one. Both give\n"
+"bit-identical results; tests check it.");
 
 static PyObject *
 py_use(PyObject *self, PyObject *args)
@@ -1588,6 +1695,8 @@ py_use(PyObject *self, PyObject *args)
         partial_f32 = partial_f32_scalar;
         max_f64 = max_f64_portable;
         max_f32 = max_f32_portable;
+        stream_f64 = NULL;
+        stream_f32 = NULL;
     }
 #ifdef HAVE_AVX2_PATH
     else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
@@ -1596,6 +1705,8 @@ py_use(PyObject *self, PyObject *args)
         partial_f32 = partial_f32_avx2;
         max_f64 = max_f64_avx2;
         max_f32 = max_f32_avx2;
+        stream_f64 = stream_f64_avx2;
+        stream_f32 = stream_f32_avx2;
     }
 #endif
     else {
@@ -1848,6 +1959,8 @@ PyInit__kernel(void)
         partial_f32 = partial_f32_avx2;
         max_f64 = max_f64_avx2;
         max_f32 = max_f32_avx2;
+        stream_f32 = stream_f32_avx2;
+        stream_f64 = stream_f64_avx2;
     }
 #endif
     return PyModule_Create(&module);

@@ -121,6 +121,31 @@ def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
         K.use(prev)
 
 
+@pytest.mark.skipif(not _avx2_available(), reason="this CPU has no AVX2 and FMA")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_outputs_streamed_give_the_same_bits(dtype):
+    """Outputs of 4 MB and more per thread are written with non-temporal stores on the
+    AVX2 path: the same bits as the portable writes, an unaligned output included,
+    rows shared or one long row's passes split between two threads."""
+    rng = np.random.default_rng(9)
+    n = 1_300_003 if dtype == "float64" else 2_600_003
+    long_row = (rng.standard_normal((1, n)) * 20).astype(dtype)
+    rows = (rng.standard_normal((3, n // 2)) * 20).astype(dtype)
+    prev = K.use("avx2")
+    try:
+        for x, threads in ((long_row, 2), (rows, 1), (rows, 2)):
+            got = {}
+            for path in ("avx2", "scalar"):
+                K.use(path)
+                buf = np.empty(x.size + 1, dtype)
+                out = buf[1:].reshape(x.shape)  # not 32-byte aligned
+                assert K.rows(x, out, x.shape[1], threads) == 0
+                got[path] = out
+            np.testing.assert_array_equal(got["avx2"], got["scalar"])
+    finally:
+        K.use(prev)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_two_threads_give_the_same_bits(dtype):
     """threads=2 shares rows, or the passes of one long row, with a second thread."""
