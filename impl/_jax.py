@@ -9,8 +9,11 @@ lowered (``lax.platform_dependent``): float64 arithmetic inside the kernel, with
 without x64, and no float64 work in XLA, whose CPU float64 ``exp`` and reductions cost
 3 to 5 ns an element here. Rows the kernel declines (a NaN or a +inf in them, or -inf
 only) get their special values in the handler itself, so the call is the whole program
-(a branch after it cost a copy of the output). Elsewhere (GPU, float16, bfloat16, no
-compiled kernel) the generic algorithm runs in XLA.
+(a branch after it cost a copy of the output). float16 and bfloat16 without x64 take
+the kernels too, widened exactly to float32 and rounded again after (at most 2**-14
+ULP more than one rounding), where the generic algorithm would have to carry float32
+double-words. Elsewhere (GPU, float16 and bfloat16 with x64, no compiled kernel) the
+generic algorithm runs in XLA.
 
 XLA on CPU flushes subnormal results to zero, the conversion from float64 to a
 narrower format included: a float32 output of -3.3e-39 would come back as -0.0 (2.4e6
@@ -76,11 +79,19 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
         cast = _subnormal_safe_cast if wide == "float64" else None
         return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2)
 
+    def narrow_on_kernel(x: Any) -> Any:
+        # float16/bfloat16 without x64: widened exactly to float32, the kernels' float32
+        # result (computed in float64, rounded once), then rounded to x's format:
+        # double rounding costs at most 2**-14 ULP (float16), 2**-17 (bfloat16)
+        out = _kernel_rows(axes, n)(x.astype(jnp.float32))
+        return _round_to_bfloat16(out) if x.dtype == jnp.bfloat16 else out.astype(x.dtype)
+
     def f(x: Any) -> Any:
-        if x.dtype in (jnp.float32, jnp.float64) and x.ndim > 0 and n > 1:
-            if cpu_kernel_registered():
-                kernel = _kernel_rows(axes, n)
-                return lax.platform_dependent(x, cpu=kernel, default=generic)
+        if x.ndim > 0 and n > 1 and cpu_kernel_registered():
+            if x.dtype in (jnp.float32, jnp.float64):
+                return lax.platform_dependent(x, cpu=_kernel_rows(axes, n), default=generic)
+            if wide == "float32" and x.dtype in (jnp.float16, jnp.bfloat16):
+                return lax.platform_dependent(x, cpu=narrow_on_kernel, default=generic)
         return generic(x)
 
     return jax.jit(f)

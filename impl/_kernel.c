@@ -417,28 +417,27 @@ two_sum(double a, double b)
 static inline void
 exp_dd_parts(double dh, double dl, double *hi_out, double *lo_out, int64_t *K)
 {
-    double ks = dh * INV_C + SHIFTER;
+    double ks = fma(dh, INV_C, SHIFTER);
     double kf = ks - SHIFTER;
     int64_t k = shifted_int(ks);
     int64_t j = k & 63;
     *K = k >> 6; /* floor(k / 64): arithmetic shift */
-    double r = dh - kf * C1; /* exact */
-    double p = kf * C2;
-    double pe = fma(kf, C2, -p);
-    double rh = r - p; /* TwoSum, spelled out: the loops calling this vectorize */
-    double bb = rh - r;
-    double rl = ((((r - (rh - bb)) + (-p - bb)) - pe) - kf * C3) + dl;
+    double r = fma(-kf, C1, dh); /* exact */
+    /* r - kf (C2 + C3) + dl = rh + rl: rh rounded once, rl its error (r - rh is exact,
+     * or off by less than 2^-74 where |r| < 2 |kf C2|) with the small parts */
+    double rh = fma(-kf, C2, r);
+    double rl = fma(-kf, C3, fma(-kf, C2, r - rh)) + dl;
     double q = 1.0 / 720.0;
     q = fma(q, rh, 1.0 / 120.0);
     q = fma(q, rh, 1.0 / 24.0);
     q = fma(q, rh, 1.0 / 6.0);
     q = fma(q, rh, 0.5);
     q = q * (rh * rh);
-    double ql = q + (rl + rl * rh); /* exp(rh + rl) = 1 + rh + ql */
+    double ql = fma(rl, rh, rl) + q; /* exp(rh + rl) = 1 + rh + ql */
     double th = TAB_HI[j], tl = TAB_LO[j];
     double P = th * rh;
     double pe2 = fma(th, rh, -P);
-    double lo = pe2 + th * ql + (tl + tl * (rh + ql));
+    double lo = fma(th, ql, pe2) + fma(tl, rh + ql, tl);
     double hi = th + P; /* |P| < th: Fast2Sum */
     lo += P - (hi - th);
     *hi_out = hi;
@@ -610,22 +609,14 @@ v_acc_dd(__m256d *AH, __m256d *AL, __m256d eh, __m256d el)
 AVX2 static inline void
 v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d *Kf_out)
 {
-    const __m256d SIGN = v_set(-0.0);
-    __m256d ks = _mm256_add_pd(_mm256_mul_pd(a, v_set(INV_C)), v_set(SHIFTER));
+    __m256d ks = _mm256_fmadd_pd(a, v_set(INV_C), v_set(SHIFTER));
     __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
     __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
     __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(63));
     *Kf_out = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(1.0 / 64.0)));
-    __m256d r = _mm256_sub_pd(a, _mm256_mul_pd(kf, v_set(C1)));
-    __m256d p = _mm256_mul_pd(kf, v_set(C2));
-    __m256d pe = _mm256_fmsub_pd(kf, v_set(C2), p);
-    __m256d rh = _mm256_sub_pd(r, p);
-    __m256d bb = _mm256_sub_pd(rh, r);
-    __m256d np = _mm256_xor_pd(p, SIGN); /* -p */
-    __m256d rl = _mm256_sub_pd(
-        _mm256_sub_pd(
-            _mm256_add_pd(_mm256_sub_pd(r, _mm256_sub_pd(rh, bb)), _mm256_sub_pd(np, bb)), pe),
-        _mm256_mul_pd(kf, v_set(C3)));
+    __m256d r = _mm256_fnmadd_pd(kf, v_set(C1), a);
+    __m256d rh = _mm256_fnmadd_pd(kf, v_set(C2), r);
+    __m256d rl = _mm256_fnmadd_pd(kf, v_set(C3), _mm256_fnmadd_pd(kf, v_set(C2), _mm256_sub_pd(r, rh)));
     rl = _mm256_add_pd(rl, al);
     __m256d q = v_set(1.0 / 720.0);
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 120.0));
@@ -633,15 +624,15 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 6.0));
     q = _mm256_fmadd_pd(q, rh, v_set(0.5));
     q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
-    __m256d ql = _mm256_add_pd(q, _mm256_add_pd(rl, _mm256_mul_pd(rl, rh)));
+    __m256d ql = _mm256_add_pd(_mm256_fmadd_pd(rl, rh, rl), q);
     int64_t jj[4];
     _mm256_storeu_si256((__m256i *)jj, j);
     __m256d th = _mm256_setr_pd(TAB_HI[jj[0]], TAB_HI[jj[1]], TAB_HI[jj[2]], TAB_HI[jj[3]]);
     __m256d tl = _mm256_setr_pd(TAB_LO[jj[0]], TAB_LO[jj[1]], TAB_LO[jj[2]], TAB_LO[jj[3]]);
     __m256d P = _mm256_mul_pd(th, rh);
     __m256d pe2 = _mm256_fmsub_pd(th, rh, P);
-    __m256d lo = _mm256_add_pd(_mm256_add_pd(pe2, _mm256_mul_pd(th, ql)),
-                               _mm256_add_pd(tl, _mm256_mul_pd(tl, _mm256_add_pd(rh, ql))));
+    __m256d lo = _mm256_add_pd(_mm256_fmadd_pd(th, ql, pe2),
+                               _mm256_fmadd_pd(tl, _mm256_add_pd(rh, ql), tl));
     __m256d hi = _mm256_add_pd(th, P);
     *lo_out = _mm256_add_pd(lo, _mm256_sub_pd(P, _mm256_sub_pd(hi, th)));
     *hi_out = hi;

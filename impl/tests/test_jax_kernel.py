@@ -1,6 +1,7 @@
 """JAX on CPU: the row kernels as an XLA FFI custom call (impl/_jax.py). The same
-kernels as the NumPy path, so the same bits; the generic algorithm for rows with a
-NaN or an infinity; derivatives; vmap; subnormal results despite XLA's flush to zero."""
+kernels as the NumPy path, so the same bits; the special rows filled by the handler;
+float16 and bfloat16 without x64 through the float32 kernels; derivatives; vmap;
+subnormal results despite XLA's flush to zero."""
 
 from __future__ import annotations
 
@@ -71,6 +72,32 @@ def test_rows_with_specials_are_filled_by_the_handler(x64):
         special = ~np.isfinite(res.expected)
         np.testing.assert_array_equal(got[special], res.expected[special])
         assert (res.ulp_error(got) <= 0.5).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_narrow_formats_without_x64_take_the_float32_kernels(dtype):
+    """Widened exactly, the kernels' float32 result, rounded again: within 0.501 ULP,
+    subnormal outputs included (XLA's flush to zero does not reach them)."""
+    import ml_dtypes
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((40, 300)) * 8).astype(np_dtype)
+    x[:, 0] = 0.0
+    x[::4, 1:] = -95.0 if dtype == "bfloat16" else -20.0  # subnormal outputs at the max
+    x[1::4, 1:] = x[1::4, 1:] - 20.0
+    x = x.astype(np_dtype)
+    fn = jax.jit(impl.log_softmax, static_argnames="axis")
+    with jax.enable_x64(False):
+        xj = jnp.asarray(x)
+        assert "impl_log_softmax" in fn.lower(xj, axis=1).as_text()
+        got = np.asarray(fn(xj, axis=1))
+    assert got.dtype == x.dtype
+    res = reference.evaluate(x, axis=1)
+    assert res.ulp_error(got).max() <= 0.501
+    tiny = np.abs(res.expected[::4, 0].astype(np.float64))
+    smallest_normal = 2.0**-126 if dtype == "bfloat16" else 2.0**-14
+    assert (tiny > 0).all() and (tiny < smallest_normal).all()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
