@@ -638,60 +638,36 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
     *hi_out = hi;
 }
 
-/* DEFINE_MAX's contract on eight (f64) or sixteen (f32) lanes: maxpd keeps the
- * accumulator where the entry is NaN, and the NaNs are flagged on the side */
-AVX2 static double
-max_f64_avx2(const double *x, Py_ssize_t n)
-{
-    __m256d a0 = v_set(-INFINITY), a1 = a0, nan = _mm256_setzero_pd();
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256d v0 = _mm256_loadu_pd(x + i), v1 = _mm256_loadu_pd(x + i + 4);
-        a0 = _mm256_max_pd(v0, a0);
-        a1 = _mm256_max_pd(v1, a1);
-        nan = _mm256_or_pd(nan, _mm256_cmp_pd(v0, v1, _CMP_UNORD_Q));
+/* DEFINE_MAX's contract on two vectors of lanes (V: __m256d or __m256; S: the
+ * intrinsics' suffix, pd or ps; W: lanes per vector): maxpd keeps the accumulator
+ * where the entry is NaN, and the NaNs are flagged on the side */
+#define DEFINE_MAX_AVX2(NAME, T, V, S, W)                                                  \
+    AVX2 static T NAME(const T *x, Py_ssize_t n)                                           \
+    {                                                                                      \
+        V a0 = _mm256_set1_##S(-INFINITY), a1 = a0, nan = _mm256_setzero_##S();           \
+        Py_ssize_t i = 0;                                                                  \
+        for (; i + 2 * (W) <= n; i += 2 * (W)) {                                           \
+            V v0 = _mm256_loadu_##S(x + i), v1 = _mm256_loadu_##S(x + i + (W));            \
+            a0 = _mm256_max_##S(v0, a0);                                                   \
+            a1 = _mm256_max_##S(v1, a1);                                                   \
+            nan = _mm256_or_##S(nan, _mm256_cmp_##S(v0, v1, _CMP_UNORD_Q));                \
+        }                                                                                  \
+        T acc[W], m = (T)-INFINITY;                                                        \
+        int any_nan = _mm256_movemask_##S(nan);                                            \
+        _mm256_storeu_##S(acc, _mm256_max_##S(a0, a1));                                    \
+        for (int l = 0; l < (W); l++) {                                                    \
+            m = acc[l] > m ? acc[l] : m;                                                   \
+        }                                                                                  \
+        for (; i < n; i++) {                                                               \
+            m = x[i] > m ? x[i] : m;                                                       \
+            any_nan |= x[i] != x[i];                                                       \
+        }                                                                                  \
+        return (!any_nan && m - m == 0) ? m : (T)NAN;                                      \
     }
-    double acc[4], m = -INFINITY;
-    int any_nan = _mm256_movemask_pd(nan);
-    _mm256_storeu_pd(acc, _mm256_max_pd(a0, a1));
-    for (int l = 0; l < 4; l++) {
-        m = acc[l] > m ? acc[l] : m;
-    }
-    for (; i < n; i++) {
-        m = x[i] > m ? x[i] : m;
-        any_nan |= x[i] != x[i];
-    }
-    return (!any_nan && m - m == 0) ? m : (double)NAN;
-}
 
-AVX2 static float
-max_f32_avx2(const float *x, Py_ssize_t n)
-{
-    __m256 a0 = _mm256_set1_ps(-INFINITY), a1 = a0, nan = _mm256_setzero_ps();
-    Py_ssize_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 v0 = _mm256_loadu_ps(x + i), v1 = _mm256_loadu_ps(x + i + 8);
-        a0 = _mm256_max_ps(v0, a0);
-        a1 = _mm256_max_ps(v1, a1);
-        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q));
-    }
-    float acc[8], m = -INFINITY;
-    int any_nan = _mm256_movemask_ps(nan);
-    _mm256_storeu_ps(acc, _mm256_max_ps(a0, a1));
-    for (int l = 0; l < 8; l++) {
-        m = acc[l] > m ? acc[l] : m;
-    }
-    for (; i < n; i++) {
-        m = x[i] > m ? x[i] : m;
-        any_nan |= x[i] != x[i];
-    }
-    return (!any_nan && m - m == 0) ? m : (float)NAN;
-}
+DEFINE_MAX_AVX2(max_f64_avx2, double, __m256d, pd, 4)
+DEFINE_MAX_AVX2(max_f32_avx2, float, __m256, ps, 8)
 
-/* The sum for c = 0 where no term needs the two-step scaling (terms that do lie in
- * [e^-745.5, e^-706): then it returns 0 and the caller takes the general loop).
- * Bit-identical to the general loop otherwise: with c = 0, sh = dh and sl = dl
- * exactly, and the scaling is one exact multiplication. */
 /* write_f32 (float output) and write_f64 with non-temporal stores: the same
  * operations lane by lane, so the same bits; scalar up to the first 32-byte boundary
  * and after the last */
