@@ -167,7 +167,16 @@ def _subnormal_safe_cast(v: Any, dtype: Any) -> Any:
         return v.astype(dtype)
     p, emin, uint = _NARROW[name]
     qmin = emin - p + 1  # exponent of the smallest subnormal
-    rounded = v.astype(dtype)  # right in the normal range
+    if name == "float32":
+        rounded = v.astype(dtype)  # right in the normal range
+    else:
+        # XLA converts float64 to float16 and bfloat16 through float32, rounding
+        # twice (1 + 2**-11 + 2**-40 gives 1.0 in float16). v rounded to p bits in
+        # float64 first (frexp and ldexp are exact, rint rounds half to even), so the
+        # conversion has nothing left to round; past the largest finite value the
+        # rounded 2**(emax+1) converts to inf, as it should.
+        mant, ex = jnp.frexp(v)
+        rounded = jnp.ldexp(jnp.rint(jnp.ldexp(mant, p)), ex - p).astype(dtype)
     mag = jnp.abs(v)
     # |v| * 2**-qmin is exact in float64; rint rounds half to even, as the cast would.
     # 2**(p-1) comes out as the smallest normal number's pattern, also right.

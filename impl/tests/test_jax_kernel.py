@@ -100,6 +100,35 @@ def test_narrow_formats_without_x64_take_the_float32_kernels(dtype):
     assert (tiny > 0).all() and (tiny < smallest_normal).all()
 
 
+def _round_exact(v: float, p: int, emin: int) -> float:
+    """v rounded to nearest even with p bits and the subnormal range below 2**emin."""
+    from fractions import Fraction
+
+    if v == 0 or not math.isfinite(v):
+        return v
+    e = max(math.floor(math.log2(abs(v))), emin)
+    ulp = Fraction(2) ** (e - p + 1)
+    return float(round(Fraction(v) / ulp) * ulp)
+
+
+@pytest.mark.parametrize(("dtype", "p", "emin"), [("float16", 11, -14), ("bfloat16", 8, -126)])
+def test_float64_results_are_rounded_once_to_the_narrow_formats(dtype, p, emin):
+    """XLA converts float64 to float16 and bfloat16 through float32 (two roundings:
+    1 + 2**-11 + 2**-40 becomes 1.0 in float16); the x64 path's cast rounds once."""
+    from impl._jax import _subnormal_safe_cast
+
+    rng = np.random.default_rng(13)
+    lo = -30 if dtype == "bfloat16" else -9
+    v = rng.standard_normal(3000) * 10.0 ** rng.uniform(lo, 4, 3000)
+    halfway = [1 + 2.0 ** -p + s * 2.0**-40 for s in (1, -1)]  # just off a midpoint
+    v = np.concatenate([v, halfway, [-(2.0**emin) * 0.75, 0.0, math.inf]])
+    with jax.enable_x64(True):
+        cast = jax.jit(lambda a: _subnormal_safe_cast(a, getattr(jnp, dtype)))
+        got = np.asarray(cast(jnp.asarray(v))).astype(np.float64)
+    want = np.array([_round_exact(float(x), p, emin) for x in v])
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_subnormal_results_survive_xla_flush_to_zero(dtype):
     """XLA runs its CPU threads with FTZ/DAZ; the custom call clears them while the
