@@ -120,7 +120,7 @@ def test_float64_results_are_rounded_once_to_the_narrow_formats(dtype, p, emin):
     rng = np.random.default_rng(13)
     lo = -30 if dtype == "bfloat16" else -9
     v = rng.standard_normal(3000) * 10.0 ** rng.uniform(lo, 4, 3000)
-    halfway = [1 + 2.0 ** -p + s * 2.0**-40 for s in (1, -1)]  # just off a midpoint
+    halfway = [1 + 2.0**-p + s * 2.0**-40 for s in (1, -1)]  # just off a midpoint
     v = np.concatenate([v, halfway, [-(2.0**emin) * 0.75, 0.0, math.inf]])
     with jax.enable_x64(True):
         cast = jax.jit(lambda a: _subnormal_safe_cast(a, getattr(jnp, dtype)))
