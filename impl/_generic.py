@@ -8,15 +8,20 @@ With m the slice maximum, d = x - m, k the number of maximal entries and
 
 nothing saturates: the maximal entries never enter T as exp(0) = 1, so a T of 1e-300
 is kept instead of vanishing in 1 + T. Narrow formats are computed in a wider one
-(float64 where the device has it) and rounded once. In float64 three more things
-matter, each measured by the oracle:
+(float64 where the device has it) and rounded once. Where there is no wider format
+(float64; float32 on a device without float64) the precise core below does the work
+in double-words (``_dfloat``), and four things matter, each measured by the oracle:
 
 - d = x - m is rounded; its error |d| eps would go through exp. d is kept exactly as
-  dh + dl (TwoSum) and exp(d) = exp(dh) (1 + dl).
-- When every term is below the normal range, each exp(d_j) would be rounded on the
-  subnormal grid before summing. Terms are then taken relative to the second largest
-  entry x2, and T = exp(x2 - m) * S is scaled by a power of two in one rounding.
+  dh + dl (TwoSum), and exp, log1p and the sum carry about twice the format's
+  precision, so T and L = log1p(T) are good to far below one ulp.
+- Near the subnormal range each exp(d_j) would be rounded (or flushed) on its own
+  before summing. Below a gap x2 - m of -40 (float32) or -600 (float64) the terms
+  are taken relative to the second largest entry x2, and T = exp(x2 - m) * S is
+  scaled by a power of two with one rounding, also where T is subnormal.
 - out = dh + dl - L is summed with TwoSum so that its only rounding is the last one.
+- The sum is a tree of TwoSums, so the result does not depend on the order in which
+  a namespace would have reduced.
 """
 
 from __future__ import annotations
