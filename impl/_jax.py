@@ -10,10 +10,11 @@ without x64, and no float64 work in XLA, whose CPU float64 ``exp`` and reduction
 3 to 5 ns an element here. Rows the kernel declines (a NaN or a +inf in them, or -inf
 only) get their special values in the handler itself, so the call is the whole program
 (a branch after it cost a copy of the output). float16 and bfloat16 without x64 take
-the kernels too, widened exactly to float32 and rounded again after (at most 2**-14
-ULP more than one rounding), where the generic algorithm would have to carry float32
-double-words. Elsewhere (GPU, float16 and bfloat16 with x64, no compiled kernel) the
-generic algorithm runs in XLA.
+the kernels too: widened exactly to float32, the kernels' result rounded to odd in
+float32 and then to nearest in the narrow format, which is one correct rounding,
+where the generic algorithm would have to carry float32 double-words. Elsewhere
+(GPU, float16 and bfloat16 with x64, no compiled kernel) the generic algorithm runs
+in XLA.
 
 XLA on CPU flushes subnormal results to zero, the conversion from float64 to a
 narrower format included: a float32 output of -3.3e-39 would come back as -0.0 (2.4e6
@@ -80,10 +81,10 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
         return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2)
 
     def narrow_on_kernel(x: Any) -> Any:
-        # float16/bfloat16 without x64: widened exactly to float32, the kernels' float32
-        # result (computed in float64, rounded once), then rounded to x's format:
-        # double rounding costs at most 2**-14 ULP (float16), 2**-17 (bfloat16)
-        out = _kernel_rows(axes, n)(x.astype(jnp.float32))
+        # float16/bfloat16 without x64: widened exactly to float32, the kernels' result
+        # (computed in float64) rounded to odd in float32, then rounded to nearest in
+        # x's format: with 13 or more bits to spare, that is one correct rounding
+        out = _kernel_rows(axes, n, odd=True)(x.astype(jnp.float32))
         return _round_to_bfloat16(out) if x.dtype == jnp.bfloat16 else out.astype(x.dtype)
 
     def f(x: Any) -> Any:
@@ -97,19 +98,23 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
     return jax.jit(f)
 
 
-def _kernel_rows(axes: tuple[int, ...], n: int) -> Callable[[Any], Any]:
+def _kernel_rows(axes: tuple[int, ...], n: int, odd: bool = False) -> Callable[[Any], Any]:
     """log_softmax by the row kernels: the slices as the rows of a 2-D array (XLA
     copies only where the reduced axes are not last already). The handler fills the
     rows the kernels decline (a NaN or a +inf, or -inf only) with their special
-    values itself, so the call has one result and no branch after it."""
+    values itself, so the call has one result and no branch after it. ``odd``
+    (float32 rows): the result rounded to odd, for a caller that rounds it again."""
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
     @jax.custom_jvp
     def on_rows(rows: Any) -> Any:
-        return jax.ffi.ffi_call(
-            _FFI_TARGET, jax.ShapeDtypeStruct(rows.shape, rows.dtype), vmap_method="broadcast_all"
+        dtype = jnp.uint32 if odd else rows.dtype
+        out = jax.ffi.ffi_call(
+            _FFI_TARGET, jax.ShapeDtypeStruct(rows.shape, dtype), vmap_method="broadcast_all"
         )(rows)
+        return lax.bitcast_convert_type(out, jnp.float32) if odd else out
 
     @on_rows.defjvp
     def _jvp(primals: Any, tangents: Any) -> Any:

@@ -325,14 +325,41 @@ partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
 typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
 static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, at import */
 
+/* How rows of float32 input are written: float32 rounded to nearest, float64, or
+ * float32 rounded to odd (for a caller that rounds again to a narrower format: with
+ * two or more bits to spare, round-to-odd then round-to-nearest rounds once) */
+enum { OUT_F32 = 0, OUT_F64 = 1, OUT_F32_ODD = 2 };
+
+/* v rounded to float32, to odd: the neighbour with an odd last bit where v is not a
+ * float32 (infinities and NaN as the plain conversion gives them) */
+static inline float
+round_odd_f32(double v)
+{
+    float f = (float)v;
+    if ((double)f != v && isfinite(f)) {
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        if ((u & 1u) == 0) {
+            f = nextafterf(f, v > (double)f ? INFINITY : -INFINITY);
+        }
+    }
+    return f;
+}
+
 HOT static void
-write_f32(const float *x, void *out, int out_double, Py_ssize_t n, float m, double L)
+write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L)
 {
     double md = (double)m;
-    if (out_double) {
+    if (out_kind == OUT_F64) {
         double *o = (double *)out;
         for (Py_ssize_t i = 0; i < n; i++) {
             o[i] = ((double)x[i] - md) - L;
+        }
+    }
+    else if (out_kind == OUT_F32_ODD) {
+        float *o = (float *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = round_odd_f32(((double)x[i] - md) - L);
         }
     }
     else {
@@ -364,10 +391,10 @@ stream_fence(void)
 /* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
  * (and, where bad is not NULL, marked there with 1; the other rows with 0) */
 static Py_ssize_t
-rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
+rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
-    size_t osize = out_double ? sizeof(double) : sizeof(float);
-    int stream = stream_f32 != NULL && !out_double && (size_t)(nrows * n) * osize >= STREAM_MIN_BYTES;
+    size_t osize = out_kind == OUT_F64 ? sizeof(double) : sizeof(float);
+    int stream = stream_f32 != NULL && out_kind == OUT_F32 && (size_t)(nrows * n) * osize >= STREAM_MIN_BYTES;
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const float *xr = x + r * n;
@@ -388,7 +415,7 @@ rows_f32(const float *x, void *out, int out_double, Py_ssize_t nrows, Py_ssize_t
             stream_f32(xr, (float *)orow, n, m, log1p(T));
         }
         else {
-            write_f32(xr, orow, out_double, n, m, log1p(T));
+            write_f32(xr, orow, out_kind, n, m, log1p(T));
         }
     }
     if (stream) {
@@ -1014,6 +1041,7 @@ typedef struct {
     Py_ssize_t nrows, n;
     int f64;
     Py_ssize_t skipped; /* out */
+    int odd;            /* float32 rows written rounded to odd (OUT_F32_ODD) */
 } row_job;
 
 static void *
@@ -1024,7 +1052,8 @@ run_rows(void *arg)
         j->skipped = rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
     }
     else {
-        j->skipped = rows_f32((const float *)j->x, j->out, 0, j->nrows, j->n, j->bad);
+        j->skipped = rows_f32((const float *)j->x, j->out, j->odd ? OUT_F32_ODD : OUT_F32, j->nrows,
+                              j->n, j->bad);
     }
     return NULL;
 }
@@ -1054,6 +1083,7 @@ typedef struct {
     double m, Lh, Ll;
     dd sum;
     Py_ssize_t k;
+    int odd; /* as row_job's */
 } seg_job;
 
 static void *
@@ -1073,7 +1103,8 @@ run_seg(void *arg)
     }
     else {
         size_t bytes = (size_t)j->n * (j->f64 ? sizeof(double) : sizeof(float));
-        int stream = (j->f64 ? stream_f64 != NULL : stream_f32 != NULL) && bytes >= STREAM_MIN_BYTES;
+        int stream = (j->f64 ? stream_f64 != NULL : stream_f32 != NULL && !j->odd) &&
+                     bytes >= STREAM_MIN_BYTES;
         if (j->f64 && stream) {
             stream_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
         }
@@ -1084,7 +1115,8 @@ run_seg(void *arg)
             stream_f32((const float *)j->x, (float *)j->out, j->n, (float)j->m, j->Lh);
         }
         else {
-            write_f32((const float *)j->x, j->out, 0, j->n, (float)j->m, j->Lh);
+            write_f32((const float *)j->x, j->out, j->odd ? OUT_F32_ODD : OUT_F32, j->n,
+                      (float)j->m, j->Lh);
         }
         if (stream) {
             stream_fence();
@@ -1096,18 +1128,18 @@ run_seg(void *arg)
 /* One long row, each pass shared between two threads; returns 1 where the row is
  * left to the caller (as rows_f32/rows_f64 would) */
 static Py_ssize_t
-long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad)
+long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad, int odd)
 {
     size_t isize = f64 ? sizeof(double) : sizeof(float);
     Py_ssize_t h = n / 2;
-    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0},
+    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, odd},
                     {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
-                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0}};
+                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, odd}};
     on_two_threads(run_seg, &s[0], &s[1]);
     if (isnan(s[0].m) || isnan(s[1].m)) {
         /* a half with a special value, or of -inf only (which the other half may
          * make a row of the kernels'): the whole row decides, on one thread */
-        row_job whole = {x, out, bad, 1, n, f64, 0};
+        row_job whole = {x, out, bad, 1, n, f64, 0, odd};
         run_rows(&whole);
         return whole.skipped;
     }
@@ -1156,7 +1188,7 @@ rows_two_threads(row_job job)
     }
     size_t isize = job.f64 ? sizeof(double) : sizeof(float);
     if (job.nrows == 1) {
-        return long_row(job.x, job.out, job.n, job.f64, job.bad);
+        return long_row(job.x, job.out, job.n, job.f64, job.bad, job.odd);
     }
     Py_ssize_t half = job.nrows / 2;
     row_job second = job;
@@ -1258,7 +1290,7 @@ py_rows(PyObject *self, PyObject *args)
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
-        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0};
+        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0, 0};
         skipped = rows_two_threads(job);
     }
     else if (kx == 'f') {
@@ -1687,8 +1719,9 @@ py_use(PyObject *self, PyObject *args)
  *
  * impl/_jax.py registers ffi_handler() with jax.ffi.register_ffi_target and calls it
  * with one operand, x: float32 or float64, rank >= 1, row-major, the slices as its
- * last axis; and one result, out (x's shape and dtype). Rows with a NaN or a +inf, or
- * of -inf only, get DESIGN.md's special values (special_row_*).
+ * last axis; and one result, out: x's shape and dtype, or uint32 for float32 x, which
+ * asks for the float32 bits rounded to odd. Rows with a NaN or a +inf, or of -inf
+ * only, get DESIGN.md's special values (special_row_*).
  *
  * The structs below declare the part of XLA's FFI C ABI (xla/ffi/api/c_api.h) that the
  * handler reads, with the layout that header gives them. XLA keeps that ABI stable
@@ -1698,7 +1731,7 @@ py_use(PyObject *self, PyObject *args)
 enum { FFI_API_MAJOR = 0, FFI_API_MINOR = 1 };
 enum { FFI_EXT_METADATA = 1 };
 enum { FFI_STAGE_EXECUTE = 3 };
-enum { FFI_S32 = 4, FFI_F32 = 11, FFI_F64 = 12 };
+enum { FFI_S32 = 4, FFI_U32 = 8, FFI_F32 = 11, FFI_F64 = 12 };
 enum { FFI_ARG_BUFFER = 1 };
 enum { FFI_INVALID_ARGUMENT = 3 };
 
@@ -1835,10 +1868,13 @@ ffi_log_softmax(ffi_call_frame *cf)
     }
     const ffi_buffer *x = (const ffi_buffer *)cf->args.items[0];
     const ffi_buffer *o = (const ffi_buffer *)cf->rets.items[0];
-    if ((x->dtype != FFI_F32 && x->dtype != FFI_F64) || o->dtype != x->dtype || x->rank < 1 ||
-        o->rank != x->rank) {
+    /* out uint32 for float32 x: the float32 bits rounded to odd (impl/_jax.py rounds
+     * them again to float16 or bfloat16) */
+    int odd = x->dtype == FFI_F32 && o->dtype == FFI_U32;
+    if ((x->dtype != FFI_F32 && x->dtype != FFI_F64) || (o->dtype != x->dtype && !odd) ||
+        x->rank < 1 || o->rank != x->rank) {
         return ffi_error(cf, "impl_log_softmax: x float32/float64 of rank >= 1, out like x "
-                             "expected");
+                             "(or uint32 for float32 x) expected");
     }
     Py_ssize_t nrows = 1;
     for (int64_t i = 0; i < x->rank; i++) {
@@ -1855,7 +1891,7 @@ ffi_log_softmax(ffi_call_frame *cf)
     if (bad == NULL) {
         return ffi_error(cf, "impl_log_softmax: out of memory");
     }
-    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0};
+    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0, odd};
 #if defined(__SSE2__)
     /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
      * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly

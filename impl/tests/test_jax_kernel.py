@@ -76,8 +76,9 @@ def test_rows_with_specials_are_filled_by_the_handler(x64):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_narrow_formats_without_x64_take_the_float32_kernels(dtype):
-    """Widened exactly, the kernels' float32 result, rounded again: within 0.501 ULP,
-    subnormal outputs included (XLA's flush to zero does not reach them)."""
+    """Widened exactly, the kernels' float32 result rounded to odd, then to nearest:
+    one correct rounding (within 0.5 ULP), subnormal outputs included (XLA's flush to
+    zero does not reach them)."""
     import ml_dtypes
 
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float16
@@ -94,10 +95,35 @@ def test_narrow_formats_without_x64_take_the_float32_kernels(dtype):
         got = np.asarray(fn(xj, axis=1))
     assert got.dtype == x.dtype
     res = reference.evaluate(x, axis=1)
-    assert res.ulp_error(got).max() <= 0.501
+    assert res.ulp_error(got).max() <= 0.5
     tiny = np.abs(res.expected[::4, 0].astype(np.float64))
     smallest_normal = 2.0**-126 if dtype == "bfloat16" else 2.0**-14
     assert (tiny > 0).all() and (tiny < smallest_normal).all()
+
+
+def test_odd_output_is_the_float64_result_rounded_to_odd():
+    """The handler's uint32 output for float32 rows: the kernels' float64 values (as
+    the NumPy path's float64 output gives them) rounded to odd in float32, bit for
+    bit, subnormal and exact results included."""
+    from impl._jax import _FFI_TARGET, cpu_kernel_registered
+
+    assert cpu_kernel_registered()
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal((64, 257)) * 30).astype(np.float32)
+    x[:8, 0], x[:8, 1:] = 0.0, -100.0 - rng.random((8, 256)).astype(np.float32)
+    # (above: float32 subnormal outputs at the maximum)
+    x[8:16] = np.round(x[8:16])  # many exact differences
+    wide = np.empty(x.shape, np.float64)
+    assert compiled_kernels().rows(x, wide, x.shape[1], 1) == 0
+    f = wide.astype(np.float32)
+    inexact = f.astype(np.float64) != wide
+    even = (f.view(np.uint32) & 1) == 0
+    toward = np.where(wide > f, np.float32(np.inf), np.float32(-np.inf))
+    want = np.where(inexact & even, np.nextafter(f, toward), f).view(np.uint32)
+    assert inexact.any() and (~inexact).any()
+    assert (np.abs(f[:8, 0]) < 2.0**-126).all() and f[:8, 0].all()
+    call = jax.ffi.ffi_call(_FFI_TARGET, jax.ShapeDtypeStruct(x.shape, jnp.uint32))
+    np.testing.assert_array_equal(np.asarray(jax.jit(call)(jnp.asarray(x))), want)
 
 
 def _round_exact(v: float, p: int, emin: int) -> float:
