@@ -388,13 +388,35 @@ stream_fence(void)
 #endif
 }
 
+/* Whether a call writing `bytes` of output streams them: float64, or float32 rounded
+ * to nearest, 4 MB and more, where the AVX2 path is in use. A caller that streams
+ * calls stream_fence() before it returns. */
+static inline int
+streams(int f64, int out_kind, size_t bytes)
+{
+    return (f64 ? stream_f64 != NULL : stream_f32 != NULL && out_kind == OUT_F32) &&
+           bytes >= STREAM_MIN_BYTES;
+}
+
+/* One row's output, streamed or not (streams()) */
+static void
+write_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L, int stream)
+{
+    if (stream) {
+        stream_f32(x, (float *)out, n, m, L);
+    }
+    else {
+        write_f32(x, out, out_kind, n, m, L);
+    }
+}
+
 /* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
  * (and, where bad is not NULL, marked there with 1; the other rows with 0) */
 static Py_ssize_t
 rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
     size_t osize = out_kind == OUT_F64 ? sizeof(double) : sizeof(float);
-    int stream = stream_f32 != NULL && out_kind == OUT_F32 && (size_t)(nrows * n) * osize >= STREAM_MIN_BYTES;
+    int stream = streams(0, out_kind, (size_t)(nrows * n) * osize);
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const float *xr = x + r * n;
@@ -411,12 +433,7 @@ rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n
         Py_ssize_t k;
         partial_f32(xr, n, m, &T, &k);
         T += (double)(k - 1);
-        if (stream) {
-            stream_f32(xr, (float *)orow, n, m, log1p(T));
-        }
-        else {
-            write_f32(xr, orow, out_kind, n, m, log1p(T));
-        }
+        write_row_f32(xr, orow, out_kind, n, m, log1p(T), stream);
     }
     if (stream) {
         stream_fence();
@@ -538,6 +555,15 @@ out_f64(double x, double m, double Lh, double Ll)
     dd s = two_sum(d.hi, -Lh);
     double v = s.hi + (s.lo + (d.lo - Ll));
     return fabs(s.hi) <= DBL_MAX ? v : s.hi;
+}
+
+/* out = (x - m) - (L_hi + L_lo), rounded once; overflow gives -inf */
+HOT static void
+write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = out_f64(x[i], m, Lh, Ll);
+    }
 }
 
 static inline void
@@ -701,12 +727,12 @@ DEFINE_MAX_AVX2(max_f32_avx2, float, __m256, ps, 8)
 AVX2 static void
 stream_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
 {
-    double md = (double)m;
     Py_ssize_t i = 0;
-    for (; i < n && ((uintptr_t)(o + i) & 31) != 0; i++) {
-        o[i] = (float)(((double)x[i] - md) - L);
+    while (i < n && ((uintptr_t)(o + i) & 31) != 0) {
+        i++;
     }
-    const __m256d MD = v_set(md), LL = v_set(L);
+    write_f32(x, o, OUT_F32, i, m, L); /* up to the first 32-byte boundary */
+    const __m256d MD = v_set((double)m), LL = v_set(L);
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_loadu_ps(x + i);
         __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
@@ -715,18 +741,17 @@ stream_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
         __m128 rb = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_sub_pd(b, MD), LL));
         _mm256_stream_ps(o + i, _mm256_insertf128_ps(_mm256_castps128_ps256(ra), rb, 1));
     }
-    for (; i < n; i++) {
-        o[i] = (float)(((double)x[i] - md) - L);
-    }
+    write_f32(x + i, o + i, OUT_F32, n - i, m, L);
 }
 
 AVX2 static void
 stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, double Lh, double Ll)
 {
     Py_ssize_t i = 0;
-    for (; i < n && ((uintptr_t)(o + i) & 31) != 0; i++) {
-        o[i] = out_f64(x[i], m, Lh, Ll);
+    while (i < n && ((uintptr_t)(o + i) & 31) != 0) {
+        i++;
     }
+    write_f64(x, o, i, m, Lh, Ll); /* up to the first 32-byte boundary */
     const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-Lh), LL = v_set(Ll);
     const __m256d BIG = v_set(DBL_MAX), ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
     for (; i + 4 <= n; i += 4) {
@@ -740,9 +765,7 @@ stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, double Lh, d
         __m256d finite = _mm256_cmp_pd(_mm256_and_pd(sh, ABS), BIG, _CMP_LE_OQ);
         _mm256_stream_pd(o + i, _mm256_blendv_pd(sh, v, finite));
     }
-    for (; i < n; i++) {
-        o[i] = out_f64(x[i], m, Lh, Ll);
-    }
+    write_f64(x + i, o + i, n - i, m, Lh, Ll);
 }
 
 /* One vector of partial_f64_avx2_c0's loop */
@@ -938,12 +961,16 @@ log1p_dd(double th, double tl)
     return two_sum(L0, rho / E.hi);
 }
 
-/* out = (x - m) - (L_hi + L_lo), rounded once; overflow gives -inf */
-HOT static void
-write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
+/* One row's output, streamed or not (streams()) */
+static void
+write_row_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll,
+              int stream)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        out[i] = out_f64(x[i], m, Lh, Ll);
+    if (stream) {
+        stream_f64(x, out, n, m, Lh, Ll);
+    }
+    else {
+        write_f64(x, out, n, m, Lh, Ll);
     }
 }
 
@@ -996,7 +1023,7 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
 static Py_ssize_t
 rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
-    int stream = stream_f64 != NULL && (size_t)(nrows * n) * sizeof(double) >= STREAM_MIN_BYTES;
+    int stream = streams(1, OUT_F64, (size_t)(nrows * n) * sizeof(double));
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const double *xr = x + r * n;
@@ -1018,12 +1045,7 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
         }
         dd t = two_sum(T.hi, (double)(k - 1));
         dd L = log1p_dd(t.hi, t.lo + T.lo);
-        if (stream) {
-            stream_f64(xr, orow, n, m, L.hi, L.lo);
-        }
-        else {
-            write_f64(xr, orow, n, m, L.hi, L.lo);
-        }
+        write_row_f64(xr, orow, n, m, L.hi, L.lo, stream);
     }
     if (stream) {
         stream_fence();
@@ -1041,7 +1063,7 @@ typedef struct {
     Py_ssize_t nrows, n;
     int f64;
     Py_ssize_t skipped; /* out */
-    int odd;            /* float32 rows written rounded to odd (OUT_F32_ODD) */
+    int out_kind;       /* float32 input: OUT_F32, or OUT_F32_ODD */
 } row_job;
 
 static void *
@@ -1052,8 +1074,7 @@ run_rows(void *arg)
         j->skipped = rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
     }
     else {
-        j->skipped = rows_f32((const float *)j->x, j->out, j->odd ? OUT_F32_ODD : OUT_F32, j->nrows,
-                              j->n, j->bad);
+        j->skipped = rows_f32((const float *)j->x, j->out, j->out_kind, j->nrows, j->n, j->bad);
     }
     return NULL;
 }
@@ -1083,7 +1104,7 @@ typedef struct {
     double m, Lh, Ll;
     dd sum;
     Py_ssize_t k;
-    int odd; /* as row_job's */
+    int out_kind; /* as row_job's */
 } seg_job;
 
 static void *
@@ -1103,20 +1124,14 @@ run_seg(void *arg)
     }
     else {
         size_t bytes = (size_t)j->n * (j->f64 ? sizeof(double) : sizeof(float));
-        int stream = (j->f64 ? stream_f64 != NULL : stream_f32 != NULL && !j->odd) &&
-                     bytes >= STREAM_MIN_BYTES;
-        if (j->f64 && stream) {
-            stream_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
-        }
-        else if (j->f64) {
-            write_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll);
-        }
-        else if (stream) {
-            stream_f32((const float *)j->x, (float *)j->out, j->n, (float)j->m, j->Lh);
+        int stream = streams(j->f64, j->out_kind, bytes);
+        if (j->f64) {
+            write_row_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll,
+                          stream);
         }
         else {
-            write_f32((const float *)j->x, j->out, j->odd ? OUT_F32_ODD : OUT_F32, j->n,
-                      (float)j->m, j->Lh);
+            write_row_f32((const float *)j->x, j->out, j->out_kind, j->n, (float)j->m, j->Lh,
+                          stream);
         }
         if (stream) {
             stream_fence();
@@ -1128,18 +1143,18 @@ run_seg(void *arg)
 /* One long row, each pass shared between two threads; returns 1 where the row is
  * left to the caller (as rows_f32/rows_f64 would) */
 static Py_ssize_t
-long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad, int odd)
+long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad, int out_kind)
 {
     size_t isize = f64 ? sizeof(double) : sizeof(float);
     Py_ssize_t h = n / 2;
-    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, odd},
+    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, out_kind},
                     {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
-                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, odd}};
+                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, out_kind}};
     on_two_threads(run_seg, &s[0], &s[1]);
     if (isnan(s[0].m) || isnan(s[1].m)) {
         /* a half with a special value, or of -inf only (which the other half may
          * make a row of the kernels'): the whole row decides, on one thread */
-        row_job whole = {x, out, bad, 1, n, f64, 0, odd};
+        row_job whole = {x, out, bad, 1, n, f64, 0, out_kind};
         run_rows(&whole);
         return whole.skipped;
     }
@@ -1188,7 +1203,7 @@ rows_two_threads(row_job job)
     }
     size_t isize = job.f64 ? sizeof(double) : sizeof(float);
     if (job.nrows == 1) {
-        return long_row(job.x, job.out, job.n, job.f64, job.bad, job.odd);
+        return long_row(job.x, job.out, job.n, job.f64, job.bad, job.out_kind);
     }
     Py_ssize_t half = job.nrows / 2;
     row_job second = job;
@@ -1290,7 +1305,7 @@ py_rows(PyObject *self, PyObject *args)
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
-        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0, 0};
+        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0, OUT_F32};
         skipped = rows_two_threads(job);
     }
     else if (kx == 'f') {
@@ -1675,6 +1690,40 @@ py_constants(PyObject *self, PyObject *unused)
                          "exp2_j4", tab4);
 }
 
+/* Whether this build has the AVX2 path and this CPU runs it */
+static int
+avx2_available(void)
+{
+#ifdef HAVE_AVX2_PATH
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+
+/* The code path of the maxima, the sums and the large writes: AVX2 (on: where
+ * avx2_available()) or portable */
+static void
+use_avx2(int on)
+{
+    partial_f64 = partial_f64_scalar;
+    partial_f32 = partial_f32_scalar;
+    max_f64 = max_f64_portable;
+    max_f32 = max_f32_portable;
+    stream_f64 = NULL;
+    stream_f32 = NULL;
+#ifdef HAVE_AVX2_PATH
+    if (on) {
+        partial_f64 = partial_f64_avx2;
+        partial_f32 = partial_f32_avx2;
+        max_f64 = max_f64_avx2;
+        max_f32 = max_f32_avx2;
+        stream_f64 = stream_f64_avx2;
+        stream_f32 = stream_f32_avx2;
+    }
+#endif
+}
+
 PyDoc_STRVAR(use_doc,
 "use(path) -> str\n\n"
 "Select the code path of the maxima, the sums and the large writes, 'scalar' or\n"
@@ -1690,24 +1739,11 @@ py_use(PyObject *self, PyObject *args)
     }
     const char *prev = partial_f64 == partial_f64_scalar ? "scalar" : "avx2";
     if (strcmp(name, "scalar") == 0) {
-        partial_f64 = partial_f64_scalar;
-        partial_f32 = partial_f32_scalar;
-        max_f64 = max_f64_portable;
-        max_f32 = max_f32_portable;
-        stream_f64 = NULL;
-        stream_f32 = NULL;
+        use_avx2(0);
     }
-#ifdef HAVE_AVX2_PATH
-    else if (strcmp(name, "avx2") == 0 && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma")) {
-        partial_f64 = partial_f64_avx2;
-        partial_f32 = partial_f32_avx2;
-        max_f64 = max_f64_avx2;
-        max_f32 = max_f32_avx2;
-        stream_f64 = stream_f64_avx2;
-        stream_f32 = stream_f32_avx2;
+    else if (strcmp(name, "avx2") == 0 && avx2_available()) {
+        use_avx2(1);
     }
-#endif
     else {
         PyErr_Format(PyExc_ValueError, "no code path %R on this machine", PyTuple_GET_ITEM(args, 0));
         return NULL;
@@ -1891,7 +1927,8 @@ ffi_log_softmax(ffi_call_frame *cf)
     if (bad == NULL) {
         return ffi_error(cf, "impl_log_softmax: out of memory");
     }
-    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0, odd};
+    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0,
+                   odd ? OUT_F32_ODD : OUT_F32};
 #if defined(__SSE2__)
     /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
      * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly
@@ -1957,14 +1994,7 @@ PyInit__kernel(void)
 {
 #ifdef HAVE_AVX2_PATH
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        partial_f64 = partial_f64_avx2;
-        partial_f32 = partial_f32_avx2;
-        max_f64 = max_f64_avx2;
-        max_f32 = max_f32_avx2;
-        stream_f32 = stream_f32_avx2;
-        stream_f64 = stream_f64_avx2;
-    }
 #endif
+    use_avx2(avx2_available());
     return PyModule_Create(&module);
 }
