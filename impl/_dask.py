@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._dfloat import fast_two_sum, two_sum
 from ._numpy import _as_rows, _from_rows, compiled_kernels, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
@@ -236,9 +237,6 @@ def _dd_sum(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     floats or elementwise over NumPy arrays."""
     hi, lo = 0.0, 0.0
     for h, low in parts:
-        s = hi + h
-        bb = s - hi
-        lo += (hi - (s - bb)) + (h - bb) + low
-        hi = s
-    s = hi + lo
-    return s, lo - (s - hi)
+        hi, err = two_sum(np, hi, h)
+        lo += err + low
+    return fast_two_sum(hi, lo)

@@ -22,6 +22,7 @@ import array_api_compat as compat
 
 __all__ = [
     "Format",
+    "const",
     "exp_parts",
     "fast_two_sum",
     "fmt",
@@ -116,7 +117,8 @@ def _exp_table(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(hi), tuple(lo)
 
 
-def _const(xp: Any, like: Any, value: float) -> Any:
+def const(xp: Any, like: Any, value: float) -> Any:
+    """A 0-d constant in like's dtype on like's device (strict namespaces insist)."""
     return xp.asarray(value, dtype=like.dtype, device=compat.device(like))
 
 
@@ -190,14 +192,14 @@ def exp_parts(xp: Any, dh: Any, dl: Any, f: Format) -> tuple[Any, Any, Any]:
     j = k - q * float(1 << _TABLE_BITS)
     r1 = dh - k * c1  # exact: Sterbenz
     rh, rl = two_sum(xp, r1, -(k * c2))  # k * c2 exact
-    p3h, p3l = two_prod(xp, k, _const(xp, dh, c3), f)
+    p3h, p3l = two_prod(xp, k, const(xp, dh, c3), f)
     rh, e2 = two_sum(xp, rh, -p3h)
     rh, e3 = two_sum(xp, rh, dl)
     rl = rl + (e2 + e3) - (p3l + k * c4)
     rh, rl = two_sum(xp, rh, rl)
     # expm1(r) = r + r**2/2 + r**3 (1/6 + r/24 + ...), the quadratic term exact
     s2h, s2l = two_prod(xp, rh, rh, f)
-    tail = _const(xp, rh, f.exp_coeffs[-1])
+    tail = const(xp, rh, f.exp_coeffs[-1])
     for coeff in reversed(f.exp_coeffs[:-1]):
         tail = tail * rh + coeff
     tail = tail * (s2h * rh)
@@ -228,7 +230,7 @@ def log1p_dw(xp: Any, th: Any, tl: Any, f: Format) -> tuple[Any, Any]:
     small = th < f.series_below
     # series: T - T**2/2 + T**3 (1/3 - T/4 + ...), and tl (1 - T)
     ts = xp.where(small, th, xp.zeros_like(th))
-    tail = _const(xp, th, f.log1p_coeffs[-1])
+    tail = const(xp, th, f.log1p_coeffs[-1])
     for coeff in reversed(f.log1p_coeffs[:-1]):
         tail = tail * ts + coeff
     sh, sl = two_prod(xp, ts, ts, f)  # T**2, exact: its half is up to 2**-9 T

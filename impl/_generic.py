@@ -30,9 +30,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import array_api_compat as compat
-
-from ._dfloat import Format, exp_parts, fast_two_sum, fmt, log1p_dw, pow2, sum_dw, two_prod, two_sum
+from ._dfloat import (
+    Format,
+    const,
+    exp_parts,
+    fast_two_sum,
+    fmt,
+    log1p_dw,
+    pow2,
+    sum_dw,
+    two_prod,
+    two_sum,
+)
 
 __all__ = ["log_softmax_generic", "special_values"]
 
@@ -45,11 +54,6 @@ _SCALE_GAP = {"float32": -40.0, "float64": -600.0}
 _PRESCALE = {"float32": 56, "float64": 800}
 
 
-def _const(xp: Any, like: Any, value: float) -> Any:
-    """A 0-d constant in like's dtype on like's device (strict namespaces insist)."""
-    return xp.asarray(value, dtype=like.dtype, device=compat.device(like))
-
-
 def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
     """a - b == hi + lo exactly, for finite a <= b (b: the slice maximum).
 
@@ -59,22 +63,19 @@ def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
     """
     fmax = float(xp.finfo(a.dtype).max)
     far = a < (xp.maximum(b, xp.zeros_like(b)) - fmax)  # a - b < -max: would overflow
-    a_near = xp.where(far, b, a)
-    hi = a_near - b
-    bb = hi - a_near
-    lo = (a_near - (hi - bb)) + (-b - bb)
+    hi, lo = two_sum(xp, xp.where(far, b, a), -b)
     half = a * 0.5 - b * 0.5  # RN((a - b) / 2): never overflows
     top = math.ldexp(1.0, math.frexp(fmax)[1] - 1)  # RN(a - b) overflows iff |half| >= top
     huge = xp.where(
-        half <= -top, _const(xp, a, -math.inf), 2 * xp.maximum(half, _const(xp, a, -fmax / 2))
+        half <= -top, const(xp, a, -math.inf), 2 * xp.maximum(half, const(xp, a, -fmax / 2))
     )
     return xp.where(far, huge, hi), xp.where(far, xp.zeros_like(lo), lo)
 
 
 def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
     """Apply DESIGN.md's special-value rules to ``out`` (same dtype as x)."""
-    nan = _const(xp, out, math.nan)
-    ninf = _const(xp, out, -math.inf)
+    nan = const(xp, out, math.nan)
+    ninf = const(xp, out, -math.inf)
     zero = xp.zeros_like(out)
     isnan = xp.isnan(x)
     if n == 1:
@@ -111,7 +112,7 @@ def log_softmax_generic(
     # several times slower than its float32 ones); only the sum of exponentials
     # needs the wider format.
     finite = xp.isfinite(x)
-    m_in = xp.max(xp.where(finite, x, _const(xp, x, -math.inf)), axis=axis, keepdims=True)
+    m_in = xp.max(xp.where(finite, x, const(xp, x, -math.inf)), axis=axis, keepdims=True)
     m_in = xp.where(xp.isfinite(m_in), m_in, xp.zeros_like(m_in))
     # Non-finite entries are replaced before any arithmetic (no inf - inf, no NaN
     # made here); -inf entries are put back at the end, the other specials decide
@@ -121,7 +122,7 @@ def log_softmax_generic(
     xw = xp.astype(x, wide)
     m = xp.astype(m_in, wide)
     xs = xp.where(finite, xw, m)
-    ninf = _const(xp, xw, -math.inf)
+    ninf = const(xp, xw, -math.inf)
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if wide == out_dtype:  # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
@@ -168,7 +169,7 @@ def _precise_core(
 ) -> Any:
     f = fmt(name)
     zero = xp.zeros_like(x)
-    ninf = _const(xp, x, -math.inf)
+    ninf = const(xp, x, -math.inf)
     # Reference point for the terms: the maximum, or the second largest entry where
     # the terms would come near the subnormal range (then k == 1).
     x2 = xp.max(xp.where(below, x, ninf), axis=axis, keepdims=True)
@@ -180,7 +181,7 @@ def _precise_core(
     # beyond exp_parts' domain give terms far below what T can notice, and 0 when
     # scaled by 2**q. Entries above ref (the maximum, on scaled slices) are masked.
     dh, dl = _two_diff(xp, x, ref)
-    lim = _const(xp, x, -f.exp_domain)
+    lim = const(xp, x, -f.exp_domain)
     inside = dh >= lim
     dc = xp.clip(xp.where(inside, dh, lim), None, 0.0)
     eh, el, q = exp_parts(xp, dc, xp.where(inside, dl, zero), f)
@@ -230,7 +231,7 @@ def _scale_once(
     e_sub = float(f.emin - f.precision + 1)
     # Below e_sub - 64 every result rounds to 0, as it does with q clipped there
     # (G = 2**64 > 2 bh); the clip keeps G and C finite.
-    q = xp.maximum(q, _const(xp, bh, e_sub - 64.0))
+    q = xp.maximum(q, const(xp, bh, e_sub - 64.0))
     sub = bh < pow2(xp, f.emin - q, bh, f)  # bh 2**q below the normal range
     G = pow2(xp, xp.where(sub, e_sub - q, zero), bh, f)
     C = G * float(2 ** (f.precision - 1))  # bh < C, so bh + C stays in C's binade

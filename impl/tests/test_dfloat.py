@@ -13,6 +13,7 @@ import pytest
 
 from impl import _dfloat as D
 from impl._generic import _PRESCALE, _scale_once
+from reference import FORMATS
 
 xp = pytest.importorskip("array_api_strict", reason="array-api-strict is not installed")
 
@@ -33,15 +34,9 @@ def _mp(v) -> mpmath.mpf:
 
 
 def _round_to(v: Fraction, name: str) -> float:
-    """v rounded to nearest even in the format, subnormals included."""
-    if v == 0:
-        return 0.0
-    p, emin = (24, -126) if name == "float32" else (53, -1022)
-    e = max(math.floor(math.log2(abs(v))), emin)
-    ulp = Fraction(2) ** (e - p + 1)
-    n = v / ulp
-    r = round(n)  # Fraction rounds half to even
-    return float(r * ulp)
+    """v (a dyadic rational) rounded to nearest even in the format, subnormals
+    included: the oracle's own exact rounding."""
+    return FORMATS[name].round_dyadic(v.numerator, 1 - v.denominator.bit_length())[0]
 
 
 @pytest.mark.parametrize("name", ["float32", "float64"])
