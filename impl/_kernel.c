@@ -410,13 +410,21 @@ write_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, do
     }
 }
 
-/* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
- * (and, where bad is not NULL, marked there with 1; the other rows with 0) */
-static Py_ssize_t
-rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
+/* Bytes per output entry */
+static inline size_t
+out_size(int f64, int out_kind)
 {
-    size_t osize = out_kind == OUT_F64 ? sizeof(double) : sizeof(float);
-    int stream = streams(0, out_kind, (size_t)(nrows * n) * osize);
+    return f64 || out_kind == OUT_F64 ? sizeof(double) : sizeof(float);
+}
+
+/* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
+ * (and, where bad is not NULL, marked there with 1; the other rows with 0). stream:
+ * streams() of the whole call, which fences once at its end. */
+static Py_ssize_t
+rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad,
+         int stream)
+{
+    size_t osize = out_size(0, out_kind);
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const float *xr = x + r * n;
@@ -434,9 +442,6 @@ rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n
         partial_f32(xr, n, m, &T, &k);
         T += (double)(k - 1);
         write_row_f32(xr, orow, out_kind, n, m, log1p(T), stream);
-    }
-    if (stream) {
-        stream_fence();
     }
     return skipped;
 }
@@ -657,20 +662,28 @@ v_acc_dd(__m256d *AH, __m256d *AL, __m256d eh, __m256d el)
     *AL = _mm256_add_pd(*AL, _mm256_add_pd(err, el));
 }
 
-/* exp_dd_parts on four lanes, the table read with scalar loads (cheaper than two
- * gathers on the CPUs measured); hi + lo, unscaled, and Kf = floor(k / 64) */
+/* exp_dd_parts on four lanes in two steps: the reduction (rh + rl, Kf = floor(k / 64)
+ * and the table index j), then the rest from the table entries th + tl; hi + lo,
+ * unscaled */
 AVX2 static inline void
-v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d *Kf_out)
+v_exp_reduce(__m256d a, __m256d al, __m256d *rh_out, __m256d *rl_out, __m256d *Kf_out,
+             __m256i *j_out)
 {
     __m256d ks = _mm256_fmadd_pd(a, v_set(INV_C), v_set(SHIFTER));
     __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
     __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-    __m256i j = _mm256_and_si256(k, _mm256_set1_epi64x(63));
+    *j_out = _mm256_and_si256(k, _mm256_set1_epi64x(63));
     *Kf_out = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(1.0 / 64.0)));
     __m256d r = _mm256_fnmadd_pd(kf, v_set(C1), a);
     __m256d rh = _mm256_fnmadd_pd(kf, v_set(C2), r);
     __m256d rl = _mm256_fnmadd_pd(kf, v_set(C3), _mm256_fnmadd_pd(kf, v_set(C2), _mm256_sub_pd(r, rh)));
-    rl = _mm256_add_pd(rl, al);
+    *rl_out = _mm256_add_pd(rl, al);
+    *rh_out = rh;
+}
+
+AVX2 static inline void
+v_exp_finish(__m256d rh, __m256d rl, const int64_t jj[4], __m256d *hi_out, __m256d *lo_out)
+{
     __m256d q = v_set(1.0 / 720.0);
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 120.0));
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 24.0));
@@ -678,8 +691,6 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
     q = _mm256_fmadd_pd(q, rh, v_set(0.5));
     q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
     __m256d ql = _mm256_add_pd(_mm256_fmadd_pd(rl, rh, rl), q);
-    int64_t jj[4];
-    _mm256_storeu_si256((__m256i *)jj, j);
     __m256d th = _mm256_setr_pd(TAB_HI[jj[0]], TAB_HI[jj[1]], TAB_HI[jj[2]], TAB_HI[jj[3]]);
     __m256d tl = _mm256_setr_pd(TAB_LO[jj[0]], TAB_LO[jj[1]], TAB_LO[jj[2]], TAB_LO[jj[3]]);
     __m256d P = _mm256_mul_pd(th, rh);
@@ -689,6 +700,17 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
     __m256d hi = _mm256_add_pd(th, P);
     *lo_out = _mm256_add_pd(lo, _mm256_sub_pd(P, _mm256_sub_pd(hi, th)));
     *hi_out = hi;
+}
+
+AVX2 static inline void
+v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d *Kf_out)
+{
+    __m256d rh, rl;
+    __m256i j;
+    int64_t jj[4];
+    v_exp_reduce(a, al, &rh, &rl, Kf_out, &j);
+    _mm256_storeu_si256((__m256i *)jj, j);
+    v_exp_finish(rh, rl, jj, hi_out, lo_out);
 }
 
 /* DEFINE_MAX's contract on two vectors of lanes (V: __m256d or __m256; S: the
@@ -768,10 +790,22 @@ stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, double Lh, d
     write_f64(x + i, o + i, n - i, m, Lh, Ll);
 }
 
-/* One vector of partial_f64_avx2_c0's loop */
+/* The c = 0 loop runs over blocks of C0_BLOCK entries in two passes: the first takes
+ * the differences and reduces the arguments into a buffer of the block's, the second
+ * finishes the exponentials and sums them. One vector's exponential in one loop is a
+ * chain of dependent operations longer than the out-of-order window can overlap with
+ * the next vector's; split in two, it can (15 to 20% fewer cycles per entry, measured
+ * on AMD Zen). The operations, lanes and order are those of the portable loop. */
+#define C0_BLOCK 128
+typedef struct {
+    double rh[C0_BLOCK], rl[C0_BLOCK], kf[C0_BLOCK], keep[C0_BLOCK];
+    int64_t j[C0_BLOCK];
+} c0_block;
+
+/* The first pass on entries b to b + 3 of the block (x: the first of them) */
 AVX2 static inline void
-v_step_c0(const double *x, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m256d *LOWBAND,
-          Py_ssize_t *count)
+v_reduce_c0(const double *x, __m256d M, __m256d NM, c0_block *B, int b, __m256d *LOWBAND,
+            Py_ssize_t *count)
 {
     const __m256d ZERO = _mm256_setzero_pd(), FLOOR = v_set(-745.5), BAND = v_set(-706.0);
     __m256d dl, dh = v_two_diff(_mm256_loadu_pd(x), M, NM, &dl);
@@ -780,11 +814,24 @@ v_step_c0(const double *x, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m2
     __m256d keep = _mm256_andnot_pd(at_max, above);
     *LOWBAND = _mm256_or_pd(*LOWBAND, _mm256_and_pd(above, _mm256_cmp_pd(dh, BAND, _CMP_LT_OQ)));
     *count += __builtin_popcount(_mm256_movemask_pd(at_max));
-    /* dropped lanes compute exp(-700) */
     __m256d a = _mm256_blendv_pd(v_set(-700.0), dh, keep);
-    __m256d hi, lo, Kf;
-    v_exp_dd_parts(a, _mm256_and_pd(dl, keep), &hi, &lo, &Kf);
-    __m256d s1 = v_pow2(Kf);
+    __m256d rh, rl, Kf;
+    __m256i j;
+    v_exp_reduce(a, _mm256_and_pd(dl, keep), &rh, &rl, &Kf, &j);
+    _mm256_store_pd(B->rh + b, rh);
+    _mm256_store_pd(B->rl + b, rl);
+    _mm256_store_pd(B->kf + b, Kf);
+    _mm256_store_pd(B->keep + b, keep);
+    _mm256_store_si256((__m256i *)(B->j + b), j);
+}
+
+/* The second pass on entries b to b + 3: their terms added to the lanes (AH, AL) */
+AVX2 static inline void
+v_sum_c0(const c0_block *B, int b, __m256d *AH, __m256d *AL)
+{
+    __m256d hi, lo, keep = _mm256_load_pd(B->keep + b);
+    v_exp_finish(_mm256_load_pd(B->rh + b), _mm256_load_pd(B->rl + b), B->j + b, &hi, &lo);
+    __m256d s1 = v_pow2(_mm256_load_pd(B->kf + b));
     __m256d eh = _mm256_and_pd(_mm256_mul_pd(hi, s1), keep);
     __m256d el = _mm256_and_pd(_mm256_mul_pd(lo, s1), keep);
     v_acc_dd(AH, AL, eh, el);
@@ -800,9 +847,18 @@ partial_f64_avx2_c0(const double *x, Py_ssize_t n, double m, dd *sum, Py_ssize_t
     const __m256d M = v_set(m), NM = v_set(-m);
     __m256d AH0 = _mm256_setzero_pd(), AL0 = AH0, AH1 = AH0, AL1 = AH0, LOWBAND = AH0;
     Py_ssize_t count = 0, i = 0;
-    for (; i + DD_LANES <= n; i += DD_LANES) {
-        v_step_c0(x + i, M, NM, &AH0, &AL0, &LOWBAND, &count);
-        v_step_c0(x + i + 4, M, NM, &AH1, &AL1, &LOWBAND, &count);
+    c0_block B __attribute__((aligned(32)));
+    while (i + DD_LANES <= n) {
+        /* whole vectors of eight lanes; the last n % 8 entries after the loop */
+        int nb = n - i >= C0_BLOCK ? C0_BLOCK : (int)((n - i) / DD_LANES * DD_LANES);
+        for (int b = 0; b < nb; b += 4) {
+            v_reduce_c0(x + i + b, M, NM, &B, b, &LOWBAND, &count);
+        }
+        for (int b = 0; b < nb; b += DD_LANES) {
+            v_sum_c0(&B, b, &AH0, &AL0);
+            v_sum_c0(&B, b + 4, &AH1, &AL1);
+        }
+        i += nb;
     }
     if (_mm256_movemask_pd(LOWBAND)) {
         return 0;
@@ -1020,10 +1076,10 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
     write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
 }
 
+/* rows_f32's contract */
 static Py_ssize_t
-rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
+rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad, int stream)
 {
-    int stream = streams(1, OUT_F64, (size_t)(nrows * n) * sizeof(double));
     Py_ssize_t skipped = 0;
     for (Py_ssize_t r = 0; r < nrows; r++) {
         const double *xr = x + r * n;
@@ -1047,173 +1103,216 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
         dd L = log1p_dd(t.hi, t.lo + T.lo);
         write_row_f64(xr, orow, n, m, L.hi, L.lo, stream);
     }
-    if (stream) {
-        stream_fence();
-    }
     return skipped;
 }
 
-/* ---- Two threads: halves of the rows, or of each pass of one long row ---- */
+/* ---- Two threads: blocks of rows, or segments of each pass of one long row ----
+ *
+ * The work is cut into blocks (of whole rows, or segments of one row) that the two
+ * threads take from a shared counter, so that a thread slowed down (the machine's
+ * other work) leaves the rest to the other. Which thread computes a block does not
+ * change its bits, and a long row's segments are combined in their order. */
 
-/* One half of the rows, run on a thread of its own */
+#define BLOCK_BYTES ((size_t)256 << 10) /* input per block of rows: a cache's worth */
+#define MAX_SEGS 32                     /* segments of one long row */
+
+typedef struct {
+    double m;
+    dd sum;
+    Py_ssize_t k;
+} seg_part;
+
+/* The whole work, shared by the threads */
 typedef struct {
     const void *x;
     void *out;
     int32_t *bad; /* or NULL */
     Py_ssize_t nrows, n;
     int f64;
-    Py_ssize_t skipped; /* out */
-    int out_kind;       /* float32 input: OUT_F32, or OUT_F32_ODD */
+    int out_kind; /* float32 input: OUT_F32, or OUT_F32_ODD */
+    int stream;   /* streams(): of the whole output, per thread */
+    Py_ssize_t per_block, nblocks;
+    Py_ssize_t next; /* the next block to take (atomic) */
+    /* one long row: the pass under way (0: max; 1: partial sums; 2: output) and
+     * each segment's results */
+    int phase;
+    double m, Lh, Ll;
+    seg_part seg[MAX_SEGS];
 } row_job;
 
+/* One thread's share: the rows it left to the caller */
+typedef struct {
+    row_job *job;
+    Py_ssize_t skipped;
+} worker;
+
+static inline Py_ssize_t
+take_block(row_job *j)
+{
+    return __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+}
+
+/* rows_f32 or rows_f64 on nrows rows from row r0 */
+static Py_ssize_t
+some_rows(const row_job *j, Py_ssize_t r0, Py_ssize_t nrows)
+{
+    size_t isize = j->f64 ? sizeof(double) : sizeof(float);
+    size_t at = (size_t)(r0 * j->n);
+    const char *x = (const char *)j->x + at * isize;
+    char *out = (char *)j->out + at * out_size(j->f64, j->out_kind);
+    int32_t *bad = j->bad ? j->bad + r0 : NULL;
+    if (j->f64) {
+        return rows_f64((const double *)x, (double *)out, nrows, j->n, bad, j->stream);
+    }
+    return rows_f32((const float *)x, out, j->out_kind, nrows, j->n, bad, j->stream);
+}
+
+/* Blocks of rows until none is left */
 static void *
 run_rows(void *arg)
 {
-    row_job *j = (row_job *)arg;
-    if (j->f64) {
-        j->skipped = rows_f64((const double *)j->x, (double *)j->out, j->nrows, j->n, j->bad);
+    worker *w = (worker *)arg;
+    row_job *j = w->job;
+    for (Py_ssize_t b; (b = take_block(j)) < j->nblocks;) {
+        Py_ssize_t r0 = b * j->per_block;
+        Py_ssize_t nr = j->nrows - r0 < j->per_block ? j->nrows - r0 : j->per_block;
+        w->skipped += some_rows(j, r0, nr);
     }
-    else {
-        j->skipped = rows_f32((const float *)j->x, j->out, j->out_kind, j->nrows, j->n, j->bad);
+    if (j->stream) {
+        stream_fence();
     }
     return NULL;
 }
 
-/* Runs fn on a and, on a second thread, on b */
-static void
-on_two_threads(void *(*fn)(void *), void *a, void *b)
+/* Segments of the long row's current pass until none is left */
+static void *
+run_segments(void *arg)
 {
+    row_job *j = ((worker *)arg)->job;
+    size_t isize = j->f64 ? sizeof(double) : sizeof(float);
+    for (Py_ssize_t b; (b = take_block(j)) < j->nblocks;) {
+        Py_ssize_t at = b * j->per_block;
+        Py_ssize_t len = j->n - at < j->per_block ? j->n - at : j->per_block;
+        const void *x = (const char *)j->x + (size_t)at * isize;
+        void *out = (char *)j->out + (size_t)at * out_size(j->f64, j->out_kind);
+        seg_part *p = &j->seg[b];
+        if (j->phase == 0) {
+            p->m = j->f64 ? max_f64((const double *)x, len) : (double)max_f32((const float *)x, len);
+        }
+        else if (j->phase == 1 && j->f64) {
+            partial_f64((const double *)x, len, j->m, 0.0, &p->sum, &p->k);
+        }
+        else if (j->phase == 1) {
+            double T;
+            partial_f32((const float *)x, len, (float)j->m, &T, &p->k);
+            p->sum = (dd){T, 0.0};
+        }
+        else if (j->f64) {
+            write_row_f64((const double *)x, (double *)out, len, j->m, j->Lh, j->Ll, j->stream);
+        }
+        else {
+            write_row_f32((const float *)x, out, j->out_kind, len, (float)j->m, j->Lh, j->stream);
+        }
+    }
+    if (j->phase == 2 && j->stream) {
+        stream_fence();
+    }
+    return NULL;
+}
+
+/* Runs fn on two workers of the job, the second on a thread of its own, from
+ * block 0; returns the rows they left to the caller */
+static Py_ssize_t
+on_two_threads(void *(*fn)(void *), row_job *j)
+{
+    worker a = {j, 0}, b = {j, 0};
+    j->next = 0;
     pthread_t t;
-    int started = pthread_create(&t, NULL, fn, b) == 0;
-    fn(a);
+    int started = pthread_create(&t, NULL, fn, &b) == 0;
+    fn(&a);
     if (started) {
         pthread_join(t, NULL);
     }
-    else {
-        fn(b);
-    }
+    return a.skipped + b.skipped;
 }
 
-/* One half of a long row: the three passes one at a time (phase 0: max; 1: partial
- * sum; 2: output) */
-typedef struct {
-    const void *x;
-    void *out;
-    Py_ssize_t n;
-    int f64, phase;
-    double m, Lh, Ll;
-    dd sum;
-    Py_ssize_t k;
-    int out_kind; /* as row_job's */
-} seg_job;
-
-static void *
-run_seg(void *arg)
-{
-    seg_job *j = (seg_job *)arg;
-    if (j->phase == 0) {
-        j->m = j->f64 ? max_f64((const double *)j->x, j->n) : (double)max_f32((const float *)j->x, j->n);
-    }
-    else if (j->phase == 1 && j->f64) {
-        partial_f64((const double *)j->x, j->n, j->m, 0.0, &j->sum, &j->k);
-    }
-    else if (j->phase == 1) {
-        double T;
-        partial_f32((const float *)j->x, j->n, (float)j->m, &T, &j->k);
-        j->sum = (dd){T, 0.0};
-    }
-    else {
-        size_t bytes = (size_t)j->n * (j->f64 ? sizeof(double) : sizeof(float));
-        int stream = streams(j->f64, j->out_kind, bytes);
-        if (j->f64) {
-            write_row_f64((const double *)j->x, (double *)j->out, j->n, j->m, j->Lh, j->Ll,
-                          stream);
-        }
-        else {
-            write_row_f32((const float *)j->x, j->out, j->out_kind, j->n, (float)j->m, j->Lh,
-                          stream);
-        }
-        if (stream) {
-            stream_fence();
-        }
-    }
-    return NULL;
-}
-
-/* One long row, each pass shared between two threads; returns 1 where the row is
- * left to the caller (as rows_f32/rows_f64 would) */
+/* One long row, each pass in segments shared by two threads; returns 1 where the
+ * row is left to the caller (as rows_f32/rows_f64 would) */
 static Py_ssize_t
-long_row(const void *x, void *out, Py_ssize_t n, int f64, int32_t *bad, int out_kind)
+long_row(row_job *j)
 {
-    size_t isize = f64 ? sizeof(double) : sizeof(float);
-    Py_ssize_t h = n / 2;
-    seg_job s[2] = {{x, out, h, f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, out_kind},
-                    {(const char *)x + (size_t)h * isize, (char *)out + (size_t)h * isize, n - h,
-                     f64, 0, 0.0, 0.0, 0.0, {0.0, 0.0}, 0, out_kind}};
-    on_two_threads(run_seg, &s[0], &s[1]);
-    if (isnan(s[0].m) || isnan(s[1].m)) {
-        /* a half with a special value, or of -inf only (which the other half may
-         * make a row of the kernels'): the whole row decides, on one thread */
-        row_job whole = {x, out, bad, 1, n, f64, 0, out_kind};
-        run_rows(&whole);
-        return whole.skipped;
+    Py_ssize_t per = (j->n + MAX_SEGS - 1) / MAX_SEGS;
+    j->per_block = (per + 63) / 64 * 64; /* whole cache lines */
+    j->nblocks = (j->n + j->per_block - 1) / j->per_block;
+    j->phase = 0;
+    on_two_threads(run_segments, j);
+    double m = -INFINITY;
+    for (Py_ssize_t i = 0; i < j->nblocks; i++) {
+        if (isnan(j->seg[i].m)) {
+            /* a segment with a special value, or of -inf only (which another may
+             * make a row of the kernels'): the whole row decides, on one thread */
+            j->stream = 0;
+            return some_rows(j, 0, 1);
+        }
+        m = j->seg[i].m > m ? j->seg[i].m : m;
     }
-    double m = s[0].m > s[1].m ? s[0].m : s[1].m;
-    if (bad) {
-        *bad = 0;
+    if (j->bad) {
+        *j->bad = 0;
     }
-    s[0].m = s[1].m = m;
-    s[0].phase = s[1].phase = 1;
-    on_two_threads(run_seg, &s[0], &s[1]);
-    Py_ssize_t k = s[0].k + s[1].k;
-    double Lh, Ll = 0.0;
-    if (f64) {
-        dd T = two_sum(s[0].sum.hi, s[1].sum.hi);
-        T = two_sum(T.hi, T.lo + (s[0].sum.lo + s[1].sum.lo));
+    j->m = m;
+    j->phase = 1;
+    on_two_threads(run_segments, j);
+    Py_ssize_t k = 0;
+    dd T = {0.0, 0.0};
+    for (Py_ssize_t i = 0; i < j->nblocks; i++) { /* in order: the same bits always */
+        k += j->seg[i].k;
+        acc_dd(&T.hi, &T.lo, j->seg[i].sum.hi, j->seg[i].sum.lo);
+    }
+    T = two_sum(T.hi, T.lo);
+    j->Ll = 0.0;
+    if (j->f64) {
         if (k == 1 && T.hi < 0x1p-960) {
-            row_f64_tiny((const double *)x, (double *)out, n, m);
+            row_f64_tiny((const double *)j->x, (double *)j->out, j->n, m);
             return 0;
         }
         dd t = two_sum(T.hi, (double)(k - 1));
         dd L = log1p_dd(t.hi, t.lo + T.lo);
-        Lh = L.hi;
-        Ll = L.lo;
+        j->Lh = L.hi;
+        j->Ll = L.lo;
     }
     else {
-        Lh = log1p(s[0].sum.hi + s[1].sum.hi + (double)(k - 1));
+        j->Lh = log1p(T.hi + (double)(k - 1));
     }
-    for (int i = 0; i < 2; i++) {
-        s[i].phase = 2;
-        s[i].Lh = Lh;
-        s[i].Ll = Ll;
-    }
-    on_two_threads(run_seg, &s[0], &s[1]);
+    j->phase = 2;
+    on_two_threads(run_segments, j);
     return 0;
 }
 
-/* The rows over two threads where there is enough work for both: halves of the rows,
- * or, for one long row, halves of each pass. Returns the count of rows left to the
- * caller. */
+/* The rows over two threads where there is enough work for both: blocks of rows,
+ * or, for one long row, segments of each pass. Returns the count of rows left to
+ * the caller. */
 static Py_ssize_t
-rows_two_threads(row_job job)
+rows_two_threads(row_job *j)
 {
-    if (job.nrows * job.n < (1 << 15)) {
-        run_rows(&job);
-        return job.skipped;
+    size_t isize = j->f64 ? sizeof(double) : sizeof(float);
+    size_t out_bytes = (size_t)(j->nrows * j->n) * out_size(j->f64, j->out_kind);
+    if (j->nrows * j->n < (1 << 15)) {
+        j->stream = streams(j->f64, j->out_kind, out_bytes);
+        Py_ssize_t skipped = some_rows(j, 0, j->nrows);
+        if (j->stream) {
+            stream_fence();
+        }
+        return skipped;
     }
-    size_t isize = job.f64 ? sizeof(double) : sizeof(float);
-    if (job.nrows == 1) {
-        return long_row(job.x, job.out, job.n, job.f64, job.bad, job.out_kind);
+    j->stream = streams(j->f64, j->out_kind, out_bytes / 2);
+    if (j->nrows == 1) {
+        return long_row(j);
     }
-    Py_ssize_t half = job.nrows / 2;
-    row_job second = job;
-    second.x = (const char *)job.x + (size_t)(half * job.n) * isize;
-    second.out = (char *)job.out + (size_t)(half * job.n) * isize;
-    second.bad = job.bad ? job.bad + half : NULL;
-    second.nrows = job.nrows - half;
-    job.nrows = half;
-    on_two_threads(run_rows, &job, &second);
-    return job.skipped + second.skipped;
+    Py_ssize_t per = (Py_ssize_t)(BLOCK_BYTES / ((size_t)j->n * isize));
+    Py_ssize_t most = (j->nrows + 7) / 8; /* at least eight blocks */
+    j->per_block = per < 1 ? 1 : per > most ? most : per;
+    j->nblocks = (j->nrows + j->per_block - 1) / j->per_block;
+    return on_two_threads(run_rows, j);
 }
 
 /* ---- Python bindings: buffers in, GIL released while the loops run ---- */
@@ -1304,15 +1403,17 @@ py_rows(PyObject *self, PyObject *args)
     }
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
+    row_job job = {.x = x.buf, .out = o.buf, .nrows = count / n, .n = n, .f64 = kx == 'd',
+                   .out_kind = ko == 'd' ? OUT_F64 : OUT_F32};
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
-        row_job job = {x.buf, o.buf, NULL, count / n, n, kx == 'd', 0, OUT_F32};
-        skipped = rows_two_threads(job);
-    }
-    else if (kx == 'f') {
-        skipped = rows_f32((const float *)x.buf, o.buf, ko == 'd', count / n, n, NULL);
+        skipped = rows_two_threads(&job);
     }
     else {
-        skipped = rows_f64((const double *)x.buf, (double *)o.buf, count / n, n, NULL);
+        job.stream = streams(job.f64, job.out_kind, (size_t)o.len);
+        skipped = some_rows(&job, 0, job.nrows);
+        if (job.stream) {
+            stream_fence();
+        }
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
@@ -1927,18 +2028,18 @@ ffi_log_softmax(ffi_call_frame *cf)
     if (bad == NULL) {
         return ffi_error(cf, "impl_log_softmax: out of memory");
     }
-    row_job job = {x->data, o->data, bad, nrows, n, x->dtype == FFI_F64, 0,
-                   odd ? OUT_F32_ODD : OUT_F32};
+    row_job job = {.x = x->data, .out = o->data, .bad = bad, .nrows = nrows, .n = n,
+                   .f64 = x->dtype == FFI_F64, .out_kind = odd ? OUT_F32_ODD : OUT_F32};
 #if defined(__SSE2__)
     /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
      * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly
      * rounded one). Threads started here inherit the state set here. */
     unsigned int csr = _mm_getcsr();
     _mm_setcsr(csr & ~(0x8000u | 0x0040u));
-    rows_two_threads(job);
+    rows_two_threads(&job);
     _mm_setcsr(csr);
 #else
-    rows_two_threads(job);
+    rows_two_threads(&job);
 #endif
     /* The rows the kernels declined are all special-valued: their outputs are exact */
     for (Py_ssize_t r = 0; r < nrows; r++) {

@@ -148,15 +148,32 @@ def test_large_outputs_streamed_give_the_same_bits(dtype):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_two_threads_give_the_same_bits(dtype):
-    """threads=2 shares rows, or the passes of one long row, with a second thread."""
+    """threads=2 shares blocks of rows, or the segments of each pass of one long row,
+    with a second thread: a row count that is no multiple of the block, a segment of
+    -inf only, and rows the kernels leave to the caller, the same as on one thread."""
     rng = np.random.default_rng(8)
     one_long = rng.standard_normal((1, 70001)) * 20
     one_long[0, 5] = -np.inf
+    inf_tail = one_long.copy()
+    inf_tail[0, 60000:] = -np.inf  # its last segments hold -inf only
+    nan_tail = one_long.copy()
+    nan_tail[0, -3] = np.nan
     tiny = np.concatenate([[0.0], -720.0 - rng.random(40000) * 30])[None, :]
-    for x in (rng.standard_normal((64, 1000)) * 20, one_long, tiny, one_long[:, :100]):
+    many = rng.standard_normal((1001, 37)) * 20
+    many[[3, 500, 1000], [0, 7, 36]] = [np.nan, np.inf, np.nan]
+    cases = [
+        (rng.standard_normal((64, 1000)) * 20, 0),
+        (one_long, 0),
+        (inf_tail, 0),
+        (nan_tail, 1),
+        (tiny, 0),
+        (one_long[:, :100], 0),
+        (many, 3),
+    ]
+    for x, skipped in cases:
         x = x.astype(dtype)
-        a, b = np.empty_like(x), np.empty_like(x)
-        assert K.rows(x, a, x.shape[1], 2) == K.rows(x, b, x.shape[1], 1) == 0
+        a, b = np.zeros_like(x), np.zeros_like(x)
+        assert K.rows(x, a, x.shape[1], 2) == K.rows(x, b, x.shape[1], 1) == skipped
         np.testing.assert_array_equal(a, b)
 
 
