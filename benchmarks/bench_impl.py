@@ -1,13 +1,18 @@
 """impl.log_softmax against its peers, side by side in one run: medians and ratios.
 
-    python benchmarks/bench_impl.py [--repeat 15] [--threads 2]
+    python benchmarks/bench_impl.py [--repeat 15] [--threads 2] [--no-dask-scale]
 
 Shapes (reducing the last axis): float32 (128, 32768), (4096, 1024), (1, 4194304) and
 float64 (1024, 1024). NumPy: impl vs scipy.special.log_softmax. PyTorch CPU: impl vs
-torch.nn.functional.log_softmax. JAX under jit: impl vs jax.nn.log_softmax. Dask: impl
-on a chunked array (row chunks; the reduced axis split in four) vs impl on the same
-data in NumPy, and, as the floor of any Dask computation on those blocks, ``x + 0``
-on the split chunks (one layer of tasks, then the blocks gathered into one array).
+torch.nn.functional.log_softmax. JAX under jit: impl vs jax.nn.log_softmax.
+
+Dask, in a table of its own: impl on a chunked array (whole slices per block, or the
+reduced axis split in four) against impl on the same data in NumPy, at the shapes
+above and at 16 times their size (256 MB), where Dask's fixed cost per computation
+(graph, scheduler: milliseconds here) no longer dominates: the throughput. ``persist``
+computes every output block and keeps them as Dask's blocks; ``compute`` also gathers
+them into one NumPy array. ``x + 0`` (persisted) is the floor of any Dask computation
+on those blocks: one layer of tasks, each writing a new block.
 """
 
 from __future__ import annotations
@@ -30,29 +35,78 @@ SHAPES = [
 ]
 
 
-def _paired_ms(
-    ours: Callable[[], Any], peer: Callable[[], Any], repeat: int, rounds: int = 3
-) -> tuple[float, float]:
-    """Medians of ours and peer, timed in alternating rounds (this machine's speed
-    drifts by tens of percent over seconds; alternating puts both under the same
-    drift). Each round starts with an untimed call, so that neither pays for the
-    other's threads still spinning (OpenMP, XLA) when it starts."""
-    ts: tuple[list[float], list[float]] = ([], [])
+def _interleaved_ms(fns: list[Callable[[], Any]], repeat: int, rounds: int = 3) -> list[float]:
+    """Median ms of each function, timed in alternating rounds (this machine's speed
+    drifts by tens of percent over seconds; alternating puts all under the same
+    drift). Each round starts with an untimed call, so that none pays for another's
+    threads still spinning (OpenMP, XLA) when it starts."""
+    ts: list[list[float]] = [[] for _ in fns]
     per_round = max(1, -(-repeat // rounds))
     for _ in range(rounds):
-        for fn, out in ((ours, ts[0]), (peer, ts[1])):
+        for fn, out in zip(fns, ts, strict=True):
             fn()  # warm: imports, jit compilation, allocator, the other's threads
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn()
                 out.append(time.perf_counter() - t)
-    return statistics.median(ts[0]) * 1e3, statistics.median(ts[1]) * 1e3
+    return [statistics.median(t) * 1e3 for t in ts]
+
+
+def _paired_ms(
+    ours: Callable[[], Any], peer: Callable[[], Any], repeat: int
+) -> tuple[float, float]:
+    a, b = _interleaved_ms([ours, peer], repeat)
+    return a, b
+
+
+# Dask: (shape, dtype) at the benchmark's size and at 16 times it, each with whole
+# slices per block (four blocks of rows; sixteen at scale) and the reduced axis split
+# in four besides
+DASK_CASES = [
+    ((128, 32768), "float32", 4),
+    ((4096, 1024), "float32", 4),
+    ((1, 4194304), "float32", 1),
+    ((1024, 1024), "float64", 4),
+]
+DASK_SCALED = [
+    ((2048, 32768), "float32", 16),
+    ((65536, 1024), "float32", 16),
+    ((16384, 1024), "float64", 16),
+]
+
+
+def _dask_rows(repeat: int, scale: bool) -> list[tuple[str, str, str, list[float]]]:
+    import dask.array as da
+
+    rng = np.random.default_rng(1)
+    out = []
+    cases = DASK_CASES + (DASK_SCALED if scale else [])
+    for shape, dt, row_blocks in cases:
+        x = rng.standard_normal(shape).astype(dt)
+        big = x.nbytes > 64 << 20
+        for layout, split in (("rows", 1), ("split axis", 4)):
+            if shape[0] == 1 and split == 1:
+                continue  # one slice in one block is the NumPy path in one task
+            chunks = (shape[0] // row_blocks, shape[1] // split)
+            d = da.from_array(x, chunks=chunks)
+            ms = _interleaved_ms(
+                [
+                    lambda x=x: impl.log_softmax(x, axis=-1),
+                    lambda d=d: impl.log_softmax(d, axis=-1).persist(),
+                    lambda d=d: impl.log_softmax(d, axis=-1).compute(),
+                    lambda d=d: (d + 0).persist(),
+                ],
+                max(3, repeat // 3) if big else repeat,
+            )
+            out.append((layout, f"{dt} {shape}", str(chunks), ms))
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=15)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--no-dask-scale", action="store_true", help="skip the Dask arrays of 256 MB")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, float, float]] = []
@@ -102,33 +156,26 @@ def main() -> None:
     except ImportError:
         pass
 
+    dask_rows = []
     try:
-        import dask.array as da
-
-        for shape, dt in SHAPES:
-            x = rng.standard_normal(shape).astype(dt)
-
-            def numpy_impl(x: Any = x) -> Any:
-                return impl.log_softmax(x, axis=-1)
-
-            # row chunks (each slice in one block), then the reduced axis split in 4
-            for label, split in (("dask rows", 1), ("dask split axis", 4)):
-                if shape[0] == 1 and split == 1:
-                    continue  # one slice in one block is the NumPy path in one task
-                chunks = (max(1, shape[0] // 4), shape[1] // split)
-                d = da.from_array(x, chunks=chunks)
-                ours, peer = _paired_ms(
-                    lambda d=d: impl.log_softmax(d, axis=-1).compute(), numpy_impl, args.repeat
-                )
-                rows.append((f"{label} vs numpy", f"{dt} {shape}", ours, peer))
-            floor, peer = _paired_ms(lambda d=d: (d + 0).compute(), numpy_impl, args.repeat)
-            rows.append(("dask x + 0 vs numpy", f"{dt} {shape}", floor, peer))
+        dask_rows = _dask_rows(args.repeat, not args.no_dask_scale)
     except ImportError:
         pass
 
     print(f"{'backend':<24} {'shape':<22} {'impl ms':>9} {'peer ms':>9} {'impl/peer':>10}")
     for backend, label, ours, peer in rows:
         print(f"{backend:<24} {label:<22} {ours:>9.2f} {peer:>9.2f} {ours / peer:>9.2f}x")
+    if dask_rows:
+        print()
+        print(
+            f"{'dask':<11} {'shape':<22} {'chunks':<14} {'numpy ms':>9} {'persist':>9} "
+            f"{'compute':>9} {'x+0 pers.':>9} {'persist/np':>10} {'compute/np':>10}"
+        )
+        for layout, label, chunks, (npy, pers, comp, floor) in dask_rows:
+            print(
+                f"{layout:<11} {label:<22} {chunks:<14} {npy:>9.2f} {pers:>9.2f} {comp:>9.2f} "
+                f"{floor:>9.2f} {pers / npy:>9.2f}x {comp / npy:>9.2f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -3,22 +3,24 @@
 Where every slice lies inside one block (no reduced axis is split over chunks), each
 block goes through the NumPy path (and its compiled kernels) in its own task.
 
-Where a reduced axis is split, the same kernels run block by block. float32, float16
-and bfloat16 take two passes over the data: each block's partial sums relative to
-its own maxima (with the count of maximal entries and of special values, per slice
-and block: a small array), combined per slice into the maximum m and
+Where a reduced axis is split, the same kernels run block by block, reading a 2-D
+block of a larger array in place. float32, float16 and bfloat16 take two passes over
+the data: each block's maxima and partial sums relative to them, taken on one visit
+to each row (with the count of maximal entries and of special values, per slice and
+block: a small array); these are combined per block of slices into the maximum m and
 L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1), in float64;
 then the output, where slices with NaN or +inf get the special-value answers. float64
 takes the slice maxima first (a Dask reduction), so that its double-double sums need
-no rescaling, then the same two passes. float64
-slices whose terms would all be subnormal are summed relative to their second
-largest entry, as in the NumPy path. Blocks of other libraries (CuPy), or a build
-without the kernels, take the generic algorithm.
+no rescaling, then the same two passes. float64 slices whose terms would all be
+subnormal are summed relative to their second largest entry, as in the NumPy path.
+The graph has one layer of tasks per pass (and one small one between): no task holds
+more than its block and the small per-slice arrays. Blocks of other libraries (CuPy),
+or a build without the kernels, take the generic algorithm.
 """
-
 from __future__ import annotations
 
 import math
+import string
 from fractions import Fraction
 from typing import Any
 
@@ -84,28 +86,52 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         dtype=np.float64,
         meta=np.empty((0,) * (ndim + 1)),
     )
-    parts = parts.rechunk({a: -1 for a in axes})  # one value per slice and block: small
-    L_chunks = (*((1,) if a in axes else ch for a, ch in enumerate(x.chunks)), (5,))
-    L = da.map_blocks(
+    # The partial sums of every block of a slice (a small array: _PARTS values per
+    # slice and block) are joined per block of slices, concatenated along the reduced
+    # axes, into 5 values per slice; each output block reads those of its slices.
+    # blockwise contracts the indices that are not the output's.
+    names = string.ascii_letters
+    out_index = names[:ndim]
+    kept_index = "".join(names[a] for a in range(ndim) if a not in axes)
+    parts_index = "".join(names[ndim + a] if a in axes else names[a] for a in range(ndim))
+    part, value = names[2 * ndim], names[2 * ndim + 1]
+    per_slice = da.blockwise(
         _finish_block,
+        kept_index + value,
         parts,
+        parts_index + part,
+        new_axes={value: 5},
+        concatenate=True,
+        align_arrays=False,  # the kept axes' chunks are x's already
         axes=axes,
         f64=f64,
         n=n,
-        chunks=L_chunks,
         dtype=np.float64,
-        meta=np.empty((0,) * (ndim + 1)),
+        meta=np.empty((0,) * (ndim - len(axes) + 1)),
     )
-    per_slice = [L[..., i] for i in range(5)]  # lazy slices of the small array
-    return da.map_blocks(
+    return da.blockwise(
         _write_block,
+        out_index,
         xk,
-        *per_slice,
+        out_index,
+        per_slice,
+        kept_index + value,
+        concatenate=True,
+        align_arrays=False,
         axes=axes,
         out_dtype=x.dtype,
         dtype=x.dtype,
         meta=x._meta,
     )
+
+
+def _block_rows(b: Any, axes: tuple[int, ...]) -> tuple[Any, list[int]]:
+    """_as_rows, read in place where the block is 2-D with the last axis reduced and
+    its rows contiguous (a block of a larger array: rows a stride apart), which the
+    kernels take as they are."""
+    if b.ndim == 2 and axes == (1,) and b.strides[1] == b.itemsize:
+        return b, [0, 1]
+    return _as_rows(b, axes)
 
 
 def _kernels() -> Any:
@@ -117,14 +143,25 @@ def _kernels() -> Any:
 def _partial_block(b: Any, *mb: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """mb: the slice maxima (float64), or none: the block's own (float32)."""
     _kernel = _kernels()
-    rows, perm = _as_rows(b, axes)
+    rows, perm = _block_rows(b, axes)
     out = np.zeros((rows.shape[0], _PARTS))
     sums = np.empty((rows.shape[0], 3))
-    m = _per_row(mb[0], axes) if mb else rows.max(axis=1).astype(np.float64)
+    if mb:
+        m = _per_row(mb[0], axes)
+        _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums)
+    else:
+        # each row's maximum and sum on one visit to it; NaN where the row holds a
+        # special value, whose maximum NumPy then gives (NaN, +inf, or -inf)
+        m = np.empty(rows.shape[0])
+        _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums, True)
+        special = np.isnan(m)
+        if special.any():
+            m[special] = rows[special].max(axis=1)
     out[:, 9] = m
-    _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums)
     out[:, :3] = sums
-    if not np.isfinite(rows).all():
+    # a NaN or +inf makes the maximum NaN or +inf, and so does a row of -inf only
+    # (where the count of -inf decides); -inf next to finite entries needs no count
+    if not np.isfinite(m).all():
         out[:, 3] = np.count_nonzero(np.isposinf(rows), axis=1)
         out[:, 4] = np.count_nonzero(np.isnan(rows), axis=1)
         out[:, 5] = np.count_nonzero(np.isneginf(rows), axis=1)
@@ -152,7 +189,8 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
-    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf, m)."""
+    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf, m) per
+    slice, on the kept axes and a trailing axis of 5."""
     _kernel = _kernels()
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
@@ -185,9 +223,8 @@ def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
         ll = np.zeros(nk)
     n_pinf = p[:, :, 3].sum(axis=1)
     nan_slice = (p[:, :, 4].sum(axis=1) > 0) | (p[:, :, 5].sum(axis=1) == n)
-    shape = [1 if a in axes else pb.shape[a] for a in range(ndim)]
     res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64), m], axis=1)
-    return _unrows(res, shape, kept + list(axes), 5)
+    return res.reshape([pb.shape[a] for a in kept] + [5])
 
 
 def _tiny_log1p(blocks: Any) -> float:
@@ -212,13 +249,13 @@ def _tiny_log1p(blocks: Any) -> float:
     return float(_kernel.tiny_log(c, sh, sl))
 
 
-def _write_block(b: Any, *per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
-    """per_slice: L hi, L lo, count of +inf, NaN-or-all--inf, m (keepdims blocks)."""
+def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
+    """per_slice: _finish_block's values for the slices of b."""
     _kernel = _kernels()
-    rows, perm = _as_rows(b, axes)
+    rows, perm = _block_rows(b, axes)
     direct = np.dtype(out_dtype) == rows.dtype
     out = np.empty(rows.shape, dtype=rows.dtype if direct else np.float64)
-    lh, ll, n_pinf, nan_slice, m = (_per_row(v, axes) for v in per_slice)
+    lh, ll, n_pinf, nan_slice, m = np.ascontiguousarray(per_slice.reshape(-1, 5).T)
     _kernel.write_rows(rows, out, rows.shape[1], m, lh, ll)
     # the special-value rules (DESIGN.md), for the few slices they concern
     for i in np.flatnonzero((n_pinf > 0) | (nan_slice > 0)):

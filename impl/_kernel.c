@@ -1533,32 +1533,71 @@ row_values(PyObject *o, Py_buffer *b, Py_ssize_t nrows, int writable)
     return 0;
 }
 
+/* x as rows of n float32 or float64 entries: C-contiguous, or 2-D with contiguous
+ * rows of length n a fixed stride apart (a block of a larger array, read in place).
+ * Sets the kind ('f' or 'd'), the row count and the stride in entries; returns -1 with
+ * a ValueError set and nothing held otherwise. */
+static int
+rows_view(PyObject *xo, Py_ssize_t n, Py_buffer *x, int *kx, Py_ssize_t *nrows,
+          Py_ssize_t *stride)
+{
+    if (PyObject_GetBuffer(xo, x, PyBUF_STRIDES | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    *kx = kind_of(x);
+    Py_ssize_t size = x->itemsize ? x->itemsize : 1;
+    const char *problem = NULL;
+    if (*kx == 0 || n <= 0) {
+        problem = "x must be float32 or float64 rows of length n > 0";
+    }
+    else if (PyBuffer_IsContiguous(x, 'C')) {
+        Py_ssize_t count = x->len / size;
+        if (count % n != 0) {
+            problem = "x must be float32 or float64 rows of length n > 0";
+        }
+        *nrows = count / n;
+        *stride = n;
+    }
+    else if (x->ndim == 2 && x->shape[1] == n && x->strides[1] == size &&
+             x->strides[0] % size == 0) {
+        *nrows = x->shape[0];
+        *stride = x->strides[0] / size;
+    }
+    else {
+        problem = "x must be C-contiguous, or 2-D with contiguous rows of length n";
+    }
+    if (problem) {
+        PyBuffer_Release(x);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(partial_rows_doc,
-"partial_rows(x, n, m, c, out)\n\n"
-"partial() for each length-n row of x, with the row's m and c (float64 buffers);\n"
-"out (float64, 3 per row) gets hi, lo and the count.");
+"partial_rows(x, n, m, c, out, own_max=False)\n\n"
+"partial() for each length-n row of x (C-contiguous, or 2-D with contiguous rows a\n"
+"stride apart), with the row's m and c (float64 buffers); out (float64, 3 per row)\n"
+"gets hi, lo and the count. With own_max, m is written instead: each row's maximum,\n"
+"taken on the same visit to the row, or NaN where the row is not the kernels' (a NaN\n"
+"or +inf in it, or -inf only), whose out is then 0.");
 
 static PyObject *
 py_partial_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *mo, *co, *oo;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OnOOO", &xo, &n, &mo, &co, &oo)) {
+    int own_max = 0;
+    if (!PyArg_ParseTuple(args, "OnOOO|p", &xo, &n, &mo, &co, &oo, &own_max)) {
         return NULL;
     }
     Py_buffer x, m, c, o;
-    if (get_buffers(xo, NULL, &x, NULL) < 0) {
+    int kx;
+    Py_ssize_t nrows, stride;
+    if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
         return NULL;
     }
-    int kx = kind_of(&x);
-    Py_ssize_t count = kx ? x.len / x.itemsize : 0;
-    if (kx == 0 || n <= 0 || count % n != 0) {
-        PyBuffer_Release(&x);
-        PyErr_SetString(PyExc_ValueError, "x must be float32 or float64 rows of length n");
-        return NULL;
-    }
-    Py_ssize_t nrows = count / n;
-    if (row_values(mo, &m, nrows, 0) < 0) {
+    if (row_values(mo, &m, nrows, own_max) < 0) {
         PyBuffer_Release(&x);
         return NULL;
     }
@@ -1573,17 +1612,25 @@ py_partial_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&c);
         return NULL;
     }
-    const double *mv = m.buf, *cv = c.buf;
-    double *ov = o.buf;
+    double *mv = m.buf, *ov = o.buf;
+    const double *cv = c.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < nrows; r++) {
         dd s = {0.0, 0.0};
         Py_ssize_t k = 0;
-        if (kx == 'f') {
-            partial_f32((const float *)x.buf + r * n, n, (float)mv[r], &s.hi, &k);
+        if (own_max) {
+            mv[r] = kx == 'f' ? (double)max_f32((const float *)x.buf + r * stride, n)
+                              : max_f64((const double *)x.buf + r * stride, n);
+        }
+        if (isnan(mv[r])) {
+            /* not the kernels' row: no sum */
+        }
+        else if (kx == 'f') {
+            partial_f32((const float *)x.buf + r * stride, n, (float)mv[r], &s.hi, &k);
         }
         else {
-            partial_f64((const double *)x.buf + r * n, n, mv[r], cv[r] <= 0.0 ? cv[r] : 0.0, &s, &k);
+            partial_f64((const double *)x.buf + r * stride, n, mv[r], cv[r] <= 0.0 ? cv[r] : 0.0,
+                        &s, &k);
         }
         ov[3 * r] = s.hi;
         ov[3 * r + 1] = s.lo;
@@ -1599,7 +1646,8 @@ py_partial_rows(PyObject *self, PyObject *args)
 
 PyDoc_STRVAR(write_rows_doc,
 "write_rows(x, out, n, m, l_hi, l_lo)\n\n"
-"write() for each length-n row of x, with the row's m, l_hi and l_lo (float64).");
+"write() for each length-n row of x (C-contiguous, or 2-D with contiguous rows a\n"
+"stride apart) into the C-contiguous out, with the row's m, l_hi and l_lo (float64).");
 
 static PyObject *
 py_write_rows(PyObject *self, PyObject *args)
@@ -1611,11 +1659,22 @@ py_write_rows(PyObject *self, PyObject *args)
     }
     Py_buffer x, o, m, h, l;
     int kx, ko;
-    Py_ssize_t count = pair_buffers(xo, oo, 1, n, &x, &o, &kx, &ko);
-    if (count < 0) {
+    Py_ssize_t nrows, stride;
+    if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
         return NULL;
     }
-    Py_ssize_t nrows = count / n;
+    if (PyObject_GetBuffer(oo, &o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    ko = kind_of(&o);
+    if (ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != nrows * n) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&o);
+        PyErr_SetString(PyExc_ValueError, "out must be C-contiguous float32 or float64 (float64 "
+                                          "for float64 x), one entry per entry of x's rows");
+        return NULL;
+    }
     int got = 0;
     if (row_values(mo, &m, nrows, 0) == 0) {
         got = 1;
@@ -1633,10 +1692,12 @@ py_write_rows(PyObject *self, PyObject *args)
         for (Py_ssize_t r = 0; r < nrows; r++) {
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
             if (kx == 'f') {
-                write_f32((const float *)x.buf + r * n, orow, ko == 'd', n, (float)mv[r], hv[r]);
+                write_f32((const float *)x.buf + r * stride, orow, ko == 'd', n, (float)mv[r],
+                          hv[r]);
             }
             else {
-                write_f64((const double *)x.buf + r * n, (double *)orow, n, mv[r], hv[r], lv[r]);
+                write_f64((const double *)x.buf + r * stride, (double *)orow, n, mv[r], hv[r],
+                          lv[r]);
             }
         }
         Py_END_ALLOW_THREADS

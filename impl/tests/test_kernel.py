@@ -177,6 +177,39 @@ def test_two_threads_give_the_same_bits(dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_row_passes_read_blocks_in_place(dtype):
+    """partial_rows and write_rows read a block of a larger array in place (rows a
+    stride apart), with the same bits as its contiguous copy; own_max takes each row's
+    maximum on the same visit, NaN (and no sum) where the row is not the kernels'."""
+    rng = np.random.default_rng(11)
+    big = (rng.standard_normal((40, 300)) * 20).astype(dtype)
+    big[3, 150] = np.nan
+    big[5, 120] = np.inf
+    big[7, 100:200] = -np.inf  # the block's part of row 7: -inf only
+    big[9, 110] = -np.inf
+    block = big[:, 100:200]  # rows of 100, 300 apart
+    assert not block.flags.c_contiguous
+    copy = np.ascontiguousarray(block)
+    m = np.empty(40)
+    got, want = np.empty((40, 3)), np.empty((40, 3))
+    K.partial_rows(block, 100, m, np.zeros(40), got, True)
+    special = np.isnan(m)
+    assert np.flatnonzero(special).tolist() == [3, 5, 7]
+    assert (got[special] == 0).all()
+    want_m = copy.max(axis=1).astype(np.float64)
+    np.testing.assert_array_equal(m[~special], want_m[~special])
+    K.partial_rows(copy, 100, want_m, np.zeros(40), want)
+    np.testing.assert_array_equal(got[~special], want[~special])
+    lh, ll = np.log1p(np.where(special, 0.0, want[:, 0] + want[:, 2] - 1)), np.zeros(40)
+    a, b = np.empty_like(copy), np.empty_like(copy)
+    K.write_rows(block, a, 100, want_m, lh, ll)
+    K.write_rows(copy, b, 100, want_m, lh, ll)
+    np.testing.assert_array_equal(a[~special], b[~special])
+    with pytest.raises(ValueError, match="contiguous rows"):
+        K.partial_rows(big[:, ::2], 150, m, np.zeros(40), got)
+
+
 def test_kernel_rejects_bad_buffers():
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="row length"):
