@@ -18,6 +18,7 @@ on those blocks: one layer of tasks, each writing a new block.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -35,28 +36,43 @@ SHAPES = [
 ]
 
 
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+_faults: list[float] = []  # per call, of each function of the last _interleaved_ms
+
+
 def _interleaved_ms(fns: list[Callable[[], Any]], repeat: int, rounds: int = 3) -> list[float]:
     """Median ms of each function, timed in alternating rounds (this machine's speed
     drifts by tens of percent over seconds; alternating puts all under the same
     drift). Each round starts with an untimed call, so that none pays for another's
-    threads still spinning (OpenMP, XLA) when it starts."""
+    threads still spinning (OpenMP, XLA) when it starts. The minor page faults per
+    timed call of each are left in _faults: memory the allocator maps afresh on every
+    call (here 0.85 ms per MB) moves a median by up to 2x from one process to the next,
+    on either side of a pair."""
     ts: list[list[float]] = [[] for _ in fns]
+    faults = [0] * len(fns)
     per_round = max(1, -(-repeat // rounds))
     for _ in range(rounds):
-        for fn, out in zip(fns, ts, strict=True):
+        for i, fn in enumerate(fns):
             fn()  # warm: imports, jit compilation, allocator, the other's threads
+            f0 = _minor_faults()
             for _ in range(per_round):
                 t = time.perf_counter()
                 fn()
-                out.append(time.perf_counter() - t)
+                ts[i].append(time.perf_counter() - t)
+            faults[i] += _minor_faults() - f0
+    _faults[:] = [f / (rounds * per_round) for f in faults]
     return [statistics.median(t) * 1e3 for t in ts]
 
 
 def _paired_ms(
     ours: Callable[[], Any], peer: Callable[[], Any], repeat: int
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
+    """Medians of ours and peer, and their page faults per call"""
     a, b = _interleaved_ms([ours, peer], repeat)
-    return a, b
+    return a, b, _faults[0], _faults[1]
 
 
 # Dask: (shape, dtype) at the benchmark's size and at 16 times it, each with whole
@@ -109,19 +125,19 @@ def main() -> None:
     p.add_argument("--no-dask-scale", action="store_true", help="skip the Dask arrays of 256 MB")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    rows: list[tuple[str, str, float, float]] = []
+    rows: list[tuple[str, str, float, float, float, float]] = []
 
     import scipy.special
 
     for shape, dt in SHAPES:
         x = rng.standard_normal(shape).astype(dt)
         label = f"{dt} {shape}"
-        ours, peer = _paired_ms(
+        pair = _paired_ms(
             lambda x=x: impl.log_softmax(x, axis=-1),
             lambda x=x: scipy.special.log_softmax(x, axis=-1),
             args.repeat,
         )
-        rows.append(("numpy", label, ours, peer))
+        rows.append(("numpy", label, *pair))
 
     try:
         import torch
@@ -129,12 +145,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         for shape, dt in SHAPES:
             t = torch.from_numpy(rng.standard_normal(shape).astype(dt))
-            ours, peer = _paired_ms(
+            pair = _paired_ms(
                 lambda t=t: impl.log_softmax(t, axis=-1),
                 lambda t=t: torch.nn.functional.log_softmax(t, dim=-1),
                 args.repeat,
             )
-            rows.append(("torch cpu", f"{dt} {shape}", ours, peer))
+            rows.append(("torch cpu", f"{dt} {shape}", *pair))
     except ImportError:
         pass
 
@@ -147,12 +163,12 @@ def main() -> None:
             f_peer = jax.jit(lambda a: jax.nn.log_softmax(a, axis=-1))
             for shape, dt in SHAPES:
                 a = jnp.asarray(rng.standard_normal(shape).astype(dt))
-                ours, peer = _paired_ms(
+                pair = _paired_ms(
                     lambda a=a: f_ours(a).block_until_ready(),
                     lambda a=a: f_peer(a).block_until_ready(),
                     args.repeat,
                 )
-                rows.append(("jax jit", f"{dt} {shape}", ours, peer))
+                rows.append(("jax jit", f"{dt} {shape}", *pair))
     except ImportError:
         pass
 
@@ -162,9 +178,15 @@ def main() -> None:
     except ImportError:
         pass
 
-    print(f"{'backend':<24} {'shape':<22} {'impl ms':>9} {'peer ms':>9} {'impl/peer':>10}")
-    for backend, label, ours, peer in rows:
-        print(f"{backend:<24} {label:<22} {ours:>9.2f} {peer:>9.2f} {ours / peer:>9.2f}x")
+    print(
+        f"{'backend':<10} {'shape':<22} {'impl ms':>9} {'peer ms':>9} {'impl/peer':>10} "
+        f"{'faults/call impl, peer':>23}"
+    )
+    for backend, label, ours, peer, f_ours, f_peer in rows:
+        print(
+            f"{backend:<10} {label:<22} {ours:>9.2f} {peer:>9.2f} {ours / peer:>9.2f}x "
+            f"{f_ours:>11.0f} {f_peer:>11.0f}"
+        )
     if dask_rows:
         print()
         print(
