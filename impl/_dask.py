@@ -4,19 +4,20 @@ Where every slice lies inside one block (no reduced axis is split over chunks), 
 block goes through the NumPy path (and its compiled kernels) in its own task.
 
 Where a reduced axis is split, the same kernels run block by block, reading a 2-D
-block of a larger array in place. float32, float16 and bfloat16 take two passes over
-the data: each block's maxima and partial sums relative to them, taken on one visit
-to each row (with the count of maximal entries and of special values, per slice and
-block: a small array); these are combined per block of slices into the maximum m and
-L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1), in float64;
-then the output, where slices with NaN or +inf get the special-value answers. float64
-takes the slice maxima first (a Dask reduction), so that its double-double sums need
-no rescaling, then the same two passes. float64 slices whose terms would all be
-subnormal are summed relative to their second largest entry, as in the NumPy path.
-The graph has one layer of tasks per pass (and one small one between): no task holds
-more than its block and the small per-slice arrays. Blocks of other libraries (CuPy),
-or a build without the kernels, take the generic algorithm.
+block of a larger array in place, in two passes over the data. The first takes each
+block's maxima m_b and partial sums S_b relative to them on one visit to each row,
+with the count k_b of maximal entries and of special values (per slice and block: a
+small array). These are combined per block of slices into the maximum m and
+L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1): in float64 for
+the narrow formats, in double-double for float64 (exp in double-words, 2^-76). The
+second pass writes the output; slices with NaN or +inf get the special-value answers.
+float64 slices whose terms would all be subnormal are summed relative to their second
+largest entry, as in the NumPy path. The graph has one layer of tasks per pass and a
+small one between: no task holds more than its block and the small per-slice arrays.
+Blocks of other libraries (CuPy), or a build without the kernels, take the generic
+algorithm.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._dfloat import fast_two_sum, two_sum
+from ._dfloat import exp_parts, fast_two_sum, fmt, two_prod, two_sum
 from ._numpy import _as_rows, _from_rows, compiled_kernels, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
@@ -56,20 +57,12 @@ def _whole_block(b: Any, axes: tuple[int, ...]) -> Any:
     return np.asarray(log_softmax_numpy(b, axes, n, serial=True))
 
 
-def _per_row(v: Any, axes: tuple[int, ...]) -> Any:
-    """A keepdims per-slice array as a contiguous float64 vector in row order."""
-    kept = [i for i in range(v.ndim) if i not in axes]
-    return np.ascontiguousarray(np.transpose(v, kept + list(axes)), dtype=np.float64).reshape(-1)
-
-
 def _split(x: Any, axes: tuple[int, ...]) -> Any:
     import dask.array as da
 
     n = math.prod(x.shape[a] for a in axes)
     xk = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # exact
     f64 = xk.dtype == np.float64
-    # float64: the slice maxima first; float32: each block its own (one pass fewer)
-    m = (da.max(xk, axis=axes, keepdims=True),) if f64 else ()
     ndim = x.ndim
     part_chunks = (
         *((1,) * len(ch) if a in axes else ch for a, ch in enumerate(x.chunks)),
@@ -78,7 +71,6 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     parts = da.map_blocks(
         _partial_block,
         xk,
-        *m,
         axes=axes,
         f64=f64,
         new_axis=ndim,
@@ -140,23 +132,21 @@ def _kernels() -> Any:
     return kernels
 
 
-def _partial_block(b: Any, *mb: Any, axes: tuple[int, ...], f64: bool) -> Any:
-    """mb: the slice maxima (float64), or none: the block's own (float32)."""
+def _partial_block(b: Any, axes: tuple[int, ...], f64: bool) -> Any:
+    """Per slice of the block: its maximum m_b, the sum relative to it and the count
+    of maximal entries, the counts of special values, and (float64) the sum relative
+    to the second largest entry where the first sum is below _TINY_T."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
     out = np.zeros((rows.shape[0], _PARTS))
     sums = np.empty((rows.shape[0], 3))
-    if mb:
-        m = _per_row(mb[0], axes)
-        _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums)
-    else:
-        # each row's maximum and sum on one visit to it; NaN where the row holds a
-        # special value, whose maximum NumPy then gives (NaN, +inf, or -inf)
-        m = np.empty(rows.shape[0])
-        _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums, True)
-        special = np.isnan(m)
-        if special.any():
-            m[special] = rows[special].max(axis=1)
+    # each row's maximum and sum on one visit to it; NaN where the row holds a
+    # special value, whose maximum NumPy then gives (NaN, +inf, or -inf)
+    m = np.empty(rows.shape[0])
+    _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums, True)
+    special = np.isnan(m)
+    if special.any():
+        m[special] = rows[special].max(axis=1)
     out[:, 9] = m
     out[:, :3] = sums
     # a NaN or +inf makes the maximum NaN or +inf, and so does a row of -inf only
@@ -197,50 +187,87 @@ def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     perm = kept + list(axes) + [ndim]
     nk = math.prod(pb.shape[a] for a in kept) if kept else 1
     p = np.transpose(pb, perm).reshape(nk, -1, _PARTS)
-    k = p[:, :, 2].sum(axis=1)
-    if f64:
-        # the blocks of a slice (few), then k - 1: a double-double sum per slice
-        th, tl = _dd_sum([(p[:, j, 0], p[:, j, 1]) for j in range(p.shape[1])] + [(k - 1, 0.0)])
-        lh, ll = np.empty(nk), np.empty(nk)
-        with np.errstate(all="ignore"):
+    # blocks relative to their own maxima m_b, rescaled by exp(m_b - m), where a block
+    # below the maximum brings its maximal entries as terms too
+    mb = p[:, :, 9]
+    with np.errstate(all="ignore"):
+        m = np.fmax.reduce(mb, axis=1)  # NaN slices: decided by the special rules
+        top = mb == m[:, None]
+        below = (mb < m[:, None]) & (mb > -np.inf)  # -inf-only blocks bring nothing
+        k = np.where(top, p[:, :, 2], 0.0).sum(axis=1)
+        if f64:
+            th, tl, gaps = _rescaled_f64(p, m, top, below, k)
+            lh, ll = np.empty(nk), np.empty(nk)
             _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
-        for i in np.flatnonzero((k == 1) & (th < _TINY_T)):  # rare
-            lh[i], ll[i] = _tiny_log1p(p[i]), 0.0
-        m = p[:, 0, 9]
-    else:
-        # blocks relative to their own maxima m_b: rescaled by exp(m_b - m) (float64
-        # exp and sums: 2^-52 against the 2^-37 of the kernel's terms), where a block
-        # below the maximum brings its maximal entries as terms too
-        mb = p[:, :, 9]
-        with np.errstate(all="ignore"):
-            m = np.fmax.reduce(mb, axis=1)  # NaN slices: decided by the special rules
-            top = mb == m[:, None]
+            for i in np.flatnonzero((k == 1) & (th < _TINY_T)):  # rare
+                lh[i], ll[i] = _tiny_log1p(p[i], top[i], below[i], gaps[i]), 0.0
+        else:
+            # float64 exp and sums: 2^-52 against the 2^-37 of the kernel's terms
             scaled = np.exp(mb - m[:, None]) * (p[:, :, 0] + p[:, :, 2])
-            below = np.where(mb > -np.inf, scaled, 0.0)  # -inf-only blocks: 0, not NaN
-            T = np.where(top, p[:, :, 0], below).sum(axis=1)
-            k = np.where(top, p[:, :, 2], 0.0).sum(axis=1)
+            T = np.where(top, p[:, :, 0], np.where(below, scaled, 0.0)).sum(axis=1)
             lh = np.log1p(T + (k - 1))
-        ll = np.zeros(nk)
+            ll = np.zeros(nk)
     n_pinf = p[:, :, 3].sum(axis=1)
     nan_slice = (p[:, :, 4].sum(axis=1) > 0) | (p[:, :, 5].sum(axis=1) == n)
     res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64), m], axis=1)
     return res.reshape([pb.shape[a] for a in kept] + [5])
 
 
-def _tiny_log1p(blocks: Any) -> float:
-    """log1p(T) of a float64 slice whose T is below _TINY_T, from its blocks' sums
-    relative to their own second largest entries: T = exp(c) S with c the largest
-    c_b and S = sum_b exp(c_b - c) S_b, in double-double (products exact in
-    rationals: this runs for a handful of slices at most)."""
+def _rescaled_f64(p: Any, m: Any, top: Any, below: Any, k: Any) -> tuple[Any, Any, Any]:
+    """T = sum over the blocks at the maximum of S_b, plus over the blocks below it
+    of exp(m_b - m) (S_b + k_b), plus k - 1, as a double-double per slice: exp in
+    double-words (2^-76) and products exact but for the last rounding; a block's term
+    below the normal range rounds on the subnormal grid, 2^-114 of a T of _TINY_T
+    and more. Also each block's m_b - m, exactly: (hi, lo) per slice and block."""
+    f = fmt("float64")
+    parts = [(k - 1, np.zeros_like(k))]
+    gaps = []
+    for j in range(p.shape[1]):
+        gh, gl = two_sum(np, p[:, j, 9], -m)  # m_b - m, exactly
+        gaps.append((gh, gl))
+        sh, sl = two_sum(np, p[:, j, 2], p[:, j, 0])  # S_b + k_b
+        sl = sl + p[:, j, 1]
+        live = below[:, j] & (gh > -1400.0)  # farther below: under 2^-2000, nothing
+        eh, el, q = exp_parts(np, np.where(live, gh, 0.0), np.where(live, gl, 0.0), f)
+        ph, pl = two_prod(np, eh, sh, f)
+        pl = pl + (eh * sl + el * sh)
+        qi = q.astype(np.int64)
+        ph, pl = np.ldexp(ph, qi), np.ldexp(pl, qi)
+        top_j = top[:, j]
+        parts.append(
+            (
+                np.where(top_j, p[:, j, 0], np.where(live, ph, 0.0)),
+                np.where(top_j, p[:, j, 1], np.where(live, pl, 0.0)),
+            )
+        )
+    th, tl = _dd_sum(parts)
+    return th, tl, np.stack([np.stack(g, axis=1) for g in gaps], axis=1)
+
+
+def _tiny_log1p(blocks: Any, top: Any, below: Any, gaps: Any) -> float:
+    """log1p(T) of a float64 slice whose T is below _TINY_T (one maximal entry, in
+    one block). T = exp(c) S with c the largest of the terms' shifts and
+    S = sum_j exp(c_j - c) S_j in double-double, products exact in rationals (this
+    runs for a handful of slices at most): the block at the maximum brings its sum
+    relative to its second largest entry (c_j = that entry's gap to m), each block
+    below the maximum its S_b + k_b (c_j = m_b - m, kept as a double-double)."""
     _kernel = _kernels()
-    c = float(blocks[:, 6].max())
+    terms = []  # c_j as (hi, lo), S_j as (hi, lo)
+    for j in range(blocks.shape[0]):
+        if top[j] and blocks[j, 6] >= -2000.0:
+            terms.append(((blocks[j, 6], 0.0), (blocks[j, 7], blocks[j, 8])))
+        elif below[j]:
+            s = Fraction(blocks[j, 2]) + Fraction(blocks[j, 0]) + Fraction(blocks[j, 1])
+            sh = float(s)
+            terms.append(((gaps[j][0], gaps[j][1]), (sh, float(s - Fraction(sh)))))
+    c = max((t[0][0] for t in terms), default=-np.inf)
     if not c >= -2000.0:  # also -inf: T is 0 in double
         return 0.0
     parts = []
-    for c_b, s_hi, s_lo in blocks[:, 6:9]:
-        if c_b - c < -700.0:  # below 2**-1000 of the block at c: nothing in double
+    for (ch, cl), (s_hi, s_lo) in terms:
+        if ch - c < -700.0:  # below 2**-1000 of the term at c: nothing in double
             continue
-        gh, gl = _dd_sum([(c_b, 0.0), (-c, 0.0)])  # c_b - c = gh + gl exactly
+        gh, gl = _dd_sum([(ch, 0.0), (-c, 0.0), (cl, 0.0)])  # c_j - c, to 2^-106
         eh, el, K = _kernel.exp_dd(gh, gl)
         prod = (Fraction(eh) + Fraction(el)) * (Fraction(s_hi) + Fraction(s_lo)) * Fraction(2) ** K
         hi = float(prod)

@@ -307,8 +307,9 @@ def test_dask_split_axis_blocks_relative_to_their_own_maxima(dtype):
 
 def test_dask_split_axis_tiny_slices():
     """float64 slices whose every term is subnormal, their entries spread over blocks:
-    T comes from the blocks' sums relative to their own second largest entries, with
-    no pass of its own, and matches the NumPy path bit for bit."""
+    T comes from the block at the maximum, summed relative to its second largest entry,
+    and the blocks below it, summed relative to their own maxima and rescaled, with no
+    pass of its own, and matches the NumPy path bit for bit."""
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(6)
     slices = []
