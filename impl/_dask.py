@@ -143,7 +143,7 @@ def _partial_block(b: Any, axes: tuple[int, ...], f64: bool) -> Any:
     # each row's maximum and sum on one visit to it; NaN where the row holds a
     # special value, whose maximum NumPy then gives (NaN, +inf, or -inf)
     m = np.empty(rows.shape[0])
-    _kernel.partial_rows(rows, rows.shape[1], m, np.zeros_like(m), sums, True)
+    _kernel.partial_rows(rows, rows.shape[1], m, sums, True)
     special = np.isnan(m)
     if special.any():
         m[special] = rows[special].max(axis=1)

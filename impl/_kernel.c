@@ -1220,6 +1220,19 @@ run_segments(void *arg)
     return NULL;
 }
 
+/* The whole job on the calling thread, its output streamed where it is large */
+static Py_ssize_t
+rows_one_thread(row_job *j)
+{
+    size_t out_bytes = (size_t)(j->nrows * j->n) * out_size(j->f64, j->out_kind);
+    j->stream = streams(j->f64, j->out_kind, out_bytes);
+    Py_ssize_t skipped = some_rows(j, 0, j->nrows);
+    if (j->stream) {
+        stream_fence();
+    }
+    return skipped;
+}
+
 /* Runs fn on two workers of the job, the second on a thread of its own, from
  * block 0; returns the rows they left to the caller */
 static Py_ssize_t
@@ -1294,17 +1307,12 @@ long_row(row_job *j)
 static Py_ssize_t
 rows_two_threads(row_job *j)
 {
+    if (j->nrows * j->n < (1 << 15)) {
+        return rows_one_thread(j);
+    }
     size_t isize = j->f64 ? sizeof(double) : sizeof(float);
     size_t out_bytes = (size_t)(j->nrows * j->n) * out_size(j->f64, j->out_kind);
-    if (j->nrows * j->n < (1 << 15)) {
-        j->stream = streams(j->f64, j->out_kind, out_bytes);
-        Py_ssize_t skipped = some_rows(j, 0, j->nrows);
-        if (j->stream) {
-            stream_fence();
-        }
-        return skipped;
-    }
-    j->stream = streams(j->f64, j->out_kind, out_bytes / 2);
+    j->stream = streams(j->f64, j->out_kind, out_bytes / 2); /* per thread */
     if (j->nrows == 1) {
         return long_row(j);
     }
@@ -1409,11 +1417,7 @@ py_rows(PyObject *self, PyObject *args)
         skipped = rows_two_threads(&job);
     }
     else {
-        job.stream = streams(job.f64, job.out_kind, (size_t)o.len);
-        skipped = some_rows(&job, 0, job.nrows);
-        if (job.stream) {
-            stream_fence();
-        }
+        skipped = rows_one_thread(&job);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
@@ -1575,23 +1579,23 @@ rows_view(PyObject *xo, Py_ssize_t n, Py_buffer *x, int *kx, Py_ssize_t *nrows,
 }
 
 PyDoc_STRVAR(partial_rows_doc,
-"partial_rows(x, n, m, c, out, own_max=False)\n\n"
-"partial() for each length-n row of x (C-contiguous, or 2-D with contiguous rows a\n"
-"stride apart), with the row's m and c (float64 buffers); out (float64, 3 per row)\n"
-"gets hi, lo and the count. With own_max, m is written instead: each row's maximum,\n"
+"partial_rows(x, n, m, out, own_max=False)\n\n"
+"partial() with c = 0 for each length-n row of x (C-contiguous, or 2-D with\n"
+"contiguous rows a stride apart), with the row's m (a float64 buffer); out (float64,\n"
+"3 per row) gets hi, lo and the count. With own_max, m is written instead: each row's maximum,\n"
 "taken on the same visit to the row, or NaN where the row is not the kernels' (a NaN\n"
 "or +inf in it, or -inf only), whose out is then 0.");
 
 static PyObject *
 py_partial_rows(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *mo, *co, *oo;
+    PyObject *xo, *mo, *oo;
     Py_ssize_t n;
     int own_max = 0;
-    if (!PyArg_ParseTuple(args, "OnOOO|p", &xo, &n, &mo, &co, &oo, &own_max)) {
+    if (!PyArg_ParseTuple(args, "OnOO|p", &xo, &n, &mo, &oo, &own_max)) {
         return NULL;
     }
-    Py_buffer x, m, c, o;
+    Py_buffer x, m, o;
     int kx;
     Py_ssize_t nrows, stride;
     if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
@@ -1601,19 +1605,12 @@ py_partial_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&x);
         return NULL;
     }
-    if (row_values(co, &c, nrows, 0) < 0) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&m);
-        return NULL;
-    }
     if (row_values(oo, &o, nrows, 3) < 0) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&m);
-        PyBuffer_Release(&c);
         return NULL;
     }
     double *mv = m.buf, *ov = o.buf;
-    const double *cv = c.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < nrows; r++) {
         dd s = {0.0, 0.0};
@@ -1629,8 +1626,7 @@ py_partial_rows(PyObject *self, PyObject *args)
             partial_f32((const float *)x.buf + r * stride, n, (float)mv[r], &s.hi, &k);
         }
         else {
-            partial_f64((const double *)x.buf + r * stride, n, mv[r], cv[r] <= 0.0 ? cv[r] : 0.0,
-                        &s, &k);
+            partial_f64((const double *)x.buf + r * stride, n, mv[r], 0.0, &s, &k);
         }
         ov[3 * r] = s.hi;
         ov[3 * r + 1] = s.lo;
@@ -1639,7 +1635,6 @@ py_partial_rows(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&m);
-    PyBuffer_Release(&c);
     PyBuffer_Release(&o);
     Py_RETURN_NONE;
 }
