@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ._dfloat import exp_parts, fast_two_sum, fmt, two_prod, two_sum
-from ._numpy import _as_rows, _from_rows, compiled_kernels, log_softmax_numpy
+from ._numpy import _as_rows, _from_rows, compiled_kernels, empty_out, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
 
@@ -281,7 +281,7 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
     direct = np.dtype(out_dtype) == rows.dtype
-    out = np.empty(rows.shape, dtype=rows.dtype if direct else np.float64)
+    out = empty_out(rows.shape, rows.dtype if direct else np.float64)
     lh, ll, n_pinf, nan_slice, m = np.ascontiguousarray(per_slice.reshape(-1, 5).T)
     _kernel.write_rows(rows, out, rows.shape[1], m, lh, ll)
     # the special-value rules (DESIGN.md), for the few slices they concern
@@ -291,8 +291,9 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
         else:
             out[i] = np.where(np.isposinf(rows[i]), 0.0 if n_pinf[i] == 1 else np.nan, -np.inf)
     if not direct:
+        wide, out = out, empty_out(rows.shape, out_dtype)
         with np.errstate(all="ignore"):
-            out = out.astype(out_dtype)  # one rounding from float64
+            np.copyto(out, wide, casting="unsafe")  # one rounding from float64
     return _from_rows(out, b.shape, perm)
 
 

@@ -210,6 +210,29 @@ def test_row_passes_read_blocks_in_place(dtype):
         K.partial_rows(big[:, ::2], 150, m, got)
 
 
+@pytest.mark.parametrize(
+    "shape, dtype", [((1024, 256), np.float64), ((4097, 256), np.float32), ((3, 2 << 20), np.uint8)]
+)
+def test_large_outputs_start_on_a_huge_page(shape, dtype):
+    """Outputs of 2 MB and more start at a 2 MB boundary (the kernel can back them
+    with huge pages whole); smaller ones are plain np.empty."""
+    out = _numpy.empty_out(shape, dtype)
+    assert out.shape == shape and out.dtype == dtype
+    assert out.flags.c_contiguous and out.flags.writeable
+    assert out.ctypes.data % (2 << 20) == 0
+    small = _numpy.empty_out((shape[0] // 2, shape[1] // 2), dtype)
+    assert small.base is None and small.shape == (shape[0] // 2, shape[1] // 2)
+
+
+def test_numpy_path_output_on_huge_pages_has_the_kernels_bits():
+    x = np.random.default_rng(5).standard_normal((1024, 768)).astype(np.float32)  # 3 MB
+    got = impl.log_softmax(x, axis=-1)
+    assert got.ctypes.data % (2 << 20) == 0 and got.flags.c_contiguous
+    want = np.empty_like(x)
+    assert K.rows(x, want, 768, 1) == 0
+    np.testing.assert_array_equal(got, want)
+
+
 def test_kernel_rejects_bad_buffers():
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ValueError, match="row length"):
