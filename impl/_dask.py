@@ -7,9 +7,9 @@ Where a reduced axis is split, the same kernels run block by block, reading a 2-
 block of a larger array in place, in two passes over the data. The first takes each
 block's maxima m_b and partial sums S_b relative to them on one visit to each row,
 with the count k_b of maximal entries and of special values (per slice and block: a
-small array). These are combined per block of slices into the maximum m and
+small array). The kernels combine these per block of slices into the maximum m and
 L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1): in float64 for
-the narrow formats, in double-double for float64 (exp in double-words, 2^-76). The
+the narrow formats, in double-double for float64 (exp in double-words, 2^-62). The
 second pass writes the output; slices with NaN or +inf get the special-value answers.
 float64 slices whose terms would all be subnormal are summed relative to their second
 largest entry, as in the NumPy path. The graph has one layer of tasks per pass and a
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._dfloat import exp_parts, fast_two_sum, fmt, two_prod, two_sum
+from ._dfloat import fast_two_sum, two_sum
 from ._numpy import _as_rows, _from_rows, compiled_kernels, empty_out, log_softmax_numpy
 
 __all__ = ["log_softmax_dask"]
@@ -180,86 +180,40 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf, m) per
-    slice, on the kept axes and a trailing axis of 5."""
+    slice, on the kept axes and a trailing axis of 5. The kernels' combine_rows does
+    it (impl/_kernel.c says how), but for the float64 slices whose T is below
+    _TINY_T, redone here."""
     _kernel = _kernels()
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
     perm = kept + list(axes) + [ndim]
     nk = math.prod(pb.shape[a] for a in kept) if kept else 1
-    p = np.transpose(pb, perm).reshape(nk, -1, _PARTS)
-    # blocks relative to their own maxima m_b, rescaled by exp(m_b - m), where a block
-    # below the maximum brings its maximal entries as terms too
-    mb = p[:, :, 9]
-    with np.errstate(all="ignore"):
-        m = np.fmax.reduce(mb, axis=1)  # NaN slices: decided by the special rules
-        top = mb == m[:, None]
-        below = (mb < m[:, None]) & (mb > -np.inf)  # -inf-only blocks bring nothing
-        k = np.where(top, p[:, :, 2], 0.0).sum(axis=1)
-        if f64:
-            th, tl, gaps = _rescaled_f64(p, m, top, below, k)
-            lh, ll = np.empty(nk), np.empty(nk)
-            _kernel.log1p_rows(np.ascontiguousarray(th), np.ascontiguousarray(tl), lh, ll)
-            for i in np.flatnonzero((k == 1) & (th < _TINY_T)):  # rare
-                lh[i], ll[i] = _tiny_log1p(p[i], top[i], below[i], gaps[i]), 0.0
-        else:
-            # float64 exp and sums: 2^-52 against the 2^-37 of the kernel's terms
-            scaled = np.exp(mb - m[:, None]) * (p[:, :, 0] + p[:, :, 2])
-            T = np.where(top, p[:, :, 0], np.where(below, scaled, 0.0)).sum(axis=1)
-            lh = np.log1p(T + (k - 1))
-            ll = np.zeros(nk)
-    n_pinf = p[:, :, 3].sum(axis=1)
-    nan_slice = (p[:, :, 4].sum(axis=1) > 0) | (p[:, :, 5].sum(axis=1) == n)
-    res = np.stack([lh, ll, n_pinf, nan_slice.astype(np.float64), m], axis=1)
-    return res.reshape([pb.shape[a] for a in kept] + [5])
+    p = np.ascontiguousarray(np.transpose(pb, perm).reshape(nk, -1, _PARTS))
+    res = np.empty((nk, 6))
+    _kernel.combine_rows(p, p.shape[1], n, f64, res)
+    for i in np.flatnonzero(res[:, 5]):  # rare
+        res[i, :2] = _tiny_log1p(p[i], res[i, 4]), 0.0
+    return res[:, :5].reshape([pb.shape[a] for a in kept] + [5])
 
 
-def _rescaled_f64(p: Any, m: Any, top: Any, below: Any, k: Any) -> tuple[Any, Any, Any]:
-    """T = sum over the blocks at the maximum of S_b, plus over the blocks below it
-    of exp(m_b - m) (S_b + k_b), plus k - 1, as a double-double per slice: exp in
-    double-words (2^-76) and products exact but for the last rounding; a block's term
-    below the normal range rounds on the subnormal grid, 2^-114 of a T of _TINY_T
-    and more. Also each block's m_b - m, exactly: (hi, lo) per slice and block."""
-    f = fmt("float64")
-    parts = [(k - 1, np.zeros_like(k))]
-    gaps = []
-    for j in range(p.shape[1]):
-        gh, gl = two_sum(np, p[:, j, 9], -m)  # m_b - m, exactly
-        gaps.append((gh, gl))
-        sh, sl = two_sum(np, p[:, j, 2], p[:, j, 0])  # S_b + k_b
-        sl = sl + p[:, j, 1]
-        live = below[:, j] & (gh > -1400.0)  # farther below: under 2^-2000, nothing
-        eh, el, q = exp_parts(np, np.where(live, gh, 0.0), np.where(live, gl, 0.0), f)
-        ph, pl = two_prod(np, eh, sh, f)
-        pl = pl + (eh * sl + el * sh)
-        qi = q.astype(np.int64)
-        ph, pl = np.ldexp(ph, qi), np.ldexp(pl, qi)
-        top_j = top[:, j]
-        parts.append(
-            (
-                np.where(top_j, p[:, j, 0], np.where(live, ph, 0.0)),
-                np.where(top_j, p[:, j, 1], np.where(live, pl, 0.0)),
-            )
-        )
-    th, tl = _dd_sum(parts)
-    return th, tl, np.stack([np.stack(g, axis=1) for g in gaps], axis=1)
-
-
-def _tiny_log1p(blocks: Any, top: Any, below: Any, gaps: Any) -> float:
+def _tiny_log1p(blocks: Any, m: float) -> float:
     """log1p(T) of a float64 slice whose T is below _TINY_T (one maximal entry, in
-    one block). T = exp(c) S with c the largest of the terms' shifts and
-    S = sum_j exp(c_j - c) S_j in double-double, products exact in rationals (this
-    runs for a handful of slices at most): the block at the maximum brings its sum
-    relative to its second largest entry (c_j = that entry's gap to m), each block
-    below the maximum its S_b + k_b (c_j = m_b - m, kept as a double-double)."""
+    one block), from its blocks' partial sums and its maximum m. T = exp(c) S with
+    c the largest of the terms' shifts and S = sum_j exp(c_j - c) S_j in
+    double-double, products exact in rationals (this runs for a handful of slices at
+    most): the block at the maximum brings its sum relative to its second largest
+    entry (c_j = that entry's gap to m), each block below the maximum its S_b + k_b
+    (c_j = m_b - m, kept exactly as a double-double)."""
     _kernel = _kernels()
     terms = []  # c_j as (hi, lo), S_j as (hi, lo)
     for j in range(blocks.shape[0]):
-        if top[j] and blocks[j, 6] >= -2000.0:
+        m_b = float(blocks[j, 9])
+        if m_b == m and blocks[j, 6] >= -2000.0:
             terms.append(((blocks[j, 6], 0.0), (blocks[j, 7], blocks[j, 8])))
-        elif below[j]:
+        elif -np.inf < m_b < m:
             s = Fraction(blocks[j, 2]) + Fraction(blocks[j, 0]) + Fraction(blocks[j, 1])
             sh = float(s)
-            terms.append(((gaps[j][0], gaps[j][1]), (sh, float(s - Fraction(sh)))))
+            terms.append((two_sum(np, m_b, -m), (sh, float(s - Fraction(sh)))))
     c = max((t[0][0] for t in terms), default=-np.inf)
     if not c >= -2000.0:  # also -inf: T is 0 in double
         return 0.0

@@ -1739,6 +1739,135 @@ py_write_rows(PyObject *self, PyObject *args)
     return NULL;
 }
 
+/* The Dask path's per-slice combination of its blocks' partial sums (impl/_dask.py):
+ * block j of a slice brings p[10 j ...] = {S hi, S lo, count at its maximum, counts of
+ * +inf, NaN and -inf, three values for the float64 tiny case (read in Python), its
+ * maximum m_j}, its sum S relative to m_j. With m the largest m_j, the blocks at m
+ * bring S, those below it exp(m_j - m) (S + k_j), and log1p of T = that sum + (k - 1),
+ * k the count of maximal entries of the slice. float32 slices in double (exp and
+ * log1p from libm, 2^-52 against the 2^-37 of the terms); float64 in double-double,
+ * exp(m_j - m) with m_j - m exact (TwoSum) by exp_dd (2^-62), the products exact but
+ * for their last rounding (also on the subnormal grid: 2^-114 of a T of 2^-960 and
+ * more). Per slice, res gets {L hi, L lo, count of +inf, whether the answer is NaN
+ * (a NaN, or -inf only), m, and 1 where the float64 sum is to be redone: one maximal
+ * entry and T below 2^-960}. */
+static void
+combine_row(const double *p, Py_ssize_t nb, Py_ssize_t n, int f64, double *res)
+{
+    double m = p[9];
+    for (Py_ssize_t j = 1; j < nb; j++) {
+        m = fmax(m, p[10 * j + 9]);
+    }
+    double k = 0.0, n_pinf = 0.0, n_nan = 0.0, n_ninf = 0.0;
+    for (Py_ssize_t j = 0; j < nb; j++) {
+        const double *b = p + 10 * j;
+        k += b[9] == m ? b[2] : 0.0;
+        n_pinf += b[3];
+        n_nan += b[4];
+        n_ninf += b[5];
+    }
+    dd L = {0.0, 0.0};
+    int redo = 0;
+    if (!f64) {
+        double T = 0.0;
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            const double *b = p + 10 * j;
+            if (b[9] == m) {
+                T += b[0];
+            }
+            else if (b[9] < m && b[9] > -INFINITY) {
+                T += exp(b[9] - m) * (b[0] + b[2]);
+            }
+        }
+        L.hi = log1p(T + (k - 1.0));
+    }
+    else {
+        double hi = k - 1.0, lo = 0.0;
+        for (Py_ssize_t j = 0; j < nb; j++) {
+            const double *b = p + 10 * j;
+            double ph = 0.0, pl = 0.0;
+            if (b[9] == m) {
+                ph = b[0];
+                pl = b[1];
+            }
+            else if (b[9] < m && b[9] > -INFINITY) {
+                dd g = two_sum(b[9], -m); /* m_j - m, exactly */
+                if (g.hi > -1400.0) {     /* farther below: under 2^-2000, nothing */
+                    dd S = two_sum(b[2], b[0]); /* S + k_j */
+                    S.lo += b[1];
+                    int64_t K;
+                    dd E = exp_dd_scaled(g.hi, g.lo, &K);
+                    ph = E.hi * S.hi;
+                    pl = fma(E.hi, S.hi, -ph) + (E.hi * S.lo + E.lo * S.hi);
+                    ph = ldexp(ph, (int)K);
+                    pl = ldexp(pl, (int)K);
+                }
+            }
+            dd t = two_sum(hi, ph);
+            hi = t.hi;
+            lo += t.lo + pl;
+        }
+        double th = hi + lo, tl = lo - (th - hi); /* Fast2Sum */
+        if (th >= 0.0 && isfinite(th)) {
+            L = log1p_dd(th, tl);
+            redo = k == 1.0 && th < 0x1p-960;
+        }
+        else { /* a special slice: decided by the rules below */
+            L.hi = NAN;
+        }
+    }
+    res[0] = L.hi;
+    res[1] = L.lo;
+    res[2] = n_pinf;
+    res[3] = n_nan > 0.0 || n_ninf == (double)n;
+    res[4] = m;
+    res[5] = redo;
+}
+
+PyDoc_STRVAR(combine_rows_doc,
+"combine_rows(parts, nb, n, f64, res)\n\n"
+"The Dask path's combination of the partial sums of the nb blocks of each slice of\n"
+"n entries: parts (float64, C-contiguous, 10 values per slice and block), res\n"
+"(float64, 6 per slice): L hi, L lo, count of +inf, NaN answer, maximum, redo.");
+
+static PyObject *
+py_combine_rows(PyObject *self, PyObject *args)
+{
+    PyObject *po, *ro;
+    Py_ssize_t nb, n;
+    int f64;
+    if (!PyArg_ParseTuple(args, "OnnpO", &po, &nb, &n, &f64, &ro)) {
+        return NULL;
+    }
+    Py_buffer p, r;
+    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(ro, &r, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&p);
+        return NULL;
+    }
+    Py_ssize_t rows = r.len / (6 * 8);
+    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || n <= 0 ||
+        r.len != rows * 6 * 8 || p.len != rows * nb * 10 * 8) {
+        PyBuffer_Release(&p);
+        PyBuffer_Release(&r);
+        PyErr_SetString(PyExc_ValueError, "combine_rows needs float64 parts of 10 values per "
+                                          "slice and block, and res of 6 per slice");
+        return NULL;
+    }
+    const double *pv = p.buf;
+    double *rv = r.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        combine_row(pv + i * nb * 10, nb, n, f64, rv + 6 * i);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&r);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(tiny_log_doc,
 "tiny_log(c, s_hi, s_lo) -> float\n\n"
 "log1p(T) for T = exp(c) * (s_hi + s_lo) below 2**-960 (c <= -600): T itself,\n"
@@ -1757,59 +1886,6 @@ py_tiny_log(PyObject *self, PyObject *args)
     }
     dd S = {sh, sl};
     return PyFloat_FromDouble(tiny_log1p(c, S));
-}
-
-PyDoc_STRVAR(log1p_rows_doc,
-"log1p_rows(t_hi, t_lo, l_hi, l_lo)\n\n"
-"l_hi + l_lo = log1p(t_hi + t_lo) elementwise over float64 buffers (t >= 0).");
-
-static PyObject *
-py_log1p_rows(PyObject *self, PyObject *args)
-{
-    PyObject *ho, *lo, *oho, *olo;
-    if (!PyArg_ParseTuple(args, "OOOO", &ho, &lo, &oho, &olo)) {
-        return NULL;
-    }
-    Py_buffer b[4];
-    PyObject *objs[4] = {ho, lo, oho, olo};
-    int got = 0;
-    const char *problem = NULL;
-    for (; got < 4; got++) {
-        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (got >= 2 ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(objs[got], &b[got], flags) < 0) {
-            break;
-        }
-        if (kind_of(&b[got]) != 'd' || b[got].len != b[0].len) {
-            problem = "log1p_rows needs four float64 buffers of one length";
-            got++;
-            break;
-        }
-    }
-    if (got == 4 && problem == NULL) {
-        const double *th = b[0].buf, *tl = b[1].buf;
-        double *oh = b[2].buf, *ol = b[3].buf;
-        Py_ssize_t n = b[0].len / 8;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            if (!(th[i] >= 0.0) || !isfinite(th[i])) { /* a special slice: decided later */
-                oh[i] = NAN;
-                ol[i] = 0.0;
-                continue;
-            }
-            dd L = log1p_dd(th[i], tl[i]);
-            oh[i] = L.hi;
-            ol[i] = L.lo;
-        }
-    }
-    for (int i = 0; i < got; i++) {
-        PyBuffer_Release(&b[i]);
-    }
-    if (problem) {
-        PyErr_SetString(PyExc_ValueError, problem);
-    }
-    if (problem || got < 4) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(exp_dd_doc,
@@ -2157,7 +2233,7 @@ static PyMethodDef methods[] = {
     {"partial", py_partial, METH_VARARGS, partial_doc},
     {"write", py_write, METH_VARARGS, write_doc},
     {"log1p_dd", py_log1p_dd, METH_VARARGS, log1p_dd_doc},
-    {"log1p_rows", py_log1p_rows, METH_VARARGS, log1p_rows_doc},
+    {"combine_rows", py_combine_rows, METH_VARARGS, combine_rows_doc},
     {"partial_rows", py_partial_rows, METH_VARARGS, partial_rows_doc},
     {"write_rows", py_write_rows, METH_VARARGS, write_rows_doc},
     {"tiny_log", py_tiny_log, METH_VARARGS, tiny_log_doc},

@@ -245,6 +245,10 @@ def test_kernel_rejects_bad_buffers():
         K.partial(x[0], 0.0, -1.0)
     with pytest.raises(ValueError, match="non-negative"):
         K.log1p_dd(-1.0, 0.0)
+    with pytest.raises(ValueError, match="10 values per"):
+        K.combine_rows(np.zeros((4, 3, 10)), 2, 8, True, np.empty((4, 6)))
+    with pytest.raises(ValueError, match="10 values per"):
+        K.combine_rows(np.zeros((4, 2, 10), np.float32), 2, 8, True, np.empty((4, 6)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
