@@ -40,6 +40,9 @@ _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second 
 # entry, else -inf) and the block's sum relative to it, hi and lo; the maximum the
 # block's sums are relative to (the slice's, or in float32 the block's own)
 _PARTS = 10
+# per slice: L hi, L lo, count of +inf, whether the answer is NaN, the maximum, and
+# whether the float64 sum was redone (impl/_kernel.c: combine_rows)
+_SLICE = 6
 
 
 def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
@@ -80,7 +83,7 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
     )
     # The partial sums of every block of a slice (a small array: _PARTS values per
     # slice and block) are joined per block of slices, concatenated along the reduced
-    # axes, into 5 values per slice; each output block reads those of its slices.
+    # axes, into _SLICE values per slice; each output block reads those of its slices.
     # blockwise contracts the indices that are not the output's.
     names = string.ascii_letters
     out_index = names[:ndim]
@@ -92,7 +95,7 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         kept_index + value,
         parts,
         parts_index + part,
-        new_axes={value: 5},
+        new_axes={value: _SLICE},
         concatenate=True,
         align_arrays=False,  # the kept axes' chunks are x's already
         axes=axes,
@@ -134,31 +137,17 @@ def _kernels() -> Any:
 
 def _partial_block(b: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """Per slice of the block: its maximum m_b, the sum relative to it and the count
-    of maximal entries, the counts of special values, and (float64) the sum relative
-    to the second largest entry where the first sum is below _TINY_T."""
+    of maximal entries, the counts of special values (the kernels' partial_rows, on
+    one visit to each row), and (float64) the sum relative to the second largest
+    entry where the first sum is below _TINY_T."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
-    out = np.zeros((rows.shape[0], _PARTS))
-    sums = np.empty((rows.shape[0], 3))
-    # each row's maximum and sum on one visit to it; NaN where the row holds a
-    # special value, whose maximum NumPy then gives (NaN, +inf, or -inf)
-    m = np.empty(rows.shape[0])
-    _kernel.partial_rows(rows, rows.shape[1], m, sums, True)
-    special = np.isnan(m)
-    if special.any():
-        m[special] = rows[special].max(axis=1)
-    out[:, 9] = m
-    out[:, :3] = sums
-    # a NaN or +inf makes the maximum NaN or +inf, and so does a row of -inf only
-    # (where the count of -inf decides); -inf next to finite entries needs no count
-    if not np.isfinite(m).all():
-        out[:, 3] = np.count_nonzero(np.isposinf(rows), axis=1)
-        out[:, 4] = np.count_nonzero(np.isnan(rows), axis=1)
-        out[:, 5] = np.count_nonzero(np.isneginf(rows), axis=1)
-    out[:, 6] = -np.inf
+    out = np.empty((rows.shape[0], _PARTS))
+    _kernel.partial_rows(rows, rows.shape[1], out)
     if f64:
         # rare: every term of the row in this block is below _TINY_T
-        for i in np.flatnonzero((sums[:, 0] < _TINY_T) & np.isfinite(m)):
+        m = out[:, 9]
+        for i in np.flatnonzero((out[:, 0] < _TINY_T) & np.isfinite(m)):
             below = rows[i][rows[i] < m[i]]
             if below.size:
                 c_b = float(below.max()) - float(m[i])
@@ -179,21 +168,20 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
-    the slice's special case: (L hi, L lo, count of +inf, NaN or all -inf, m) per
-    slice, on the kept axes and a trailing axis of 5. The kernels' combine_rows does
-    it (impl/_kernel.c says how), but for the float64 slices whose T is below
-    _TINY_T, redone here."""
+    the slice's special case: _SLICE values per slice, on the kept axes and a
+    trailing axis. The kernels' combine_rows does it (impl/_kernel.c says how), but
+    for the float64 slices whose T is below _TINY_T, redone here."""
     _kernel = _kernels()
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
     perm = kept + list(axes) + [ndim]
     nk = math.prod(pb.shape[a] for a in kept) if kept else 1
     p = np.ascontiguousarray(np.transpose(pb, perm).reshape(nk, -1, _PARTS))
-    res = np.empty((nk, 6))
+    res = np.empty((nk, _SLICE))
     _kernel.combine_rows(p, p.shape[1], n, f64, res)
     for i in np.flatnonzero(res[:, 5]):  # rare
         res[i, :2] = _tiny_log1p(p[i], res[i, 4]), 0.0
-    return res[:, :5].reshape([pb.shape[a] for a in kept] + [5])
+    return res.reshape([pb.shape[a] for a in kept] + [_SLICE])
 
 
 def _tiny_log1p(blocks: Any, m: float) -> float:
@@ -231,19 +219,14 @@ def _tiny_log1p(blocks: Any, m: float) -> float:
 
 
 def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
-    """per_slice: _finish_block's values for the slices of b."""
+    """per_slice: _finish_block's values for the slices of b. The kernels' write_rows
+    writes the output, special values (DESIGN.md) too."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
     direct = np.dtype(out_dtype) == rows.dtype
     out = empty_out(rows.shape, rows.dtype if direct else np.float64)
-    lh, ll, n_pinf, nan_slice, m = np.ascontiguousarray(per_slice.reshape(-1, 5).T)
-    _kernel.write_rows(rows, out, rows.shape[1], m, lh, ll)
-    # the special-value rules (DESIGN.md), for the few slices they concern
-    for i in np.flatnonzero((n_pinf > 0) | (nan_slice > 0)):
-        if nan_slice[i]:
-            out[i] = np.nan
-        else:
-            out[i] = np.where(np.isposinf(rows[i]), 0.0 if n_pinf[i] == 1 else np.nan, -np.inf)
+    slices = np.ascontiguousarray(per_slice.reshape(-1, _SLICE))
+    _kernel.write_rows(rows, out, rows.shape[1], slices)
     if not direct:
         wide, out = out, empty_out(rows.shape, out_dtype)
         with np.errstate(all="ignore"):

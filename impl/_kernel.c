@@ -1520,23 +1520,6 @@ py_log1p_dd(PyObject *self, PyObject *args)
     return Py_BuildValue("dd", r.hi, r.lo);
 }
 
-/* Buffers of per-row values: float64, contiguous, nrows long */
-static int
-row_values(PyObject *o, Py_buffer *b, Py_ssize_t nrows, int writable)
-{
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(o, b, flags) < 0) {
-        return -1;
-    }
-    if (kind_of(b) != 'd' || b->len != nrows * 8 * (writable == 3 ? 3 : 1)) {
-        PyBuffer_Release(b);
-        PyErr_SetString(PyExc_ValueError, "per-row buffers must be float64, one value per row "
-                                          "(three for the partial sums)");
-        return -1;
-    }
-    return 0;
-}
-
 /* x as rows of n float32 or float64 entries: C-contiguous, or 2-D with contiguous
  * rows of length n a fixed stride apart (a block of a larger array, read in place).
  * Sets the kind ('f' or 'd'), the row count and the stride in entries; returns -1 with
@@ -1597,85 +1580,132 @@ prefetch_row(const void *row, size_t bytes)
 #endif
 }
 
+/* A special row of a block (a NaN, a +inf, or -inf only): its counts of +inf, NaN
+ * and -inf, and its maximum as NumPy gives it (NaN where there is a NaN) */
+#define DEFINE_SPECIAL_COUNTS(NAME, T)                                                     \
+    static void NAME(const T *x, Py_ssize_t n, double *v)                                  \
+    {                                                                                      \
+        double pinf = 0.0, nan = 0.0, ninf = 0.0, m = -INFINITY;                           \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            pinf += x[i] == (T)INFINITY;                                                   \
+            nan += x[i] != x[i];                                                           \
+            ninf += x[i] == -(T)INFINITY;                                                  \
+            m = (double)x[i] > m ? (double)x[i] : m;                                       \
+        }                                                                                  \
+        v[3] = pinf;                                                                       \
+        v[4] = nan;                                                                        \
+        v[5] = ninf;                                                                       \
+        v[9] = nan > 0.0 ? NAN : m;                                                        \
+    }
+
+DEFINE_SPECIAL_COUNTS(special_counts_f32, float)
+DEFINE_SPECIAL_COUNTS(special_counts_f64, double)
+
 PyDoc_STRVAR(partial_rows_doc,
-"partial_rows(x, n, m, out, own_max=False)\n\n"
-"partial() with c = 0 for each length-n row of x (C-contiguous, or 2-D with\n"
-"contiguous rows a stride apart), with the row's m (a float64 buffer); out (float64,\n"
-"3 per row) gets hi, lo and the count. With own_max, m is written instead: each row's maximum,\n"
-"taken on the same visit to the row, or NaN where the row is not the kernels' (a NaN\n"
-"or +inf in it, or -inf only), whose out is then 0.");
+"partial_rows(x, n, parts)\n\n"
+"The Dask path's first pass over a block: for each length-n row of x (C-contiguous,\n"
+"or 2-D with contiguous rows a stride apart), parts (float64, C-contiguous, 10 per\n"
+"row) gets {partial(row, m) hi, lo and count, counts of +inf, NaN and -inf, -inf,\n"
+"0, 0, m} with m the row's maximum, taken on the same visit. A row with a NaN or a\n"
+"+inf, or of -inf only, gets no sum: its counts, and its maximum as NumPy gives it.\n"
+"-inf entries next to finite ones are not counted.");
 
 static PyObject *
 py_partial_rows(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *mo, *oo;
+    PyObject *xo, *po;
     Py_ssize_t n;
-    int own_max = 0;
-    if (!PyArg_ParseTuple(args, "OnOO|p", &xo, &n, &mo, &oo, &own_max)) {
+    if (!PyArg_ParseTuple(args, "OnO", &xo, &n, &po)) {
         return NULL;
     }
-    Py_buffer x, m, o;
+    Py_buffer x, p;
     int kx;
     Py_ssize_t nrows, stride;
     if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
         return NULL;
     }
-    if (row_values(mo, &m, nrows, own_max) < 0) {
+    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&x);
         return NULL;
     }
-    if (row_values(oo, &o, nrows, 3) < 0) {
+    if (kind_of(&p) != 'd' || p.len != nrows * 10 * 8) {
         PyBuffer_Release(&x);
-        PyBuffer_Release(&m);
+        PyBuffer_Release(&p);
+        PyErr_SetString(PyExc_ValueError, "parts must be float64, 10 values per row");
         return NULL;
     }
-    double *mv = m.buf, *ov = o.buf;
+    double *pv = p.buf;
     size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < nrows; r++) {
         if (stride != n && r + 2 < nrows) {
             prefetch_row((const char *)x.buf + (size_t)(r + 2) * step, row_bytes);
         }
-        dd s = {0.0, 0.0};
+        const void *row = (const char *)x.buf + (size_t)r * step;
+        double *v = pv + 10 * r;
+        dd sum = {0.0, 0.0};
         Py_ssize_t k = 0;
-        if (own_max) {
-            mv[r] = kx == 'f' ? (double)max_f32((const float *)x.buf + r * stride, n)
-                              : max_f64((const double *)x.buf + r * stride, n);
-        }
-        if (isnan(mv[r])) {
-            /* not the kernels' row: no sum */
+        double m = kx == 'f' ? (double)max_f32(row, n) : max_f64(row, n);
+        v[3] = v[4] = v[5] = 0.0;
+        v[9] = m;
+        if (isnan(m)) { /* not the kernels' row: no sum */
+            if (kx == 'f') {
+                special_counts_f32(row, n, v);
+            }
+            else {
+                special_counts_f64(row, n, v);
+            }
         }
         else if (kx == 'f') {
-            partial_f32((const float *)x.buf + r * stride, n, (float)mv[r], &s.hi, &k);
+            partial_f32(row, n, (float)m, &sum.hi, &k);
         }
         else {
-            partial_f64((const double *)x.buf + r * stride, n, mv[r], 0.0, &s, &k);
+            partial_f64(row, n, m, 0.0, &sum, &k);
         }
-        ov[3 * r] = s.hi;
-        ov[3 * r + 1] = s.lo;
-        ov[3 * r + 2] = (double)k;
+        v[0] = sum.hi;
+        v[1] = sum.lo;
+        v[2] = (double)k;
+        v[6] = -INFINITY;
+        v[7] = v[8] = 0.0;
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
-    PyBuffer_Release(&m);
-    PyBuffer_Release(&o);
+    PyBuffer_Release(&p);
     Py_RETURN_NONE;
 }
 
+/* A special slice's outputs (DESIGN.md): NaN where it holds a NaN or is -inf only;
+ * else, with p entries +inf, 0 at the +inf (p = 1) or NaN (p > 1), -inf elsewhere */
+#define DEFINE_SPECIAL_ROW(NAME, T, O)                                                     \
+    static void NAME(const T *x, O *o, Py_ssize_t n, double n_pinf, int nan_slice)         \
+    {                                                                                      \
+        O at_inf = n_pinf == 1.0 ? (O)0.0 : (O)NAN;                                        \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            o[i] = nan_slice ? (O)NAN : x[i] == (T)INFINITY ? at_inf : -(O)INFINITY;       \
+        }                                                                                  \
+    }
+
+DEFINE_SPECIAL_ROW(special_row_f32, float, float)
+DEFINE_SPECIAL_ROW(special_row_f32_wide, float, double)
+DEFINE_SPECIAL_ROW(special_row_f64, double, double)
+
 PyDoc_STRVAR(write_rows_doc,
-"write_rows(x, out, n, m, l_hi, l_lo)\n\n"
-"write() for each length-n row of x (C-contiguous, or 2-D with contiguous rows a\n"
-"stride apart) into the C-contiguous out, with the row's m, l_hi and l_lo (float64).");
+"write_rows(x, out, n, slices)\n\n"
+"The Dask path's second pass over a block: write() for each length-n row of x\n"
+"(C-contiguous, or 2-D with contiguous rows a stride apart) into the C-contiguous\n"
+"out, with slices (float64, C-contiguous, 6 per row: L hi, L lo, count of +inf,\n"
+"NaN answer, m, and one not read here); a slice with a +inf or a NaN answer gets the\n"
+"special values.");
 
 static PyObject *
 py_write_rows(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *oo, *mo, *ho, *lo;
+    PyObject *xo, *oo, *so;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OOnOOO", &xo, &oo, &n, &mo, &ho, &lo)) {
+    if (!PyArg_ParseTuple(args, "OOnO", &xo, &oo, &n, &so)) {
         return NULL;
     }
-    Py_buffer x, o, m, h, l;
+    Py_buffer x, o, sl;
     int kx, ko;
     Py_ssize_t nrows, stride;
     if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
@@ -1685,26 +1715,22 @@ py_write_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&x);
         return NULL;
     }
-    ko = kind_of(&o);
-    if (ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != nrows * n) {
+    if (PyObject_GetBuffer(so, &sl, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&o);
-        PyErr_SetString(PyExc_ValueError, "out must be C-contiguous float32 or float64 (float64 "
-                                          "for float64 x), one entry per entry of x's rows");
         return NULL;
     }
-    int got = 0;
-    if (row_values(mo, &m, nrows, 0) == 0) {
-        got = 1;
-        if (row_values(ho, &h, nrows, 0) == 0) {
-            got = 2;
-            if (row_values(lo, &l, nrows, 0) == 0) {
-                got = 3;
-            }
-        }
+    ko = kind_of(&o);
+    const char *problem = NULL;
+    if (ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != nrows * n) {
+        problem = "out must be C-contiguous float32 or float64 (float64 for float64 x), one "
+                  "entry per entry of x's rows";
     }
-    if (got == 3) {
-        const double *mv = m.buf, *hv = h.buf, *lv = l.buf;
+    else if (kind_of(&sl) != 'd' || sl.len != nrows * 6 * 8) {
+        problem = "slices must be float64, 6 values per row";
+    }
+    if (problem == NULL) {
+        const double *sv = sl.buf;
         size_t osize = ko == 'd' ? 8 : 4;
         size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
         Py_BEGIN_ALLOW_THREADS
@@ -1712,31 +1738,37 @@ py_write_rows(PyObject *self, PyObject *args)
             if (stride != n && r + 2 < nrows) {
                 prefetch_row((const char *)x.buf + (size_t)(r + 2) * step, row_bytes);
             }
+            const void *row = (const char *)x.buf + (size_t)r * step;
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
-            if (kx == 'f') {
-                write_f32((const float *)x.buf + r * stride, orow, ko == 'd', n, (float)mv[r],
-                          hv[r]);
+            const double *v = sv + 6 * r;
+            if (v[2] > 0.0 || v[3] != 0.0) {
+                if (kx == 'd') {
+                    special_row_f64(row, orow, n, v[2], v[3] != 0.0);
+                }
+                else if (ko == 'd') {
+                    special_row_f32_wide(row, orow, n, v[2], v[3] != 0.0);
+                }
+                else {
+                    special_row_f32(row, orow, n, v[2], v[3] != 0.0);
+                }
+            }
+            else if (kx == 'f') {
+                write_f32(row, orow, ko == 'd', n, (float)v[4], v[0]);
             }
             else {
-                write_f64((const double *)x.buf + r * stride, (double *)orow, n, mv[r], hv[r],
-                          lv[r]);
+                write_f64(row, orow, n, v[4], v[0], v[1]);
             }
         }
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
-    if (got >= 1) {
-        PyBuffer_Release(&m);
+    PyBuffer_Release(&sl);
+    if (problem) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
     }
-    if (got >= 2) {
-        PyBuffer_Release(&h);
-    }
-    if (got >= 3) {
-        PyBuffer_Release(&l);
-        Py_RETURN_NONE;
-    }
-    return NULL;
+    Py_RETURN_NONE;
 }
 
 /* The Dask path's per-slice combination of its blocks' partial sums (impl/_dask.py):
@@ -2118,33 +2150,17 @@ ffi_error(const ffi_call_frame *cf, const char *message)
 }
 
 /* DESIGN.md's special values for a row the kernels declined (a NaN, a +inf, or -inf
- * only): NaN everywhere where there is a NaN or only -inf; else, with k entries
- * +inf, those give 0 (k == 1) or NaN (k >= 2) and every other entry -inf */
-#define DEFINE_SPECIAL_ROW(NAME, T)                                                        \
+ * only), the row whole */
+#define DEFINE_SPECIAL_WHOLE(NAME, T, COUNTS, ROW)                                         \
     static void NAME(const T *x, T *out, Py_ssize_t n)                                     \
     {                                                                                      \
-        Py_ssize_t pinf = 0;                                                               \
-        int nan = 0, all_ninf = 1;                                                         \
-        for (Py_ssize_t i = 0; i < n; i++) {                                               \
-            nan |= x[i] != x[i];                                                           \
-            pinf += x[i] == (T)INFINITY;                                                   \
-            all_ninf &= x[i] == -(T)INFINITY;                                              \
-        }                                                                                  \
-        for (Py_ssize_t i = 0; i < n; i++) {                                               \
-            if (nan || all_ninf) {                                                         \
-                out[i] = (T)NAN;                                                           \
-            }                                                                              \
-            else if (x[i] == (T)INFINITY) {                                                \
-                out[i] = pinf == 1 ? (T)0 : (T)NAN;                                        \
-            }                                                                              \
-            else {                                                                         \
-                out[i] = -(T)INFINITY;                                                     \
-            }                                                                              \
-        }                                                                                  \
+        double v[10];                                                                      \
+        COUNTS(x, n, v);                                                                   \
+        ROW(x, out, n, v[3], v[4] > 0.0 || v[5] == (double)n);                             \
     }
 
-DEFINE_SPECIAL_ROW(special_row_f32, float)
-DEFINE_SPECIAL_ROW(special_row_f64, double)
+DEFINE_SPECIAL_WHOLE(special_whole_f32, float, special_counts_f32, special_row_f32)
+DEFINE_SPECIAL_WHOLE(special_whole_f64, double, special_counts_f64, special_row_f64)
 
 static void *
 ffi_log_softmax(ffi_call_frame *cf)
@@ -2204,10 +2220,10 @@ ffi_log_softmax(ffi_call_frame *cf)
     for (Py_ssize_t r = 0; r < nrows; r++) {
         if (bad[r]) {
             if (job.f64) {
-                special_row_f64((const double *)x->data + r * n, (double *)o->data + r * n, n);
+                special_whole_f64((const double *)x->data + r * n, (double *)o->data + r * n, n);
             }
             else {
-                special_row_f32((const float *)x->data + r * n, (float *)o->data + r * n, n);
+                special_whole_f32((const float *)x->data + r * n, (float *)o->data + r * n, n);
             }
         }
     }

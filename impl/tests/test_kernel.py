@@ -180,34 +180,54 @@ def test_two_threads_give_the_same_bits(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_row_passes_read_blocks_in_place(dtype):
     """partial_rows and write_rows read a block of a larger array in place (rows a
-    stride apart), with the same bits as its contiguous copy; own_max takes each row's
-    maximum on the same visit, NaN (and no sum) where the row is not the kernels'."""
+    stride apart), with the same bits as its contiguous copy. partial_rows takes each
+    row's maximum on the same visit, and for a row with a NaN, a +inf or -inf only,
+    its counts and NumPy's maximum instead of a sum; write_rows gives the special
+    values of the slices that have them."""
     rng = np.random.default_rng(11)
     big = (rng.standard_normal((40, 300)) * 20).astype(dtype)
     big[3, 150] = np.nan
     big[5, 120] = np.inf
+    big[6, 130:132] = np.inf
     big[7, 100:200] = -np.inf  # the block's part of row 7: -inf only
     big[9, 110] = -np.inf
     block = big[:, 100:200]  # rows of 100, 300 apart
     assert not block.flags.c_contiguous
     copy = np.ascontiguousarray(block)
-    m = np.empty(40)
-    got, want = np.empty((40, 3)), np.empty((40, 3))
-    K.partial_rows(block, 100, m, got, True)
-    special = np.isnan(m)
-    assert np.flatnonzero(special).tolist() == [3, 5, 7]
-    assert (got[special] == 0).all()
-    want_m = copy.max(axis=1).astype(np.float64)
-    np.testing.assert_array_equal(m[~special], want_m[~special])
-    K.partial_rows(copy, 100, want_m, want)
-    np.testing.assert_array_equal(got[~special], want[~special])
-    lh, ll = np.log1p(np.where(special, 0.0, want[:, 0] + want[:, 2] - 1)), np.zeros(40)
+    got, want = np.empty((40, 10)), np.empty((40, 10))
+    K.partial_rows(block, 100, got)
+    K.partial_rows(copy, 100, want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got[:, 9], copy.max(axis=1).astype(np.float64))
+    special = [3, 5, 6, 7]
+    assert (got[special, :3] == 0).all()
+    assert got[special, 3:6].tolist() == [[0, 1, 0], [1, 0, 0], [2, 0, 0], [0, 0, 100]]
+    assert (got[:, 6] == -np.inf).all() and (got[:, 7:9] == 0).all()
+    for r in (0, 9):  # a sum relative to the row's maximum, as partial() gives it
+        hi, lo, k = K.partial(copy[r], float(copy[r].max()))
+        assert got[r, :3].tolist() == [hi, lo, k] and got[r, 3:6].tolist() == [0, 0, 0]
+    # per slice: L hi, L lo, count of +inf, NaN answer, m, (not read)
+    slices = np.zeros((40, 6))
+    slices[:, 0] = np.log1p(np.maximum(got[:, 0] + got[:, 2] - 1, 0))
+    slices[:, 4] = got[:, 9]
+    slices[special, 2:4] = [[0, 1], [1, 0], [2, 0], [0, 1]]
     a, b = np.empty_like(copy), np.empty_like(copy)
-    K.write_rows(block, a, 100, want_m, lh, ll)
-    K.write_rows(copy, b, 100, want_m, lh, ll)
-    np.testing.assert_array_equal(a[~special], b[~special])
+    K.write_rows(block, a, 100, slices)
+    K.write_rows(copy, b, 100, slices)
+    np.testing.assert_array_equal(a, b)
+    assert np.isnan(a[[3, 7]]).all() and np.isnan(a[6, 30:32]).all()
+    assert a[5, 20] == 0 and (np.delete(a[5], 20) == -np.inf).all()
+    assert (np.delete(a[6], [30, 31]) == -np.inf).all() and a[9, 10] == -np.inf
+    wide = np.empty(copy.shape)
+    if dtype == "float32":  # float64 output of float32 rows: the narrow formats'
+        K.write_rows(block, wide, 100, slices)
+        np.testing.assert_array_equal(wide.astype(np.float32), a)
     with pytest.raises(ValueError, match="contiguous rows"):
-        K.partial_rows(big[:, ::2], 150, m, got)
+        K.partial_rows(big[:, ::2], 150, got)
+    with pytest.raises(ValueError, match="10 values per row"):
+        K.partial_rows(block, 100, got[:, :9].copy())
+    with pytest.raises(ValueError, match="6 values per row"):
+        K.write_rows(block, a, 100, slices[:, :5].copy())
 
 
 @pytest.mark.parametrize(
