@@ -1562,9 +1562,12 @@ rows_view(PyObject *xo, Py_ssize_t n, Py_buffer *x, int *kx, Py_ssize_t *nrows,
 }
 
 /* Rows of a block read in place lie a stride apart, each in pages of its own once
- * rows are 1 KB or so: the hardware prefetcher starts over on every row. The next
- * row's first lines are requested while this one is worked on. */
+ * rows are 1 KB or so: the hardware prefetcher starts over on every row. The first
+ * lines of the row PREFETCH_AHEAD rows on are requested while this one is worked on
+ * (over float32 (65536, 1024) in blocks of (4096, 256), the partial pass went from 190 to
+ * 125-135 ms, the output pass from 130 to 85-90; 4 rows ahead measured the same). */
 #define PREFETCH_ROW_BYTES 2048
+#define PREFETCH_AHEAD 2 /* rows */
 static inline void
 prefetch_row(const void *row, size_t bytes)
 {
@@ -1638,8 +1641,8 @@ py_partial_rows(PyObject *self, PyObject *args)
     size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < nrows; r++) {
-        if (stride != n && r + 2 < nrows) {
-            prefetch_row((const char *)x.buf + (size_t)(r + 2) * step, row_bytes);
+        if (stride != n && r + PREFETCH_AHEAD < nrows) {
+            prefetch_row((const char *)x.buf + (size_t)(r + PREFETCH_AHEAD) * step, row_bytes);
         }
         const void *row = (const char *)x.buf + (size_t)r * step;
         double *v = pv + 10 * r;
@@ -1735,8 +1738,8 @@ py_write_rows(PyObject *self, PyObject *args)
         size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t r = 0; r < nrows; r++) {
-            if (stride != n && r + 2 < nrows) {
-                prefetch_row((const char *)x.buf + (size_t)(r + 2) * step, row_bytes);
+            if (stride != n && r + PREFETCH_AHEAD < nrows) {
+                prefetch_row((const char *)x.buf + (size_t)(r + PREFETCH_AHEAD) * step, row_bytes);
             }
             const void *row = (const char *)x.buf + (size_t)r * step;
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
