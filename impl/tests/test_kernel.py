@@ -307,6 +307,25 @@ def test_long_rows_in_segments(dtype, monkeypatch):
     assert reference.ulp_error(got, x, axis=-1).max() <= 0.5 + 2**-20
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_outputs_on_huge_pages_have_the_bits_of_small_ones(dtype):
+    """Outputs of 2 MB and more (empty_out: a 2 MB aligned view of a larger
+    allocation) hold what small ones (plain np.empty) hold, in every format: the
+    NumPy path on all rows against 64 rows at a time, and Dask with the reduced axis
+    split against the same column blocks cut into blocks of 64 rows."""
+    da = pytest.importorskip("dask.array")
+    x = (np.random.default_rng(8).standard_normal((2048, 2048)) * 8).astype(FORMATS[dtype].dtype)
+    whole = impl.log_softmax(x, axis=-1)
+    assert whole.dtype == x.dtype and whole.nbytes >= 8 << 20
+    pieces = np.concatenate([impl.log_softmax(x[i : i + 64], axis=-1) for i in range(0, 2048, 64)])
+    # compared as float64: NumPy's equality does not know ml_dtypes' bfloat16
+    np.testing.assert_array_equal(whole.astype(np.float64), pieces.astype(np.float64))
+    big = impl.log_softmax(da.from_array(x, chunks=(1024, 1024)), axis=-1).compute()
+    small = impl.log_softmax(da.from_array(x, chunks=(64, 1024)), axis=-1).compute()
+    assert big.dtype == x.dtype
+    np.testing.assert_array_equal(big.astype(np.float64), small.astype(np.float64))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
 def test_dask_split_axis_matches_the_oracle(dtype):
     da = pytest.importorskip("dask.array")
