@@ -6,6 +6,7 @@ where the kernels were not built."""
 from __future__ import annotations
 
 import math
+import sys
 
 import mpmath
 import numpy as np
@@ -230,6 +231,12 @@ def test_row_passes_read_blocks_in_place(dtype):
         K.write_rows(block, a, 100, slices[:, :5].copy())
 
 
+_LINUX = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="huge pages are advised on Linux only"
+)
+
+
+@_LINUX
 @pytest.mark.parametrize(
     "shape, dtype", [((1024, 256), np.float64), ((4097, 256), np.float32), ((3, 2 << 20), np.uint8)]
 )
@@ -244,6 +251,7 @@ def test_large_outputs_start_on_a_huge_page(shape, dtype):
     assert small.base is None and small.shape == (shape[0] // 2, shape[1] // 2)
 
 
+@_LINUX
 def test_numpy_path_output_on_huge_pages_has_the_kernels_bits():
     x = np.random.default_rng(5).standard_normal((1024, 768)).astype(np.float32)  # 3 MB
     got = impl.log_softmax(x, axis=-1)
