@@ -143,7 +143,10 @@ def _partial_block(b: Any, axes: tuple[int, ...], f64: bool) -> Any:
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
     out = np.empty((rows.shape[0], _PARTS))
-    _kernel.partial_rows(rows, rows.shape[1], out)
+    if rows.size:
+        _kernel.partial_rows(rows, rows.shape[1], out)
+    else:  # a block of no entries (chunks of size 0): it brings nothing to the sum
+        out[:] = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -np.inf, 0.0, 0.0, -np.inf]
     if f64:
         # rare: every term of the row in this block is below _TINY_T
         m = out[:, 9]
@@ -175,10 +178,11 @@ def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     ndim = pb.ndim - 1
     kept = [i for i in range(ndim) if i not in axes]
     perm = kept + list(axes) + [ndim]
-    nk = math.prod(pb.shape[a] for a in kept) if kept else 1
-    p = np.ascontiguousarray(np.transpose(pb, perm).reshape(nk, -1, _PARTS))
+    nk = math.prod(pb.shape[a] for a in kept)
+    nb = math.prod(pb.shape[a] for a in axes)  # blocks per slice
+    p = np.ascontiguousarray(np.transpose(pb, perm).reshape(nk, nb, _PARTS))
     res = np.empty((nk, _SLICE))
-    _kernel.combine_rows(p, p.shape[1], n, f64, res)
+    _kernel.combine_rows(p, nb, n, f64, res)
     for i in np.flatnonzero(res[:, 5]):  # rare
         res[i, :2] = _tiny_log1p(p[i], res[i, 4]), 0.0
     return res.reshape([pb.shape[a] for a in kept] + [_SLICE])
@@ -223,6 +227,8 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
     writes the output, special values (DESIGN.md) too."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
+    if rows.size == 0:  # chunks of size 0
+        return np.empty(b.shape, dtype=out_dtype)
     direct = np.dtype(out_dtype) == rows.dtype
     out = empty_out(rows.shape, rows.dtype if direct else np.float64)
     slices = np.ascontiguousarray(per_slice.reshape(-1, _SLICE))

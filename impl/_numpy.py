@@ -151,7 +151,8 @@ def _as_rows(x: NDArray[Any], axes: tuple[int, ...]) -> tuple[NDArray[Any], list
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     n = math.prod(x.shape[a] for a in axes)
-    return np.ascontiguousarray(np.transpose(x, perm).reshape(-1, n)), perm
+    nrows = math.prod(x.shape[a] for a in kept)  # not -1: either may be 0
+    return np.ascontiguousarray(np.transpose(x, perm).reshape(nrows, n)), perm
 
 
 def _from_rows(rows2d: NDArray[Any], shape: tuple[int, ...], perm: list[int]) -> NDArray[Any]:

@@ -353,6 +353,30 @@ def test_dask_split_axis_matches_the_oracle(dtype):
     assert np.nanmax(res.ulp_error(got)) <= 0.5 + 2**-20
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+def test_dask_split_axis_with_chunks_of_size_zero(dtype):
+    """Chunks of size 0 (on the reduced axis or the kept one) bring nothing: the bits
+    are those of the same blocks without them, special values included."""
+    da = pytest.importorskip("dask.array")
+    x = (np.random.default_rng(3).standard_normal((6, 10)) * 30).astype(FORMATS[dtype].dtype)
+    x[0, 2] = np.inf
+    x[1, 7] = np.nan
+    x[2, :] = -np.inf
+    x[3, 5:] = -np.inf
+    want = impl.log_softmax(da.from_array(x, chunks=((3, 3), (5, 5))), axis=-1).compute()
+    for chunks in [((3, 0, 3), (5, 0, 5)), ((0, 3, 3), (0, 5, 0, 5, 0)), ((6,), (0, 10))]:
+        got = impl.log_softmax(da.from_array(x, chunks=chunks), axis=-1).compute()
+        assert got.dtype == x.dtype
+        # compared as float64: NumPy's NaN-aware equality does not know bfloat16
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    x3 = x.reshape(6, 2, 5)
+    want = impl.log_softmax(da.from_array(x3, chunks=((6,), (1, 1), (2, 3))), axis=(1, 2))
+    got = impl.log_softmax(da.from_array(x3, chunks=((6,), (1, 0, 1), (2, 0, 3))), axis=(1, 2))
+    np.testing.assert_array_equal(
+        got.compute().astype(np.float64), want.compute().astype(np.float64)
+    )
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_dask_split_axis_blocks_relative_to_their_own_maxima(dtype):
     """Narrow formats sum each block relative to its own maximum: ties at the slice
