@@ -1638,13 +1638,14 @@ py_partial_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     double *pv = p.buf;
-    size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
+    size_t row_bytes = (size_t)n * x.itemsize;
+    Py_ssize_t step = stride * x.itemsize; /* bytes; negative for rows in reverse */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < nrows; r++) {
         if (stride != n && r + PREFETCH_AHEAD < nrows) {
-            prefetch_row((const char *)x.buf + (size_t)(r + PREFETCH_AHEAD) * step, row_bytes);
+            prefetch_row((const char *)x.buf + (r + PREFETCH_AHEAD) * step, row_bytes);
         }
-        const void *row = (const char *)x.buf + (size_t)r * step;
+        const void *row = (const char *)x.buf + r * step;
         double *v = pv + 10 * r;
         dd sum = {0.0, 0.0};
         Py_ssize_t k = 0;
@@ -1735,13 +1736,14 @@ py_write_rows(PyObject *self, PyObject *args)
     if (problem == NULL) {
         const double *sv = sl.buf;
         size_t osize = ko == 'd' ? 8 : 4;
-        size_t row_bytes = (size_t)n * x.itemsize, step = (size_t)stride * x.itemsize;
+        size_t row_bytes = (size_t)n * x.itemsize;
+        Py_ssize_t step = stride * x.itemsize;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t r = 0; r < nrows; r++) {
             if (stride != n && r + PREFETCH_AHEAD < nrows) {
-                prefetch_row((const char *)x.buf + (size_t)(r + PREFETCH_AHEAD) * step, row_bytes);
+                prefetch_row((const char *)x.buf + (r + PREFETCH_AHEAD) * step, row_bytes);
             }
-            const void *row = (const char *)x.buf + (size_t)r * step;
+            const void *row = (const char *)x.buf + r * step;
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
             const double *v = sv + 6 * r;
             if (v[2] > 0.0 || v[3] != 0.0) {

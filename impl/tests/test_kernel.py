@@ -223,6 +223,15 @@ def test_row_passes_read_blocks_in_place(dtype):
     if dtype == "float32":  # float64 output of float32 rows: the narrow formats'
         K.write_rows(block, wide, 100, slices)
         np.testing.assert_array_equal(wide.astype(np.float32), a)
+    # rows in reverse (a negative stride), as Dask gives for x[::-1]
+    back, want_back = np.empty((40, 10)), np.empty((40, 10))
+    K.partial_rows(block[::-1], 100, back)
+    K.partial_rows(copy[::-1].copy(), 100, want_back)
+    np.testing.assert_array_equal(back, want_back)
+    c, d = np.empty_like(copy), np.empty_like(copy)
+    K.write_rows(block[::-1], c, 100, slices[::-1].copy())
+    K.write_rows(copy[::-1].copy(), d, 100, slices[::-1].copy())
+    np.testing.assert_array_equal(c, d)
     with pytest.raises(ValueError, match="contiguous rows"):
         K.partial_rows(big[:, ::2], 150, got)
     with pytest.raises(ValueError, match="10 values per row"):
