@@ -37,8 +37,8 @@ _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second 
 
 # per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf;
 # for blocks whose sum is below _TINY_T: c_b (the gap of the block's second largest
-# entry, else -inf) and the block's sum relative to it, hi and lo; the maximum the
-# block's sums are relative to (the slice's, or in float32 the block's own)
+# entry, else -inf) and the block's sum relative to it, hi and lo; the block's own
+# maximum, which its sums are relative to (impl/_kernel.c: partial_rows)
 _PARTS = 10
 # per slice: L hi, L lo, count of +inf, whether the answer is NaN, the maximum, and
 # whether the float64 sum was redone (impl/_kernel.c: combine_rows)

@@ -129,12 +129,13 @@ _HUGE_ADVISED = 4 << 20  # NumPy advises huge pages (Linux, madvise) from this s
 
 def empty_out(shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
     """np.empty; for an output of 2 MB and more on Linux, a view that starts at a 2 MB
-    boundary inside an allocation of 4 MB and more: NumPy advises the kernel to back
-    those with huge pages, which it can do only for the aligned 2 MB stretches inside them, and
-    glibc's large allocations start 16 bytes past a 4 KB page. Aligned, a 2 MB block
-    is written to fresh memory with one page fault instead of 512 (2.5 to 3.4 us each
-    on the benchmark's VM). The address space before the start is never touched, so
-    it takes no memory; past the end, at most one huge page is partly unused."""
+    boundary inside an allocation of 4 MB and more. NumPy advises the kernel to back
+    those with huge pages, which it can do only for the aligned 2 MB stretches inside
+    them, and glibc's large allocations start 16 bytes past a 4 KB page. Aligned, a
+    2 MB block is written to fresh memory with one page fault instead of 512 (2.5 to
+    3.4 us each on the benchmark's VM). The address space before the start is never
+    touched, so it takes no memory; past the end, at most one huge page is partly
+    unused."""
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes < _HUGE_PAGE or not sys.platform.startswith("linux"):
