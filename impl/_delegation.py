@@ -108,9 +108,7 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     if compat.is_torch_namespace(xp):
         from ._torch import log_softmax_torch
 
-        out = log_softmax_torch(x, axes, n)
-        if out is not None:
-            return out
+        return log_softmax_torch(x, axes, n, lambda v: _generic(xp, v, axes, n))
     if compat.is_dask_namespace(xp) and not _has_zero_size(x):
         from ._dask import log_softmax_dask
 
@@ -129,6 +127,12 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
         from ._jax import log_softmax_jax
 
         return log_softmax_jax(xp, x, axes, n, _wide_dtype(xp, x))
+    return _generic(xp, x, axes, n)
+
+
+def _generic(xp: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
+    if _has_zero_size(x):
+        return xp.astype(x, x.dtype, copy=True)
     return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
 
 

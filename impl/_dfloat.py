@@ -15,6 +15,7 @@ import decimal
 import functools
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -217,7 +218,9 @@ def exp_parts(xp: Any, dh: Any, dl: Any, f: Format) -> tuple[Any, Any, Any]:
     return hi, lo, q
 
 
-def log1p_dw(xp: Any, th: Any, tl: Any, f: Format) -> tuple[Any, Any]:
+def log1p_dw(
+    xp: Any, th: Any, tl: Any, f: Format, opaque: Callable[[Any], Any] | None = None
+) -> tuple[Any, Any]:
     """log1p(th + tl) == hi + lo, relative error below 2**(-p - 12), for
     0 <= T < 2**60 with |tl| <= ulp(th).
 
@@ -225,8 +228,14 @@ def log1p_dw(xp: Any, th: Any, tl: Any, f: Format) -> tuple[Any, Any]:
     namespace's own log1p: L = L0 + ((1 + T) exp(-L0) - 1), with exp(-L0) double-word
     and the product formed exactly, so the step's own error is ~2**(-2p) and the
     seed's error enters squared.
+
+    ``opaque(a)`` returns ``a`` in a form a compiler cannot see through; the constant
+    1 goes through it. XLA rewrites (T + 1) - 1 as T, which turns TwoSum(1, T)'s
+    error term into 0 and the Newton step into nothing (40 ULP in float64).
     """
     one = xp.ones_like(th)
+    if opaque is not None:
+        one = opaque(one)
     small = th < f.series_below
     # series: T - T**2/2 + T**3 (1/3 - T/4 + ...), and tl (1 - T)
     ts = xp.where(small, th, xp.zeros_like(th))
@@ -247,7 +256,7 @@ def log1p_dw(xp: Any, th: Any, tl: Any, f: Format) -> tuple[Any, Any]:
     ul = ul + xp.where(small, xp.zeros_like(tl), tl)
     ph, pl = two_prod(xp, uh, yh, f)
     pl = pl + (uh * yl + ul * yh)
-    delta = (ph - 1.0) + pl  # ph - 1 exact: ph lies within a few ulp of 1
+    delta = (ph - one) + pl  # ph - 1 exact: ph lies within a few ulp of 1
     newton_h, newton_l = fast_two_sum(seed, delta)
     return xp.where(small, series_h, newton_h), xp.where(small, series_l, newton_l)
 

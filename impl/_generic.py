@@ -97,6 +97,7 @@ def log_softmax_generic(
     wide: Any,
     cast: Callable[[Any, Any], Any] | None = None,
     scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
 ) -> Any:
     """log_softmax of a real floating array ``x`` over ``axis`` (a tuple), computed in
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
@@ -105,7 +106,10 @@ def log_softmax_generic(
     Two hooks let a namespace whose arithmetic flushes subnormal results to zero (XLA
     on CPU) build them another way: ``cast(values, dtype)`` rounds the wide result to
     x's dtype (default ``xp.astype``) and ``scale2(v, e)`` is ``v * 2**e`` rounded
-    once (default: that product), where the result may be subnormal."""
+    once (default: that product), where the result may be subnormal. A third is for
+    compilers that simplify floating-point expressions with constants in them:
+    ``opaque(a)`` is ``a`` hidden from the compiler (XLA: an optimization barrier),
+    applied to the constants that enter an error-free transformation."""
     out_dtype = x.dtype
     # The maximum, the comparisons and the count of maximal entries are exact in the
     # input's own format, and cheaper there (XLA's float64 reductions on CPU are
@@ -126,7 +130,7 @@ def log_softmax_generic(
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if wide == out_dtype:  # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
-        out = _precise_core(xp, xs, m, below, k, axis, name, scale2)
+        out = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
     else:
         if wide == xp.float64 or "bfloat16" not in str(out_dtype):
             d = xs - m  # the wider range holds any difference of narrow values
@@ -166,6 +170,7 @@ def _precise_core(
     axis: Any,
     name: str,
     scale2: Callable[[Any, Any], Any] | None,
+    opaque: Callable[[Any], Any] | None,
 ) -> Any:
     f = fmt(name)
     zero = xp.zeros_like(x)
@@ -191,7 +196,7 @@ def _precise_core(
     # Unscaled slices: T = (k - 1) + S, L = log1p(T), both double-words.
     T_hi, T_lo = two_sum(xp, k - 1, S_hi)
     T_hi, T_lo = fast_two_sum(T_hi, T_lo + S_lo)
-    L_hi, L_lo = log1p_dw(xp, T_hi, T_lo, f)
+    L_hi, L_lo = log1p_dw(xp, T_hi, T_lo, f, opaque)
     # Scaled slices: T = exp(x2 - m) S < e**-40, so L = T to the last bit, and T is
     # the maximal entry's output (negated). b 2**q with b = exp-part times S.
     g2c = xp.where(scaled, xp.clip(g2h, -f.exp_domain, None), zero)

@@ -16,6 +16,15 @@ where the generic algorithm would have to carry float32 double-words. Elsewhere
 (GPU, float16 and bfloat16 with x64, no compiled kernel) the generic algorithm runs
 in XLA.
 
+Derivatives of every path come from one custom JVP, log_softmax's own: dx -
+sum(softmax(x) dx) over each slice, from the output. The algorithm is never
+differentiated itself: its roundings would give zero derivatives, and its masks the
+wrong gradient at -inf entries.
+
+XLA's algebraic simplifier rewrites (A + C) - C as A for a floating-point constant C,
+which erases the error term of an error-free transformation with a constant in it; the
+generic algorithm's constants of that kind pass through an optimization barrier.
+
 XLA on CPU flushes subnormal results to zero, the conversion from float64 to a
 narrower format included: a float32 output of -3.3e-39 would come back as -0.0 (2.4e6
 ULP). Where the work is in float64, the narrow result's subnormal range is built from
@@ -40,7 +49,8 @@ def log_softmax_jax(xp: Any, x: Any, axes: tuple[int, ...], n: int, wide: Any) -
     import jax
 
     name = "float64" if wide == xp.float64 else "float32"
-    return _compiled(axes, n, name, bool(jax.config.read("jax_enable_x64")))(x)
+    x64 = bool(jax.config.read("jax_enable_x64"))
+    return _compiled(axes, n, name, x64, cpu_kernel_registered())(x)
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +72,11 @@ def cpu_kernel_registered() -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[Any], Any]:
+def _compiled(
+    axes: tuple[int, ...], n: int, wide: str, x64: bool, kernels: bool
+) -> Callable[[Any], Any]:
+    """``kernels``: whether CPU devices run the row kernels (an argument, so that the
+    cache keeps the two programs apart)."""
     import array_api_compat
     import jax
     import jax.numpy as jnp
@@ -75,10 +89,14 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
             # float32's precise core (its subnormal T built from bits), then the
             # bits rounded to bfloat16 with integer arithmetic
             x32 = x.astype(jnp.float32)
-            out = log_softmax_generic(xp, x32, axes, n, jnp.float32, None, _subnormal_safe_scale2)
+            out = log_softmax_generic(
+                xp, x32, axes, n, jnp.float32, None, _subnormal_safe_scale2, _opaque
+            )
             return _round_to_bfloat16(out)
         cast = _subnormal_safe_cast if wide == "float64" else None
-        return log_softmax_generic(xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2)
+        return log_softmax_generic(
+            xp, x, axes, n, getattr(jnp, wide), cast, _subnormal_safe_scale2, _opaque
+        )
 
     def narrow_on_kernel(x: Any) -> Any:
         # float16/bfloat16 without x64: widened exactly to float32, the kernels' result
@@ -87,13 +105,26 @@ def _compiled(axes: tuple[int, ...], n: int, wide: str, x64: bool) -> Callable[[
         out = _kernel_rows(axes, n, odd=True)(x.astype(jnp.float32))
         return _round_to_bfloat16(out) if x.dtype == jnp.bfloat16 else out.astype(x.dtype)
 
+    @jax.custom_jvp
     def f(x: Any) -> Any:
-        if x.ndim > 0 and n > 1 and cpu_kernel_registered():
+        if x.ndim > 0 and n > 1 and kernels:
             if x.dtype in (jnp.float32, jnp.float64):
                 return lax.platform_dependent(x, cpu=_kernel_rows(axes, n), default=generic)
             if wide == "float32" and x.dtype in (jnp.float16, jnp.bfloat16):
                 return lax.platform_dependent(x, cpu=narrow_on_kernel, default=generic)
         return generic(x)
+
+    @f.defjvp
+    def _jvp(primals: Any, tangents: Any) -> Any:
+        # d log_softmax(x) = dx - sum(softmax(x) dx) over each slice, from the output
+        # (in float32 at least): differentiating the algorithm itself would go through
+        # its roundings (zero derivatives) and its masks (-inf entries)
+        out = f(primals[0])
+        t = tangents[0]
+        w = jnp.promote_types(out.dtype, jnp.float32)
+        tw = t.astype(w)
+        dot = jnp.sum(jnp.exp(out.astype(w)) * tw, axis=axes, keepdims=True)
+        return out, (tw - dot).astype(t.dtype)
 
     return jax.jit(f)
 
@@ -108,20 +139,12 @@ def _kernel_rows(axes: tuple[int, ...], n: int, odd: bool = False) -> Callable[[
     import jax.numpy as jnp
     from jax import lax
 
-    @jax.custom_jvp
     def on_rows(rows: Any) -> Any:
         dtype = jnp.uint32 if odd else rows.dtype
         out = jax.ffi.ffi_call(
             _FFI_TARGET, jax.ShapeDtypeStruct(rows.shape, dtype), vmap_method="broadcast_all"
         )(rows)
         return lax.bitcast_convert_type(out, jnp.float32) if odd else out
-
-    @on_rows.defjvp
-    def _jvp(primals: Any, tangents: Any) -> Any:
-        # d log_softmax(x) = dx - sum(softmax(x) * dx) over the slice
-        out = on_rows(primals[0])
-        t = tangents[0]
-        return out, t - jnp.sum(jnp.exp(out) * t, axis=-1, keepdims=True)
 
     def run(x: Any) -> Any:
         kept = [i for i in range(x.ndim) if i not in axes]
@@ -131,6 +154,15 @@ def _kernel_rows(axes: tuple[int, ...], n: int, odd: bool = False) -> Callable[[
         return jnp.transpose(shaped, [perm.index(i) for i in range(x.ndim)])
 
     return run
+
+
+def _opaque(a: Any) -> Any:
+    """a, behind an optimization barrier: XLA's algebraic simplifier folds (A + C) - C
+    into A for floating-point constants C, and error-free transformations with a
+    constant in them would lose their error term."""
+    from jax import lax
+
+    return lax.optimization_barrier(a)
 
 
 # (precision, emin, unsigned integer of the same width)

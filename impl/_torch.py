@@ -1,24 +1,44 @@
 """PyTorch path.
 
-CPU tensors that need no autograd graph run the NumPy path's compiled kernels on a
-zero-copy NumPy view (bfloat16 through its 16-bit pattern), and the result comes back
-as a tensor without a copy. On other devices, finite float16/bfloat16/float32 input
-runs the short algorithm in float64 with torch's own fused, threaded kernels; anything
-else (float64, NaN or infinities, devices without float64) returns None and takes the
-generic algorithm.
+CPU tensors run the NumPy path's compiled kernels on a zero-copy NumPy view
+(bfloat16 through its 16-bit pattern), and the result comes back as a tensor without
+a copy. On other devices, finite float16/bfloat16/float32 input runs the short
+algorithm in float64 with torch's own fused, threaded kernels; anything else
+(float64, NaN or infinities, devices without float64) takes the generic algorithm.
+
+Where autograd records (an input that requires grad, grad mode on), the forward pass
+is the same and the backward pass is log_softmax's own derivative, from the output:
+grad_x = g - softmax(x) sum(g) over each slice (in float32 at least). The algorithm is
+never differentiated itself: its in-place steps would refuse, and its roundings and
+masks have the wrong derivatives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["log_softmax_torch"]
 
 
-def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int) -> Any | None:
+def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]) -> Any:
+    """``generic(x)``: the generic algorithm, for what no fast path takes."""
     import torch
 
-    if x.device.type == "cpu" and not x.requires_grad and str(x.dtype) in _NUMPY_VIEW:
+    if x.requires_grad and torch.is_grad_enabled():
+        return _function(torch).apply(x, axes, n, generic)
+    return _forward(torch, x, axes, n, generic)
+
+
+def _on_numpy(x: Any) -> bool:
+    """Whether x runs on the NumPy path's kernels (CPU tensors of the four formats)."""
+    return x.device.type == "cpu" and str(x.dtype) in _NUMPY_VIEW
+
+
+def _forward(
+    torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]
+) -> Any:
+    if _on_numpy(x):
         return _via_numpy(torch, x, axes, n)
     if (
         x.dtype not in (torch.float16, torch.bfloat16, torch.float32)
@@ -27,7 +47,7 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int) -> Any | None:
         or n == 1
         or not bool(torch.isfinite(x).all())
     ):
-        return None
+        return generic(x)
     dims = list(axes)
     d = x.to(torch.float64)
     d -= d.amax(dim=dims, keepdim=True)
@@ -39,6 +59,37 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int) -> Any | None:
     return d.to(x.dtype)
 
 
+_FUNCTION: list[Any] = []
+
+
+def _function(torch: Any) -> Any:
+    """The autograd.Function (made once, at first use: this module imports without
+    torch)."""
+    if _FUNCTION:
+        return _FUNCTION[0]
+
+    class LogSoftmax(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(
+            ctx: Any, x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]
+        ) -> Any:
+            out = _forward(torch, x.detach(), axes, n, generic)
+            ctx.axes = list(axes)
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            (out,) = ctx.saved_tensors
+            w = torch.promote_types(out.dtype, torch.float32)
+            gw = g.to(w)
+            total = gw.sum(dim=ctx.axes, keepdim=True)
+            return (gw - out.to(w).exp() * total).to(g.dtype), None, None, None
+
+    _FUNCTION.append(LogSoftmax)
+    return LogSoftmax
+
+
 # dtypes with a zero-copy NumPy view (by name: this module imports without torch)
 _NUMPY_VIEW = {"torch.float16", "torch.float32", "torch.float64", "torch.bfloat16"}
 
@@ -48,6 +99,7 @@ def _via_numpy(torch: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
 
     from ._numpy import log_softmax_numpy
 
+    x = x.detach()  # a tensor that requires grad under no_grad has no .numpy()
     if x.dtype == torch.bfloat16:
         import ml_dtypes
 

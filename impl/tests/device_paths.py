@@ -1,0 +1,43 @@
+"""impl.log_softmax on the code paths that GPU devices take, forced on the CPU, so
+that the algorithms a GPU runs are judged by the oracle on any machine:
+
+- PyTorch: the short algorithm in float64 with torch's fused kernels for finite
+  float16/bfloat16/float32 input, the generic algorithm for the rest (as on CUDA);
+- JAX: the generic algorithm in XLA, with and without x64 (as on a GPU, where no
+  row kernel is registered).
+
+Only the backends' own choices differ from the GPU; the arithmetic of the device is
+the CPU's (XLA on CPU flushes subnormal results, which a GPU may not).
+
+    python -m conformance run --candidates impl.tests.device_paths:log_softmax \\
+        --backends torch:cpu,jax:cpu,jax:cpu:jit,jax:cpu:nox64,jax:cpu:jit:nox64
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import impl
+from impl import _jax, _torch
+
+__all__ = ["gpu_paths", "log_softmax"]
+
+
+@contextlib.contextmanager
+def gpu_paths() -> Iterator[None]:
+    """Within: CPU tensors and CPU JAX arrays take the paths of GPU devices."""
+    saved = _torch._on_numpy, _jax.cpu_kernel_registered
+    _torch._on_numpy = lambda x: False
+    _jax.cpu_kernel_registered = lambda: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        _torch._on_numpy, _jax.cpu_kernel_registered = saved
+
+
+def log_softmax(x: Any, axis: Any = None) -> Any:
+    """impl.log_softmax by the GPU devices' paths (a conformance candidate)."""
+    with gpu_paths():
+        return impl.log_softmax(x, axis=axis)
