@@ -28,9 +28,17 @@ from typing import Any
 import numpy as np
 
 from ._dfloat import fast_two_sum, two_sum
-from ._numpy import _as_rows, _from_rows, compiled_kernels, empty_out, log_softmax_numpy
+from ._numpy import (
+    _as_rows,
+    _from_rows,
+    _wide_out,
+    compiled_kernels,
+    empty_out,
+    log_softmax_numpy,
+    round_narrow,
+)
 
-__all__ = ["log_softmax_dask"]
+__all__ = ["log_softmax_dask", "round_narrow_dask"]
 
 _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
 # (the kernels' threshold too, impl/_kernel.c)
@@ -53,6 +61,14 @@ def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
     if compiled_kernels() is None or x.ndim == 0:
         return None
     return _split(x, axes)
+
+
+def round_narrow_dask(v: Any, dtype: Any) -> Any:
+    """The generic algorithm's last rounding, on a Dask array: round_narrow on NumPy
+    blocks (ml_dtypes' own conversion of float64 to bfloat16 rounds twice)."""
+    if isinstance(getattr(v, "_meta", None), np.ndarray):
+        return v.map_blocks(round_narrow, dtype, dtype=dtype)
+    return v.astype(dtype)
 
 
 def _whole_block(b: Any, axes: tuple[int, ...]) -> Any:
@@ -230,13 +246,16 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
     if rows.size == 0:  # chunks of size 0
         return np.empty(b.shape, dtype=out_dtype)
     direct = np.dtype(out_dtype) == rows.dtype
-    out = empty_out(rows.shape, rows.dtype if direct else np.float64)
+    out = empty_out(rows.shape, rows.dtype if direct else _wide_out(out_dtype))
     slices = np.ascontiguousarray(per_slice.reshape(-1, _SLICE))
-    _kernel.write_rows(rows, out, rows.shape[1], slices)
+    # narrow formats (rows widened to float32): float64, or float32 rounded to odd,
+    # then rounded to nearest in the narrow format, which is one rounding
+    _kernel.write_rows(
+        rows, out, rows.shape[1], slices, int(not direct and out.dtype == np.float32)
+    )
     if not direct:
-        wide, out = out, empty_out(rows.shape, out_dtype)
         with np.errstate(all="ignore"):
-            np.copyto(out, wide, casting="unsafe")  # one rounding from float64
+            out = out.astype(out_dtype)
     return _from_rows(out, b.shape, perm)
 
 

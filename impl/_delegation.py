@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat as compat
@@ -108,13 +109,14 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     if compat.is_torch_namespace(xp):
         from ._torch import log_softmax_torch
 
-        return log_softmax_torch(x, axes, n, lambda v: _generic(xp, v, axes, n))
+        return log_softmax_torch(x, axes, n, lambda v, cast: _generic(xp, v, axes, n, cast))
     if compat.is_dask_namespace(xp) and not _has_zero_size(x):
-        from ._dask import log_softmax_dask
+        from ._dask import log_softmax_dask, round_narrow_dask
 
         out = log_softmax_dask(x, axes)
         if out is not None:
             return out
+        return _generic(xp, x, axes, n, round_narrow_dask)
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
     if compat.is_array_api_strict_namespace(xp):
@@ -130,10 +132,12 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     return _generic(xp, x, axes, n)
 
 
-def _generic(xp: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
+def _generic(
+    xp: Any, x: Any, axes: tuple[int, ...], n: int, cast: Callable[[Any, Any], Any] | None = None
+) -> Any:
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
-    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x), cast)
 
 
 def _has_zero_size(x: Any) -> bool:

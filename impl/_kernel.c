@@ -331,18 +331,19 @@ static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, 
 enum { OUT_F32 = 0, OUT_F64 = 1, OUT_F32_ODD = 2 };
 
 /* v rounded to float32, to odd: the neighbour with an odd last bit where v is not a
- * float32 (infinities and NaN as the plain conversion gives them) */
+ * float32 (infinities and NaN as the plain conversion gives them). From the nearest
+ * f: one step toward zero where f lies beyond v, then the last bit set where f is
+ * not v; without branches, so that the loops over it vectorize. */
 static inline float
 round_odd_f32(double v)
 {
     float f = (float)v;
-    if ((double)f != v && isfinite(f)) {
-        uint32_t u;
-        memcpy(&u, &f, sizeof u);
-        if ((u & 1u) == 0) {
-            f = nextafterf(f, v > (double)f ? INFINITY : -INFINITY);
-        }
-    }
+    double b = (double)f;
+    uint32_t u, finite = (uint32_t)(fabsf(f) <= FLT_MAX);
+    memcpy(&u, &f, sizeof u);
+    u -= finite & (uint32_t)(fabs(b) > fabs(v));
+    u |= finite & (uint32_t)(b != v);
+    memcpy(&f, &u, sizeof f);
     return f;
 }
 
@@ -1386,21 +1387,42 @@ pair_buffers(PyObject *xo, PyObject *oo, int has_rows, Py_ssize_t n, Py_buffer *
     return count;
 }
 
+/* The output kind for an out buffer of kind ko ('f' or 'd'), odd: rounded to odd */
+static inline int
+out_kind_of(int ko, int odd)
+{
+    return ko == 'd' ? OUT_F64 : odd ? OUT_F32_ODD : OUT_F32;
+}
+
+/* odd needs float32 x and out; else a ValueError, the buffers released, -1 */
+static int
+odd_check(int odd, int kx, int ko, Py_buffer *x, Py_buffer *o)
+{
+    if (odd && (kx != 'f' || ko != 'f')) {
+        PyBuffer_Release(x);
+        PyBuffer_Release(o);
+        PyErr_SetString(PyExc_ValueError, "odd=1 needs float32 x and a float32 out");
+        return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(rows_doc,
-"rows(x, out, n, threads=1) -> int\n\n"
+"rows(x, out, n, threads=1, odd=0) -> int\n\n"
 "log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
 "into out (float32 or float64 for float32 x; float64 for float64 x). Rows with a NaN\n"
 "or a +inf, and rows of -inf only, are left untouched; returns how many there were.\n"
 "threads=2 shares the rows (or the passes of one long row) with a second thread\n"
-"(float32 into float32 and float64 into float64).");
+"(float32 into float32 and float64 into float64). odd=1 (float32 x and out): the\n"
+"results rounded to odd, for a caller that rounds them to a narrower format.");
 
 static PyObject *
 py_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo;
     Py_ssize_t n;
-    int threads = 1;
-    if (!PyArg_ParseTuple(args, "OOn|i", &xo, &oo, &n, &threads)) {
+    int threads = 1, odd = 0;
+    if (!PyArg_ParseTuple(args, "OOn|ii", &xo, &oo, &n, &threads, &odd)) {
         return NULL;
     }
     Py_buffer x, o;
@@ -1409,10 +1431,13 @@ py_rows(PyObject *self, PyObject *args)
     if (count < 0) {
         return NULL;
     }
+    if (odd_check(odd, kx, ko, &x, &o) < 0) {
+        return NULL;
+    }
     Py_ssize_t skipped;
     Py_BEGIN_ALLOW_THREADS
     row_job job = {.x = x.buf, .out = o.buf, .nrows = count / n, .n = n, .f64 = kx == 'd',
-                   .out_kind = ko == 'd' ? OUT_F64 : OUT_F32};
+                   .out_kind = out_kind_of(ko, odd)};
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
         skipped = rows_two_threads(&job);
     }
@@ -1471,16 +1496,17 @@ py_partial(PyObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(write_doc,
-"write(x, out, m, l_hi, l_lo)\n\n"
+"write(x, out, m, l_hi, l_lo, odd=0)\n\n"
 "out = (x - m) - (l_hi + l_lo), rounded once, for one segment of a row (float32 x\n"
-"uses l_hi only).");
+"uses l_hi only; odd=1 as in rows()).");
 
 static PyObject *
 py_write(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo;
     double m, lh, ll;
-    if (!PyArg_ParseTuple(args, "OOddd", &xo, &oo, &m, &lh, &ll)) {
+    int odd = 0;
+    if (!PyArg_ParseTuple(args, "OOddd|i", &xo, &oo, &m, &lh, &ll, &odd)) {
         return NULL;
     }
     Py_buffer x, o;
@@ -1489,9 +1515,12 @@ py_write(PyObject *self, PyObject *args)
     if (count < 0) {
         return NULL;
     }
+    if (odd_check(odd, kx, ko, &x, &o) < 0) {
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     if (kx == 'f') {
-        write_f32((const float *)x.buf, o.buf, ko == 'd', count, (float)m, lh);
+        write_f32((const float *)x.buf, o.buf, out_kind_of(ko, odd), count, (float)m, lh);
     }
     else {
         write_f64((const double *)x.buf, (double *)o.buf, count, m, lh, ll);
@@ -1695,19 +1724,20 @@ DEFINE_SPECIAL_ROW(special_row_f32_wide, float, double)
 DEFINE_SPECIAL_ROW(special_row_f64, double, double)
 
 PyDoc_STRVAR(write_rows_doc,
-"write_rows(x, out, n, slices)\n\n"
+"write_rows(x, out, n, slices, odd=0)\n\n"
 "The Dask path's second pass over a block: write() for each length-n row of x\n"
 "(C-contiguous, or 2-D with contiguous rows a stride apart) into the C-contiguous\n"
 "out, with slices (float64, C-contiguous, 6 per row: L hi, L lo, count of +inf,\n"
 "NaN answer, m, and one not read here); a slice with a +inf or a NaN answer gets the\n"
-"special values.");
+"special values. odd=1 as in rows().");
 
 static PyObject *
 py_write_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo, *so;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OOnO", &xo, &oo, &n, &so)) {
+    int odd = 0;
+    if (!PyArg_ParseTuple(args, "OOnO|i", &xo, &oo, &n, &so, &odd)) {
         return NULL;
     }
     Py_buffer x, o, sl;
@@ -1734,9 +1764,12 @@ py_write_rows(PyObject *self, PyObject *args)
     else if (kind_of(&sl) != 'd' || sl.len != nrows * 6 * 8) {
         problem = "slices must be float64, 6 values per row";
     }
+    else if (odd && (kx != 'f' || ko != 'f')) {
+        problem = "odd=1 needs float32 x and a float32 out";
+    }
     if (problem == NULL) {
         const double *sv = sl.buf;
-        int out_kind = ko == 'd' ? OUT_F64 : OUT_F32;
+        int out_kind = out_kind_of(ko, odd);
         size_t osize = out_size(kx == 'd', out_kind);
         size_t row_bytes = (size_t)n * x.itemsize;
         Py_ssize_t step = stride * x.itemsize;

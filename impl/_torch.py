@@ -21,8 +21,12 @@ from typing import Any
 __all__ = ["log_softmax_torch"]
 
 
-def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]) -> Any:
-    """``generic(x)``: the generic algorithm, for what no fast path takes."""
+Generic = Callable[[Any, Callable[[Any, Any], Any]], Any]
+
+
+def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
+    """``generic(x, cast)``: the generic algorithm, for what no fast path takes, with
+    ``cast(values, dtype)`` rounding its float64 result to x's dtype."""
     import torch
 
     if x.requires_grad and torch.is_grad_enabled():
@@ -35,9 +39,7 @@ def _on_numpy(x: Any) -> bool:
     return x.device.type == "cpu" and str(x.dtype) in _NUMPY_VIEW
 
 
-def _forward(
-    torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]
-) -> Any:
+def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
     if _on_numpy(x):
         return _via_numpy(torch, x, axes, n)
     if (
@@ -47,7 +49,7 @@ def _forward(
         or n == 1
         or not bool(torch.isfinite(x).all())
     ):
-        return generic(x)
+        return generic(x, lambda v, dtype: _round_narrow(torch, v, dtype))
     dims = list(axes)
     d = x.to(torch.float64)
     d -= d.amax(dim=dims, keepdim=True)
@@ -56,7 +58,28 @@ def _forward(
     T = e.sum(dim=dims, keepdim=True)
     T += at_max.sum(dim=dims, keepdim=True) - 1
     d -= T.log1p_()
-    return d.to(x.dtype)
+    return _round_narrow(torch, d, x.dtype)
+
+
+def _round_narrow(torch: Any, d: Any, dtype: Any) -> Any:
+    """``d`` rounded once to ``dtype``."""
+    if dtype in (torch.float16, torch.bfloat16) and d.dtype == torch.float64:
+        return _round_to_odd_f32(torch, d).to(dtype)
+    return d.to(dtype)
+
+
+def _round_to_odd_f32(torch: Any, d: Any) -> Any:
+    """float64 ``d`` in float32, rounded to odd: toward zero, and the last bit set
+    where inexact. A narrow format (float16, bfloat16) rounded from there gets one
+    correct rounding of d; torch's own conversion from float64 goes through a float32
+    rounded to nearest, and rounds twice (1 + 2**-11 + 2**-40 becomes 1.0 in
+    float16)."""
+    f = d.to(torch.float32)
+    back = f.to(torch.float64)
+    bits = f.view(torch.int32)
+    bits = bits - (back.abs() > d.abs()).to(torch.int32)  # one ulp toward zero
+    bits = bits | (back != d).to(torch.int32)
+    return bits.view(torch.float32)
 
 
 _FUNCTION: list[Any] = []
@@ -70,9 +93,7 @@ def _function(torch: Any) -> Any:
 
     class LogSoftmax(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
-        def forward(
-            ctx: Any, x: Any, axes: tuple[int, ...], n: int, generic: Callable[[Any], Any]
-        ) -> Any:
+        def forward(ctx: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
             out = _forward(torch, x.detach(), axes, n, generic)
             ctx.axes = list(axes)
             ctx.save_for_backward(out)

@@ -4,13 +4,14 @@ that the algorithms a GPU runs are judged by the oracle on any machine:
 - PyTorch: the short algorithm in float64 with torch's fused kernels for finite
   float16/bfloat16/float32 input, the generic algorithm for the rest (as on CUDA);
 - JAX: the generic algorithm in XLA, with and without x64 (as on a GPU, where no
-  row kernel is registered).
+  row kernel is registered);
+- Dask: the generic algorithm on the Dask array (as for blocks of CuPy arrays).
 
 Only the backends' own choices differ from the GPU; the arithmetic of the device is
 the CPU's (XLA on CPU flushes subnormal results, which a GPU may not).
 
     python -m conformance run --candidates impl.tests.device_paths:log_softmax \\
-        --backends torch:cpu,jax:cpu,jax:cpu:jit,jax:cpu:nox64,jax:cpu:jit:nox64
+        --backends torch:cpu,jax:cpu,jax:cpu:jit,jax:cpu:nox64,jax:cpu:jit:nox64,dask:cpu
 """
 
 from __future__ import annotations
@@ -20,21 +21,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import impl
-from impl import _jax, _torch
+from impl import _dask, _jax, _torch
 
 __all__ = ["gpu_paths", "log_softmax"]
 
 
 @contextlib.contextmanager
 def gpu_paths() -> Iterator[None]:
-    """Within: CPU tensors and CPU JAX arrays take the paths of GPU devices."""
-    saved = _torch._on_numpy, _jax.cpu_kernel_registered
+    """Within: CPU tensors, CPU JAX arrays and Dask arrays of NumPy blocks take the
+    paths of GPU devices (a Dask graph is built within, and may be computed after)."""
+    saved = _torch._on_numpy, _jax.cpu_kernel_registered, _dask.log_softmax_dask
     _torch._on_numpy = lambda x: False
     _jax.cpu_kernel_registered = lambda: False  # type: ignore[assignment]
+    _dask.log_softmax_dask = lambda x, axes: None
     try:
         yield
     finally:
-        _torch._on_numpy, _jax.cpu_kernel_registered = saved
+        _torch._on_numpy, _jax.cpu_kernel_registered, _dask.log_softmax_dask = saved
 
 
 def log_softmax(x: Any, axis: Any = None) -> Any:
