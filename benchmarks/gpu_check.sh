@@ -5,8 +5,8 @@
 #     bash benchmarks/gpu_check.sh          # writes under $OUT
 #
 # 1. the hardware and library versions (hardware.txt);
-# 2. impl's tests on the GPU backends: accuracy against the oracle and the semantics
-#    (pytest-gpu.txt);
+# 2. impl's tests on the GPU backends: accuracy against the oracle, the semantics and
+#    the derivatives (pytest-gpu.txt);
 # 3. the quick sweep of every candidate on torch:cuda, jax:gpu[:jit] and cupy:cuda,
 #    then the full profile if time is left (results-quick.csv, results-full.csv and
 #    their logs), to be merged into the published report with
@@ -48,7 +48,8 @@ EOF
 } > "$OUT/hardware.txt" 2>&1
 
 timeout 150 python3 -m pytest -p no:cacheprovider -q -rs \
-    impl/tests/test_accuracy.py impl/tests/test_semantics.py -k "cuda or gpu or cupy" \
+    impl/tests/test_accuracy.py impl/tests/test_semantics.py impl/tests/test_autodiff.py \
+    -k "(cuda or gpu or cupy) and not path" \
     > "$OUT/pytest-gpu.txt" 2>&1
 echo "pytest exit $?" >> "$OUT/pytest-gpu.txt"
 
