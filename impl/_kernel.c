@@ -347,6 +347,10 @@ round_odd_f32(double v)
     return f;
 }
 
+/* The OUT_F32_ODD writes on the AVX2 path (set at import where the CPU has it) */
+typedef void (*write_odd_fn)(const float *, float *, Py_ssize_t, float, double);
+static write_odd_fn write_odd_f32 = NULL;
+
 HOT static void
 write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L)
 {
@@ -356,6 +360,9 @@ write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double
         for (Py_ssize_t i = 0; i < n; i++) {
             o[i] = ((double)x[i] - md) - L;
         }
+    }
+    else if (out_kind == OUT_F32_ODD && write_odd_f32 != NULL) {
+        write_odd_f32(x, (float *)out, n, m, L);
     }
     else if (out_kind == OUT_F32_ODD) {
         float *o = (float *)out;
@@ -765,6 +772,45 @@ stream_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
         _mm256_stream_ps(o + i, _mm256_insertf128_ps(_mm256_castps128_ps256(ra), rb, 1));
     }
     write_f32(x + i, o + i, OUT_F32, n - i, m, L);
+}
+
+/* write_f32's OUT_F32_ODD loop, four lanes at a time. Where |v| lies in float32's
+ * normal range, rounding to odd is a truncation of v's float64 pattern to float32's 24
+ * bits with the last kept bit set where a dropped one was (the sticky bit), and the
+ * conversion after it is exact: the same bits as round_odd_f32. Groups with a lane
+ * outside that range (0, subnormal, beyond FLT_MAX, inf, NaN) take round_odd_f32
+ * itself. The compiler's vectorization of the portable loop ran at 0.9 ns an entry
+ * here, three times the plain float32 write. */
+AVX2 static void
+write_odd_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
+{
+    const __m256d MD = v_set((double)m), LL = v_set(L);
+    const __m256d ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+    const __m256d TINY = v_set(0x1p-126), BIG = v_set(FLT_MAX);
+    const __m256i DROP = _mm256_set1_epi64x((INT64_C(1) << 29) - 1); /* 53 - 24 bits */
+    const __m256i KEEP = _mm256_set1_epi64x(INT64_C(1) << 29);
+    const __m256i ZERO = _mm256_setzero_si256();
+    double md = (double)m;
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        __m256d v = _mm256_sub_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), MD), LL);
+        __m256d a = _mm256_and_pd(v, ABS);
+        __m256d normal = _mm256_and_pd(_mm256_cmp_pd(a, TINY, _CMP_GE_OQ),
+                                       _mm256_cmp_pd(a, BIG, _CMP_LE_OQ));
+        if (_mm256_movemask_pd(normal) != 15) {
+            for (int l = 0; l < 4; l++) {
+                o[i + l] = round_odd_f32(((double)x[i + l] - md) - L);
+            }
+            continue;
+        }
+        __m256i bits = _mm256_castpd_si256(v);
+        __m256i exact = _mm256_cmpeq_epi64(_mm256_and_si256(bits, DROP), ZERO);
+        bits = _mm256_or_si256(_mm256_andnot_si256(DROP, bits), _mm256_andnot_si256(exact, KEEP));
+        _mm_storeu_ps(o + i, _mm256_cvtpd_ps(_mm256_castsi256_pd(bits)));
+    }
+    for (; i < n; i++) {
+        o[i] = round_odd_f32(((double)x[i] - md) - L);
+    }
 }
 
 AVX2 static void
@@ -2044,8 +2090,10 @@ use_avx2(int on)
     max_f32 = max_f32_portable;
     stream_f64 = NULL;
     stream_f32 = NULL;
+    write_odd_f32 = NULL;
 #ifdef HAVE_AVX2_PATH
     if (on) {
+        write_odd_f32 = write_odd_f32_avx2;
         partial_f64 = partial_f64_avx2;
         partial_f32 = partial_f32_avx2;
         max_f64 = max_f64_avx2;

@@ -122,6 +122,51 @@ def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
         K.use(prev)
 
 
+def _round_to_odd(v: np.ndarray) -> np.ndarray:
+    """float64 to float32 rounded to odd (infinities where the conversion overflows)."""
+    with np.errstate(over="ignore"):
+        f = v.astype(np.float32)
+    back = f.astype(np.float64)
+    bits = f.view(np.int32)
+    fin = np.isfinite(f)
+    bits -= fin & (np.abs(back) > np.abs(v))
+    bits |= fin & (back != v)
+    return f
+
+
+@pytest.mark.parametrize("path", ["avx2", "scalar"])
+def test_writes_rounded_to_odd(path):
+    """odd=1 (float32 in and out): (x - m) - L rounded to odd, on both code paths,
+    over every binade of float32, subnormal results, zero, overflow and specials."""
+    if path == "avx2" and not _avx2_available():
+        pytest.skip("this CPU has no AVX2 and FMA")
+    rng = np.random.default_rng(12)
+    xs = [
+        (rng.standard_normal(1003) * 30).astype(np.float32),
+        (rng.uniform(-1, 1, 4001) * 2.0 ** rng.integers(-149, 128, 4001)).astype(np.float32),
+        np.array([3.4e38, -3.4e38, 1e-30, 0, -0.0, 1.5, 1e-45, 1.1754942e-38], np.float32),
+    ]
+    cases = [(0.0, 0.0), (1.0, 2.0**-30), (-3.4e38, 1e38), (0.0, 1e-300), (2.5, 0.1)]
+    prev = K.use(path)
+    try:
+        for x in xs:
+            for m, L in cases:
+                got = np.empty_like(x)
+                K.write(x, got, m, L, 0.0, 1)
+                m32 = float(np.float32(m))  # the kernels take m in x's format
+                want = _round_to_odd((x.astype(np.float64) - m32) - L)
+                np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+        x = np.array([np.inf, -np.inf, np.nan, 1.0], np.float32)  # as the conversion gives
+        got = np.empty_like(x)
+        K.write(x, got, 0.0, 0.0, 0.0, 1)
+        np.testing.assert_array_equal(got[:2], x[:2])
+        assert np.isnan(got[2]) and got[3] == 1.0
+        with pytest.raises(ValueError, match="odd=1 needs float32"):
+            K.write(x, np.empty(4), 0.0, 0.0, 0.0, 1)
+    finally:
+        K.use(prev)
+
+
 @pytest.mark.skipif(not _avx2_available(), reason="this CPU has no AVX2 and FMA")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_large_outputs_streamed_give_the_same_bits(dtype):
