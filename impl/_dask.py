@@ -254,8 +254,9 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
         rows, out, rows.shape[1], slices, int(not direct and out.dtype == np.float32)
     )
     if not direct:
+        wide, out = out, empty_out(rows.shape, out_dtype)
         with np.errstate(all="ignore"):
-            out = out.astype(out_dtype)
+            np.copyto(out, wide, casting="unsafe")
     return _from_rows(out, b.shape, perm)
 
 

@@ -129,12 +129,14 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
         from ._jax import log_softmax_jax
 
         return log_softmax_jax(xp, x, axes, n, _wide_dtype(xp, x))
-    return _generic(xp, x, axes, n)
+    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
 
 
 def _generic(
-    xp: Any, x: Any, axes: tuple[int, ...], n: int, cast: Callable[[Any, Any], Any] | None = None
+    xp: Any, x: Any, axes: tuple[int, ...], n: int, cast: Callable[[Any, Any], Any] | None
 ) -> Any:
+    """The generic algorithm with its last rounding ``cast``, for the paths that fall
+    back to it (PyTorch's, Dask's); a zero-size x is copied."""
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
     return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x), cast)

@@ -231,7 +231,7 @@ def log1p_dw(
 
     ``opaque(a)`` returns ``a`` in a form a compiler cannot see through; the constant
     1 goes through it. XLA rewrites (T + 1) - 1 as T, which turns TwoSum(1, T)'s
-    error term into 0 and the Newton step into nothing (40 ULP in float64).
+    error term into 0 and the Newton step into nothing (38 ULP in float64).
     """
     one = xp.ones_like(th)
     if opaque is not None:

@@ -1440,6 +1440,8 @@ out_kind_of(int ko, int odd)
     return ko == 'd' ? OUT_F64 : odd ? OUT_F32_ODD : OUT_F32;
 }
 
+static const char ODD_PROBLEM[] = "odd=1 needs float32 x and a float32 out";
+
 /* odd needs float32 x and out; else a ValueError, the buffers released, -1 */
 static int
 odd_check(int odd, int kx, int ko, Py_buffer *x, Py_buffer *o)
@@ -1447,7 +1449,7 @@ odd_check(int odd, int kx, int ko, Py_buffer *x, Py_buffer *o)
     if (odd && (kx != 'f' || ko != 'f')) {
         PyBuffer_Release(x);
         PyBuffer_Release(o);
-        PyErr_SetString(PyExc_ValueError, "odd=1 needs float32 x and a float32 out");
+        PyErr_SetString(PyExc_ValueError, ODD_PROBLEM);
         return -1;
     }
     return 0;
@@ -1811,7 +1813,7 @@ py_write_rows(PyObject *self, PyObject *args)
         problem = "slices must be float64, 6 values per row";
     }
     else if (odd && (kx != 'f' || ko != 'f')) {
-        problem = "odd=1 needs float32 x and a float32 out";
+        problem = ODD_PROBLEM;
     }
     if (problem == NULL) {
         const double *sv = sl.buf;

@@ -115,7 +115,7 @@ def round_narrow(wide: NDArray[np.float64], dtype: Any) -> NDArray[Any]:
     which with 16 bits to spare makes the two roundings one."""
     dtype = np.dtype(dtype)
     if "bfloat16" not in dtype.name:
-        return wide.astype(dtype)
+        return wide.astype(dtype, copy=False)
     f = wide.astype(np.float32)
     back = f.astype(np.float64)
     bits = f.view(np.int32)

@@ -15,6 +15,7 @@ masks have the wrong derivatives.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -82,14 +83,10 @@ def _round_to_odd_f32(torch: Any, d: Any) -> Any:
     return bits.view(torch.float32)
 
 
-_FUNCTION: list[Any] = []
-
-
+@functools.cache
 def _function(torch: Any) -> Any:
     """The autograd.Function (made once, at first use: this module imports without
     torch)."""
-    if _FUNCTION:
-        return _FUNCTION[0]
 
     class LogSoftmax(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
@@ -107,7 +104,6 @@ def _function(torch: Any) -> Any:
             total = gw.sum(dim=ctx.axes, keepdim=True)
             return (gw - out.to(w).exp() * total).to(g.dtype), None, None, None
 
-    _FUNCTION.append(LogSoftmax)
     return LogSoftmax
 
 
