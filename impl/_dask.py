@@ -43,13 +43,16 @@ __all__ = ["log_softmax_dask", "round_narrow_dask"]
 _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
 # (the kernels' threshold too, impl/_kernel.c)
 
-# per slice and block: sum hi, sum lo, count of maxima, counts of +inf, NaN, -inf;
-# for blocks whose sum is below _TINY_T: c_b (the gap of the block's second largest
-# entry, else -inf) and the block's sum relative to it, hi and lo; the block's own
-# maximum, which its sums are relative to (impl/_kernel.c: partial_rows)
+# per slice and block: sum hi, sum lo, count of maxima, counts of +inf and NaN, the
+# count of entries (the slice's length is the blocks' sum: Dask may not know it before
+# it computes, after boolean indexing, say); for blocks whose sum is below _TINY_T:
+# c_b (the gap of the block's second largest entry, else -inf) and the block's sum
+# relative to it, hi and lo; the block's own maximum, which its sums are relative to
+# (impl/_kernel.c: partial_rows)
 _PARTS = 10
-# per slice: L hi, L lo, count of +inf, whether the answer is NaN, the maximum, and
-# whether the float64 sum was redone (impl/_kernel.c: combine_rows)
+# per slice: L hi, L lo, count of +inf, the special answer (NaN; or a slice of one
+# entry), the maximum, and whether the float64 sum was redone (impl/_kernel.c:
+# combine_rows)
 _SLICE = 6
 
 
@@ -79,7 +82,6 @@ def _whole_block(b: Any, axes: tuple[int, ...]) -> Any:
 def _split(x: Any, axes: tuple[int, ...]) -> Any:
     import dask.array as da
 
-    n = math.prod(x.shape[a] for a in axes)
     xk = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)  # exact
     f64 = xk.dtype == np.float64
     ndim = x.ndim
@@ -116,7 +118,6 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         align_arrays=False,  # the kept axes' chunks are x's already
         axes=axes,
         f64=f64,
-        n=n,
         dtype=np.float64,
         meta=np.empty((0,) * (ndim - len(axes) + 1)),
     )
@@ -185,7 +186,7 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
     return np.transpose(v.reshape(t_shape), inv)
 
 
-def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
+def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: _SLICE values per slice, on the kept axes and a
     trailing axis. The kernels' combine_rows does it (impl/_kernel.c says how), but
@@ -198,7 +199,7 @@ def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool, n: int) -> Any:
     nb = math.prod(pb.shape[a] for a in axes)  # blocks per slice
     p = np.ascontiguousarray(np.transpose(pb, perm).reshape(nk, nb, _PARTS))
     res = np.empty((nk, _SLICE))
-    _kernel.combine_rows(p, nb, n, f64, res)
+    _kernel.combine_rows(p, nb, f64, res)
     for i in np.flatnonzero(res[:, 5]):  # rare
         res[i, :2] = _tiny_log1p(p[i], res[i, 4]), 0.0
     return res.reshape([pb.shape[a] for a in kept] + [_SLICE])

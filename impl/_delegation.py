@@ -101,12 +101,13 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     xp = compat.array_namespace(x)
     x = _float_dtype(xp, x)
     axes = _normalize_axis(axis, x.ndim)
-    n = math.prod(x.shape[a] for a in axes) if axes else 1
-    if compat.is_numpy_namespace(xp):
+    n = _slice_size(x, axes)
+    # NumPy, PyTorch and JAX shapes are integers: n is None only elsewhere
+    if n is not None and compat.is_numpy_namespace(xp):
         from ._numpy import log_softmax_numpy
 
         return log_softmax_numpy(x, axes, n)
-    if compat.is_torch_namespace(xp):
+    if n is not None and compat.is_torch_namespace(xp):
         from ._torch import log_softmax_torch
 
         return log_softmax_torch(x, axes, n, lambda v, cast: _generic(xp, v, axes, n, cast))
@@ -116,6 +117,12 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
         out = log_softmax_dask(x, axes)
         if out is not None:
             return out
+        if any(_size(s) is None for s in x.shape):
+            raise ValueError(
+                f"log_softmax of a Dask array with unknown chunk sizes (chunks={x.chunks}) "
+                "needs them known here (blocks other than NumPy's, or a build without "
+                "the compiled kernels): call x.compute_chunk_sizes() first"
+            )
         return _generic(xp, x, axes, n, round_narrow_dask)
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
@@ -125,15 +132,34 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
 
         with np.errstate(all="ignore"):
             return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
-    if compat.is_jax_namespace(xp):
+    if n is not None and compat.is_jax_namespace(xp):
         from ._jax import log_softmax_jax
 
         return log_softmax_jax(xp, x, axes, n, _wide_dtype(xp, x))
     return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
 
 
+def _slice_size(x: Any, axes: tuple[int, ...]) -> int | None:
+    """Entries per slice; None where the shape does not say (an array API shape may
+    hold None, and a Dask array's NaN, for data-dependent sizes)."""
+    sizes = [_size(x.shape[a]) for a in axes]
+    known = [s for s in sizes if s is not None]
+    return math.prod(known) if len(known) == len(sizes) else None
+
+
+def _size(s: Any) -> int | None:
+    try:
+        return operator.index(s)
+    except TypeError:
+        return None
+
+
 def _generic(
-    xp: Any, x: Any, axes: tuple[int, ...], n: int, cast: Callable[[Any, Any], Any] | None
+    xp: Any,
+    x: Any,
+    axes: tuple[int, ...],
+    n: int | None,
+    cast: Callable[[Any, Any], Any] | None,
 ) -> Any:
     """The generic algorithm with its last rounding ``cast``, for the paths that fall
     back to it (PyTorch's, Dask's); a zero-size x is copied."""
@@ -143,4 +169,4 @@ def _generic(
 
 
 def _has_zero_size(x: Any) -> bool:
-    return any(s == 0 for s in x.shape)
+    return any(s == 0 for s in x.shape)  # unknown sizes (None, NaN) are not 0

@@ -174,7 +174,9 @@ def pow2(xp: Any, q: Any, like: Any, f: Format) -> Any:
     the top of the range): a table, because some namespaces compute pow(2, q) as
     exp(q ln 2)."""
     lo, hi = f.p2_range
-    index = xp.astype(xp.clip(q, float(lo), float(hi)) - float(lo), xp.int32)
+    # maximum and minimum, not clip: array_api_compat's Dask clip needs known shapes
+    qc = xp.minimum(xp.maximum(q, const(xp, q, float(lo))), const(xp, q, float(hi)))
+    index = xp.astype(qc - float(lo), xp.int32)
     return _lookup(xp, _table(xp, like, _pow2_table(f.name)), index)
 
 

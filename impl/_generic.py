@@ -72,8 +72,9 @@ def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
     return xp.where(far, huge, hi), xp.where(far, xp.zeros_like(lo), lo)
 
 
-def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
-    """Apply DESIGN.md's special-value rules to ``out`` (same dtype as x)."""
+def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int | None) -> Any:
+    """Apply DESIGN.md's special-value rules to ``out`` (same dtype as x). ``n``: the
+    entries per slice, None where the shape does not say (then counted, lazily)."""
     nan = const(xp, out, math.nan)
     ninf = const(xp, out, -math.inf)
     zero = xp.zeros_like(out)
@@ -86,14 +87,18 @@ def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int) -> Any:
     all_ninf = xp.all(x == -math.inf, axis=axis, keepdims=True)
     out = xp.where(n_pinf == 1, xp.where(pinf, zero, ninf), out)
     out = xp.where(n_pinf >= 2, xp.where(pinf, nan, ninf), out)
-    return xp.where(has_nan | all_ninf, nan, out)
+    out = xp.where(has_nan | all_ninf, nan, out)
+    if n is None:  # slices of one entry, as above (-inf alone is not "all -inf")
+        single = xp.sum(xp.ones_like(x, dtype=xp.int32), axis=axis, keepdims=True) == 1
+        out = xp.where(single, xp.where(isnan, nan, zero), out)
+    return out
 
 
 def log_softmax_generic(
     xp: Any,
     x: Any,
     axis: Any,
-    n: int,
+    n: int | None,
     wide: Any,
     cast: Callable[[Any, Any], Any] | None = None,
     scale2: Callable[[Any, Any], Any] | None = None,
@@ -101,7 +106,8 @@ def log_softmax_generic(
 ) -> Any:
     """log_softmax of a real floating array ``x`` over ``axis`` (a tuple), computed in
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
-    slice (>= 1).
+    slice (>= 1), or None where the shape does not say (a Dask array's unknown
+    chunks).
 
     Two hooks let a namespace whose arithmetic flushes subnormal results to zero (XLA
     on CPU) build them another way: ``cast(values, dtype)`` rounds the wide result to
@@ -188,7 +194,7 @@ def _precise_core(
     dh, dl = _two_diff(xp, x, ref)
     lim = const(xp, x, -f.exp_domain)
     inside = dh >= lim
-    dc = xp.clip(xp.where(inside, dh, lim), None, 0.0)
+    dc = xp.minimum(xp.where(inside, dh, lim), zero)  # not clip: see pow2
     eh, el, q = exp_parts(xp, dc, xp.where(inside, dl, zero), f)
     scale = pow2(xp, q, x, f)
     terms_hi = xp.where(below, eh * scale, zero)
@@ -199,7 +205,7 @@ def _precise_core(
     L_hi, L_lo = log1p_dw(xp, T_hi, T_lo, f, opaque)
     # Scaled slices: T = exp(x2 - m) S < e**-40, so L = T to the last bit, and T is
     # the maximal entry's output (negated). b 2**q with b = exp-part times S.
-    g2c = xp.where(scaled, xp.clip(g2h, -f.exp_domain, None), zero)
+    g2c = xp.where(scaled, xp.maximum(g2h, lim), zero)
     gh, gl, gq = exp_parts(xp, g2c, xp.where(scaled & (g2h >= lim), g2l, zero), f)
     bh, bl = two_prod(xp, gh, S_hi, f)
     bh, bl = fast_two_sum(bh, bl + (gh * S_lo + gl * S_hi))

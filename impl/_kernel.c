@@ -1661,21 +1661,19 @@ prefetch_row(const void *row, size_t bytes)
 #endif
 }
 
-/* A special row of a block (a NaN, a +inf, or -inf only): its counts of +inf, NaN
- * and -inf, and its maximum as NumPy gives it (NaN where there is a NaN) */
+/* A special row of a block (a NaN, a +inf, or -inf only): its counts of +inf and
+ * NaN, and its maximum as NumPy gives it (NaN where there is a NaN) */
 #define DEFINE_SPECIAL_COUNTS(NAME, T)                                                     \
     static void NAME(const T *x, Py_ssize_t n, double *v)                                  \
     {                                                                                      \
-        double pinf = 0.0, nan = 0.0, ninf = 0.0, m = -INFINITY;                           \
+        double pinf = 0.0, nan = 0.0, m = -INFINITY;                                       \
         for (Py_ssize_t i = 0; i < n; i++) {                                               \
             pinf += x[i] == (T)INFINITY;                                                   \
             nan += x[i] != x[i];                                                           \
-            ninf += x[i] == -(T)INFINITY;                                                  \
             m = (double)x[i] > m ? (double)x[i] : m;                                       \
         }                                                                                  \
         v[3] = pinf;                                                                       \
         v[4] = nan;                                                                        \
-        v[5] = ninf;                                                                       \
         v[9] = nan > 0.0 ? NAN : m;                                                        \
     }
 
@@ -1686,10 +1684,9 @@ PyDoc_STRVAR(partial_rows_doc,
 "partial_rows(x, n, parts)\n\n"
 "The Dask path's first pass over a block: for each length-n row of x (C-contiguous,\n"
 "or 2-D with contiguous rows a stride apart), parts (float64, C-contiguous, 10 per\n"
-"row) gets {partial(row, m) hi, lo and count, counts of +inf, NaN and -inf, -inf,\n"
-"0, 0, m} with m the row's maximum, taken on the same visit. A row with a NaN or a\n"
-"+inf, or of -inf only, gets no sum: its counts, and its maximum as NumPy gives it.\n"
-"-inf entries next to finite ones are not counted.");
+"row) gets {partial(row, m) hi, lo and count, counts of +inf and NaN, n, -inf, 0,\n"
+"0, m} with m the row's maximum, taken on the same visit. A row with a NaN or a\n"
+"+inf, or of -inf only, gets no sum: its counts, and its maximum as NumPy gives it.");
 
 static PyObject *
 py_partial_rows(PyObject *self, PyObject *args)
@@ -1728,7 +1725,8 @@ py_partial_rows(PyObject *self, PyObject *args)
         dd sum = {0.0, 0.0};
         Py_ssize_t k = 0;
         double m = kx == 'f' ? (double)max_f32(row, n) : max_f64(row, n);
-        v[3] = v[4] = v[5] = 0.0;
+        v[3] = v[4] = 0.0;
+        v[5] = (double)n; /* the slice's entries in this block */
         v[9] = m;
         if (isnan(m)) { /* not the kernels' row: no sum */
             if (kx == 'f') {
@@ -1756,14 +1754,23 @@ py_partial_rows(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* A special slice's outputs (DESIGN.md): NaN where it holds a NaN or is -inf only;
- * else, with p entries +inf, 0 at the +inf (p = 1) or NaN (p > 1), -inf elsewhere */
+/* A special slice's answer, beside its count of +inf: all NaN (it holds a NaN or is
+ * -inf only), or, for slices of one entry (the Dask path, whose slices may turn out
+ * to be of one entry), 0 but at a NaN */
+enum { ANSWER_NAN = 1, ANSWER_ONE_ENTRY = 2 };
+
+/* A special slice's outputs (DESIGN.md): NaN for ANSWER_NAN; one entry's answer for
+ * ANSWER_ONE_ENTRY; else, with p entries +inf, 0 at the +inf (p = 1) or NaN (p > 1),
+ * -inf elsewhere */
 #define DEFINE_SPECIAL_ROW(NAME, T, O)                                                     \
-    static void NAME(const T *x, O *o, Py_ssize_t n, double n_pinf, int nan_slice)         \
+    static void NAME(const T *x, O *o, Py_ssize_t n, double n_pinf, int answer)            \
     {                                                                                      \
         O at_inf = n_pinf == 1.0 ? (O)0.0 : (O)NAN;                                        \
         for (Py_ssize_t i = 0; i < n; i++) {                                               \
-            o[i] = nan_slice ? (O)NAN : x[i] == (T)INFINITY ? at_inf : -(O)INFINITY;       \
+            o[i] = answer == ANSWER_NAN         ? (O)NAN                                   \
+                   : answer == ANSWER_ONE_ENTRY ? (x[i] != x[i] ? (O)NAN : (O)0.0)         \
+                   : x[i] == (T)INFINITY        ? at_inf                                   \
+                                                : -(O)INFINITY;                            \
         }                                                                                  \
     }
 
@@ -1776,8 +1783,8 @@ PyDoc_STRVAR(write_rows_doc,
 "The Dask path's second pass over a block: write() for each length-n row of x\n"
 "(C-contiguous, or 2-D with contiguous rows a stride apart) into the C-contiguous\n"
 "out, with slices (float64, C-contiguous, 6 per row: L hi, L lo, count of +inf,\n"
-"NaN answer, m, and one not read here); a slice with a +inf or a NaN answer gets the\n"
-"special values. odd=1 as in rows().");
+"special answer as combine_rows gives it, m, and one not read here); a slice with a\n"
+"+inf or a special answer gets the special values. odd=1 as in rows().");
 
 static PyObject *
 py_write_rows(PyObject *self, PyObject *args)
@@ -1831,13 +1838,13 @@ py_write_rows(PyObject *self, PyObject *args)
             const double *v = sv + 6 * r;
             if (v[2] > 0.0 || v[3] != 0.0) {
                 if (kx == 'd') {
-                    special_row_f64(row, orow, n, v[2], v[3] != 0.0);
+                    special_row_f64(row, orow, n, v[2], (int)v[3]);
                 }
                 else if (out_kind == OUT_F64) {
-                    special_row_f32_wide(row, orow, n, v[2], v[3] != 0.0);
+                    special_row_f32_wide(row, orow, n, v[2], (int)v[3]);
                 }
                 else {
-                    special_row_f32(row, orow, n, v[2], v[3] != 0.0);
+                    special_row_f32(row, orow, n, v[2], (int)v[3]);
                 }
             }
             else if (kx == 'f') {
@@ -1861,30 +1868,32 @@ py_write_rows(PyObject *self, PyObject *args)
 
 /* The Dask path's per-slice combination of its blocks' partial sums (impl/_dask.py):
  * block j of a slice brings p[10 j ...] = {S hi, S lo, count at its maximum, counts of
- * +inf, NaN and -inf, three values for the float64 tiny case (read in Python), its
- * maximum m_j}, its sum S relative to m_j. With m the largest m_j, the blocks at m
+ * +inf and NaN, its count of entries, three values for the float64 tiny case (read in
+ * Python), its maximum m_j}, its sum S relative to m_j. With m the largest m_j, the blocks at m
  * bring S, those below it exp(m_j - m) (S + k_j), and log1p of T = that sum + (k - 1),
  * k the count of maximal entries of the slice. float32 slices in double (exp and
  * log1p from libm, 2^-52 against the 2^-37 of the terms); float64 in double-double,
  * exp(m_j - m) with m_j - m exact (TwoSum) by exp_dd (2^-62), the products exact but
  * for their last rounding (also on the subnormal grid: 2^-114 of a T of 2^-960 and
- * more). Per slice, res gets {L hi, L lo, count of +inf, whether the answer is NaN
- * (a NaN, or -inf only), m, and 1 where the float64 sum is to be redone: one maximal
- * entry and T below 2^-960}. */
+ * more). Per slice, res gets {L hi, L lo, count of +inf, the special answer (0: none,
+ * ANSWER_NAN: a NaN, or -inf only; ANSWER_ONE_ENTRY: a slice of one entry), m, and 1
+ * where the float64 sum is to be redone: one maximal entry and T below 2^-960}. The
+ * slice's length is the blocks' sum (Dask may not know it before); with no NaN, m is
+ * -inf only where every entry is -inf (empty blocks bring -inf). */
 static void
-combine_row(const double *p, Py_ssize_t nb, Py_ssize_t n, int f64, double *res)
+combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
 {
     double m = p[9];
     for (Py_ssize_t j = 1; j < nb; j++) {
         m = fmax(m, p[10 * j + 9]);
     }
-    double k = 0.0, n_pinf = 0.0, n_nan = 0.0, n_ninf = 0.0;
+    double k = 0.0, n_pinf = 0.0, n_nan = 0.0, n = 0.0;
     for (Py_ssize_t j = 0; j < nb; j++) {
         const double *b = p + 10 * j;
         k += b[9] == m ? b[2] : 0.0;
         n_pinf += b[3];
         n_nan += b[4];
-        n_ninf += b[5];
+        n += b[5];
     }
     dd L = {0.0, 0.0};
     int redo = 0;
@@ -1939,24 +1948,28 @@ combine_row(const double *p, Py_ssize_t nb, Py_ssize_t n, int f64, double *res)
     res[0] = L.hi;
     res[1] = L.lo;
     res[2] = n_pinf;
-    res[3] = n_nan > 0.0 || n_ninf == (double)n;
+    res[3] = n_nan > 0.0 ? ANSWER_NAN
+             : n == 1.0  ? ANSWER_ONE_ENTRY
+             : m == -INFINITY ? ANSWER_NAN
+                              : 0;
     res[4] = m;
     res[5] = redo;
 }
 
 PyDoc_STRVAR(combine_rows_doc,
-"combine_rows(parts, nb, n, f64, res)\n\n"
-"The Dask path's combination of the partial sums of the nb blocks of each slice of\n"
-"n entries: parts (float64, C-contiguous, 10 values per slice and block), res\n"
-"(float64, 6 per slice): L hi, L lo, count of +inf, NaN answer, maximum, redo.");
+"combine_rows(parts, nb, f64, res)\n\n"
+"The Dask path's combination of the partial sums of the nb blocks of each slice:\n"
+"parts (float64, C-contiguous, 10 values per slice and block), res\n"
+"(float64, 6 per slice): L hi, L lo, count of +inf, special answer (1: NaN, 2: a\n"
+"slice of one entry), maximum, redo.");
 
 static PyObject *
 py_combine_rows(PyObject *self, PyObject *args)
 {
     PyObject *po, *ro;
-    Py_ssize_t nb, n;
+    Py_ssize_t nb;
     int f64;
-    if (!PyArg_ParseTuple(args, "OnnpO", &po, &nb, &n, &f64, &ro)) {
+    if (!PyArg_ParseTuple(args, "OnpO", &po, &nb, &f64, &ro)) {
         return NULL;
     }
     Py_buffer p, r;
@@ -1968,7 +1981,7 @@ py_combine_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t rows = r.len / (6 * 8);
-    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || n <= 0 ||
+    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 ||
         r.len != rows * 6 * 8 || p.len != rows * nb * 10 * 8) {
         PyBuffer_Release(&p);
         PyBuffer_Release(&r);
@@ -1980,7 +1993,7 @@ py_combine_rows(PyObject *self, PyObject *args)
     double *rv = r.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
-        combine_row(pv + i * nb * 10, nb, n, f64, rv + 6 * i);
+        combine_row(pv + i * nb * 10, nb, f64, rv + 6 * i);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&p);
@@ -2246,7 +2259,7 @@ ffi_error(const ffi_call_frame *cf, const char *message)
     {                                                                                      \
         double v[10];                                                                      \
         COUNTS(x, n, v);                                                                   \
-        ROW(x, out, n, v[3], v[4] > 0.0 || v[5] == (double)n);                             \
+        ROW(x, out, n, v[3], v[4] > 0.0 || v[9] == -INFINITY ? ANSWER_NAN : 0);            \
     }
 
 DEFINE_SPECIAL_WHOLE(special_whole_f32, float, special_counts_f32, special_row_f32)

@@ -247,12 +247,13 @@ def test_row_passes_read_blocks_in_place(dtype):
     np.testing.assert_array_equal(got[:, 9], copy.max(axis=1).astype(np.float64))
     special = [3, 5, 6, 7]
     assert (got[special, :3] == 0).all()
-    assert got[special, 3:6].tolist() == [[0, 1, 0], [1, 0, 0], [2, 0, 0], [0, 0, 100]]
+    assert got[special, 3:5].tolist() == [[0, 1], [1, 0], [2, 0], [0, 0]]
+    assert (got[:, 5] == 100).all()  # each slice's entries in the block
     assert (got[:, 6] == -np.inf).all() and (got[:, 7:9] == 0).all()
     for r in (0, 9):  # a sum relative to the row's maximum, as partial() gives it
         hi, lo, k = K.partial(copy[r], float(copy[r].max()))
-        assert got[r, :3].tolist() == [hi, lo, k] and got[r, 3:6].tolist() == [0, 0, 0]
-    # per slice: L hi, L lo, count of +inf, NaN answer, m, (not read)
+        assert got[r, :3].tolist() == [hi, lo, k] and got[r, 3:5].tolist() == [0, 0]
+    # per slice: L hi, L lo, count of +inf, special answer (1: NaN), m, (not read)
     slices = np.zeros((40, 6))
     slices[:, 0] = np.log1p(np.maximum(got[:, 0] + got[:, 2] - 1, 0))
     slices[:, 4] = got[:, 9]
@@ -264,6 +265,13 @@ def test_row_passes_read_blocks_in_place(dtype):
     assert np.isnan(a[[3, 7]]).all() and np.isnan(a[6, 30:32]).all()
     assert a[5, 20] == 0 and (np.delete(a[5], 20) == -np.inf).all()
     assert (np.delete(a[6], [30, 31]) == -np.inf).all() and a[9, 10] == -np.inf
+    # answer 2, slices of one entry (combine_rows' where the blocks hold one in all):
+    # 0, NaN at a NaN, whatever the entry
+    one = slices.copy()
+    one[[3, 7, 8], 2:4] = 0, 2
+    c = np.empty_like(copy)
+    K.write_rows(block, c, 100, one)
+    assert np.isnan(c[3, 50]) and (np.delete(c[3], 50) == 0).all() and (c[[7, 8]] == 0).all()
     wide = np.empty(copy.shape)
     if dtype == "float32":  # float64 output of float32 rows: the narrow formats'
         K.write_rows(block, wide, 100, slices)
@@ -328,9 +336,9 @@ def test_kernel_rejects_bad_buffers():
     with pytest.raises(ValueError, match="non-negative"):
         K.log1p_dd(-1.0, 0.0)
     with pytest.raises(ValueError, match="10 values per"):
-        K.combine_rows(np.zeros((4, 3, 10)), 2, 8, True, np.empty((4, 6)))
+        K.combine_rows(np.zeros((4, 3, 10)), 2, True, np.empty((4, 6)))
     with pytest.raises(ValueError, match="10 values per"):
-        K.combine_rows(np.zeros((4, 2, 10), np.float32), 2, 8, True, np.empty((4, 6)))
+        K.combine_rows(np.zeros((4, 2, 10), np.float32), 2, True, np.empty((4, 6)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

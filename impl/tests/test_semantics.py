@@ -123,6 +123,92 @@ def test_dask_stays_lazy_and_chunked():
     assert (reference.ulp_error(out.compute(), x.compute(), axis=1) <= 1.0).all()
 
 
+def _assert_rounded(got: np.ndarray, x: np.ndarray, axis) -> None:
+    """Specials exactly the canonical ones, finite values correctly rounded"""
+    res = reference.evaluate(x, axis=axis)
+    want = res.expected
+    assert got.dtype == want.dtype and got.shape == want.shape
+    special = ~np.isfinite(want)
+    np.testing.assert_array_equal(got[special], want[special])
+    assert res.ulp_error(got).max() <= 0.5
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+@pytest.mark.parametrize("chunks", [(2, 3), (6, 8), (1, 1)])
+def test_dask_unknown_chunk_sizes(dtype, chunks):
+    """Sizes Dask learns only when it computes (boolean indexing): whole slices per
+    block or the reduced axis split, that axis of unknown size or the other, special
+    rows among them. Before: a TypeError from compute() wherever the unknown axis was
+    reduced."""
+    da = pytest.importorskip("dask.array")
+    x = np.random.default_rng(0).standard_normal((6, 8)) * 30
+    x[1] = -inf
+    x[2, 3] = nan
+    x[3, :2] = inf
+    x[4, 5] = inf
+    x[5, 0] = 800.0
+    x = x.astype(dtype)
+    keep = da.from_array(np.array([True, True, False, True, True, True]), chunks=chunks[0])
+    d = da.from_array(x, chunks=chunks)[keep]
+    assert math.isnan(d.shape[0])
+    for arr, axis in [(d, 0), (d, 1), (d, None), (d.T, -1), (d.T, 0)]:
+        out = impl.log_softmax(arr, axis=axis)
+        assert isinstance(out, da.Array)
+        _assert_rounded(out.compute(), arr.compute(), axis)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunks", [(2, 1), (4, 2), (1, 1)])
+def test_dask_slices_of_one_entry(dtype, chunks):
+    """A reduced axis that turns out to hold one entry (0, or NaN at a NaN; -inf alone
+    is not "all -inf"), over blocks some of which are empty; and one known to hold
+    one, split with empty chunks (before: NaN for the -inf)."""
+    da = pytest.importorskip("dask.array")
+    y = np.array([[inf, 5.0], [-inf, 5.0], [nan, 5.0], [2.0, 5.0]], dtype=dtype)
+    d = da.from_array(y, chunks=chunks)
+    one = d[:, da.from_array(np.array([True, False]), chunks=chunks[1])]
+    for arr, axis in [(one, 1), (one.T, 0)]:
+        got = impl.log_softmax(arr, axis=axis).compute()
+        np.testing.assert_array_equal(got.ravel(), [0.0, 0.0, nan, 0.0])
+    known = da.from_array(y[:, :1], chunks=((2, 2), (1,))).rechunk(((2, 2), (0, 1, 0)))
+    got = impl.log_softmax(known, axis=1).compute()
+    np.testing.assert_array_equal(got.ravel(), [0.0, 0.0, nan, 0.0])
+
+
+def test_dask_unknown_sizes_on_the_generic_path_say_so(monkeypatch):
+    """Without the kernels, a split reduced axis takes the generic algorithm, whose
+    table look-ups reshape: unknown sizes are a clear error there, not a crash in
+    compute(). Whole slices per block need no kernels."""
+    da = pytest.importorskip("dask.array")
+    import impl._dask
+
+    monkeypatch.setattr(impl._dask, "compiled_kernels", lambda: None)
+    x = np.random.default_rng(0).standard_normal((6, 8))
+    keep = da.from_array(np.ones(6, bool), chunks=2)
+    d = da.from_array(x, chunks=(2, 3))[keep]
+    with pytest.raises(ValueError, match="compute_chunk_sizes"):
+        impl.log_softmax(d, axis=0)
+    whole = da.from_array(x, chunks=(2, 8))[keep]
+    _assert_rounded(impl.log_softmax(whole, axis=1).compute(), x, 1)
+    _assert_rounded(impl.log_softmax(d.compute_chunk_sizes(), axis=0).compute(), x, 0)
+
+
+def test_generic_algorithm_with_unknown_slice_length():
+    """n=None (a shape that does not say): the special values decided per slice,
+    lazily, slices of one entry included, as with n given"""
+    xps = pytest.importorskip("array_api_strict")
+    from impl._generic import log_softmax_generic
+
+    rows = np.array([SPECIAL_ROWS[case] for case in SPECIAL_ROWS])
+    for x, axis in [(rows, 1), (rows[:, :1], 1), (rows.T, 0)]:
+        for dtype in ("float32", "float64"):
+            xa = xps.asarray(x.astype(dtype))
+            n = x.shape[axis]
+            known = log_softmax_generic(xps, xa, (axis,), n, xps.float64)
+            unknown = log_softmax_generic(xps, xa, (axis,), None, xps.float64)
+            np.testing.assert_array_equal(np.asarray(unknown), np.asarray(known))
+
+
 def test_strict_device_is_kept():
     xps = pytest.importorskip("array_api_strict")
     dev = xps.Device("device1")
