@@ -57,8 +57,13 @@ def _wide_dtype(xp: Any, x: Any) -> Any:
 
 
 def _float_dtype(xp: Any, x: Any) -> Any:
-    """The working input: real floating arrays as they are, integer and bool promoted
-    to the namespace's default float; complex is a TypeError."""
+    """The working input: real floating arrays as they are (in native byte order),
+    integer and bool promoted to the namespace's default float; complex is a
+    TypeError."""
+    if not getattr(x.dtype, "isnative", True):
+        # NumPy (and Dask) arrays of the other byte order: the result in the native
+        # one, as NumPy's own arithmetic gives it (the kernels read native numbers)
+        x = x.astype(x.dtype.newbyteorder("="))
     if _is_bfloat16(x.dtype):  # ml_dtypes' bfloat16 is not a NumPy dtype to isdtype
         return x
     if xp.isdtype(x.dtype, "complex floating"):

@@ -134,7 +134,8 @@ def log_softmax_generic(
     xs = xp.where(finite, xw, m)
     ninf = const(xp, xw, -math.inf)
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
-    if wide == out_dtype:  # no wider format to hide in: the precise core
+    if wide == out_dtype and (wide == xp.float64 or wide == xp.float32):
+        # no wider format to hide in: the precise core
         name = "float64" if wide == xp.float64 else "float32"
         out = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
     else:

@@ -1376,7 +1376,19 @@ static int
 kind_of(Py_buffer *b)
 {
     const char *f = b->format ? b->format : "B";
-    char c = f[strlen(f) - 1];
+    size_t len = strlen(f);
+    if (len == 2) { /* a byte order: only the native one ('@', '=', or named) */
+        const uint16_t probe = 1;
+        int little = *(const unsigned char *)&probe == 1;
+        char o = f[0];
+        if (!(o == '@' || o == '=' || o == (little ? '<' : '>') || (!little && o == '!'))) {
+            return 0;
+        }
+    }
+    else if (len != 1) {
+        return 0;
+    }
+    char c = f[len - 1];
     if (c == 'f' && b->itemsize == 4) {
         return 'f';
     }

@@ -90,12 +90,29 @@ def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int, serial: bo
             _serial.on = False
     if x.size == 0:
         return x.copy()
+    if x.dtype == np.longdouble and np.longdouble != np.float64:
+        return _long_double(x, axes, n)
     with np.errstate(all="ignore"):
         out = None
         if x.ndim > 0 and n > 1:
             out = _blocked(x, axes, n)
         if out is None:
             out = log_softmax_generic(np, x, axes, n, np.float64, round_narrow)
+    return out[()] if out.ndim == 0 else out
+
+
+def _long_double(x: NDArray[Any], axes: tuple[int, ...], n: int) -> Any:
+    """NumPy's long double: float64 by another name on some platforms (float64's
+    path, exact both ways); else x87's 80-bit format or binary128, with no wider
+    format to compute in and no kernels: d = x - max, T = the sum of exp(d) below
+    the maximum plus (k - 1), d - log1p(T), all in long double (its own exp and
+    log1p). Nothing saturates; the roundings of d and of the sum stay (a few ULP of
+    long double, far below float64's)."""
+    if np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
+        out64 = log_softmax_numpy(x.astype(np.float64), axes, n)
+        return np.asarray(out64).astype(np.longdouble)[()]
+    with np.errstate(all="ignore"):
+        out = log_softmax_generic(np, x, axes, n, np.longdouble)
     return out[()] if out.ndim == 0 else out
 
 

@@ -331,6 +331,11 @@ def test_kernel_rejects_bad_buffers():
         K.rows(x.astype(np.float64), np.empty_like(x), 3)
     with pytest.raises(ValueError, match="float32 or float64"):
         K.rows(x.astype(np.int32), np.empty_like(x), 3)
+    swapped = x.astype(x.dtype.newbyteorder(">" if sys.byteorder == "little" else "<"))
+    with pytest.raises(ValueError, match="float32 or float64"):  # not read as numbers
+        K.rows(swapped, np.empty_like(x), 3)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        K.partial_rows(swapped, 3, np.empty((2, 10)))
     with pytest.raises(ValueError, match="shift"):
         K.partial(x[0], 0.0, -1.0)
     with pytest.raises(ValueError, match="non-negative"):
