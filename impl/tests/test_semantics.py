@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -234,7 +235,7 @@ def _long_double_ulp_error(got: np.ndarray, x: np.ndarray) -> float:
     mpmath at 320 bits: (x - m) - log1p(T) with T summed apart from the maximum."""
     import mpmath as mp
 
-    def exact(v):
+    def exact(v: Any) -> Any:
         a, b = v.as_integer_ratio()
         return mp.mpf(a) / b
 
