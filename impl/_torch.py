@@ -43,6 +43,8 @@ def _on_numpy(x: Any) -> bool:
 def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
     if _on_numpy(x):
         return _via_numpy(torch, x, axes, n)
+    if x.device.type == "meta":  # no data (shape inference): the result's metadata
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
     if (
         x.dtype not in (torch.float16, torch.bfloat16, torch.float32)
         or x.device.type == "mps"  # no float64 there

@@ -95,6 +95,17 @@ def test_torch_integer_promotes_to_torch_default_float():
     assert out.dtype == torch.get_default_dtype()
 
 
+def test_torch_meta_tensors_give_meta_results():
+    """Tensors without data (shape inference) give a result without data, as torch's
+    own log_softmax does; before, a RuntimeError from Tensor.item()"""
+    torch = pytest.importorskip("torch")
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        x = torch.empty(3, 4, 5, device="meta", dtype=dtype, requires_grad=True)
+        for axis in (1, (0, 2), None):
+            out = impl.log_softmax(x, axis=axis)
+            assert out.device.type == "meta" and out.dtype == dtype and out.shape == x.shape
+
+
 def test_errors():
     x = np.ones((2, 3))
     with pytest.raises(np.exceptions.AxisError):
