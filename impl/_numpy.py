@@ -90,7 +90,7 @@ def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int, serial: bo
             _serial.on = False
     if x.size == 0:
         return x.copy()
-    if x.dtype == np.longdouble and np.longdouble != np.float64:
+    if x.dtype == np.longdouble:
         return _long_double(x, axes, n)
     with np.errstate(all="ignore"):
         out = None
