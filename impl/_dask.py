@@ -141,7 +141,7 @@ def _block_rows(b: Any, axes: tuple[int, ...]) -> tuple[Any, list[int]]:
     """_as_rows, read in place where the block is 2-D with the last axis reduced and
     its rows contiguous (a block of a larger array: rows a stride apart), which the
     kernels take as they are."""
-    if b.ndim == 2 and axes == (1,) and b.strides[1] == b.itemsize:
+    if b.ndim == 2 and axes == (1,) and b.strides[1] == b.itemsize and b.flags.aligned:
         return b, [0, 1]
     return _as_rows(b, axes)
 

@@ -1372,9 +1372,15 @@ rows_two_threads(row_job *j)
 
 /* ---- Python bindings: buffers in, GIL released while the loops run ---- */
 
+/* 'f' for a float32 buffer, 'd' for a float64 one, 0 for anything else: another
+ * format, the other byte order, or an address not a multiple of the item size (the
+ * loops load whole numbers) */
 static int
 kind_of(Py_buffer *b)
 {
+    if (b->itemsize <= 0 || (uintptr_t)b->buf % (uintptr_t)b->itemsize != 0) {
+        return 0;
+    }
     const char *f = b->format ? b->format : "B";
     size_t len = strlen(f);
     if (len == 2) { /* a byte order: only the native one ('@', '=', or named) */
@@ -1431,7 +1437,8 @@ pair_buffers(PyObject *xo, PyObject *oo, int has_rows, Py_ssize_t n, Py_buffer *
         problem = "row length must be positive and divide the buffer";
     }
     else if (*kx == 0 || *ko == 0 || (*kx == 'd' && *ko != 'd')) {
-        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x)";
+        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x), "
+                  "native and aligned";
     }
     else if (o->len / o->itemsize != count) {
         problem = "x and out must have the same number of elements";
@@ -1531,7 +1538,7 @@ py_partial(PyObject *self, PyObject *args)
     int kx = kind_of(&x);
     const char *problem = NULL;
     if (kx == 0 || x.len == 0) {
-        problem = "x must be a non-empty float32 or float64 buffer";
+        problem = "x must be a non-empty float32 or float64 buffer, native and aligned";
     }
     else if (!(c <= 0.0) || (kx == 'f' && c != 0.0)) {
         problem = "the shift c must be <= 0 (and 0 for float32)";
@@ -1624,7 +1631,7 @@ rows_view(PyObject *xo, Py_ssize_t n, Py_buffer *x, int *kx, Py_ssize_t *nrows,
     Py_ssize_t size = x->itemsize ? x->itemsize : 1;
     const char *problem = NULL;
     if (*kx == 0 || n <= 0) {
-        problem = "x must be float32 or float64 rows of length n > 0";
+        problem = "x must be float32 or float64 rows of length n > 0, native and aligned";
     }
     else if (PyBuffer_IsContiguous(x, 'C')) {
         Py_ssize_t count = x->len / size;
@@ -1718,7 +1725,8 @@ py_partial_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&x);
         return NULL;
     }
-    if (kind_of(&p) != 'd' || p.len != nrows * 10 * 8) {
+    /* no product (nrows * 80 could overflow: rows a stride 0 apart cost no memory) */
+    if (kind_of(&p) != 'd' || p.len % 80 != 0 || p.len / 80 != nrows) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&p);
         PyErr_SetString(PyExc_ValueError, "parts must be float64, 10 values per row");
@@ -1770,6 +1778,14 @@ py_partial_rows(PyObject *self, PyObject *args)
  * -inf only), or, for slices of one entry (the Dask path, whose slices may turn out
  * to be of one entry), 0 but at a NaN */
 enum { ANSWER_NAN = 1, ANSWER_ONE_ENTRY = 2 };
+
+/* The answer held in a float64 slot: ANSWER_ONE_ENTRY, else NaN for anything but 0
+ * (compared, not converted: a NaN or a huge value in the slot is no int) */
+static inline int
+answer_of(double a)
+{
+    return a == (double)ANSWER_ONE_ENTRY ? ANSWER_ONE_ENTRY : a != 0.0 ? ANSWER_NAN : 0;
+}
 
 /* A special slice's outputs (DESIGN.md): NaN for ANSWER_NAN; one entry's answer for
  * ANSWER_ONE_ENTRY; else, with p entries +inf, 0 at the +inf (p = 1) or NaN (p > 1),
@@ -1824,11 +1840,13 @@ py_write_rows(PyObject *self, PyObject *args)
     }
     ko = kind_of(&o);
     const char *problem = NULL;
-    if (ko == 0 || (kx == 'd' && ko != 'd') || o.len / o.itemsize != nrows * n) {
+    Py_ssize_t o_count = ko ? o.len / o.itemsize : 0;
+    if (ko == 0 || (kx == 'd' && ko != 'd') ||
+        (nrows ? o_count % nrows != 0 || o_count / nrows != n : o_count != 0)) {
         problem = "out must be C-contiguous float32 or float64 (float64 for float64 x), one "
                   "entry per entry of x's rows";
     }
-    else if (kind_of(&sl) != 'd' || sl.len != nrows * 6 * 8) {
+    else if (kind_of(&sl) != 'd' || sl.len % 48 != 0 || sl.len / 48 != nrows) {
         problem = "slices must be float64, 6 values per row";
     }
     else if (odd && (kx != 'f' || ko != 'f')) {
@@ -1850,13 +1868,13 @@ py_write_rows(PyObject *self, PyObject *args)
             const double *v = sv + 6 * r;
             if (v[2] > 0.0 || v[3] != 0.0) {
                 if (kx == 'd') {
-                    special_row_f64(row, orow, n, v[2], (int)v[3]);
+                    special_row_f64(row, orow, n, v[2], answer_of(v[3]));
                 }
                 else if (out_kind == OUT_F64) {
-                    special_row_f32_wide(row, orow, n, v[2], (int)v[3]);
+                    special_row_f32_wide(row, orow, n, v[2], answer_of(v[3]));
                 }
                 else {
-                    special_row_f32(row, orow, n, v[2], (int)v[3]);
+                    special_row_f32(row, orow, n, v[2], answer_of(v[3]));
                 }
             }
             else if (kx == 'f') {
@@ -1992,9 +2010,9 @@ py_combine_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&p);
         return NULL;
     }
-    Py_ssize_t rows = r.len / (6 * 8);
-    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 ||
-        r.len != rows * 6 * 8 || p.len != rows * nb * 10 * 8) {
+    Py_ssize_t rows = r.len / (6 * 8), p_count = p.len / 80; /* no products: no overflow */
+    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || r.len != rows * 6 * 8 ||
+        p.len % 80 != 0 || (rows ? p_count % rows != 0 || p_count / rows != nb : p_count != 0)) {
         PyBuffer_Release(&p);
         PyBuffer_Release(&r);
         PyErr_SetString(PyExc_ValueError, "combine_rows needs float64 parts of 10 values per "

@@ -189,13 +189,15 @@ def empty_out(shape: tuple[int, ...], dtype: Any) -> NDArray[Any]:
 
 
 def _as_rows(x: NDArray[Any], axes: tuple[int, ...]) -> tuple[NDArray[Any], list[int]]:
-    """The slices of x over ``axes`` as the rows of a contiguous 2-D array (a copy
-    only where x is not laid out that way already), and the axis permutation used."""
+    """The slices of x over ``axes`` as the rows of a contiguous, aligned 2-D array (a
+    copy only where x is not laid out that way already: the kernels load whole
+    numbers), and the axis permutation used."""
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     n = math.prod(x.shape[a] for a in axes)
     nrows = math.prod(x.shape[a] for a in kept)  # not -1: either may be 0
-    return np.ascontiguousarray(np.transpose(x, perm).reshape(nrows, n)), perm
+    rows = np.transpose(x, perm).reshape(nrows, n)
+    return np.require(rows, requirements=["C_CONTIGUOUS", "ALIGNED"]), perm
 
 
 def _from_rows(rows2d: NDArray[Any], shape: tuple[int, ...], perm: list[int]) -> NDArray[Any]:

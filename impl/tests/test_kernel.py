@@ -272,6 +272,10 @@ def test_row_passes_read_blocks_in_place(dtype):
     c = np.empty_like(copy)
     K.write_rows(block, c, 100, one)
     assert np.isnan(c[3, 50]) and (np.delete(c[3], 50) == 0).all() and (c[[7, 8]] == 0).all()
+    # any other nonzero answer (not made by combine_rows) reads as NaN, NaN itself too
+    one[[7, 8], 3] = 1e300, np.nan
+    K.write_rows(block, c, 100, one)
+    assert np.isnan(c[[7, 8]]).all()
     wide = np.empty(copy.shape)
     if dtype == "float32":  # float64 output of float32 rows: the narrow formats'
         K.write_rows(block, wide, 100, slices)
@@ -336,6 +340,21 @@ def test_kernel_rejects_bad_buffers():
         K.rows(swapped, np.empty_like(x), 3)
     with pytest.raises(ValueError, match="float32 or float64"):
         K.partial_rows(swapped, 3, np.empty((2, 10)))
+    # an address that is no multiple of the item size: refused, not loaded from
+    raw = np.zeros(8 * 6 + 1, np.uint8)
+    with pytest.raises(ValueError, match="aligned"):
+        K.rows(raw[1:].view(np.float64).reshape(2, 3), np.empty((2, 3)), 3)
+    with pytest.raises(ValueError, match="aligned"):
+        K.partial(raw[1:].view(np.float64), 0.0)
+    # sizes whose products overflow: refused (found by a sanitizer build, where they
+    # read and wrote past the buffers)
+    with pytest.raises(ValueError, match="10 values per"):
+        K.combine_rows(np.zeros((1, 10)), 2**60 + 1, True, np.empty((1, 6)))
+    many = np.lib.stride_tricks.as_strided(x[0, :1], shape=(2**60 + 1, 1), strides=(0, 4))
+    with pytest.raises(ValueError, match="10 values per row"):
+        K.partial_rows(many, 1, np.empty((1, 10)))
+    with pytest.raises(ValueError, match="one entry per entry"):
+        K.write_rows(many, np.empty((1, 1), np.float32), 1, np.empty((1, 6)))
     with pytest.raises(ValueError, match="shift"):
         K.partial(x[0], 0.0, -1.0)
     with pytest.raises(ValueError, match="non-negative"):

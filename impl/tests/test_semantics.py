@@ -241,6 +241,23 @@ def test_other_byte_order(dtype):
         _assert_rounded(out.compute(), native, 1)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_unaligned_input(dtype):
+    """An array at an address that is no multiple of its item size (a view into
+    bytes) is copied for the kernels, which load whole numbers; Dask blocks of it too"""
+    x = np.random.default_rng(0).standard_normal((4, 16)) * 10
+    size = np.dtype(dtype).itemsize
+    raw = np.zeros(x.size * size + 1, np.uint8)
+    unaligned = raw[1:].view(dtype).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    for axis in [1, 0, None]:
+        _assert_rounded(impl.log_softmax(unaligned, axis=axis), unaligned.copy(), axis)
+    da = pytest.importorskip("dask.array")
+    out = impl.log_softmax(da.from_array(unaligned, chunks=(2, 5)), axis=1)
+    _assert_rounded(out.compute(), unaligned.copy(), 1)
+
+
 def _long_double_ulp_error(got: np.ndarray, x: np.ndarray) -> float:
     """Largest error of got (long double) over rows of x, in long double ULP, from
     mpmath at 320 bits: (x - m) - log1p(T) with T summed apart from the maximum."""
