@@ -20,8 +20,10 @@ algorithm.
 
 from __future__ import annotations
 
+import functools
 import math
 import string
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -54,6 +56,20 @@ _PARTS = 10
 # entry), the maximum, and whether the float64 sum was redone (impl/_kernel.c:
 # combine_rows)
 _SLICE = 6
+
+
+def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A task of the split path, run with NumPy's floating-point errors ignored:
+    tasks run on Dask's threads, which the caller's errstate does not reach, and
+    their scalar arithmetic (m_b - m between blocks far apart) may overflow on the
+    way to a right answer."""
+
+    @functools.wraps(fn)
+    def quiet(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
@@ -152,6 +168,7 @@ def _kernels() -> Any:
     return kernels
 
 
+@_quiet
 def _partial_block(b: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """Per slice of the block: its maximum m_b, the sum relative to it and the count
     of maximal entries, the counts of special values (the kernels' partial_rows, on
@@ -186,6 +203,7 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
     return np.transpose(v.reshape(t_shape), inv)
 
 
+@_quiet
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: _SLICE values per slice, on the kept axes and a
@@ -239,6 +257,7 @@ def _tiny_log1p(blocks: Any, m: float) -> float:
     return float(_kernel.tiny_log(c, sh, sl))
 
 
+@_quiet
 def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
     """per_slice: _finish_block's values for the slices of b. The kernels' write_rows
     writes the output, special values (DESIGN.md) too."""
@@ -256,8 +275,7 @@ def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) 
     )
     if not direct:
         wide, out = out, empty_out(rows.shape, out_dtype)
-        with np.errstate(all="ignore"):
-            np.copyto(out, wide, casting="unsafe")
+        np.copyto(out, wide, casting="unsafe")
     return _from_rows(out, b.shape, perm)
 
 

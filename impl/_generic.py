@@ -30,6 +30,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat as compat
+
 from ._dfloat import (
     Format,
     const,
@@ -72,6 +74,17 @@ def _two_diff(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
     return xp.where(far, huge, hi), xp.where(far, xp.zeros_like(lo), lo)
 
 
+def _count_dtype(xp: Any, x: Any) -> Any:
+    """The device's default integer dtype, for counts of entries: int32 would wrap
+    past 2**31 entries, and some devices have no int64 (array-api-strict's
+    "no_x64", where an int32 sum without a dtype promotes to int64 and fails)."""
+    info = xp.__array_namespace_info__()
+    try:
+        return info.default_dtypes(device=compat.device(x))["integral"]
+    except TypeError:  # namespaces whose info takes no device
+        return info.default_dtypes()["integral"]
+
+
 def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int | None) -> Any:
     """Apply DESIGN.md's special-value rules to ``out`` (same dtype as x). ``n``: the
     entries per slice, None where the shape does not say (then counted, lazily)."""
@@ -82,14 +95,16 @@ def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int | None) -> Any:
     if n == 1:
         return xp.where(isnan, nan, zero)
     pinf = x == math.inf
-    n_pinf = xp.sum(xp.astype(pinf, xp.int32), axis=axis, keepdims=True)
+    ints = _count_dtype(xp, x)
+    n_pinf = xp.sum(xp.astype(pinf, ints), axis=axis, keepdims=True, dtype=ints)
     has_nan = xp.any(isnan, axis=axis, keepdims=True)
     all_ninf = xp.all(x == -math.inf, axis=axis, keepdims=True)
     out = xp.where(n_pinf == 1, xp.where(pinf, zero, ninf), out)
     out = xp.where(n_pinf >= 2, xp.where(pinf, nan, ninf), out)
     out = xp.where(has_nan | all_ninf, nan, out)
     if n is None:  # slices of one entry, as above (-inf alone is not "all -inf")
-        single = xp.sum(xp.ones_like(x, dtype=xp.int32), axis=axis, keepdims=True) == 1
+        ones = xp.ones_like(x, dtype=ints)
+        single = xp.sum(ones, axis=axis, keepdims=True, dtype=ints) == 1
         out = xp.where(single, xp.where(isnan, nan, zero), out)
     return out
 
@@ -128,7 +143,8 @@ def log_softmax_generic(
     # made here); -inf entries are put back at the end, the other specials decide
     # their whole slice in special_values.
     below = xp.where(finite, x, m_in) < m_in
-    count = xp.sum(xp.astype((x == m_in) & finite, xp.int32), axis=axis, keepdims=True)
+    ints = _count_dtype(xp, x)
+    count = xp.sum(xp.astype((x == m_in) & finite, ints), axis=axis, keepdims=True, dtype=ints)
     xw = xp.astype(x, wide)
     m = xp.astype(m_in, wide)
     xs = xp.where(finite, xw, m)

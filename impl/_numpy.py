@@ -67,7 +67,9 @@ _serial = threading.local()  # set in callers that run in parallel already (Dask
 
 def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
     """fn over items on the shared threads (one pool per process: a forked child
-    makes its own)."""
+    makes its own), each under the caller's floating-point error handling (NumPy's
+    errstate belongs to the thread that sets it: without this, a float16 overflow
+    in a cast on the pool warned the caller, who had asked for none)."""
     global _pool, _pool_pid
     items = list(items)
     if len(items) < 2 or _THREADS < 2 or getattr(_serial, "on", False):
@@ -77,7 +79,13 @@ def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
             _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="impl")
             _pool_pid = os.getpid()
         pool = _pool
-    return list(pool.map(fn, items))
+    state = np.geterr()
+
+    def run(item: Any) -> _T:
+        with np.errstate(**state):
+            return fn(item)
+
+    return list(pool.map(run, items))
 
 
 def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int, serial: bool = False) -> Any:
@@ -223,7 +231,8 @@ def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
         src = _kernel_input(rows2d[r0 : r0 + per])
         wide = np.empty(src.shape, dtype=_wide_out(out.dtype))
         skipped: int = _kernel.rows(src, wide, n, 1, int(wide.dtype == np.float32))
-        out[r0 : r0 + per] = wide  # one rounding
+        if not skipped:  # else the whole array goes the generic way
+            out[r0 : r0 + per] = wide  # one rounding
         return skipped
 
     if any(_map(work, range(0, nrows, per))):

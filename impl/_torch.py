@@ -118,7 +118,9 @@ def _via_numpy(torch: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
 
     from ._numpy import log_softmax_numpy
 
-    x = x.detach()  # a tensor that requires grad under no_grad has no .numpy()
+    # a tensor that requires grad under no_grad has no .numpy(), nor a view with the
+    # negative bit set (torch's lazy negation: x.conj().imag)
+    x = x.detach().resolve_neg()
     if x.dtype == torch.bfloat16:
         import ml_dtypes
 

@@ -319,6 +319,61 @@ def test_strict_device_is_kept():
     assert out.device == dev
 
 
+@pytest.mark.parametrize("name", ["no_x64", "no_float64"])
+def test_strict_devices_without_64_bit_types(name):
+    """array-api-strict's devices without float64 (and, "no_x64", without int64):
+    float32 computed in float32, counts in the device's default integer. Before, on
+    "no_x64" every call failed: an int32 sum promotes to int64 there."""
+    xps = pytest.importorskip("array_api_strict")
+    dev = xps.Device(name)
+    x = np.array(
+        [[0.0, -40.0, 3.0, inf], [1.0, -inf, 2.0, 0.0], [0.0, -1e30, -20.0, -inf]], np.float32
+    )
+    out = impl.log_softmax(xps.asarray(x, device=dev), axis=1)
+    assert out.device == dev
+    got = np.asarray(out.to_device(xps.Device("CPU_DEVICE")))
+    res = reference.evaluate(x, axis=1)
+    np.testing.assert_array_equal(
+        got[~np.isfinite(res.expected)], res.expected[~np.isfinite(res.expected)]
+    )
+    assert res.ulp_error(got).max() <= 1.0  # no wider format: DESIGN.md's 1 ULP
+    promoted = impl.log_softmax(xps.asarray([1, 2, 3], device=dev))
+    assert promoted.dtype == xps.float32 and promoted.device == dev
+
+
+def test_torch_tensors_with_the_negative_bit():
+    """torch's lazy negation (x.conj().imag) gives views with the negative bit set,
+    which have no .numpy(); before, a RuntimeError"""
+    torch = pytest.importorskip("torch")
+    z = torch.tensor([1 + 0j, 2 - 3j, 0 + 1j])
+    x = z.conj().imag
+    assert x.is_neg()
+    got = impl.log_softmax(x)
+    np.testing.assert_array_equal(got.numpy(), impl.log_softmax(x.resolve_neg()).numpy())
+    assert reference.ulp_error(got.numpy(), x.resolve_neg().numpy(), axis=None).max() <= 0.5
+
+
+def test_no_warnings_from_impls_threads_or_dasks_tasks():
+    """pytest turns warnings into errors here (filterwarnings = error), in every
+    thread. A float16 cast that overflows on impl's own threads (NumPy's errstate is
+    per thread), and a float64 gap between Dask blocks that overflows in their
+    combination (Dask's threads; and FloatingPointError under np.seterr raise with
+    the synchronous scheduler), warned before."""
+    x = np.tile(np.array([65504, -65504], np.float16), (4096, 1))
+    np.testing.assert_array_equal(impl.log_softmax(x, axis=1)[0], [-0.0, -inf])
+    long_row = np.concatenate([x[:, 0], x[:, 1]])[None, :]  # segments of one row
+    assert impl.log_softmax(long_row, axis=1)[0, -1] == -inf
+    torch = pytest.importorskip("torch")
+    np.testing.assert_array_equal(impl.log_softmax(torch.from_numpy(x), axis=1)[0], [-0.0, -inf])
+    da = pytest.importorskip("dask.array")
+    big = np.finfo(np.float64).max
+    d = da.from_array(np.array([[big, -big], [-big, big]]), chunks=1)
+    np.testing.assert_array_equal(impl.log_softmax(d, axis=1).compute()[:, 0], [0.0, -inf])
+    with np.errstate(all="raise"):
+        got = impl.log_softmax(d, axis=1).compute(scheduler="sync")
+    assert got[0, 1] == -inf and got[1, 1] == 0.0
+
+
 def test_import_impl_imports_no_backend():
     code = (
         "import sys, numpy as np, impl\n"
