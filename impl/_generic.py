@@ -162,6 +162,10 @@ def log_softmax_generic(
         e = xp.where(below, xp.exp(d), xp.zeros_like(d))
         T = xp.sum(e, axis=axis, keepdims=True) + (k - 1)
         out = d - xp.log1p(T)
+        # T > 0 where an entry lies below the maximum, even where the sum underflows
+        # (e^-800): the maximum's output is negative then, and a 0 there is -0
+        negative = xp.any(below, axis=axis, keepdims=True) & (out == 0)
+        out = xp.where(negative, const(xp, out, -0.0), out)
     out = xp.where(x == -math.inf, ninf, out)
     if wide != out_dtype:
         # Values at or beyond the narrow format's overflow threshold (max + ulp/2)

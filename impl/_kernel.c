@@ -283,15 +283,18 @@ typedef double (*max_f64_fn)(const double *, Py_ssize_t);
 static max_f32_fn max_f32 = max_f32_portable; /* or the AVX2 versions, at import */
 static max_f64_fn max_f64 = max_f64_portable;
 
-/* exp(x - m), 0 for x == m. Below d = -700 the term is exp(-700) < 1e-304: such
- * terms change T by less than n * 1e-304, which no float32 (or narrower) result
- * resolves, and leaving them saves a compare per entry. */
+/* exp(x - m), 0 for x == m and for x = -inf (d == d + d holds for those two and no
+ * other d here). Below d = -700 the term is exp(-700) < 1e-304: such terms change T
+ * by less than n * 1e-304, which no float32 (or narrower) result resolves, and
+ * leaving them saves a compare per entry. They keep T above 0, so the maximum's
+ * -log1p(T) rounds to -0 as it should; a slice whose other entries are all -inf has
+ * T = 0 and its maximum gets +0, the exact answer. */
 static inline double
 term_f32(float x, double md)
 {
     double d = (double)x - md;
     double v = exp_short(d);
-    return d == 0.0 ? 0.0 : v;
+    return d == d + d ? 0.0 : v;
 }
 
 static inline double
@@ -1013,7 +1016,7 @@ v_term_f32(__m128 x, __m256d md)
 {
     __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(x), md);
     __m256d v = v_exp_short(d);
-    return _mm256_andnot_pd(_mm256_cmp_pd(d, _mm256_setzero_pd(), _CMP_EQ_OQ), v);
+    return _mm256_andnot_pd(_mm256_cmp_pd(d, _mm256_add_pd(d, d), _CMP_EQ_OQ), v); /* term_f32 */
 }
 
 AVX2 static void
@@ -1110,7 +1113,9 @@ tiny_log1p(double c, dd S)
 }
 
 /* One float64 row whose T is below 2^-960: T = exp(c) * sum exp(d - c), c = the
- * second largest d */
+ * second largest d. Where T > 0 (c finite) but log1p(T) rounds to 0, the maximum's
+ * -log1p(T) is -0; write_f64 gives +0 there, the answer where T = 0 (c = -inf: the
+ * other entries -inf). */
 static void
 row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
 {
@@ -1120,7 +1125,13 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
     if (c >= -2000.0) {
         partial_f64(x, n, m, c, &S, &k);
     }
-    write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
+    double L = tiny_log1p(c, S);
+    write_f64(x, out, n, m, L, 0.0);
+    if (L == 0.0 && c > -INFINITY) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = x[i] == m ? -0.0 : out[i];
+        }
+    }
 }
 
 /* rows_f32's contract */
@@ -1776,15 +1787,38 @@ py_partial_rows(PyObject *self, PyObject *args)
 
 /* A special slice's answer, beside its count of +inf: all NaN (it holds a NaN or is
  * -inf only), or, for slices of one entry (the Dask path, whose slices may turn out
- * to be of one entry), 0 but at a NaN */
-enum { ANSWER_NAN = 1, ANSWER_ONE_ENTRY = 2 };
+ * to be of one entry), 0 but at a NaN. ANSWER_NEGATIVE is no special slice: the
+ * usual outputs, but T > 0 (a finite entry below the maximum), so that a 0 written
+ * at the maximum, where T underflowed, is -0: its exact value is negative. */
+enum { ANSWER_NAN = 1, ANSWER_ONE_ENTRY = 2, ANSWER_NEGATIVE = 3 };
 
-/* The answer held in a float64 slot: ANSWER_ONE_ENTRY, else NaN for anything but 0
- * (compared, not converted: a NaN or a huge value in the slot is no int) */
+/* The answer held in a float64 slot: one of the codes, NaN for any other nonzero
+ * value (compared, not converted: a NaN or a huge value in the slot is no int) */
 static inline int
 answer_of(double a)
 {
-    return a == (double)ANSWER_ONE_ENTRY ? ANSWER_ONE_ENTRY : a != 0.0 ? ANSWER_NAN : 0;
+    return a == (double)ANSWER_ONE_ENTRY  ? ANSWER_ONE_ENTRY
+           : a == (double)ANSWER_NEGATIVE ? ANSWER_NEGATIVE
+           : a != 0.0                     ? ANSWER_NAN
+                                          : 0;
+}
+
+/* ANSWER_NEGATIVE's zeros (only the maximum's output can be 0) made -0 */
+static void
+negative_zeros(void *out, size_t osize, Py_ssize_t n)
+{
+    if (osize == sizeof(double)) {
+        double *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0 ? -0.0 : o[i];
+        }
+    }
+    else {
+        float *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0f ? -0.0f : o[i];
+        }
+    }
 }
 
 /* A special slice's outputs (DESIGN.md): NaN for ANSWER_NAN; one entry's answer for
@@ -1866,22 +1900,27 @@ py_write_rows(PyObject *self, PyObject *args)
             const void *row = (const char *)x.buf + r * step;
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
             const double *v = sv + 6 * r;
-            if (v[2] > 0.0 || v[3] != 0.0) {
+            int answer = answer_of(v[3]);
+            if (v[2] > 0.0 || (answer != 0 && answer != ANSWER_NEGATIVE)) {
                 if (kx == 'd') {
-                    special_row_f64(row, orow, n, v[2], answer_of(v[3]));
+                    special_row_f64(row, orow, n, v[2], answer);
                 }
                 else if (out_kind == OUT_F64) {
-                    special_row_f32_wide(row, orow, n, v[2], answer_of(v[3]));
+                    special_row_f32_wide(row, orow, n, v[2], answer);
                 }
                 else {
-                    special_row_f32(row, orow, n, v[2], answer_of(v[3]));
+                    special_row_f32(row, orow, n, v[2], answer);
                 }
+                continue;
             }
-            else if (kx == 'f') {
+            if (kx == 'f') {
                 write_f32(row, orow, out_kind, n, (float)v[4], v[0]);
             }
             else {
                 write_f64(row, orow, n, v[4], v[0], v[1]);
+            }
+            if (answer == ANSWER_NEGATIVE) {
+                negative_zeros(orow, osize, n);
             }
         }
         Py_END_ALLOW_THREADS
@@ -1906,7 +1945,9 @@ py_write_rows(PyObject *self, PyObject *args)
  * exp(m_j - m) with m_j - m exact (TwoSum) by exp_dd (2^-62), the products exact but
  * for their last rounding (also on the subnormal grid: 2^-114 of a T of 2^-960 and
  * more). Per slice, res gets {L hi, L lo, count of +inf, the special answer (0: none,
- * ANSWER_NAN: a NaN, or -inf only; ANSWER_ONE_ENTRY: a slice of one entry), m, and 1
+ * ANSWER_NAN: a NaN, or -inf only; ANSWER_ONE_ENTRY: a slice of one entry;
+ * ANSWER_NEGATIVE: a finite entry below the maximum, in a block below it or in the
+ * maximum's own, with a sum or a second entry, c_b), m, and 1
  * where the float64 sum is to be redone: one maximal entry and T below 2^-960}. The
  * slice's length is the blocks' sum (Dask may not know it before); with no NaN, m is
  * -inf only where every entry is -inf (empty blocks bring -inf). */
@@ -1918,12 +1959,14 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
         m = fmax(m, p[10 * j + 9]);
     }
     double k = 0.0, n_pinf = 0.0, n_nan = 0.0, n = 0.0;
+    int below = 0; /* a finite entry below m: T > 0, though it may underflow */
     for (Py_ssize_t j = 0; j < nb; j++) {
         const double *b = p + 10 * j;
         k += b[9] == m ? b[2] : 0.0;
         n_pinf += b[3];
         n_nan += b[4];
         n += b[5];
+        below |= (b[9] < m && b[9] > -INFINITY) || (b[9] == m && (b[0] > 0.0 || b[6] > -INFINITY));
     }
     dd L = {0.0, 0.0};
     int redo = 0;
@@ -1978,9 +2021,10 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
     res[0] = L.hi;
     res[1] = L.lo;
     res[2] = n_pinf;
-    res[3] = n_nan > 0.0 ? ANSWER_NAN
-             : n == 1.0  ? ANSWER_ONE_ENTRY
+    res[3] = n_nan > 0.0      ? ANSWER_NAN
+             : n == 1.0       ? ANSWER_ONE_ENTRY
              : m == -INFINITY ? ANSWER_NAN
+             : below          ? ANSWER_NEGATIVE
                               : 0;
     res[4] = m;
     res[5] = redo;
@@ -1991,7 +2035,7 @@ PyDoc_STRVAR(combine_rows_doc,
 "The Dask path's combination of the partial sums of the nb blocks of each slice:\n"
 "parts (float64, C-contiguous, 10 values per slice and block), res\n"
 "(float64, 6 per slice): L hi, L lo, count of +inf, special answer (1: NaN, 2: a\n"
-"slice of one entry), maximum, redo.");
+"slice of one entry, 3: a finite entry below the maximum), maximum, redo.");
 
 static PyObject *
 py_combine_rows(PyObject *self, PyObject *args)

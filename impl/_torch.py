@@ -59,8 +59,12 @@ def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic
     at_max = d == 0.0
     e = d.exp().masked_fill_(at_max, 0.0)
     T = e.sum(dim=dims, keepdim=True)
-    T += at_max.sum(dim=dims, keepdim=True) - 1
+    k = at_max.sum(dim=dims, keepdim=True)
+    T += k - 1
     d -= T.log1p_()
+    # an entry below the maximum makes T > 0 even where its sum underflows (e^-800):
+    # the maximum's output is negative then, and a 0 there is -0
+    d.masked_fill_((d == 0.0) & (k < n), -0.0)
     return _round_narrow(torch, d, x.dtype)
 
 

@@ -48,6 +48,36 @@ def test_special_values_are_canonical(b, case):
     _assert_close(got, x, -1, b)
 
 
+SIGNED_ZERO_ROWS = [  # one shape: one compilation per dtype under jax.jit
+    [1.0, -inf, -inf],  # T = 0: the maximum's output is exactly 0, +0
+    [0.0, -800.0, -inf],  # T = e^-800 > 0 (0 in float64): -0
+    [0.0, -1e300, -inf],
+    [0.0, -746.0, -inf],
+    [2.0, 2.0, -inf],
+]
+
+
+@pytest.mark.parametrize("paths", ["cpu", "gpu"])
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+def test_signed_zero_at_the_maximum(b, paths):
+    """The maximum's output is -log1p(T): +0 where T = 0 (every other entry -inf),
+    -0 where T > 0 however far it underflows, as the correctly rounded value. Before:
+    -0 for the first (the float32 kernels counted e^-700 for a -inf), +0 for the
+    others where the float64 sum underflowed (kernels, Dask's split axis, the generic
+    algorithm, torch's fused path). "gpu": the paths of GPU devices, on the CPU."""
+    _available(b)
+    from . import device_paths
+
+    fn = device_paths.log_softmax if paths == "gpu" else impl.log_softmax
+    for dtype in b.dtypes:
+        with np.errstate(over="ignore"):  # -800 is -inf in float16
+            x = np.array(SIGNED_ZERO_ROWS).astype(reference.FORMATS[dtype].dtype)
+        want = reference.evaluate(x, axis=1).expected.astype(np.float64)
+        got = b.run(fn, x, axis=1).astype(np.float64)
+        np.testing.assert_array_equal(got, want, err_msg=dtype)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=dtype)
+
+
 @pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
 def test_length_one_slices(b):
     _available(b)
