@@ -18,8 +18,11 @@ rm -f "$work"/impl/_kernel*.so
 suffix="$(python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 # pyproject.toml's flags for impl._kernel, then the sanitizers'
-gcc -shared -fPIC -O3 -pthread -ffp-contract=off -fno-math-errno -fno-trapping-math \
-    -Wall -Wextra -Wno-unused-parameter \
+flags="$(python -c 'import sys, tomllib
+ext = tomllib.load(open(sys.argv[1], "rb"))["tool"]["setuptools"]["ext-modules"][0]
+print(" ".join(ext["extra-compile-args"] + ext["extra-link-args"]))' "$root/pyproject.toml")"
+# shellcheck disable=SC2086 # the flags are words
+gcc -shared -fPIC $flags \
     -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g \
     -I"$include" "$work/impl/_kernel.c" -o "$work/impl/_kernel$suffix"
 

@@ -582,6 +582,25 @@ write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, doubl
     }
 }
 
+/* A row's zeros made -0, for rows with an entry below the maximum: T > 0 there, so
+ * the maximum's output (the only one that can be 0) is negative, however small */
+static void
+negative_zeros(void *out, size_t osize, Py_ssize_t n)
+{
+    if (osize == sizeof(double)) {
+        double *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0 ? -0.0 : o[i];
+        }
+    }
+    else {
+        float *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0f ? -0.0f : o[i];
+        }
+    }
+}
+
 static inline void
 acc_dd(double *ah, double *al, double h, double l)
 {
@@ -1125,12 +1144,9 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
     if (c >= -2000.0) {
         partial_f64(x, n, m, c, &S, &k);
     }
-    double L = tiny_log1p(c, S);
-    write_f64(x, out, n, m, L, 0.0);
-    if (L == 0.0 && c > -INFINITY) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            out[i] = x[i] == m ? -0.0 : out[i];
-        }
+    write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
+    if (c > -INFINITY) {
+        negative_zeros(out, sizeof(double), n);
     }
 }
 
@@ -1382,6 +1398,14 @@ rows_two_threads(row_job *j)
 }
 
 /* ---- Python bindings: buffers in, GIL released while the loops run ---- */
+
+/* Whether total == a * b, without forming the product (it could overflow: rows a
+ * stride 0 apart cost no memory, and nb is the caller's word) */
+static inline int
+holds(Py_ssize_t total, Py_ssize_t a, Py_ssize_t b)
+{
+    return a ? total % a == 0 && total / a == b : total == 0;
+}
 
 /* 'f' for a float32 buffer, 'd' for a float64 one, 0 for anything else: another
  * format, the other byte order, or an address not a multiple of the item size (the
@@ -1736,8 +1760,7 @@ py_partial_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&x);
         return NULL;
     }
-    /* no product (nrows * 80 could overflow: rows a stride 0 apart cost no memory) */
-    if (kind_of(&p) != 'd' || p.len % 80 != 0 || p.len / 80 != nrows) {
+    if (kind_of(&p) != 'd' || !holds(p.len, nrows, 80)) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&p);
         PyErr_SetString(PyExc_ValueError, "parts must be float64, 10 values per row");
@@ -1803,24 +1826,6 @@ answer_of(double a)
                                           : 0;
 }
 
-/* ANSWER_NEGATIVE's zeros (only the maximum's output can be 0) made -0 */
-static void
-negative_zeros(void *out, size_t osize, Py_ssize_t n)
-{
-    if (osize == sizeof(double)) {
-        double *o = out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o[i] = o[i] == 0.0 ? -0.0 : o[i];
-        }
-    }
-    else {
-        float *o = out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o[i] = o[i] == 0.0f ? -0.0f : o[i];
-        }
-    }
-}
-
 /* A special slice's outputs (DESIGN.md): NaN for ANSWER_NAN; one entry's answer for
  * ANSWER_ONE_ENTRY; else, with p entries +inf, 0 at the +inf (p = 1) or NaN (p > 1),
  * -inf elsewhere */
@@ -1874,13 +1879,11 @@ py_write_rows(PyObject *self, PyObject *args)
     }
     ko = kind_of(&o);
     const char *problem = NULL;
-    Py_ssize_t o_count = ko ? o.len / o.itemsize : 0;
-    if (ko == 0 || (kx == 'd' && ko != 'd') ||
-        (nrows ? o_count % nrows != 0 || o_count / nrows != n : o_count != 0)) {
+    if (ko == 0 || (kx == 'd' && ko != 'd') || !holds(o.len / o.itemsize, nrows, n)) {
         problem = "out must be C-contiguous float32 or float64 (float64 for float64 x), one "
                   "entry per entry of x's rows";
     }
-    else if (kind_of(&sl) != 'd' || sl.len % 48 != 0 || sl.len / 48 != nrows) {
+    else if (kind_of(&sl) != 'd' || !holds(sl.len, nrows, 48)) {
         problem = "slices must be float64, 6 values per row";
     }
     else if (odd && (kx != 'f' || ko != 'f')) {
@@ -2054,9 +2057,9 @@ py_combine_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&p);
         return NULL;
     }
-    Py_ssize_t rows = r.len / (6 * 8), p_count = p.len / 80; /* no products: no overflow */
+    Py_ssize_t rows = r.len / (6 * 8); /* rows * 80 is no larger than a buffer */
     if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || r.len != rows * 6 * 8 ||
-        p.len % 80 != 0 || (rows ? p_count % rows != 0 || p_count / rows != nb : p_count != 0)) {
+        !holds(p.len, rows * 80, nb)) {
         PyBuffer_Release(&p);
         PyBuffer_Release(&r);
         PyErr_SetString(PyExc_ValueError, "combine_rows needs float64 parts of 10 values per "

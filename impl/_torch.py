@@ -61,10 +61,11 @@ def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic
     T = e.sum(dim=dims, keepdim=True)
     k = at_max.sum(dim=dims, keepdim=True)
     T += k - 1
-    d -= T.log1p_()
+    L = T.log1p_()
+    d -= L
     # an entry below the maximum makes T > 0 even where its sum underflows (e^-800):
-    # the maximum's output is negative then, and a 0 there is -0
-    d.masked_fill_((d == 0.0) & (k < n), -0.0)
+    # the maximum's output is negative then, and where L is 0 it is -0
+    d.masked_fill_(at_max & ((L == 0.0) & (k < n)), -0.0)
     return _round_narrow(torch, d, x.dtype)
 
 
