@@ -8,12 +8,16 @@ sweeps them, scored by the oracle, into one results table.
 """
 
 from ._backends import BACKENDS, Backend, backend
+from ._budgets import Budgets
 from ._candidates import BUILTIN, Candidate, candidate, known_candidates
-from ._cell import COLUMNS, Budgets, CellSpec, OracleCache, run_cell
+from ._cell import COLUMNS, CellSpec, run_cell
+from ._corpus import load_corpus
 from ._expected import ExpectedFailure, expected_failures
 from ._families import FAMILIES, PROFILES, Case, Family, family
-from ._runner import RunConfig, load_table, plan, run
-from ._search import SearchResult, load_corpus, search
+from ._oracle_cache import OracleCache
+from ._results import ResultsError
+from ._runner import PlanError, RunConfig, load_table, plan, run
+from ._search import SearchResult, search
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +33,8 @@ __all__ = [
     "ExpectedFailure",
     "Family",
     "OracleCache",
+    "PlanError",
+    "ResultsError",
     "RunConfig",
     "SearchResult",
     "backend",

@@ -13,16 +13,27 @@ library functions that take ``dim`` or a single axis that signature.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from ._backends import Backend
 
-__all__ = ["BUILTIN", "ENTRY_POINT_GROUP", "Candidate", "candidate", "known_candidates"]
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "Candidate",
+    "candidate",
+    "check_target",
+    "known_candidates",
+    "locate",
+]
 
 ENTRY_POINT_GROUP = "log_softmax_conformance.candidates"
 
@@ -45,10 +56,63 @@ class Candidate:
         return load_target(self.target)
 
 
-def load_target(target: str) -> Callable[..., Any]:
+def split_target(target: str) -> tuple[str, str]:
+    """("module", "attribute") of "module:attribute" (ValueError for anything else)."""
     module, sep, attr = target.partition(":")
-    if not sep or not module or not attr:
+    if not sep or not module or not attr or not all(p.isidentifier() for p in module.split(".")):
         raise ValueError(f"a candidate is 'module:function', got {target!r}")
+    return module, attr
+
+
+def _find_spec(fullname: str, path: list[str] | None) -> Any:
+    for finder in sys.meta_path:  # the finders import would ask, in the same order
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(fullname, path)
+        except Exception:
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def locate(module: str) -> Path | None:
+    """Where ``module`` would be imported from, found without running any of its code
+    (nor that of the packages above it); None when it cannot be found."""
+    if module in sys.modules:
+        f = getattr(sys.modules[module], "__file__", None)
+        return Path(f) if f else Path(sys.prefix)
+    path: list[str] | None = None
+    spec = None
+    parts = module.split(".")
+    for i in range(len(parts)):
+        spec = _find_spec(".".join(parts[: i + 1]), path)
+        if spec is None:
+            return None
+        locations = spec.submodule_search_locations
+        path = list(locations) if locations is not None else []
+    if spec is None:
+        return None
+    if spec.origin and spec.origin not in ("built-in", "frozen", "namespace"):
+        return Path(spec.origin)
+    return Path(next(iter(spec.submodule_search_locations or [sys.prefix])))
+
+
+def check_target(target: str) -> None:
+    """That "module:function" names a module that exists, checked without importing
+    it: the import itself happens in the worker that runs the candidate."""
+    module, _ = split_target(target)
+    if locate(module) is None:
+        raise ImportError(
+            f"cannot import module {module!r} for candidate {target!r}: "
+            f"no module named {module!r} on sys.path"
+        )
+
+
+def load_target(target: str) -> Callable[..., Any]:
+    module, attr = split_target(target)
     if module.startswith("scipy") or module == __name__:
         os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before scipy's first import
     try:
@@ -156,14 +220,14 @@ def known_candidates() -> list[Candidate]:
 
 
 def candidate(spec: str) -> Candidate:
-    """A candidate by name, or a new one from "module:function" (checked importable
-    here, so that a typo is a clear error before any work starts)."""
+    """A candidate by name, or a new one from "module:function". The module is looked
+    up on sys.path (a typo is a clear error before any work starts) but not imported:
+    a candidate's code runs only in its own worker process."""
     for c in known_candidates():
         if c.name == spec:
             return c
     if ":" in spec:
-        c = Candidate(spec, spec, doc="given on the command line")
-        c.load()
-        return c
+        check_target(spec)
+        return Candidate(spec, spec, doc="given on the command line")
     known = [c.name for c in known_candidates()]
     raise KeyError(f"unknown candidate {spec!r}; known: {known}, or give module:function")

@@ -1,23 +1,22 @@
 """One cell: a candidate on a backend, a dtype and a family, run and scored.
 
-The result is one flat record (a row of the results table). Everything the
-candidate does wrong is a finding in the record, never an exception out of here:
-raising is ``error``; a wrong dtype, shape, namespace or device, a modified input, a
-special slice outside the accepted answers or an error above the budget is ``fail``.
+A cell is run in two halves. :func:`execute` calls the candidate on every input of the
+family (in the candidate's worker process) and keeps only validated data; :func:`score`
+judges that data against the oracle (in the process that supervises the workers, where
+no candidate code runs). The result is one flat record, a row of the results table.
+Everything the candidate does wrong is a finding in the record, never an exception out
+of here: raising is ``error``; a return that is not an array, a wrong dtype, shape,
+namespace or device, a modified input, a changed floating-point environment, a special
+slice outside the accepted answers or an error above the budget is ``fail``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
 import time
-import tomllib
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,88 +24,27 @@ from numpy.typing import NDArray
 
 import reference
 
-from ._backends import Backend, _jitted
+from ._backends import Backend
+from ._budgets import Budgets
 from ._candidates import Candidate
 from ._families import Case, Family
+from ._invoke import Encoded, decode, encode, invoke
+from ._oracle_cache import OracleCache
 
-__all__ = ["COLUMNS", "Budgets", "CellSpec", "OracleCache", "run_cell"]
-
-_DATA = Path(__file__).parent / "data"
+__all__ = ["COLUMNS", "STATUSES", "CellSpec", "Raw", "execute", "not_run", "run_cell", "score"]
 
 COLUMNS = [
     "candidate", "backend", "library", "device", "mode", "dtype", "out_dtype", "family",
     "profile", "n_inputs", "n_elements", "max_ulp", "p99_ulp", "median_ulp", "mean_ulp",
     "frac_correctly_rounded", "max_abs_err_eps", "special_mismatches", "semantics",
     "status", "reason", "worst_where", "worst_input", "worst_expected", "worst_got",
-    "worst_ulp", "curve", "hist", "seconds",
+    "worst_ulp", "curve", "hist", "seconds", "platform", "notes", "judge",
 ]  # fmt: skip
+STATUSES = ("pass", "fail", "error", "not run")
 
 # ULP histogram bins (for the report's plots): [0, 2^-8), then powers of two up to
 # 2^64, then [2^64, inf]
 HIST_EDGES = [0.0] + [2.0**k for k in range(-8, 65)] + [float("inf")]
-
-
-@dataclass(frozen=True)
-class Budgets:
-    """Per-dtype max ULP budgets (conformance/data/budgets.toml by default)."""
-
-    max_ulp: dict[str, float] = field(default_factory=dict)
-    default: float = 4.0
-    source: str = "default"
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None) -> Budgets:
-        p = Path(path) if path is not None else _DATA / "budgets.toml"
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"budgets file {str(p)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"budgets file {str(p)!r} is not valid TOML: {exc}") from None
-        default = float(data.get("default", {}).get("max_ulp", 4.0))
-        per = {str(k): float(v) for k, v in data.get("max_ulp", {}).items()}
-        for k, v in [("default", default), *per.items()]:
-            if not v >= 0:
-                raise ValueError(f"budget {k} = {v} in {str(p)!r} must be >= 0")
-        return cls(per, default, str(p))
-
-    def for_dtype(self, dtype: str) -> float:
-        return self.max_ulp.get(dtype, self.default)
-
-
-class OracleCache:
-    """Oracle results on disk, keyed by a content hash of (dtype, shape, axis, bytes)."""
-
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-
-    @staticmethod
-    def key(case: Case) -> str:
-        h = hashlib.sha256()
-        h.update(f"{case.x.dtype.name}|{case.x.shape}|{case.axis!r}|".encode())
-        h.update(np.ascontiguousarray(case.x).tobytes())
-        return h.hexdigest()
-
-    def path(self, case: Case) -> Path:
-        k = self.key(case)
-        return self.root / k[:2] / f"{k}.npz"
-
-    def has(self, case: Case) -> bool:
-        return self.path(case).exists()
-
-    def get(self, case: Case) -> reference.OracleResult:
-        p = self.path(case)
-        if p.exists():
-            try:
-                return reference.OracleResult.load(p)
-            except Exception:  # a damaged entry is recomputed, not trusted
-                p.unlink(missing_ok=True)
-        res = reference.evaluate(case.x, axis=case.axis)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npz")
-        res.save(tmp)
-        os.replace(tmp, p)
-        return res
 
 
 @dataclass(frozen=True)
@@ -123,6 +61,9 @@ class CellSpec:
             [self.candidate.name, self.backend.name, self.dtype, self.family.name, self.profile]
         )
 
+    def cases(self) -> list[Case]:
+        return self.family.cases(self.dtype, self.profile)
+
     def base_record(self) -> dict[str, Any]:
         b = self.backend
         rec: dict[str, Any] = dict.fromkeys(COLUMNS)
@@ -130,15 +71,73 @@ class CellSpec:
             candidate=self.candidate.name, backend=b.name, library=b.library, device=b.device,
             mode=b.mode + ("" if b.x64 else ":nox64"), dtype=self.dtype, family=self.family.name,
             profile=self.profile, n_inputs=0, n_elements=0, special_mismatches=0,
-            semantics="{}", curve="[]", hist="[]", reason="",
+            semantics="{}", curve="[]", hist="[]", reason="", platform="", notes="", judge="",
         )  # fmt: skip
         return rec
+
+
+@dataclass
+class Raw:
+    """What a worker sends back for one cell: the outputs as plain arrays (None where
+    there was nothing to score), the findings, and the error that stopped the cell."""
+
+    outputs: list[Encoded | None] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
 
 def not_run(spec: CellSpec, reason: str) -> dict[str, Any]:
     rec = spec.base_record()
     rec.update(status="not run", reason=reason, seconds=0.0)
     return rec
+
+
+def failed(spec: CellSpec, reason: str, seconds: float = 0.0) -> dict[str, Any]:
+    """The record of a cell that produced nothing to score (``error``)."""
+    rec = spec.base_record()
+    rec.update(status="error", reason=reason, seconds=seconds)
+    return rec
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text = f"{type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno})"
+    else:
+        text = f"{type(exc).__name__}: {exc}".strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
+
+
+def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
+    """Call ``fn`` on every input of the cell; never raises for what fn does."""
+    t0 = time.perf_counter()
+    raw = Raw()
+    for case in spec.cases():
+        try:
+            got = invoke(fn, spec.backend, case, raw.findings)
+        except (Exception, SystemExit) as exc:
+            raw.error = f"raised on {case.label}: {_message(exc)}"
+            break
+        raw.outputs.append(None if got is None else encode(got))
+    raw.seconds = time.perf_counter() - t0
+    return raw
+
+
+def load_error(spec: CellSpec, exc: BaseException) -> str:
+    return f"cannot load {spec.candidate.target}: {_message(exc)}"
+
+
+def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, Any]:
+    """Run and score one cell in this process (no isolation: for debugging and for the
+    in-process mode of the runner and the pytest plugin)."""
+    t0 = time.perf_counter()
+    try:
+        fn = spec.candidate.load()
+    except Exception as exc:
+        return failed(spec, load_error(spec, exc), time.perf_counter() - t0)
+    raw = execute(spec, fn)
+    return score(spec, raw, spec.cases(), cache.get, budgets)
 
 
 def _hex(values: NDArray[Any]) -> str:
@@ -163,35 +162,26 @@ def _slice_of(x_shape: tuple[int, ...], axis: Any, flat: int) -> NDArray[np.intp
     return np.asarray(rows[r], dtype=np.intp)
 
 
-def _namespace_finding(b: Backend, out: Any) -> str | None:
-    if b.library == "numpy" and isinstance(out, np.ndarray | np.generic):
-        return None  # NumPy scalars (0-d results, as SciPy returns) included
-    mod = type(out).__module__.split(".")[0]
-    want = {
-        "numpy": ("numpy",),
-        "array_api_strict": ("array_api_strict",),
-        "torch": ("torch",),
-        "jax": ("jax", "jaxlib"),
-        "dask": ("dask",),
-        "cupy": ("cupy",),
-    }[b.library]
-    if mod not in want:
-        return f"returned {type(out).__module__}.{type(out).__name__} for {b.library} input"
-    return None
-
-
-def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, Any]:
-    """Run and score one cell; never raises for anything the candidate does."""
+def score(
+    spec: CellSpec,
+    raw: Raw,
+    cases: Sequence[Case],
+    oracle: Callable[[Case], reference.OracleResult],
+    budgets: Budgets,
+) -> dict[str, Any]:
+    """Judge a worker's data against the oracle: the cell's record."""
     t0 = time.perf_counter()
     rec = spec.base_record()
-    b, dtype = spec.backend, spec.dtype
-    try:
-        fn = spec.candidate.load()
-    except Exception as exc:
-        rec.update(status="error", reason=f"cannot load: {type(exc).__name__}: {exc}")
-        rec["seconds"] = time.perf_counter() - t0
+    rec["notes"] = "; ".join(raw.notes)
+    if not cases:
+        rec.update(status="not run", reason=f"family {spec.family.name} has no {spec.dtype} inputs")
+        rec["seconds"] = raw.seconds
         return rec
-    findings: list[str] = []
+    findings = list(raw.findings)
+    if raw.error is not None:  # nothing measured counts beside the error
+        rec.update(status="error", n_inputs=len(raw.outputs), seconds=raw.seconds)
+        rec["reason"] = "; ".join([raw.error, *dict.fromkeys(findings)])
+        return rec
     errs: list[NDArray[np.float64]] = []
     cr = abs_eps = 0.0
     n_el = 0
@@ -199,25 +189,14 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
     semantics: dict[str, str] = {}
     curve: list[tuple[float, float]] = []
     got_arrays: list[NDArray[Any] | None] = []
-    results: list[reference.OracleResult] = []
+    results: list[reference.OracleResult | None] = []
     out_dtypes: set[str] = set()
-    cases = spec.family.cases(dtype, spec.profile)
-    if not cases:
-        rec.update(status="not run", reason=f"family {spec.family.name} has no {dtype} inputs")
-        rec["seconds"] = time.perf_counter() - t0
-        return rec
-    for ci, case in enumerate(cases):
-        res = cache.get(case)
-        results.append(res)
-        try:
-            got = _call(fn, b, case, findings)
-        except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
-            rec.update(status="error", reason=f"raised on {case.label}: {msg}")
-            rec["seconds"] = time.perf_counter() - t0
-            rec["n_inputs"] = ci
-            return rec
+    if len(raw.outputs) > len(cases):
+        raise ValueError(f"{spec.key}: {len(raw.outputs)} outputs for {len(cases)} inputs")
+    for ci, (case, enc) in enumerate(zip(cases, raw.outputs, strict=False)):
+        got = None if enc is None else decode(enc)
         got_arrays.append(got)
+        results.append(None)
         if got is None:
             continue
         out_dtypes.add(str(got.dtype))
@@ -226,8 +205,13 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
             continue
         if got.dtype != case.x.dtype:
             findings.append(f"returned {got.dtype} for {case.x.dtype} input")
+            if got.dtype.kind not in "fV":  # integers, bools, complex: nothing to score
+                continue
             with np.errstate(all="ignore"):
                 got = got.astype(np.float64).astype(case.x.dtype)  # scored after rounding
+                got_arrays[-1] = got
+        res = oracle(case)
+        results[-1] = res
         err = res.ulp_error(got)
         errs.append(err.reshape(-1))
         n_el += err.size
@@ -272,16 +256,20 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
             rec.update(max_ulp=0.0, p99_ulp=0.0, median_ulp=0.0, mean_ulp=0.0,
                        frac_correctly_rounded=1.0, max_abs_err_eps=0.0)  # fmt: skip
     if worst[1] >= 0:
-        _reproducer(rec, spec, cases[worst[1]], got_arrays[worst[1]], worst, results[worst[1]])
-    budget = budgets.for_dtype(dtype)
+        res_w = results[worst[1]]
+        assert res_w is not None
+        _reproducer(rec, spec, cases[worst[1]], got_arrays[worst[1]], worst, res_w)
     reasons = list(dict.fromkeys(findings))
+    budget = budgets.for_dtype(spec.dtype)
     if rec["special_mismatches"]:
         reasons.append(f"{rec['special_mismatches']} special slices outside the accepted answers")
     if rec["max_ulp"] is not None and not rec["max_ulp"] <= budget:
         reasons.append(f"{rec['max_ulp']:.3g} ULP > {budget:g}")
+    if len(raw.outputs) < len(cases):  # a worker that sent less than it ran is a fault
+        reasons.append(f"{len(cases) - len(raw.outputs)} of {len(cases)} inputs unanswered")
     rec["status"] = "fail" if reasons else "pass"
     rec["reason"] = "; ".join(reasons)
-    rec["seconds"] = time.perf_counter() - t0
+    rec["seconds"] = raw.seconds + (time.perf_counter() - t0)
     return rec
 
 
@@ -303,37 +291,3 @@ def _reproducer(
     rec["worst_expected"] = float(np.asarray(exp, dtype=np.float64))
     rec["worst_got"] = float(np.asarray(got).reshape(-1)[flat].astype(np.float64))
     rec["worst_ulp"] = e
-
-
-def _call(fn: Callable[..., Any], b: Backend, case: Case, findings: list[str]) -> Any:
-    """fn on the backend; the result in NumPy, or None with a finding where it cannot
-    be read back. Checks namespace, device and that the input is unchanged."""
-    base = np.ascontiguousarray(case.x.T) if case.transposed else case.x
-    with b.context():
-        xb = b.from_numpy(base)
-        if case.transposed:
-            xb = xb.T
-        before = b.to_numpy(xb).copy()
-        # what a candidate warns about is its own business; the scores say the rest
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if b.mode == "jit":
-                out = _jitted(fn, (("axis", case.axis),))(xb)
-            else:
-                out = fn(xb, axis=case.axis)
-        ns = _namespace_finding(b, out)
-        if ns:
-            findings.append(ns)
-            got = np.asarray(out)
-        else:
-            try:
-                with np.errstate(all="ignore"), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # lazy (Dask) work runs here
-                    got = b.to_numpy(out)
-            except AssertionError as exc:  # the backend's own device/laziness checks
-                findings.append(str(exc))
-                return None
-        after = b.to_numpy(xb)
-        if after.tobytes() != before.tobytes():
-            findings.append(f"modified its input ({case.label})")
-    return np.asarray(got)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ._backends import BACKENDS, backend
+from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
-from ._cell import Budgets
 from ._families import FAMILIES, PROFILES, family
-from ._runner import RunConfig, default_cache_dir, run
+from ._results import ResultsError
+from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
 
 __all__ = ["main"]
 
@@ -103,11 +103,11 @@ def _run(args: argparse.Namespace) -> int:
         candidates=cands, backends=backends, dtypes=dtypes, families=fams,
         profile=args.profile, jobs=args.jobs, results=Path(args.results), resume=args.resume,
         timeout=args.timeout, cache=Path(args.cache), budgets=budgets,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress else None, isolation=args.isolation,
     )  # fmt: skip
     try:
         table = run(cfg)
-    except PermissionError as exc:
+    except (PlanError, ResultsError) as exc:
         raise UsageError(str(exc)) from None
     counts = table["status"].value_counts().to_dict()
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -161,38 +161,56 @@ def _search(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from ._report import write_report
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; the report is a directory of files")
     try:
-        files = write_report(args.results, args.out)
-    except FileNotFoundError as exc:
+        files = write_report(args.results, out)
+    except (FileNotFoundError, ResultsError) as exc:
         raise UsageError(str(exc)) from None
-    print(f"{len(files)} files written under {args.out}: {Path(args.out) / 'README.md'}, "
-          f"{Path(args.out) / 'index.html'}")  # fmt: skip
+    print(f"{len(files)} files written under {out}: {out / 'README.md'}, {out / 'index.html'}")
     return 0
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from ._gate import gate
-    from ._runner import load_table
+    from ._gate import GateInputError, gate
+    from ._results import load_results
 
-    results = Path(args.results)
-    if not (results / "cells").is_dir():
-        raise UsageError(f"no results in {str(results)!r}: run a sweep first")
-    table = load_table(results).drop(columns="_file")
     try:
+        table, _ = load_results(args.results)
         res = gate(table, args.baseline, update=args.update)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ResultsError, GateInputError) as exc:
         raise UsageError(str(exc)) from None
     print(f"gate: {res.compared} cells compared with {args.baseline}")
     for line in res.worse:
         print(f"WORSE {line}")
+    for line in res.platform:
+        print(f"platform differs {line}")
     for line in res.better:
         print(f"better {line}")
     for line in res.known:
         print(f"known failure {line}")
     for line in res.stale:
         print(f"STALE expected failure {line}")
+    if res.missing:
+        shown = "; ".join(res.missing[:5]) + ("; ..." if len(res.missing) > 5 else "")
+        print(
+            f"{len(res.missing)} cells of the baseline for the swept backends and profiles "
+            f"are not in these results: {shown}"
+        )
     if res.new:
         print(f"{len(res.new)} cells not in the baseline" + (" (added)" if args.update else ""))
+    if res.ok and args.update:
+        failing = sum(res.recorded_failing.values())
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(res.recorded_failing.items()))
+        print(
+            f"gate: {res.recorded} baseline entries written"
+            + (
+                f"; {failing} of them are failing cells ({detail}), recorded as the expected "
+                "result: check that you mean to keep them"
+                if failing else ""
+            )
+        )  # fmt: skip
     if res.ok:
         print("gate: pass" + (" (baseline updated)" if args.update else ""))
         return 0
@@ -216,13 +234,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--dtypes", help=f"comma-separated (default: {','.join(DTYPES)})")
     r.add_argument("--families", help="comma-separated (default: all)")
     r.add_argument("--profile", choices=PROFILES, default="quick")
-    r.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes")
+    r.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="workers at a time (default: the cores this process may use)")  # fmt: skip
     r.add_argument("--results", default="results", help="results directory (default: results)")
     r.add_argument("--resume", action="store_true", help="keep finished cells, run the rest")
     r.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
     r.add_argument("--cache", default=str(default_cache_dir()), help="oracle cache directory")
     r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
     r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    r.add_argument(
+        "--isolation", choices=ISOLATION, default="worker",
+        help="worker: a process per candidate and backend (default); cell: a fresh process "
+        "per cell; none: in this process, no timeout (for a debugger)",
+    )  # fmt: skip
     s = sub.add_parser("search", help="search for a candidate's worst inputs; keep them")
     s.add_argument("--candidate", required=True, help="a built-in name or module:function")
     s.add_argument("--backend", default="numpy:cpu")

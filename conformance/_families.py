@@ -24,6 +24,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from reference import FORMATS, Format
 
+from ._corpus import corpus_row, load_corpus
+
 __all__ = ["FAMILIES", "PROFILES", "Case", "Family", "family", "neg_ln_smallest"]
 
 PROFILES = ("quick", "full")
@@ -244,8 +246,6 @@ def _exhaustive(fmt: Format, profile: str, rng: np.random.Generator) -> list[Cas
 
 
 def _corpus(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
-    from ._search import corpus_row, load_corpus
-
     cases = []
     for e in load_corpus():
         if e["dtype"] == fmt.name:

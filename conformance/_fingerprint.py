@@ -1,21 +1,34 @@
-"""The run fingerprint: what ran, where, with which versions and flags."""
+"""The run fingerprint: what ran, where, with which versions and settings.
+
+Everything here is read without importing a backend library: versions from package
+metadata, the machine from the operating system, the settings from the environment.
+What only a library can say (its devices, its instruction set, its thread count) comes
+from the probes, which run in processes of their own.
+"""
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["environment"]
+__all__ = ["DISTS", "environment", "harness_digest", "settings"]
 
-_DISTS = [
+DISTS = [
     "numpy", "scipy", "mpmath", "gmpy2", "python-flint", "ml_dtypes", "array-api-compat",
-    "array-api-strict", "torch", "jax", "jaxlib", "dask", "cupy-cuda12x", "pandas",
-    "log-softmax-conformance",
+    "array-api-strict", "torch", "jax", "jaxlib", "dask", "cupy-cuda12x", "cupy-cuda13x",
+    "pandas", "log-softmax-conformance",
 ]  # fmt: skip
+# Settings a library reads from the environment that can change a result: instruction
+# sets, thread counts, precision overrides, devices. Every variable with one of the
+# prefixes is recorded too.
+_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SCIPY_ARRAY_API",
+        "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE", "ATEN_CPU_CAPABILITY")  # fmt: skip
+_PREFIXES = ("NPY_", "JAX_", "XLA_", "TORCH_", "DASK_", "CUPY_", "REFERENCE_")
 
 
 def _version(dist: str) -> str | None:
@@ -36,50 +49,58 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(libraries: list[str]) -> dict[str, Any]:
-    """Versions, CPU, devices and flags; only libraries in ``libraries`` are imported
-    (to ask for their devices and flags)."""
+def harness_digest() -> str:
+    """A hash of the harness's and the oracle's own source: a cell judged by other code
+    is not reused."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for pkg in (root, root.parent / "reference"):
+        for f in sorted(pkg.glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def settings() -> dict[str, Any]:
+    """What every cell's verdict depends on besides its own inputs and candidate."""
     import reference
 
-    env: dict[str, Any] = {
+    env = {k: v for k, v in sorted(os.environ.items()) if k in _ENV or k.startswith(_PREFIXES)}
+    return {
+        "harness": harness_digest(),
+        "oracle_version": reference.ORACLE_VERSION,
         "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "versions": {d: v for d in DISTS if (v := _version(d)) is not None},
+        "environment": env,
+    }
+
+
+def environment(
+    probes: dict[str, tuple[str | None, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Versions, CPU, devices and flags (devices and flags from ``probes``)."""
+    import reference
+
+    s = settings()
+    env: dict[str, Any] = {
+        "python": s["python"],
         "platform": platform.platform(),
         "cpu": _cpu(),
         "cpu_count": os.cpu_count(),
-        "versions": {d: v for d in _DISTS if (v := _version(d)) is not None},
-        "oracle": reference.engine_info(),
+        "versions": s["versions"],
+        "oracle": {**reference.engine_info(), "version": reference.ORACLE_VERSION},
+        "settings": s["environment"],
         "devices": {},
-        "flags": {
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-            "SCIPY_ARRAY_API": "1 (set in every worker)",
-        },
+        "flags": {"SCIPY_ARRAY_API": "1 (set in every worker)"},
+        "platforms": {},
     }
-    if "torch" in libraries:
-        try:
-            torch = importlib.import_module("torch")
-            env["flags"]["torch_threads"] = torch.get_num_threads()
-            env["flags"]["torch_tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
-            env["flags"]["torch_tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
-            if torch.cuda.is_available():
-                env["devices"]["torch"] = [
-                    torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-                ]
-        except Exception as exc:  # a broken install is recorded, not fatal
-            env["devices"]["torch"] = f"unavailable: {type(exc).__name__}: {exc}"
-    if "jax" in libraries:
-        try:
-            jax = importlib.import_module("jax")
-            env["devices"]["jax"] = [str(d) for d in jax.devices()]
-            env["flags"]["jax_enable_x64"] = "per cell (x64 cells on, nox64 cells off)"
-        except Exception as exc:
-            env["devices"]["jax"] = f"unavailable: {type(exc).__name__}: {exc}"
-    if "cupy" in libraries:
-        try:
-            cupy = importlib.import_module("cupy")
-            n = cupy.cuda.runtime.getDeviceCount()
-            env["devices"]["cupy"] = [
-                cupy.cuda.runtime.getDeviceProperties(i)["name"].decode() for i in range(n)
-            ]
-        except Exception as exc:
-            env["devices"]["cupy"] = f"unavailable: {type(exc).__name__}: {exc}"
+    for name, (why, info) in sorted((probes or {}).items()):
+        if why is not None:
+            continue
+        if info.get("devices"):
+            env["devices"][name] = info["devices"]
+        for k, v in info.get("flags", {}).items():
+            env["flags"][k] = v
+        env["platforms"][name] = info.get("platform", "")
     return env

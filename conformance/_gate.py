@@ -1,10 +1,22 @@
 """The regression gate: the results of a sweep against a committed baseline.
 
-A cell is worse when its max ULP rose beyond a small tolerance, when it has more
-special mismatches, when it was ``pass`` and is now ``fail`` or ``error``, or when a
-support-table cell lost its ✅. Cells that did not run here (no GPU) are neither.
-``update`` ratchets: improved and new cells are written into the baseline, worse ones
-never are.
+A cell is worse when its status dropped (pass > fail > error: a crash is never better
+than a measured failure), its max ULP rose beyond a small tolerance or is no longer
+measured, or it has more special mismatches; a support-table cell that lost its ✅ is
+worse too. Cells that did not run here (no GPU), and libraries that were not swept, are
+neither better nor worse.
+
+Results depend on the platform a library computes on (its instruction set, or the GPU):
+the baseline keeps each cell's entry per platform (the ``platform`` column). A cell is
+judged against the entry of its own platform; where the baseline has it only for other
+platforms, a worse value is reported as a platform difference, not a regression, and
+``--update`` records this platform's entry.
+
+``update`` ratchets: improved, new and new-platform entries are written into the
+baseline, worse ones never are, and the gate writes nothing unless it passes. Bad input
+(a baseline or results that cannot be read, or a comparison of nothing) raises
+:class:`GateInputError`, which the command line turns into exit status 2; exit 1 means
+only "got worse".
 """
 
 from __future__ import annotations
@@ -18,10 +30,17 @@ from typing import Any
 
 from ._support import support
 
-__all__ = ["GateResult", "baseline_from", "gate"]
+__all__ = ["GateInputError", "GateResult", "gate"]
 
 REL_TOL = 1e-6  # relative slack on max ULP (reductions may reorder between runs)
 ABS_TOL = 1e-3  # ULP
+RANK = {"pass": 2, "fail": 1, "error": 0}
+_NEEDED = ("candidate", "backend", "library", "device", "dtype", "family", "profile",
+           "status", "max_ulp", "special_mismatches", "reason", "platform")  # fmt: skip
+
+
+class GateInputError(ValueError):
+    """A baseline or results the gate cannot judge (exit status 2)."""
 
 
 def _key(r: Any) -> str:
@@ -42,23 +61,63 @@ def _dec(v: Any) -> float | None:
     return math.inf if v == "inf" else (None if v is None else float(v))
 
 
-def baseline_from(table: Any) -> dict[str, Any]:
-    cells = {}
-    for _, r in table.iterrows():
-        if r["status"] == "not run":
-            continue
-        cells[_key(r)] = {
-            "status": r["status"],
-            "max_ulp": _enc(_ulp(r["max_ulp"])),
-            "special_mismatches": int(r["special_mismatches"] or 0),
-        }
-    sup: dict[str, dict[str, Any]] = {}
-    for profile in dict.fromkeys(table["profile"]):  # support is per profile
-        t = table[table["profile"] == profile]
-        for c in dict.fromkeys(t["candidate"]):
-            cells_c = {f"{lib} {dev}": cell.symbol for (lib, dev), cell in support(t, c).items()}
-            sup.setdefault(profile, {})[c] = cells_c
-    return {"cells": cells, "support": sup}
+def _entry(r: Any) -> dict[str, Any]:
+    return {
+        "status": r["status"],
+        "max_ulp": _enc(_ulp(r["max_ulp"])),
+        "special_mismatches": int(r["special_mismatches"] or 0),
+    }
+
+
+def _check_entry(path: Path, key: str, e: Any) -> dict[str, Any]:
+    where = f"baseline {str(path)!r}, cell {key!r}"
+    if not isinstance(e, dict) or e.get("status") not in RANK:
+        raise GateInputError(f"{where}: expected {{status: pass|fail|error, max_ulp, ...}}")
+    m = e.get("max_ulp")
+    if m is not None and m != "inf" and (isinstance(m, bool) or not isinstance(m, int | float)):
+        raise GateInputError(f"{where}: max_ulp {m!r} is not a number")
+    sm = e.get("special_mismatches", 0)
+    if isinstance(sm, bool) or not isinstance(sm, int):
+        raise GateInputError(f"{where}: special_mismatches {sm!r} is not an integer")
+    return {"status": e["status"], "max_ulp": m, "special_mismatches": sm}
+
+
+def read_baseline(path: Path, update: bool) -> dict[str, Any]:
+    """The baseline, checked, as {"cells": {key: {platform: entry}}, "support": ...}."""
+    if path.is_dir():
+        raise GateInputError(f"baseline {str(path)!r} is a directory, not a JSON file")
+    if not path.exists():
+        if update:
+            return {"format": 2, "cells": {}, "support": {}}
+        raise FileNotFoundError(f"baseline {str(path)!r} does not exist (create it with --update)")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GateInputError(f"baseline {str(path)!r} cannot be read: {exc}") from None
+    if not text.strip():
+        raise GateInputError(f"baseline {str(path)!r} is empty")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise GateInputError(f"baseline {str(path)!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), dict):
+        raise GateInputError(
+            f"baseline {str(path)!r} is not a baseline: expected a JSON object with a "
+            f"'cells' object, got {type(data).__name__}"
+            + (f" with keys {sorted(data)[:5]}" if isinstance(data, dict) else "")
+        )
+    sup = data.get("support", {})
+    if not isinstance(sup, dict):
+        raise GateInputError(f"baseline {str(path)!r}: 'support' is not an object")
+    cells: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, v in data["cells"].items():
+        if isinstance(v, dict) and "status" in v:  # before platforms: one entry, any platform
+            cells[key] = {"": _check_entry(path, key, v)}
+        elif isinstance(v, dict):
+            cells[key] = {str(p): _check_entry(path, key, e) for p, e in v.items()}
+        else:
+            raise GateInputError(f"baseline {str(path)!r}, cell {key!r}: not an object")
+    return {"format": 2, "cells": cells, "support": sup}
 
 
 @dataclass
@@ -68,92 +127,195 @@ class GateResult:
     new: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)  # failing, listed as expected
     stale: list[str] = field(default_factory=list)  # listed as expected, now passing
+    platform: list[str] = field(default_factory=list)  # worse, but measured elsewhere
+    missing: list[str] = field(default_factory=list)  # in the baseline, not in the results
     compared: int = 0
+    recorded: int = 0  # entries written by --update
+    recorded_failing: dict[str, int] = field(default_factory=dict)  # of those, by status
 
     @property
     def ok(self) -> bool:
         return not self.worse
 
 
-def _worse_ulp(now: float | None, base: float | None) -> bool:
-    if now is None or base is None:
-        return False
-    if math.isinf(base):
-        return False
-    return now > base * (1 + REL_TOL) + ABS_TOL
+def _worse(cur: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    why = []
+    if RANK[cur["status"]] < RANK[b["status"]]:
+        why.append(f"status {b['status']} -> {cur['status']}")
+    n, o = _dec(cur["max_ulp"]), _dec(b["max_ulp"])
+    if o is not None and not math.isinf(o):
+        if n is None:
+            why.append(f"max ULP {_fmt(o)} -> not measured")
+        elif n > o * (1 + REL_TOL) + ABS_TOL:
+            why.append(f"max ULP {_fmt(o)} -> {_fmt(n)}")
+    if cur["special_mismatches"] > b["special_mismatches"]:
+        why.append(f"special mismatches {b['special_mismatches']} -> {cur['special_mismatches']}")
+    return why
+
+
+def _better(cur: dict[str, Any], b: dict[str, Any]) -> bool:
+    rc, rb = RANK[cur["status"]], RANK[b["status"]]
+    if rc != rb:
+        return rc > rb
+    n, o = _dec(cur["max_ulp"]), _dec(b["max_ulp"])
+    return (n is not None and o is not None and n < o) or (
+        cur["special_mismatches"] < b["special_mismatches"]
+    )
+
+
+def _check_table(table: Any) -> None:
+    missing = [c for c in _NEEDED if c not in getattr(table, "columns", [])]
+    if missing:
+        raise GateInputError(f"the results lack the columns {', '.join(missing)}")
+    bad = sorted(set(table["status"]) - {*RANK, "not run"})
+    if bad:
+        raise GateInputError(f"the results hold unknown statuses {bad}")
 
 
 def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False) -> GateResult:
-    """Compare; with ``update``, write the ratcheted baseline."""
+    """Compare; with ``update``, write the ratcheted baseline (only when nothing got
+    worse). Raises GateInputError for input it cannot judge, FileNotFoundError for a
+    missing baseline without ``update``."""
+    _check_table(table)
     path = Path(baseline_path)
-    base = json.loads(path.read_text()) if path.exists() else {"cells": {}, "support": {}}
-    if not path.exists() and not update:
-        raise FileNotFoundError(f"baseline {str(path)!r} does not exist (create it with --update)")
-    now = baseline_from(table)
+    base = read_baseline(path, update)
     res = GateResult()
-    repro = {_key(r): r for _, r in table.iterrows()}
-    for k, cur in now["cells"].items():
-        b = base["cells"].get(k)
-        if b is None:
+    rows = {_key(r): r for _, r in table.iterrows()}
+    ran = {k: r for k, r in rows.items() if r["status"] != "not run"}
+    cross: set[str] = set()
+    written: dict[str, dict[str, Any]] = {}
+    for k, r in ran.items():
+        cur, plat = _entry(r), str(r["platform"] or "")
+        plats = base["cells"].get(k)
+        if not plats:
             res.new.append(f"{k}: {cur['status']}, {_fmt(_dec(cur['max_ulp']))} ULP")
-            if update:
-                base["cells"][k] = cur
+            written[k] = cur
+            base["cells"][k] = {plat: cur}
             continue
         res.compared += 1
-        why = []
-        n_ulp, b_ulp = _dec(cur["max_ulp"]), _dec(b["max_ulp"])
-        if _worse_ulp(n_ulp, b_ulp) or (n_ulp is not None and math.isinf(n_ulp) and not (
-            b_ulp is not None and math.isinf(b_ulp))):  # fmt: skip
-            why.append(f"max ULP {_fmt(b_ulp)} -> {_fmt(n_ulp)}")
-        if cur["special_mismatches"] > b["special_mismatches"]:
-            why.append(
-                f"special mismatches {b['special_mismatches']} -> {cur['special_mismatches']}"
-            )
-        if b["status"] == "pass" and cur["status"] != "pass":
-            why.append(f"status pass -> {cur['status']}")
-        if why:
-            r = repro[k]
-            where = r["worst_where"] if isinstance(r["worst_where"], str) else ""
-            inp = r["worst_input"] if isinstance(r["worst_input"], str) else ""
-            res.worse.append(
-                f"{k}: " + "; ".join(why) + (f"\n    reason: {r['reason']}" if r["reason"] else "")
-                + (f"\n    worst: {where}\n    input: {inp[:400]}" if where else "")
-            )  # fmt: skip
+        same = plat in plats
+        if same:
+            b = plats[plat]
+        else:  # measured on other platforms only: against the most lenient of them
+            b = min(plats.values(), key=lambda e: (RANK[e["status"]], -(_dec(e["max_ulp"]) or 0)))
+        why = _worse(cur, b)
+        if why and same:
+            res.worse.append(f"{k}: " + "; ".join(why) + _repro(r))
             continue
-        improved = (
-            (n_ulp is not None and b_ulp is not None and n_ulp < b_ulp)
-            or cur["special_mismatches"] < b["special_mismatches"]
-            or (b["status"] != "pass" and cur["status"] == "pass")
-        )
-        if improved:
-            res.better.append(f"{k}: max ULP {_fmt(b_ulp)} -> {_fmt(n_ulp)}, {cur['status']}")
-            if update:
-                base["cells"][k] = cur
+        if why:
+            cross.add(k)
+            others = ", ".join(repr(p) for p in plats) or "no platform"
+            res.platform.append(
+                f"{k}: " + "; ".join(why) + f" (the baseline has this cell for {others}; this "
+                f"run's platform is {plat!r}: not a regression verdict, --update records it)"
+            )
+        elif _better(cur, b):
+            res.better.append(f"{k}: max ULP {_fmt(_dec(b['max_ulp']))} -> "
+                              f"{_fmt(_dec(cur['max_ulp']))}, {cur['status']}")  # fmt: skip
+        else:
+            if same:
+                continue
+        plats[plat] = cur
+        written[k] = cur
+    _missing(res, base, rows, ran)
+    _known(res, rows)
+    _support(res, base, table, ran, cross, update)
+    if not update and res.compared == 0:
+        raise GateInputError(_nothing(table, ran, base))
+    if update and res.ok:
+        res.recorded = len(written)
+        for e in written.values():
+            if e["status"] != "pass":
+                res.recorded_failing[e["status"]] = res.recorded_failing.get(e["status"], 0) + 1
+        out = {"format": 2, "cells": base["cells"], "support": base["support"]}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    return res
+
+
+def _repro(r: Any) -> str:
+    where = r["worst_where"] if isinstance(r.get("worst_where"), str) else ""
+    inp = r["worst_input"] if isinstance(r.get("worst_input"), str) else ""
+    return (f"\n    reason: {r['reason']}" if r["reason"] else "") + (
+        f"\n    worst: {where}\n    input: {inp[:400]}" if where else ""
+    )
+
+
+def _missing(
+    res: GateResult, base: dict[str, Any], rows: dict[str, Any], ran: dict[str, Any]
+) -> None:
+    """Baseline cells of the swept backends and profiles that these results lack."""
+    backends = {r["backend"] for r in ran.values()}
+    profiles = {r["profile"] for r in ran.values()}
+    for k in sorted(base["cells"]):
+        parts = k.split("|")
+        if len(parts) == 5 and parts[1] in backends and parts[4] in profiles and k not in ran:
+            res.missing.append(k + (" (not run here)" if k in rows else ""))
+
+
+def _known(res: GateResult, rows: dict[str, Any]) -> None:
     from ._expected import expected_failures
 
     known = expected_failures("budget")
-    for k, r in repro.items():
+    for k, r in rows.items():
         e = known.get((r["candidate"], r["backend"], r["dtype"], r["family"]))
         if e is not None and e.applies(r["profile"]):
             if r["status"] == "pass":
                 res.stale.append(f"{k}: passes now ({e.describe()}); remove the entry")
             elif r["status"] != "not run":
                 res.known.append(f"{k}: {r['reason']} ({e.describe()})")
-    for profile, per_c in now["support"].items():
-        for c, cells in per_c.items():
-            for where, sym in cells.items():
-                was = base.get("support", {}).get(profile, {}).get(c, {}).get(where)
-                if was == "✅" and sym not in ("✅", "not run"):
+
+
+def _support(
+    res: GateResult, base: dict[str, Any], table: Any, ran: dict[str, Any], cross: set[str],
+    update: bool,
+) -> None:  # fmt: skip
+    """Support-table cells that lost their ✅ (where it was measured on this platform)."""
+    from ._support import _device
+
+    for profile in dict.fromkeys(table["profile"]):
+        t = table[table["profile"] == profile]
+        for c in dict.fromkeys(t["candidate"]):
+            for (lib, dev), cell in support(t, c).items():
+                where, sym = f"{lib} {dev}", cell.symbol
+                if sym in ("not run", "not swept", "n/a"):
+                    continue
+                was = base["support"].get(profile, {}).get(c, {}).get(where)
+                if was == "✅" and sym != "✅":
+                    bad = [
+                        k for k, r in ran.items()
+                        if r["candidate"] == c and r["profile"] == profile
+                        and r["status"] != "pass" and _lib_row(r["library"]) == lib
+                        and _device(r) == dev
+                    ]  # fmt: skip
+                    if bad and all(k in cross for k in bad):
+                        continue  # a platform difference, reported per cell
                     res.worse.append(f"support {c} {where} ({profile}): ✅ -> {sym}")
                 elif update and (was is None or (sym == "✅" and was != "✅")):
-                    base.setdefault("support", {}).setdefault(profile, {}).setdefault(c, {})[
-                        where
-                    ] = sym
-    if update and res.ok:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(base, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    return res
+                    base["support"].setdefault(profile, {}).setdefault(c, {})[where] = sym
+
+
+def _lib_row(library: str) -> str:
+    from ._support import LIBRARIES
+
+    return next((name for name, lib, _ in LIBRARIES if lib == library), library)
+
+
+def _nothing(table: Any, ran: dict[str, Any], base: dict[str, Any]) -> str:
+    if not ran:
+        return (
+            f"nothing to compare: the results hold {len(table)} cells and none of them ran "
+            "(every one 'not run')"
+        )
+    profiles = sorted({r["profile"] for r in ran.values()})
+    bprof = sorted({k.split("|")[-1] for k in base["cells"]})
+    backends = sorted({r["backend"] for r in ran.values()})
+    return (
+        f"nothing compared: the results hold {len(ran)} cells that ran (profile "
+        f"{', '.join(profiles)}; backends {', '.join(backends)}) and the baseline "
+        f"({len(base['cells'])} cells, profile {', '.join(bprof) or 'none'}) has none of them"
+    )
 
 
 def _fmt(v: float | None) -> str:

@@ -1,22 +1,29 @@
 """The pytest plugin (registered through the ``pytest11`` entry point): options that
-choose the cells of the conformance suite, the parametrization of its tests, and a
-report header that says what ran.
+choose the cells of the conformance suite, the parametrization of its tests, the runner
+that executes them, and a report header that says what ran.
 
     pytest --pyargs conformance --candidate mypkg.module:log_softmax \
         [--backends numpy:cpu,torch:cpu] [--dtypes float32] [--families dominant] \
-        [--profile quick|full]
+        [--profile quick|full] [--conformance-timeout 300] [--conformance-in-process]
+
+Each cell runs as in ``python -m conformance run``: the candidate in a worker process of
+its own (one per candidate and backend), killed at the timeout, and scored in the pytest
+process, where no candidate code runs. A candidate that segfaults or hangs fails its
+cells and the session goes on. ``--conformance-in-process`` calls the candidate in the
+pytest process instead (no timeout), for a debugger.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["failure_message"]
+__all__ = ["CellRunner", "failure_message"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -33,6 +40,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--families", default=None, help="comma-separated families (default: all)")
     g.addoption("--profile", default="quick", choices=("quick", "full"), help="input sizes")
     g.addoption("--oracle-cache", default=None, help="oracle cache directory")
+    g.addoption(
+        "--conformance-timeout", type=float, default=300.0,
+        help="seconds a cell may take in its worker before it is killed (default 300)",
+    )  # fmt: skip
+    g.addoption(
+        "--conformance-in-process", action="store_true",
+        help="call candidates in the pytest process: no isolation and no timeout (debugging)",
+    )  # fmt: skip
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -88,7 +103,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def conformance_cache(pytestconfig: pytest.Config) -> Any:
-    from ._cell import OracleCache
+    from ._oracle_cache import OracleCache
     from ._runner import default_cache_dir
 
     return OracleCache(pytestconfig.getoption("oracle_cache") or default_cache_dir())
@@ -96,9 +111,78 @@ def conformance_cache(pytestconfig: pytest.Config) -> Any:
 
 @pytest.fixture(scope="session")
 def conformance_budgets() -> Any:
-    from ._cell import Budgets
+    from ._budgets import Budgets
 
     return Budgets.load()
+
+
+class CellRunner:
+    """Runs the suite's cells: isolated (the default) or in this process."""
+
+    def __init__(self, config: pytest.Config, cache: Any, budgets: Any, log_dir: Path) -> None:
+        self.cache, self.budgets = cache, budgets
+        self.in_process = bool(config.getoption("conformance_in_process"))
+        self.timeout = float(config.getoption("conformance_timeout"))
+        self.log_dir = log_dir
+        self.probes: dict[str, tuple[str | None, dict[str, Any]]] = {}
+        self.sup: Any = None
+        self.got: dict[str, tuple[Any, Any]] = {}
+        self.libraries: set[str] = set()  # of the session's cells, for the fork server
+
+    def why_not(self, spec: Any) -> str | None:
+        """None when the cell's backend can run here, else why not."""
+        b = spec.backend
+        if b.name not in self.probes:
+            if self.in_process:
+                self.probes[b.name] = (b.probe(), {})
+            else:
+                from ._isolation import probe, start_server
+
+                start_server(self.libraries)
+                self.probes.update(probe([b], self.timeout, self.log_dir))
+        why = self.probes[b.name][0]
+        if why is None and spec.dtype not in b.dtypes:
+            why = f"{b.name} has no {spec.dtype}"
+        return why
+
+    def run(self, spec: Any) -> dict[str, Any]:
+        from ._cell import failed, run_cell, score
+
+        if self.in_process:
+            return run_cell(spec, self.cache, self.budgets)
+        if self.sup is None:
+            from ._isolation import Supervisor, start_server
+
+            start_server(self.libraries)
+            self.sup = Supervisor(
+                jobs=1, timeout=self.timeout, log_dir=self.log_dir,
+                xla_cache=Path(self.cache.root) / "xla", keep_idle=2,
+                on_result=lambda s, raw, why: self.got.__setitem__(s.key, (raw, why)),
+            )  # fmt: skip
+        self.sup.add([spec])
+        self.sup.run()
+        raw, why = self.got.pop(spec.key)
+        if raw is None:
+            return failed(spec, why or "no result")
+        return score(spec, raw, spec.cases(), self.cache.get, self.budgets)
+
+    def close(self) -> None:
+        if self.sup is not None:
+            self.sup.close()
+
+
+@pytest.fixture(scope="session")
+def conformance_runner(
+    pytestconfig: pytest.Config, conformance_cache: Any, conformance_budgets: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[CellRunner]:  # fmt: skip
+    runner = CellRunner(
+        pytestconfig, conformance_cache, conformance_budgets,
+        tmp_path_factory.mktemp("conformance-workers"),
+    )  # fmt: skip
+    runner.libraries = {s.backend.library for s in _specs(pytestconfig)}
+    yield runner
+    runner.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,21 +190,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    from ._fingerprint import environment
+    # package metadata and the OS only: no backend is imported for a header
+    from ._fingerprint import DISTS, _cpu, _version
 
     cands = config.getoption("candidate") or ["impl"]
-    env = environment(["torch", "jax"])
-    versions = " ".join(
-        f"{k}={v}"
-        for k, v in env["versions"].items()
-        if k in ("numpy", "scipy", "torch", "jax", "dask", "array-api-strict", "pandas")
-    )
+    shown = ("numpy", "scipy", "torch", "jax", "dask", "array-api-strict", "pandas")
+    versions = " ".join(f"{d}={v}" for d in DISTS if d in shown and (v := _version(d)))
     seed = config.getoption("hypothesis_seed", None)
+    timeout = config.getoption("conformance_timeout")
+    mode = (
+        "in process (no isolation)" if config.getoption("conformance_in_process")
+        else f"a worker per candidate and backend, timeout {timeout:g}s"
+    )  # fmt: skip
     return [
         f"conformance: candidates={','.join(cands)} profile={config.getoption('profile')} "
-        f"backends={config.getoption('backends') or 'all'}",
+        f"backends={config.getoption('backends') or 'all'}; {mode}",
         f"conformance: {versions}",
-        f"conformance: cpu={env['cpu']!r} devices={json.dumps(env['devices'])}",
+        f"conformance: cpu={_cpu()!r}",
         f"conformance: hypothesis seed={seed if seed is not None else 'derandomized/default'}",
     ]
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import math
@@ -33,8 +34,30 @@ __all__ = ["write_report"]
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+def _code(name: str) -> str:
+    """``name`` as inline code that stays one cell of a Markdown table: pipes escaped,
+    backticks fenced by a longer run of them."""
+    name = name.replace("|", "\\|")
+    run = max((len(m) for m in re.findall(r"`+", name)), default=0)
+    fence = "`" * (run + 1)
+    pad = " " if run else ""
+    return f"{fence}{pad}{name}{pad}{fence}"
+
+
+def _rst_text(name: str) -> str:
+    """``name`` as plain reST text (inline markup characters escaped)."""
+    return re.sub(r"([\\`*|_:<>\[\]])", r"\\\1", name)
+
+
+def _slugs(names: list[str]) -> dict[str, str]:
+    """A file name per candidate: readable, never empty, never shared by two."""
+    out: dict[str, str] = {}
+    for name in names:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "candidate"
+        if slug in out.values():
+            slug += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        out[name] = slug
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -70,7 +93,7 @@ def _summary_rows(table: Any) -> list[list[str]]:
         ]
         rows.append(
             [
-                f"`{c}`",
+                c,
                 *(str(int(counts.get(s, 0))) for s in ("pass", "fail", "error", "not run")),
                 *worst,
             ]
@@ -108,7 +131,7 @@ def _pivot(t: Any, index: str, value: str) -> tuple[list[str], list[list[str]]]:
 
 def _candidate_md(table: Any, c: str) -> str:
     t = table[table["candidate"] == c]
-    out = [f"# `{c}`", ""]
+    out = [f"# {_code(c)}", ""]
     counts = t["status"].value_counts()
     out.append(
         "Cells: "
@@ -174,7 +197,7 @@ def _specials(table: Any) -> tuple[list[str], list[list[str]]]:
             labels = per[c].get(case, set())
             text = ", ".join(sorted(labels)) if labels else "-"
             cells.append(("✗ " if "other" in labels else "") + text)
-        rows.append([f"`{c}`", *cells])
+        rows.append([c, *cells])
     return cases, rows
 
 
@@ -285,18 +308,16 @@ def _agreement(table: Any) -> str:
 
 def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
     """Every report file from ``results`` (a runner's results directory) into ``out``."""
-    import pandas as pd
+    from ._results import ResultsError, load_results
 
     results, out = Path(results), Path(out)
-    table_path = results / "results.parquet"
-    if not table_path.exists():
-        raise FileNotFoundError(f"{str(table_path)!r} does not exist: run a sweep first")
-    table = pd.read_parquet(table_path)
-    fp_path = results / "fingerprint.json"
-    fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"report directory {str(out)!r} is a file")
+    table, fp = load_results(results)
     env, run = fp.get("environment", {}), fp.get("run", {})
     written: list[Path] = []
     cands = _order(table)
+    slugs = _slugs(cands)
 
     # support tables
     supports = {c: support(table, c) for c in cands}
@@ -304,18 +325,20 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     md.append(
         "A cell is ✅ only where the candidate ran and met the budgets on every family and "
         "dtype; ⚠️ gives the worst error where it did not, ⛔ where it raised or does not "
-        "run on that library, `not run` where this machine has no such device."
+        "run on that library, `not run` where this machine has no such device, `not swept` "
+        "where the sweep did not include that library."
     )
     rst = []
     for c in cands:
         cells = supports[c]
-        md += ["", f"## `{c}`", "", markdown_table(cells)]
+        md += ["", f"## {_code(c)}", "", markdown_table(cells)]
         notes = [
             f"- {lib} {dev}: {cell.detail}" for (lib, dev), cell in cells.items() if cell.detail
         ]
         if notes:
             md += ["", *notes[:12]]
-        rst += [c, "-" * max(3, len(c)), "", rst_table(cells), ""]
+        title = _rst_text(c)
+        rst += [title, "-" * max(3, len(title)), "", rst_table(cells), ""]
     if "scipy" in supports:
         md += [
             "", "## SciPy: declared (its docstring) and measured", "",
@@ -328,7 +351,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
     # per candidate
     for c in cands:
-        p = out / "candidates" / f"{_slug(c)}.md"
+        p = out / "candidates" / f"{slugs[c]}.md"
         _write(p, _candidate_md(table, c))
         written.append(p)
 
@@ -339,7 +362,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         "From the `specials` family (DESIGN.md's table). `limit`, `nan-propagating`, "
         "`nan-at-inf` and `equal-split` are accepted answers; ✗ marks `other`, a failure."
     )
-    sp += ["", _md_table(["candidate", *cases], srows)]
+    sp += ["", _md_table(["candidate", *cases], [[_code(r[0]), *r[1:]] for r in srows])]
     _write(out / "specials.md", "\n".join(sp) + "\n")
     written.append(out / "specials.md")
 
@@ -369,14 +392,14 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         "",
         _md_table(
             ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
-            _summary_rows(table),
+            [[_code(r[0]), *r[1:]] for r in _summary_rows(table)],
         ),
         "",
         "## Support (measured)",
         "",
     ]
     for c in cands:
-        idx += [f"`{c}`:", "", markdown_table(supports[c]), ""]
+        idx += [f"{_code(c)}:", "", markdown_table(supports[c]), ""]
     from ._expected import all_expected_failures
 
     known = [e for e in all_expected_failures() if e.scope == "budget"]
@@ -402,7 +425,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         "- [support tables, Markdown](support.md) and [reST, SciPy's layout](support.rst)",
         "- [special-value matrix](specials.md)",
         *(
-            f"- [`{c}`: per backend, family and worst inputs](candidates/{_slug(c)}.md)"
+            f"- [{_code(c)}: per backend, family and worst inputs](candidates/{slugs[c]}.md)"
             for c in cands
         ),
         "- [one page with the plots](index.html)",
@@ -454,7 +477,7 @@ def _html(
         "<h2>Summary</h2>",
         _html_table(
             ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
-            [[r[0].strip("`"), *r[1:]] for r in _summary_rows(table)],
+            _summary_rows(table),
         ),
         "<h2 id='support'>Measured support</h2>",
     ]
@@ -471,7 +494,7 @@ def _html(
         ]
     parts += [
         "<h2>Special values</h2>",
-        _html_table(["candidate", *cases], [[r[0].strip("`"), *r[1:]] for r in srows]),
+        _html_table(["candidate", *cases], srows),
         "<h2>Plots</h2>",
     ]
     for key, title in (("hist", "ULP histograms"), ("gap", "max ULP against the dominant gap"),

@@ -1,49 +1,69 @@
 """The matrix runner.
 
-A sweep plans every cell (candidate x backend x dtype x family), records the cells
-that cannot run (backend unavailable, dtype unsupported) as ``not run`` with the
-reason, fills the oracle cache for every input first (in parallel, each input once),
-then runs the cells in worker processes.
-
-Isolation: the cells of one backend run in a worker process of their own, one after
-another, reporting each start and result over a pipe. A worker
-that dies (segfault, out of memory) or overruns the per-cell timeout is killed; the
-cell it was running is recorded as ``error`` with the reason and its remaining cells
-go to a new worker. Only the parent writes results: one JSON file per cell, written
-atomically, so a sweep killed at any point loses nothing that finished, and
-``resume=True`` runs only the cells that have no file yet. The table (Parquet and
-CSV) and the run fingerprint are written from the cell files at the end.
+A sweep plans every cell (candidate x backend x dtype x family) and checks the plan
+before it touches anything; takes the results directory for itself (a lock, a marker);
+probes each backend in a process of its own and records the cells that cannot run as
+``not run`` with the reason; fills the oracle cache for every input (in parallel, each
+input once); then runs the cells in isolated workers (``_isolation``) and scores what
+they send back here, against the oracle. Each cell is written to its own file as it
+finishes, so a sweep killed at any point loses nothing that finished; ``resume=True``
+keeps the finished cells whose judge (``_judge``) is unchanged and runs the rest. The
+table (Parquet and CSV) and the fingerprint are written from the cell files at the end.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
+import functools
 import multiprocessing as mp
 import os
-import re
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 from ._backends import Backend
+from ._budgets import Budgets
 from ._candidates import Candidate
-from ._cell import COLUMNS, Budgets, CellSpec, OracleCache, not_run, run_cell
-from ._families import Family
+from ._cell import CellSpec, Raw, failed, not_run, score
+from ._families import Case, Family
+from ._judge import candidate_digest, cell_judge, inputs_digest
+from ._oracle_cache import OracleCache
+from ._results import ResultsDir, ResultsError, cell_file_name, table_from
 
-__all__ = ["RunConfig", "default_cache_dir", "load_table", "plan", "run", "write_table"]
+__all__ = [
+    "ISOLATION",
+    "PlanError",
+    "RunConfig",
+    "default_cache_dir",
+    "load_table",
+    "plan",
+    "run",
+]
+
+ISOLATION = ("worker", "cell", "none")
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "log-softmax-conformance" / "oracle"
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (affinity and cgroup CPU sets included)."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return int(count() or 1)
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class PlanError(ValueError):
+    """A sweep that would run nothing, or could not: said before anything is touched."""
 
 
 @dataclass
@@ -53,13 +73,14 @@ class RunConfig:
     dtypes: Sequence[str]
     families: Sequence[Family]
     profile: str = "quick"
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int = field(default_factory=default_jobs)
     results: Path = Path("results")
     resume: bool = False
     timeout: float = 300.0
     cache: Path = field(default_factory=default_cache_dir)
     budgets: Budgets = field(default_factory=Budgets.load)
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
+    isolation: str = "worker"  # "worker": one per candidate x backend; "cell"; "none"
 
 
 def plan(cfg: RunConfig) -> list[CellSpec]:
@@ -76,28 +97,28 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
     return cells
 
 
-def _file_name(spec: CellSpec) -> str:
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.key)[:80]
-    digest = hashlib.sha1(spec.key.encode()).hexdigest()[:10]
-    return f"{readable}-{digest}.json"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _check_writable(results: Path) -> None:
-    try:
-        (results / "cells").mkdir(parents=True, exist_ok=True)
-        probe = results / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(
-            f"results directory {str(results)!r} is not writable: {exc}"
-        ) from None
+def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
+    """PlanError for a plan of no cells (with why); notes for candidates left out."""
+    if cfg.isolation not in ISOLATION:
+        raise PlanError(f"isolation {cfg.isolation!r}: choose one of {', '.join(ISOLATION)}")
+    if not cfg.timeout > 0:
+        raise PlanError(f"the timeout must be > 0 seconds, got {cfg.timeout}")
+    notes = []
+    names = [b.name for b in cfg.backends]
+    for c in cfg.candidates:
+        if not any(c.applies_to(b) for b in cfg.backends):
+            notes.append(
+                f"candidate {c.name} runs only on {', '.join(c.libraries)} backends, and none "
+                f"of {', '.join(names)} is one: it has no cells"
+            )
+    if not any(dt in f.dtypes for dt in cfg.dtypes for f in cfg.families):
+        notes.append(
+            f"families {', '.join(f.name for f in cfg.families)} have no inputs in "
+            f"{', '.join(cfg.dtypes)}"
+        )
+    if not cells:
+        raise PlanError("the sweep has no cells: " + ("; ".join(notes) or "nothing was chosen"))
+    return notes
 
 
 # -- the oracle pre-pass ----------------------------------------------------------------
@@ -108,79 +129,37 @@ def _fill_cache(args: tuple[str, str, str, str]) -> int:
     from ._families import family
 
     cache = OracleCache(cache_dir)
-    done = 0
     for case in family(fam_name).cases(dtype, profile):
-        if not cache.has(case):
-            cache.get(case)
-            done += 1
-    return done
+        cache.get(case)
+    return len(cache.rejected)
 
 
-def _oracle_pass(cells: list[CellSpec], cfg: RunConfig, log: Callable[[str], None]) -> None:
-    units = sorted({(s.family.name, s.dtype) for s in cells})
-    missing = []
+def _oracle_pass(
+    units: dict[tuple[str, str], list[Case]], cfg: RunConfig, say: Callable[[str], None]
+) -> None:
     cache = OracleCache(cfg.cache)
-    for fam_name, dtype in units:
-        fam = next(s.family for s in cells if s.family.name == fam_name)
-        if not all(cache.has(c) for c in fam.cases(dtype, cfg.profile)):
-            missing.append((fam_name, dtype, cfg.profile, str(cfg.cache)))
+    missing = [
+        (fam, dtype, cfg.profile, str(cfg.cache))
+        for (fam, dtype), cases in sorted(units.items())
+        if not all(cache.valid(c) for c in cases)
+    ]
     if not missing:
         return
     t = time.perf_counter()
     jobs = max(1, min(cfg.jobs, len(missing)))
     if jobs == 1:
-        n = sum(_fill_cache(m) for m in missing)
+        rejected = sum(_fill_cache(m) for m in missing)
     else:
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
-            n = sum(pool.map(_fill_cache, missing))
-    log(f"oracle: {n} inputs evaluated in {time.perf_counter() - t:.1f}s (cache {cfg.cache})")
+            rejected = sum(pool.map(_fill_cache, missing))
+    say(
+        f"oracle: {len(missing)} inputs groups computed in {time.perf_counter() - t:.1f}s "
+        f"(cache {cfg.cache})"
+        + (f"; {rejected} cache entries failed their check and were recomputed" if rejected else "")
+    )
 
 
-# -- workers ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Task:
-    cells: list[CellSpec]
-
-
-def _worker(conn: Connection, cells: list[CellSpec], cache_dir: str, budgets: Budgets) -> None:
-    """Runs cells one by one: ("start", key) then ("done", key, record) for each."""
-    os.environ.setdefault("SCIPY_ARRAY_API", "1")
-    if any(s.backend.library == "jax" for s in cells):
-        _persistent_xla_cache(Path(cache_dir) / "xla")
-    parent = os.getppid()
-    cache = OracleCache(cache_dir)
-    for spec in cells:
-        if os.getppid() != parent:  # the sweep was killed: stop, the rerun resumes
-            return
-        conn.send(("start", spec.key))
-        rec = run_cell(spec, cache, budgets)
-        conn.send(("done", spec.key, rec))
-    conn.send(("exit",))
-
-
-def _persistent_xla_cache(path: Path) -> None:
-    """XLA's compilations on disk beside the oracle's answers: a second sweep loads
-    them instead of compiling every shape of every candidate again."""
-    try:
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", str(path))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    except Exception:  # no JAX or an older one: the cells say so themselves
-        pass
-
-
-@dataclass
-class _Running:
-    proc: Any
-    conn: Connection
-    cells: list[CellSpec]
-    current: str | None = None
-    since: float = 0.0
-    done: set[str] = field(default_factory=set)
+# -- progress -------------------------------------------------------------------------------
 
 
 class _Progress:
@@ -219,189 +198,94 @@ class _Progress:
             sys.stderr.write("\n")
 
 
-def _tasks(cells: list[CellSpec]) -> list[_Task]:
-    """One task per backend: a worker imports one library, once."""
-    groups: dict[str, list[CellSpec]] = {}
-    for s in cells:
-        groups.setdefault(s.backend.name, []).append(s)
-    # costly tasks first, so that the pool stays busy to the end (per-cell costs
-    # measured on CPU: JAX compiles, Dask schedules, torch and NumPy just run)
+def _priority(cells: list[CellSpec]) -> list[CellSpec]:
+    """Costly (candidate, backend) pairs first, so that the pool stays busy to the end
+    (per-cell costs measured on CPU: JAX compiles, Dask schedules, torch and NumPy
+    just run); the cells of a pair stay in plan order."""
     weight = {"jax": 3.0, "dask": 1.5, "torch": 1.2}
-    return sorted(
-        (_Task(g) for g in groups.values()),
-        key=lambda t: -len(t.cells) * weight.get(t.cells[0].backend.library, 1.0),
-    )
-
-
-def _run_cells(
-    cells: list[CellSpec], cfg: RunConfig, commit: Callable[[dict[str, Any]], None],
-    progress: _Progress,
-) -> None:  # fmt: skip
-    ctx = mp.get_context("spawn")
-    pending = _tasks(cells)
-    running: list[_Running] = []
-
-    def start(task: _Task) -> None:
-        parent_conn, child_conn = ctx.Pipe(duplex=False)
-        proc = ctx.Process(
-            target=_worker, args=(child_conn, task.cells, str(cfg.cache), cfg.budgets),
-            daemon=True,
-        )  # fmt: skip
-        proc.start()
-        child_conn.close()
-        running.append(_Running(proc, parent_conn, task.cells))
-
-    def fail_current(r: _Running, reason: str) -> None:
-        spec = next(s for s in r.cells if s.key == r.current)
-        rec = spec.base_record()
-        rec.update(status="error", reason=reason, seconds=time.perf_counter() - r.since)
-        commit(rec)
-        progress.update(rec)
-        rest = [s for s in r.cells if s.key not in r.done and s.key != r.current]
-        if rest:
-            pending.insert(0, _Task(rest))
-
-    def finish(r: _Running) -> None:
-        running.remove(r)
-        with contextlib.suppress(OSError):
-            r.conn.close()
-
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, cfg.jobs):
-                start(pending.pop(0))
-            ready = wait([r.conn for r in running], timeout=0.5)
-            for r in list(running):
-                if r.conn in ready:
-                    try:
-                        msg = r.conn.recv()
-                    except (EOFError, OSError):
-                        r.proc.join(5)
-                        code = r.proc.exitcode
-                        if r.current is not None:
-                            why = (
-                                f"worker died: signal {-code}" if code is not None and code < 0
-                                else f"worker exited with code {code}"
-                            )  # fmt: skip
-                            fail_current(r, f"{why} while running this cell")
-                        else:
-                            rest = [s for s in r.cells if s.key not in r.done]
-                            if rest:
-                                pending.insert(0, _Task(rest))
-                        finish(r)
-                        continue
-                    if msg[0] == "start":
-                        r.current, r.since = msg[1], time.perf_counter()
-                        progress.update(None, msg[1])
-                    elif msg[0] == "done":
-                        commit(msg[2])
-                        r.done.add(msg[1])
-                        r.current = None
-                        progress.update(msg[2])
-                    elif msg[0] == "exit":
-                        r.proc.join(5)
-                        finish(r)
-                elif r.current is not None and time.perf_counter() - r.since > cfg.timeout:
-                    r.proc.kill()
-                    r.proc.join(5)
-                    fail_current(r, f"timeout: no result after {cfg.timeout:g}s")
-                    finish(r)
-    finally:
-        for r in running:
-            r.proc.kill()
+    groups: dict[tuple[str, str], list[CellSpec]] = {}
+    for s in cells:
+        groups.setdefault((s.candidate.name, s.backend.name), []).append(s)
+    ordered = sorted(groups.values(), key=lambda g: -len(g) * weight.get(g[0].backend.library, 1.0))
+    return [s for g in ordered for s in g]
 
 
 # -- the sweep --------------------------------------------------------------------------
 
 
+def _in_process_probes(backends: list[Backend]) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    from ._worker import library_info
+
+    out: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for b in backends:
+        why = b.probe()
+        out[b.name] = (why, library_info(b) if why is None else {})
+    return out
+
+
 def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
-    """Run the sweep; returns the results table (a pandas DataFrame)."""
+    """Run the sweep; returns the results table (a pandas DataFrame). Raises PlanError
+    and ResultsError (with what to do) before any cell runs."""
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    results = Path(cfg.results)
-    _check_writable(results)
-    cells_dir = results / "cells"
     cells = plan(cfg)
-    if not cfg.resume:
-        shutil.rmtree(cells_dir, ignore_errors=True)
-        cells_dir.mkdir(parents=True)
-    existing = {p.name for p in cells_dir.glob("*.json")}
-    todo = [s for s in cells if _file_name(s) not in existing]
-    say(
-        f"{len(cells)} cells ({len(cells) - len(todo)} already done), profile {cfg.profile}, "
-        f"{cfg.jobs} jobs, results in {results}"
-    )
-
-    names = {s.key: _file_name(s) for s in cells}
-
-    def commit(rec: dict[str, Any]) -> None:
-        key = "|".join(
-            [rec["candidate"], rec["backend"], rec["dtype"], rec["family"], rec["profile"]]
-        )
-        _write_atomic(cells_dir / names[key], json.dumps(rec, sort_keys=True))
-
-    # cells that cannot run: probed here, recorded without a worker
-    runnable = []
-    probes: dict[str, str | None] = {}
-    for s in todo:
-        if s.backend.name not in probes:
-            probes[s.backend.name] = s.backend.probe()
-        why = probes[s.backend.name]
-        if why is None and s.dtype not in s.backend.dtypes:
-            why = f"{s.backend.name} has no {s.dtype}"
-        if why is not None:
-            commit(not_run(s, why))
-        else:
-            runnable.append(s)
-    _write_atomic(results / "fingerprint.json", json.dumps(fingerprint(cfg), indent=2))
-    if runnable:
-        _oracle_pass(runnable, cfg, say)
-        progress = _Progress(len(cells), len(cells) - len(runnable), cfg.progress)
-        try:
-            _run_cells(runnable, cfg, commit, progress)
-        finally:
-            progress.close()
-    table = load_table(results)
-    planned = {_file_name(s) for s in cells}
-    table = table[[n in planned for n in table["_file"]]].drop(columns="_file")
-    write_table(table, results)
-    return table
+    for note in check_plan(cfg, cells):
+        say(f"note: {note}")
+    rd = ResultsDir(cfg.results)
+    rd.check_usable()
+    try:
+        rd.path.mkdir(parents=True, exist_ok=True)
+        lock = rd.lock(exclusive=True)
+        lock.__enter__()
+    except OSError as exc:
+        raise ResultsError(f"results directory {str(rd.path)!r} is not writable: {exc}") from None
+    try:
+        for note in rd.prepare(fresh=not cfg.resume):
+            say(f"note: {note}")
+        return _sweep(cfg, cells, rd, say)
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def _records(results: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    for p in sorted((results / "cells").glob("*.json")):
-        yield p.name, json.loads(p.read_text())
+def _sweep(
+    cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None]
+) -> Any:
+    from ._fingerprint import environment, settings
 
+    isolated = cfg.isolation != "none"
+    if isolated:
+        from ._isolation import start_server
 
-def load_table(results: str | os.PathLike[str]) -> Any:
-    """The table of every cell file under ``results`` (with a ``_file`` column)."""
-    import pandas as pd
+        # the fork server imports the libraries while this process works
+        start_server({s.backend.library for s in cells})
+    setting = settings()
+    names = {s.key: cell_file_name(s.key) for s in cells}
 
-    rows = []
-    for name, rec in _records(Path(results)):
-        rec["_file"] = name
-        rows.append(rec)
-    table = pd.DataFrame(rows, columns=[*COLUMNS, "_file"])
-    order = ["candidate", "backend", "dtype", "family"]
-    return table.sort_values(order, kind="stable").reset_index(drop=True)
+    @functools.lru_cache(maxsize=16)
+    def cases_of(fam: str, dtype: str) -> list[Case]:
+        return next(s for s in cells if s.family.name == fam).family.cases(dtype, cfg.profile)
 
+    units = {(s.family.name, s.dtype): cases_of(s.family.name, s.dtype) for s in cells}
+    digests = {u: inputs_digest(cases) for u, cases in units.items()}
+    cand_digests = {c.name: candidate_digest(c) for c in cfg.candidates}
 
-def write_table(table: Any, results: str | os.PathLike[str]) -> None:
-    """results.parquet and results.csv, each written atomically."""
-    results = Path(results)
-    for name, write in (
-        ("results.parquet", lambda p: table.to_parquet(p, index=False)),
-        ("results.csv", lambda p: table.to_csv(p, index=False)),
-    ):
-        tmp = results / f".{name}.{os.getpid()}.tmp"
-        write(tmp)
-        os.replace(tmp, results / name)
+    backends = list({s.backend.name: s.backend for s in cells}.values())
+    if isolated:
+        from ._isolation import probe
 
+        probes = probe(backends, cfg.timeout, rd.logs)
+    else:
+        probes = _in_process_probes(backends)
+    platform = {name: info.get("platform", "") for name, (_, info) in probes.items()}
 
-def fingerprint(cfg: RunConfig) -> dict[str, Any]:
-    from ._fingerprint import environment
+    def judge(s: CellSpec) -> str:
+        return cell_judge(
+            setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
+            cand_digests[s.candidate.name], platform[s.backend.name],
+        )  # fmt: skip
 
-    return {
-        "environment": environment([b.library for b in cfg.backends]),
+    judges = {s.key: judge(s) for s in cells}
+    fp: dict[str, Any] = {
+        "environment": environment(probes),
         "run": {
             "profile": cfg.profile,
             "candidates": [c.name for c in cfg.candidates],
@@ -410,10 +294,129 @@ def fingerprint(cfg: RunConfig) -> dict[str, Any]:
             "families": [f.name for f in cfg.families],
             "jobs": cfg.jobs,
             "timeout_s": cfg.timeout,
+            "isolation": cfg.isolation,
             "budgets": {
                 "source": cfg.budgets.source,
                 "default": cfg.budgets.default,
                 "max_ulp": cfg.budgets.max_ulp,
             },
+            "settings": setting,
+            "cells": [names[s.key] for s in cells],
         },
     }
+    rd.write_fingerprint(fp)
+
+    done: dict[str, dict[str, Any]] = {}
+    if cfg.resume:
+        good, bad = rd.read_cells(names.values())
+        stale = 0
+        by_name = {names[s.key]: s for s in cells}
+        for name, rec in good.items():
+            if rec["judge"] == judges[by_name[name].key]:
+                done[name] = rec
+            else:
+                stale += 1
+        if bad:
+            shown = ", ".join(Path(f).name for f, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+            say(f"{len(bad)} damaged cell files are recomputed ({shown})")
+        if stale:
+            say(
+                f"{stale} finished cells were judged under other settings (budgets, oracle, "
+                "versions, platform, inputs or code) and are rerun"
+            )
+    todo = [s for s in cells if names[s.key] not in done]
+    say(
+        f"{len(cells)} cells ({len(cells) - len(todo)} already done), profile {cfg.profile}, "
+        f"{cfg.jobs} jobs, isolation {cfg.isolation}, results in {rd.path}"
+    )
+
+    def commit(rec: dict[str, Any]) -> None:
+        rec["judge"] = judges[_key(rec)]
+        rec["platform"] = platform.get(rec["backend"], "")
+        rd.write_cell(rec)
+        done[cell_file_name(_key(rec))] = rec
+
+    runnable = []
+    for s in todo:
+        why = probes[s.backend.name][0]
+        if why is None and s.dtype not in s.backend.dtypes:
+            why = f"{s.backend.name} has no {s.dtype}"
+        if why is not None:
+            commit(not_run(s, why))
+        else:
+            runnable.append(s)
+    if runnable:
+        _oracle_pass(
+            {(s.family.name, s.dtype): units[(s.family.name, s.dtype)] for s in runnable}, cfg, say
+        )
+        progress = _Progress(len(cells), len(cells) - len(runnable), cfg.progress)
+        cache = OracleCache(cfg.cache)
+
+        def on_result(spec: CellSpec, raw: Raw | None, reason: str | None) -> None:
+            if raw is None:
+                rec = failed(spec, reason or "no result")
+            else:
+                rec = score(
+                    spec, raw, cases_of(spec.family.name, spec.dtype), cache.get, cfg.budgets
+                )
+            commit(rec)
+            progress.update(rec)
+
+        try:
+            _execute(_priority(runnable), cfg, rd, on_result, progress)
+        finally:
+            progress.close()
+        if cache.rejected:
+            say(
+                f"{len(cache.rejected)} oracle cache entries failed their check and were recomputed"
+            )
+    missing = [s.key for s in cells if names[s.key] not in done]
+    if missing:  # a cell with no result is a fault of the harness, never a silent gap
+        raise RuntimeError(f"{len(missing)} cells have no result: {missing[:3]}")
+    table = table_from(done[names[s.key]] for s in cells)
+    rd.write_table(table)
+    rd.write_fingerprint(fp)
+    return table
+
+
+def _key(rec: dict[str, Any]) -> str:
+    return "|".join([rec["candidate"], rec["backend"], rec["dtype"], rec["family"], rec["profile"]])
+
+
+def _execute(
+    cells: list[CellSpec], cfg: RunConfig, rd: ResultsDir,
+    on_result: Callable[[CellSpec, Raw | None, str | None], None], progress: _Progress,
+) -> None:  # fmt: skip
+    if cfg.isolation == "none":
+        from ._cell import execute, load_error
+
+        loaded: dict[str, Any] = {}
+        for s in cells:
+            progress.update(None, s.key)
+            if s.candidate.name not in loaded:
+                try:
+                    loaded[s.candidate.name] = s.candidate.load()
+                except Exception as exc:
+                    loaded[s.candidate.name] = load_error(s, exc)
+            fn = loaded[s.candidate.name]
+            on_result(s, Raw(error=fn) if isinstance(fn, str) else execute(s, fn), None)
+        return
+    from ._isolation import Supervisor
+
+    sup = Supervisor(
+        jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs, xla_cache=Path(cfg.cache) / "xla",
+        on_result=on_result, on_start=lambda s: progress.update(None, s.key),
+        fresh_per_cell=cfg.isolation == "cell",
+    )  # fmt: skip
+    try:
+        sup.add(cells)
+        sup.run()
+    finally:
+        sup.close()
+
+
+def load_table(results: str | os.PathLike[str]) -> Any:
+    """The table of a finished run (raises ResultsError naming what cannot be used)."""
+    from ._results import load_results
+
+    return load_results(results)[0]

@@ -25,30 +25,13 @@ from reference import FORMATS, Format
 
 from ._backends import Backend
 from ._candidates import Candidate
+from ._corpus import CORPUS, load_corpus
+from ._families import Case
+from ._invoke import invoke
 
 __all__ = ["CORPUS", "SearchResult", "load_corpus", "search"]
 
-CORPUS = Path(__file__).parent / "data" / "worst_cases.jsonl"
 STRATEGIES = ("rows", "dominant", "ties", "offset")
-
-
-def load_corpus(path: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    p = Path(path) if path is not None else CORPUS
-    if not p.exists():
-        return []
-    out = []
-    for i, line in enumerate(p.read_text().splitlines()):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}:{i + 1}: not a JSON object: {exc}") from None
-    return out
-
-
-def corpus_row(entry: dict[str, Any]) -> NDArray[Any]:
-    fmt = FORMATS[entry["dtype"]]
-    return np.array([float.fromhex(h) for h in entry["input"]]).astype(fmt.dtype)
 
 
 @dataclass
@@ -138,8 +121,6 @@ def search(
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
 
-    from ._cell import _call
-
     why = b.probe()
     if why:
         raise RuntimeError(f"backend {b.name} cannot run here: {why}")
@@ -163,11 +144,9 @@ def search(
     t0 = time.perf_counter()
 
     def score(x: NDArray[Any]) -> float:
-        from ._families import Case
-
         findings: list[str] = []
         try:
-            got = _call(fn, b, Case(x, -1, "search"), findings)
+            got = invoke(fn, b, Case(x, -1, "search"), findings)
         except Exception:
             return math.inf  # raising on a finite row is the worst answer there is
         if got is None or got.shape != x.shape:

@@ -42,7 +42,7 @@ SCIPY_DECLARED = {
 
 @dataclass(frozen=True)
 class SupportCell:
-    symbol: str  # ✅ ⚠️ ⛔ "not run" "n/a"
+    symbol: str  # ✅ ⚠️ ⛔ "not run" "not swept" "n/a"
     short: str  # what goes in a 20-character column
     detail: str  # the reasons, for the notes under the table
 
@@ -63,7 +63,9 @@ def _fmt_ulp(v: float) -> str:
     return f"{v:.2g} ULP".replace("e+0", "e").replace("e+", "e")
 
 
-def _cell(rows: Any) -> SupportCell:
+def _cell(rows: Any, swept: bool) -> SupportCell:
+    if not swept:
+        return SupportCell("not swept", "not swept", "")
     if rows.empty:
         return SupportCell("⛔", "⛔ unsupported", "the candidate does not run on this library")
     ran = rows[rows["status"] != "not run"]
@@ -99,7 +101,9 @@ def _short_finding(failing: Any) -> str:
 
 
 def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
-    """(library row, device) -> the measured cell, for one candidate."""
+    """(library row, device) -> the measured cell, for one candidate. A library and
+    device that no candidate of the table was swept on is "not swept", not unsupported."""
+    swept = {(r["library"], _device(r)) for _, r in table[["library", "device"]].iterrows()}
     rows = table[table["candidate"] == candidate]
     out: dict[tuple[str, str], SupportCell] = {}
     for name, lib, devices in LIBRARIES:
@@ -109,7 +113,7 @@ def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
                 continue
             sel = rows[(rows["library"] == lib)]
             sel = sel[[_device(r) == dev for _, r in sel.iterrows()]]
-            out[(name, dev)] = _cell(sel)
+            out[(name, dev)] = _cell(sel, (lib, dev) in swept)
     return out
 
 

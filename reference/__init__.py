@@ -16,10 +16,11 @@ from ._direct import ulp_error_direct
 from ._engines import engine_info
 from ._formats import FORMATS, Format, format_of
 from ._oracle import evaluate
-from ._result import Answer, OracleResult, SpecialSlice
+from ._result import ORACLE_VERSION, Answer, OracleResult, SpecialSlice
 
 __all__ = [
     "FORMATS",
+    "ORACLE_VERSION",
     "Answer",
     "Format",
     "OracleResult",

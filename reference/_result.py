@@ -22,7 +22,12 @@ from numpy.typing import NDArray
 
 from ._formats import Format, format_of
 
-__all__ = ["Answer", "OracleResult", "SpecialSlice"]
+__all__ = ["ORACLE_VERSION", "Answer", "OracleResult", "SpecialSlice"]
+
+# The version of what the oracle computes (its semantics and the saved layout). Stored
+# with every saved result; raised whenever a change could alter a saved answer, so that
+# caches keyed by input alone drop what an earlier oracle computed.
+ORACLE_VERSION = 1
 
 _FMAX = np.finfo(np.float64).max
 
@@ -159,9 +164,12 @@ class OracleResult:
         return np.asarray(ok, dtype=np.bool_)
 
     # -- persistence -------------------------------------------------------------
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write to a .npz file (no pickles), atomically."""
+    def save(self, path: str | os.PathLike[str], *, tag: dict[str, Any] | None = None) -> None:
+        """Write to a .npz file (no pickles), atomically. ``tag`` (JSON-able) is kept
+        beside the arrays with the oracle's version; :meth:`read_tag` reads it back."""
         meta = {
+            "oracle_version": ORACLE_VERSION,
+            "tag": tag or {},
             "fmt": self.fmt.name,
             "axis": list(self.axis),
             "slices": [
@@ -191,9 +199,18 @@ class OracleResult:
             np.savez(fh, **arrays)  # type: ignore[arg-type]  # stubs mistake ** for allow_pickle
         os.replace(tmp, path)
 
+    @staticmethod
+    def read_tag(path: str | os.PathLike[str]) -> tuple[int | None, dict[str, Any]]:
+        """(oracle version, tag) of a saved result; (None, {}) for files saved before
+        versions were recorded."""
+        # the file is opened here, so that it is closed when np.load rejects it
+        with open(os.fspath(path), "rb") as fh, np.load(fh) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+        return meta.get("oracle_version"), meta.get("tag", {})
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OracleResult:
-        with np.load(os.fspath(path)) as z:
+        with open(os.fspath(path), "rb") as fh, np.load(fh) as z:
             meta = json.loads(z["meta"].tobytes().decode())
             fmt = format_of(meta["fmt"])
             sp_idx, av, ar, ae = (

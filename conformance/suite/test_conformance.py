@@ -9,20 +9,16 @@ from typing import Any
 
 import pytest
 
-from conformance import Budgets, CellSpec, OracleCache, run_cell
-from conformance._pytest_plugin import failure_message
+from conformance import CellSpec
+from conformance._pytest_plugin import CellRunner, failure_message
 
 
-def test_accuracy(
-    conformance_cell: CellSpec, conformance_cache: OracleCache, conformance_budgets: Budgets
-) -> None:
+def test_accuracy(conformance_cell: CellSpec, conformance_runner: CellRunner) -> None:
     spec = conformance_cell
-    why = spec.backend.probe()
+    why = conformance_runner.why_not(spec)
     if why:
         pytest.skip(f"{spec.backend.name}: {why}")
-    if spec.dtype not in spec.backend.dtypes:
-        pytest.skip(f"{spec.backend.name} has no {spec.dtype}")
-    rec: dict[str, Any] = run_cell(spec, conformance_cache, conformance_budgets)
+    rec: dict[str, Any] = conformance_runner.run(spec)
     if rec["status"] == "not run":
         pytest.skip(rec["reason"])
     if rec["status"] != "pass":

@@ -13,9 +13,14 @@ from conformance._candidates import naive_log_softmax
 
 __all__ = [
     "crashing",
+    "dies_at_start",
     "mutating",
     "naive_log_softmax",
     "raising",
+    "returns_ints",
+    "returns_none",
+    "returns_object",
+    "returns_str",
     "sleepy",
     "slow_impl",
     "wrong_dtype",
@@ -57,3 +62,26 @@ def slow_impl(x: Any, axis: Any = None) -> Any:
 
     time.sleep(float(os.environ.get("CONFORMANCE_TEST_DELAY", "0.05")))
     return impl.log_softmax(x, axis=axis)
+
+
+def returns_none(x: Any, axis: Any = None) -> Any:
+    return None
+
+
+def returns_str(x: Any, axis: Any = None) -> Any:
+    return "not an array"
+
+
+def returns_object(x: Any, axis: Any = None) -> Any:
+    out = np.empty(np.shape(x), dtype=object)
+    out[...] = 0.0
+    return out
+
+
+def returns_ints(x: Any, axis: Any = None) -> Any:
+    return np.zeros(np.shape(x), dtype=np.int64)
+
+
+def dies_at_start(conn: Any, *args: Any) -> None:
+    """A worker target that dies before it says hello (the supervisor's tests)."""
+    os._exit(9)

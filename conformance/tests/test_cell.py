@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,6 +70,49 @@ def test_budgets_decide_pass_and_fail(cache, tmp_path):
         Budgets.load(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         Budgets.load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected"),
+    [
+        ("default = 3\n", "default", "expected a table"),
+        ('[max_ulp]\nfloat32 = "abc"\n', "max_ulp.float32", "expected a number"),
+        ("[max_ulp]\nfloat32 = true\n", "max_ulp.float32", "expected a number"),
+        ("[max_ulp]\nfloat128 = 1.0\n", "max_ulp.float128", "unknown dtype"),
+        ("max_ulp = 4\n", "max_ulp", "expected a table"),
+        ("[default]\nmax_ulps = 4\n", "default.max_ulps", "unknown key"),
+        ("budget = 4\n", "budget", "unknown key"),
+        ("[max_ulp]\nfloat32 = nan\n", "max_ulp.float32", ">= 0"),
+    ],
+)
+def test_a_bad_budgets_file_names_the_file_the_key_and_what_was_expected(
+    tmp_path, text, key, expected
+):
+    f = tmp_path / "budgets.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError) as info:
+        Budgets.load(f)
+    msg = str(info.value)
+    assert str(f) in msg and key in msg and expected in msg, msg
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance", "run", "--budgets", str(f), "--results",
+         str(tmp_path / "res")], capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 2 and key in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("helper", "text"),
+    [
+        ("returns_none", "returned NoneType, expected an array"),
+        ("returns_str", "returned str, expected an array"),
+        ("returns_object", "returned an object array, expected numbers"),
+        ("returns_ints", "returned int64 for float32 input"),
+    ],
+)
+def test_a_return_that_is_not_a_float_array_is_a_finding(cache, helper, text):
+    rec = _cell(f"{H}:{helper}", "normal", cache)
+    assert rec["status"] == "fail" and text in rec["reason"], rec["reason"]
 
 
 def test_the_oracle_cache_is_keyed_by_content(cache):

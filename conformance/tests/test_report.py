@@ -62,7 +62,7 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     assert "| NumPy | ✅ | n/a |" in support.split("## `scipy`")[0]
     scipy_part = support.split("## `scipy`")[1]
     assert "| NumPy | ⚠️ " in scipy_part and "ULP" in scipy_part
-    assert "| PyTorch | ⛔ unsupported | not run |" in scipy_part.split("## SciPy")[0]
+    assert "| PyTorch | not swept | not run |" in scipy_part.split("## SciPy")[0]
     assert "Declared:" in support and rst_table(SCIPY_DECLARED) in support
     specials = (out / "specials.md").read_text()
     assert "limit" in specials and "nan-propagating" in specials
@@ -119,8 +119,9 @@ def test_the_gate_passes_on_its_baseline_and_fails_on_a_degraded_candidate(resul
     res = gate(pd.read_parquet(degraded / "results.parquet"), base)
     assert not res.ok
     text = "\n".join(res.worse)
-    assert "impl|numpy:cpu|float32|dominant|quick: max ULP" in text
-    assert "status pass -> fail" in text and "support impl NumPy CPU (quick): ✅ -> ⚠️" in text
+    line = next(x for x in res.worse if x.startswith("impl|numpy:cpu|float32|dominant|quick:"))
+    assert "status pass -> fail" in line and "max ULP 0.4962 -> " in line
+    assert "support impl NumPy CPU (quick): ✅ -> ⚠️" in text
     assert "input:" in text  # a reproducer in the diff
     before = json.loads(base.read_text())
     assert not gate(pd.read_parquet(degraded / "results.parquet"), base, update=True).ok
@@ -144,3 +145,49 @@ def test_gate_cli_exit_codes(results, tmp_path):
     assert r.returncode == 0 and "gate: pass" in r.stdout
     r = cli("report", "--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "run a sweep first" in r.stderr
+
+
+def test_markdown_tables_hold_names_with_pipes_and_backticks(results, tmp_path):
+    t = pd.read_parquet(results / "results.parquet")
+    t.loc[t.candidate == "scipy", "candidate"] = "my|odd`name"
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    t.to_parquet(odd / "results.parquet")
+    out = tmp_path / "out"
+    write_report(odd, out)
+    readme = (out / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "odd" in line and "| 0 |" in line)
+    # one name cell: the pipe escaped, the backtick inside a longer fence
+    assert row.startswith("| `` my\\|odd`name `` |")
+    cells = [c for c in row.replace("\\|", "").split("|")[1:-1]]
+    header = next(line for line in readme.splitlines() if line.startswith("| candidate |"))
+    assert len(cells) == len(header.split("|")[1:-1])
+
+
+def test_a_truncated_table_is_rebuilt_from_the_cell_files(results, tmp_path):
+    copy = tmp_path / "res"
+    shutil.copytree(results, copy)
+    data = (copy / "results.parquet").read_bytes()
+    (copy / "results.parquet").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    write_report(copy, out)
+    assert "| `impl` |" in (out / "README.md").read_text()
+
+
+def test_report_out_naming_a_file_is_an_error(results, tmp_path):
+    f = tmp_path / "file.md"
+    f.write_text("mine")
+    r = subprocess.run(
+        [sys.executable, "-m", "conformance", "report", "--results", str(results), "--out", str(f)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 2 and "is a file" in r.stderr and f.read_text() == "mine"
+
+
+def test_a_library_that_was_not_swept_is_not_called_unsupported(results, tmp_path):
+    out = tmp_path / "out"
+    write_report(results, out)
+    impl_part = (out / "support.md").read_text().split("## `impl`")[1].split("## ")[0]
+    assert "| JAX | not swept | not swept |" in impl_part
+    assert "| Dask | not swept | n/a |" in impl_part
+    assert "unsupported" not in impl_part

@@ -121,3 +121,58 @@ def test_cli_errors_name_the_problem_and_the_valid_choices(tmp_path):
     assert r.returncode == 2 and "not writable" in r.stderr
     r = cli("list")
     assert r.returncode == 0 and "numpy:cpu" in r.stdout and "dominant" in r.stdout
+
+
+def test_two_sweeps_in_other_orders_and_job_counts_give_identical_tables(tmp_path):
+    """A cell's measurement is a function of its inputs, versions and recorded settings
+    alone: not of the cells that ran before it, nor of how many ran at once."""
+    fams = [family("dominant"), family("specials"), family("normal"), family("shapes")]
+    bks = [backend("numpy:cpu"), backend("torch:cpu"), backend("dask:cpu")]
+    cands = [candidate("impl"), candidate("scipy"), candidate("log(softmax)")]
+    a = run(
+        _config(tmp_path, cands, backends=bks, families=fams, jobs=1, results=tmp_path / "a"),
+        log=lambda s: None,
+    )
+    b = run(
+        _config(
+            tmp_path, cands[::-1], backends=bks[::-1], families=fams[::-1], jobs=2,
+            dtypes=["bfloat16", "float32"], results=tmp_path / "b",
+        ),
+        log=lambda s: None,
+    )  # fmt: skip
+    assert (a.status != "not run").sum() > 50
+    pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
+
+
+def test_the_modules_of_the_package_depend_one_way():
+    """No import cycles among conformance's modules (module-level imports and the
+    ones inside functions alike)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    graph: dict[str, set[str]] = {}
+    for f in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps |= {a.name for a in node.names}
+        graph[f.stem] = deps - {f.stem}
+    graph.pop("__init__", None)
+    for deps in graph.values():
+        deps.discard("__init__")
+    seen: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(m: str, path: list[str]) -> None:
+        if seen.get(m) == 1:
+            raise AssertionError("import cycle: " + " -> ".join([*path, m]))
+        if seen.get(m) == 2 or m not in graph:
+            return
+        seen[m] = 1
+        for d in sorted(graph[m]):
+            visit(d, [*path, m])
+        seen[m] = 2
+
+    for m in sorted(graph):
+        visit(m, [])

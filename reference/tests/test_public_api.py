@@ -19,6 +19,7 @@ def test_public_names():
     assert sorted(reference.__all__) == sorted(
         [
             "FORMATS",
+            "ORACLE_VERSION",
             "Answer",
             "Format",
             "OracleResult",

@@ -1,0 +1,99 @@
+"""The calling thread's floating-point environment: its rounding mode and control bits
+(x87 control word and MXCSR on x86-64, FPCR on AArch64), read and restored through the
+C library. A candidate that leaves them changed would change every later computation in
+its process, the harness's own scoring included."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+import sys
+from dataclasses import dataclass
+
+__all__ = ["FPEnv", "capture"]
+
+_ROUNDING = {
+    "x86_64": {0x000: "to nearest", 0x400: "downward", 0x800: "upward", 0xC00: "toward zero"},
+    "aarch64": {
+        0x000000: "to nearest",
+        0x400000: "upward",
+        0x800000: "downward",
+        0xC00000: "toward zero",
+    },
+}
+_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}.get(
+    platform.machine().lower(), platform.machine().lower()
+)
+_SIZE = 64  # bytes: larger than fenv_t on every platform here
+
+
+def _libm() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("m") or ("libm.so.6" if sys.platform == "linux" else None)
+    try:
+        lib = ctypes.CDLL(name)
+        lib.fegetround.restype = ctypes.c_int
+        lib.fegetenv.argtypes = lib.fesetenv.argtypes = [ctypes.c_void_p]
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+_LIB = _libm()
+
+
+def _control(raw: bytes) -> tuple[int, ...]:
+    """The control part of fenv_t (status flags, raised by ordinary arithmetic, left
+    out), by the C library's layout."""
+    le = int.from_bytes
+    if sys.platform == "linux" and _ARCH == "x86_64":  # glibc: cw at 0, mxcsr at 28
+        return (le(raw[0:2], "little"), le(raw[28:32], "little") & ~0x3F)
+    if sys.platform == "darwin" and _ARCH == "x86_64":  # cw at 0, mxcsr at 4
+        return (le(raw[0:2], "little"), le(raw[4:8], "little") & ~0x3F)
+    if sys.platform == "linux" and _ARCH == "aarch64":  # glibc: fpcr at 0
+        return (le(raw[0:4], "little"),)
+    if sys.platform == "darwin" and _ARCH == "aarch64":  # fpsr at 0, fpcr at 8
+        return (le(raw[8:16], "little"),)
+    return ()
+
+
+@dataclass(frozen=True)
+class FPEnv:
+    """A snapshot: the rounding mode, the control bits and the raw fenv_t to restore."""
+
+    rounding: int
+    control: tuple[int, ...]
+    raw: bytes
+
+    def differences(self, other: FPEnv) -> list[str]:
+        """What changed from ``self`` to ``other``, in words (empty when nothing)."""
+        out = []
+        if other.rounding != self.rounding:
+            names = _ROUNDING.get(_ARCH, {})
+            a = names.get(self.rounding, hex(self.rounding))
+            b = names.get(other.rounding, hex(other.rounding))
+            out.append(f"rounding mode {a} -> {b}")
+        if other.control != self.control and not out:
+            was = "/".join(hex(v) for v in self.control)
+            now = "/".join(hex(v) for v in other.control)
+            out.append(f"control bits {was} -> {now}")
+            if _ARCH == "x86_64" and len(other.control) == 2:
+                if other.control[1] & 0x8000 and not self.control[1] & 0x8000:
+                    out[-1] += " (flush-to-zero on)"
+                if other.control[1] & 0x40 and not self.control[1] & 0x40:
+                    out[-1] += " (denormals-are-zero on)"
+        return out
+
+    def restore(self) -> None:
+        if _LIB is not None and self.raw:
+            buf = ctypes.create_string_buffer(self.raw, _SIZE)
+            _LIB.fesetenv(buf)
+
+
+def capture() -> FPEnv:
+    """The calling thread's floating-point environment now."""
+    if _LIB is None:
+        return FPEnv(0, (), b"")
+    buf = ctypes.create_string_buffer(_SIZE)
+    _LIB.fegetenv(buf)
+    return FPEnv(int(_LIB.fegetround()), _control(buf.raw), buf.raw)

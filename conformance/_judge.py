@@ -1,0 +1,77 @@
+"""What judged a cell, as one digest stored in its record (the ``judge`` column).
+
+A cell's verdict is a function of its inputs, the candidate, the harness and oracle
+that scored it, the budget, the library versions, the platform the library computed on
+and the recorded settings (the environment variables libraries read). ``run --resume``
+reuses a finished cell only when its digest is the one the run would give it now;
+anything else is rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._candidates import Candidate, locate, split_target
+
+__all__ = ["candidate_digest", "cell_judge", "inputs_digest"]
+
+_SOURCES = {".py", ".so", ".pyd", ".c", ".h", ".pyx"}
+_MAX_FILES = 400
+
+
+def inputs_digest(cases: Sequence[Any]) -> str:
+    """A hash of every input of a cell: values, dtype, shape, axis, layout."""
+    h = hashlib.sha256()
+    for c in cases:
+        h.update(f"{c.x.dtype.name}|{c.x.shape}|{c.axis!r}|{c.transposed}|".encode())
+        h.update(np.ascontiguousarray(c.x).tobytes())
+    return h.hexdigest()[:16]
+
+
+def candidate_digest(c: Candidate) -> str:
+    """A hash of the candidate's source, found without importing it: its module file,
+    or every source file of its package (tests left out). Empty where unknown."""
+    try:
+        module, _ = split_target(c.target)
+        where = locate(module)
+    except ValueError:
+        return ""
+    if where is None or not where.exists():
+        return ""
+    files: list[Path]
+    if where.name == "__init__.py":
+        root = where.parent
+        files = sorted(
+            f for f in root.rglob("*")
+            if f.suffix in _SOURCES and "tests" not in f.relative_to(root).parts
+            and "__pycache__" not in f.parts
+        )[:_MAX_FILES]  # fmt: skip
+    elif where.is_file():
+        files = [where]
+    else:
+        return ""
+    h = hashlib.sha256(c.target.encode())
+    for f in files:
+        try:
+            h.update(str(f.name).encode())
+            h.update(f.read_bytes())
+        except OSError:
+            continue
+    return h.hexdigest()[:16]
+
+
+def cell_judge(
+    settings: dict[str, Any], key: str, budget: float, inputs: str, candidate: str, platform: str
+) -> str:
+    blob = json.dumps(
+        {"settings": settings, "cell": key, "budget": budget, "inputs": inputs,
+         "candidate": candidate, "platform": platform},
+        sort_keys=True,
+    )  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

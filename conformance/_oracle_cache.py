@@ -1,0 +1,87 @@
+"""The oracle's answers on disk, keyed by a content hash of the input.
+
+An entry is trusted only when it says so itself: each file carries the key it was
+computed for (the hash of dtype, shape, axis and bytes) and the oracle's version, both
+checked on load. A file copied under another input's name, written by another oracle
+version, or damaged, is recomputed and replaced, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import reference
+
+__all__ = ["OracleCache"]
+
+
+class OracleCache:
+    """Oracle results under ``root``, one .npz file per input."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.rejected: list[tuple[str, str]] = []  # (file, why) of entries recomputed
+
+    @staticmethod
+    def key(case: Any) -> str:
+        """The content hash of a case's input: dtype, shape, axis and bytes."""
+        h = hashlib.sha256()
+        h.update(f"{case.x.dtype.name}|{case.x.shape}|{case.axis!r}|".encode())
+        h.update(np.ascontiguousarray(case.x).tobytes())
+        return h.hexdigest()
+
+    def path(self, case: Any) -> Path:
+        k = self.key(case)
+        return self.root / k[:2] / f"{k}.npz"
+
+    def has(self, case: Any) -> bool:
+        """An entry exists under the case's name (it is checked when read)."""
+        return self.path(case).exists()
+
+    def valid(self, case: Any) -> bool:
+        """An entry exists, was computed for this input and by this oracle version."""
+        key = self.key(case)
+        p = self.root / key[:2] / f"{key}.npz"
+        try:
+            version, tag = reference.OracleResult.read_tag(p)
+        except Exception:  # absent or unreadable
+            return False
+        return version == reference.ORACLE_VERSION and tag.get("key") == key
+
+    def _load(self, p: Path, key: str, case: Any) -> reference.OracleResult | None:
+        try:
+            version, tag = reference.OracleResult.read_tag(p)
+            if version != reference.ORACLE_VERSION:
+                why = f"computed by oracle version {version}, not {reference.ORACLE_VERSION}"
+            elif tag.get("key") != key:
+                why = "computed for another input (its key does not match its name)"
+            else:
+                res = reference.OracleResult.load(p)
+                if res.shape != tuple(case.x.shape) or res.fmt.name != case.x.dtype.name:
+                    why = f"holds a {res.fmt.name} {res.shape} answer, not the input's"
+                else:
+                    return res
+        except Exception as exc:  # damaged: unreadable, truncated, wrong layout
+            why = f"unreadable ({type(exc).__name__}: {exc})"
+        self.rejected.append((str(p), why))
+        return None
+
+    def get(self, case: Any) -> reference.OracleResult:
+        """The checked entry, or the oracle's answer computed now and stored."""
+        key = self.key(case)
+        p = self.root / key[:2] / f"{key}.npz"
+        if p.exists():
+            res = self._load(p, key, case)
+            if res is not None:
+                return res
+        res = reference.evaluate(case.x, axis=case.axis)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npz")
+        res.save(tmp, tag={"key": key})
+        os.replace(tmp, p)
+        return res

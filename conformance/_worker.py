@@ -1,0 +1,349 @@
+"""The worker process: one candidate on one backend, its cells one after another.
+
+A worker is forked from a preloaded server (see ``_isolation``), so that it starts in a
+few milliseconds in the same state as every other worker. It leads its own process
+group (the supervisor kills the group, and whatever the candidate started, at a
+timeout), writes its standard output and error to a log file of its own (a child the
+candidate leaves behind holds that file, never the supervisor's terminal), and ends with
+``os._exit`` (threads the candidate left running cannot keep it alive).
+
+Protocol, over one duplex connection: the supervisor sends ``("cell", spec)`` or
+``("stop",)``; the worker answers ``("hello", pid)`` once, then per cell
+``("phase", what)`` while it imports the candidate, ``("start", key)`` and
+``("done", key, raw)``, and ``("retire", why)`` when the candidate changed the process
+in a way the next cell must not inherit.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from ._backends import Backend
+from ._candidates import Candidate
+from ._cell import CellSpec, Raw, execute, load_error
+
+__all__ = ["library_info", "probe_main", "worker_main"]
+
+
+def _start(log_path: str, where: tuple[str, list[str]] | None = None) -> None:
+    """Own process group, output to the log, tracebacks of fatal signals into it; the
+    supervisor's working directory and import path as they are now (the fork server
+    has those of the moment it started)."""
+    try:
+        os.setsid()
+    except OSError:  # already a group leader
+        pass
+    if where is not None:
+        cwd, path = where
+        try:
+            os.chdir(cwd)
+        except OSError:
+            pass
+        sys.path[:] = path
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
+def _finish(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+# -- what a candidate must leave as it found it -------------------------------------------
+
+
+def _library_state() -> dict[str, Any]:
+    """Process-wide settings of the loaded libraries that change later results."""
+    s: dict[str, Any] = {"numpy errstate": dict(sorted(np.geterr().items()))}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            s["torch threads"] = torch.get_num_threads()
+            s["torch default dtype"] = str(torch.get_default_dtype())
+            s["torch deterministic"] = torch.are_deterministic_algorithms_enabled()
+            s["torch float32 matmul precision"] = torch.get_float32_matmul_precision()
+        except Exception:
+            pass
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        for name in (
+            "jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion",
+            "jax_disable_jit", "jax_numpy_dtype_promotion",
+        ):  # fmt: skip
+            try:
+                s[name] = getattr(jax.config, name)
+            except Exception:
+                pass
+    dask = sys.modules.get("dask")
+    if dask is not None and hasattr(dask, "config"):
+        try:
+            s["dask scheduler"] = repr(dask.config.get("scheduler", None))
+        except Exception:
+            pass
+    return s
+
+
+class _Guard:
+    """The process as the worker left it before the first cell; after each cell, what
+    the candidate changed (findings, where the change is a defect of the candidate, and
+    the reason to retire the worker)."""
+
+    def __init__(self) -> None:
+        self.environ = dict(os.environ)
+        self.state = _library_state()
+
+    def check(self, raw: Raw) -> str | None:
+        changed = []
+        state = _library_state()
+        for k in sorted(set(state) | set(self.state)):
+            if state.get(k) != self.state.get(k):
+                changed.append(f"{k} {self.state.get(k)!r} -> {state.get(k)!r}")
+        if "numpy errstate" in " ".join(changed):
+            np.seterr(**self.state["numpy errstate"])
+            raw.findings.append("left NumPy's floating-point error handling changed")
+        env = dict(os.environ)
+        if env != self.environ:
+            keys = sorted(k for k in {*env, *self.environ} if env.get(k) != self.environ.get(k))
+            changed.append(f"environment variables {', '.join(keys[:5])}")
+        kids = _children(os.getpid())
+        if kids:
+            _kill(kids)
+            raw.notes.append(f"left {len(kids)} child processes running (killed)")
+        if changed:
+            why = "changed " + "; ".join(changed)
+            raw.notes.append(f"worker retired: {why}")
+            return why
+        return None
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
+    try:
+        parents: dict[int, int] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat", "rb") as f:
+                        stat = f.read()
+                    fields = stat[stat.rindex(b")") + 2 :].split()
+                    if fields[0] != b"Z":  # zombies are dead already
+                        parents[int(d)] = int(fields[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+    except OSError:
+        return []
+    out, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        frontier += kids
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    import signal
+
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+def _persistent_xla_cache(path: str) -> None:
+    """XLA's compilations on disk beside the oracle's answers: a later worker loads them
+    instead of compiling every shape of every candidate again."""
+    try:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    except Exception:  # no JAX or an older one: the cells say so themselves
+        pass
+
+
+def _warm(b: Backend) -> None:
+    """The backend's own lazy start (thread pools, the XLA client) before the first
+    cell, so that the guard's snapshot includes it and timings exclude it."""
+    x = np.zeros(4, dtype=np.float32)
+    with b.context():
+        b.to_numpy(b.from_numpy(x))
+
+
+def worker_main(
+    conn: Any, cand: Candidate, b: Backend, log_path: str, xla_cache: str,
+    where: tuple[str, list[str]] | None = None,
+) -> NoReturn:  # fmt: skip
+    code = 0
+    try:
+        _start(log_path, where)
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")
+        if b.library == "jax":
+            _persistent_xla_cache(xla_cache)
+        conn.send(("hello", os.getpid()))
+        fn: Callable[..., Any] | None = None
+        failure: str | None = None
+        guard: _Guard | None = None
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):  # the supervisor is gone
+                break
+            if msg[0] != "cell":
+                break
+            spec: CellSpec = msg[1]
+            if guard is None:
+                conn.send(("phase", "importing the candidate"))
+                try:
+                    fn = cand.load()
+                except (Exception, SystemExit) as exc:
+                    failure = load_error(spec, exc)
+                conn.send(("phase", "starting the backend"))
+                try:
+                    _warm(b)
+                except Exception as exc:
+                    reason = f"backend {b.name} failed to start: {type(exc).__name__}: {exc}"
+                    failure = failure or reason
+                guard = _Guard()
+            conn.send(("start", spec.key))
+            if failure is not None or fn is None:
+                raw = Raw(error=failure or "no candidate")
+            else:
+                raw = execute(spec, fn)
+            why = guard.check(raw)
+            conn.send(("done", spec.key, raw))
+            if why is not None:
+                conn.send(("retire", why))
+                break
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    _finish(code)
+
+
+# -- probes -------------------------------------------------------------------------------
+
+
+def _isa() -> str:
+    """The machine's vector instruction set, from the CPU's own flags."""
+    machine = platform.machine()
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    for name, level in (("avx512f", "AVX512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON")):
+        if name in flags:
+            return f"{machine} {level}"
+    return machine
+
+
+def _numpy_isa() -> str:
+    try:
+        m = np._core._multiarray_umath  # type: ignore[attr-defined]
+    except AttributeError:  # NumPy 1.x
+        m = np.core._multiarray_umath  # type: ignore[attr-defined]
+    on = [t for t in getattr(m, "__cpu_dispatch__", []) if m.__cpu_features__.get(t)]
+    return on[-1] if on else "baseline"
+
+
+def library_info(b: Backend) -> dict[str, Any]:
+    """What the backend's results may depend on: its platform tag (the instruction set
+    or device the library computes with), its devices and flags."""
+    info: dict[str, Any] = {"devices": [], "flags": {}}
+    parts = [_isa(), f"numpy {_numpy_isa()}"]
+    if b.library == "torch":
+        import torch
+
+        info["flags"]["torch_threads"] = torch.get_num_threads()
+        if b.device == "cuda":
+            n = torch.cuda.device_count()
+            info["devices"] = [torch.cuda.get_device_name(i) for i in range(n)]
+            cap = torch.cuda.get_device_capability(0)
+            parts = [f"{info['devices'][0]} sm_{cap[0]}{cap[1]}", f"torch {torch.__version__}"]
+            info["flags"]["torch_tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
+            info["flags"]["torch_tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
+        else:
+            parts.append(f"torch {torch.backends.cpu.get_cpu_capability()}")
+    elif b.library == "jax":
+        import jax
+
+        devs = jax.devices("gpu" if b.device == "gpu" else "cpu")
+        info["devices"] = [str(d) for d in devs]
+        if b.device == "gpu":
+            parts = [getattr(devs[0], "device_kind", str(devs[0])), "xla"]
+        else:
+            flags = os.environ.get("XLA_FLAGS", "")
+            isa = [f for f in flags.split() if f.startswith("--xla_cpu_max_isa=")]
+            parts.append("xla " + (isa[-1].split("=", 1)[1] if isa else "host"))
+    elif b.library == "cupy":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        info["devices"] = [props["name"].decode()]
+        parts = [f"{info['devices'][0]} sm_{props['major']}{props['minor']}", "cupy"]
+    info["platform"] = "; ".join(parts)
+    return info
+
+
+def probe_main(
+    conn: Any, b: Backend, log_path: str, where: tuple[str, list[str]] | None = None
+) -> NoReturn:
+    """Whether ``b`` can run here (None or the reason), and its library_info."""
+    code = 0
+    try:
+        _start(log_path, where)
+        why = b.probe()
+        info: dict[str, Any] = {}
+        if why is None:
+            try:
+                info = library_info(b)
+            except Exception as exc:
+                info = {"platform": "", "error": f"{type(exc).__name__}: {exc}"}
+        conn.send(("probe", why, info))
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    _finish(code)
+
+
+def log_tail(path: str | os.PathLike[str], lines: int = 4) -> str:
+    """What a worker last wrote, for the reason of a crash, as one line of text: the
+    fatal error and the innermost frame where the interpreter reported one."""
+    try:
+        data = Path(path).read_bytes()[-20000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    text = [s.strip() for s in data.splitlines() if s.strip()]
+    fatal = [i for i, s in enumerate(text) if s.startswith("Fatal Python error")]
+    if fatal:
+        i = fatal[-1]
+        frame = next((s for s in text[i + 1 :] if s.startswith("File ")), "")
+        return " | ".join(x for x in (text[i], frame) if x)[:400]
+    tail = [s for s in text if not s.startswith("Extension modules:")][-lines:]
+    return " | ".join(tail)[-400:]

@@ -1,0 +1,80 @@
+"""Hostile candidates, written as a package into a directory of the test's own (a
+module with a syntax error cannot live in this repository): each does one thing a
+harness must survive, at import or when called."""
+
+from __future__ import annotations
+
+import platform
+import textwrap
+from pathlib import Path
+
+__all__ = ["AT_IMPORT", "CALLS", "write_package"]
+
+# FE_UPWARD in the C library's encoding
+_UPWARD = {"x86_64": 0x800, "amd64": 0x800, "aarch64": 0x400000, "arm64": 0x400000}.get(
+    platform.machine().lower(), 0x800
+)
+
+_CALLS = f"""
+import ctypes, ctypes.util, os, signal, subprocess, sys, threading, time
+import numpy as np
+
+
+def segfault(x, axis=None):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def exits(x, axis=None):
+    os._exit(5)
+
+
+def hang_with_child(x, axis=None):
+    subprocess.Popen(["sleep", "611"])  # inherits the worker's stdout
+    time.sleep(600)
+
+
+def rounding_up(x, axis=None):
+    import impl
+
+    ctypes.CDLL(ctypes.util.find_library("m")).fesetround({_UPWARD})
+    return impl.log_softmax(x, axis=axis)
+
+
+def leftover_threads(x, axis=None):
+    threading.Thread(target=time.sleep, args=(600,)).start()  # not a daemon
+    return None
+
+
+def returns_none(x, axis=None):
+    return None
+
+
+def returns_str(x, axis=None):
+    return "not an array"
+
+
+def returns_object(x, axis=None):
+    out = np.empty(np.shape(x), dtype=object)
+    out[...] = 0.0
+    return out
+"""
+
+AT_IMPORT = {
+    "hostile_exit": "import os\nos._exit(3)\n",
+    "hostile_hang": "import time\ntime.sleep(600)\n",
+    "hostile_syntax": "def f(x, axis=None):\n    return x +\n",
+}
+CALLS = (
+    "segfault", "exits", "hang_with_child", "rounding_up", "leftover_threads",
+    "returns_none", "returns_str", "returns_object",
+)  # fmt: skip
+
+
+def write_package(root: Path) -> list[str]:
+    """The hostile modules under ``root`` (put it on sys.path); their targets."""
+    (root / "hostile").mkdir(parents=True, exist_ok=True)
+    (root / "hostile" / "__init__.py").write_text("")
+    (root / "hostile" / "calls.py").write_text(textwrap.dedent(_CALLS))
+    for name, text in AT_IMPORT.items():
+        (root / f"{name}.py").write_text(text)
+    return [f"{m}:f" for m in AT_IMPORT] + [f"hostile.calls:{c}" for c in CALLS]

@@ -1,0 +1,200 @@
+"""Isolation: nothing a candidate does reaches another cell, the sweep or pytest.
+
+The hostile candidates (``_hostile``) crash or hang at import, segfault, exit, hang with
+a child process, change the rounding mode, leave threads behind and return things that
+are not arrays; impl's and scipy's cells beside them must be bit-identical to a sweep
+without them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conformance import RunConfig, backend, candidate, family, run
+from conformance._candidates import Candidate
+from conformance._isolation import Supervisor
+
+from ._hostile import write_package
+
+H = "conformance.tests._helpers"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[str]]]:
+    root = tmp_path_factory.mktemp("hostile")
+    targets = write_package(root)
+    sys.path.insert(0, str(root))
+    yield root, targets
+    sys.path.remove(str(root))
+
+
+def _sleepers() -> list[int]:
+    """Live `sleep 611` processes (the hostile candidate's child)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if Path(f"/proc/{d}/cmdline").read_bytes() == b"sleep\x00611\x00":
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def _config(tmp: Path, cands: list[Candidate], name: str, **kw: Any) -> RunConfig:
+    base: dict[str, Any] = dict(
+        candidates=cands, backends=[backend("numpy:cpu")], dtypes=["float32"],
+        families=[family("normal"), family("specials")], jobs=2, results=tmp / name,
+        cache=tmp / "cache", progress=False, timeout=8.0,
+    )  # fmt: skip
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_path):
+    _, targets = hostile
+    # the rounding-mode candidate first: the order of --candidates must not matter
+    first = [Candidate(t, t) for t in targets if t.endswith("rounding_up")]
+    rest = [Candidate(t, t) for t in targets if not t.endswith("rounding_up")]
+    mixed_cands = [*first, candidate("impl"), *rest, candidate("scipy")]
+    t0 = time.perf_counter()
+    mixed = run(_config(tmp_path, mixed_cands, "mixed"), log=lambda s: None)
+    elapsed = time.perf_counter() - t0
+    clean = run(
+        _config(tmp_path, [candidate("impl"), candidate("scipy")], "clean"), log=lambda s: None
+    )
+    ours = mixed[mixed.candidate.isin(["impl", "scipy"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        ours.drop(columns="seconds"), clean.drop(columns="seconds").reset_index(drop=True)
+    )
+    assert (ours.status == "pass").all()
+    why = mixed.set_index(["candidate", "family"])["reason"]
+    status = mixed.set_index(["candidate", "family"])["status"]
+    for fam in ("normal", "specials"):
+        assert "exited with code 3 while importing the candidate" in why["hostile_exit:f", fam]
+        assert "timeout" in why["hostile_hang:f", fam]
+        assert "while importing the candidate" in why["hostile_hang:f", fam]
+        assert "SyntaxError" in why["hostile_syntax:f", fam]
+        assert "hostile_syntax.py, line 2" in why["hostile_syntax:f", fam]
+        assert "signal 11" in why["hostile.calls:segfault", fam]
+        assert "calls.py" in why["hostile.calls:segfault", fam]  # the crashing frame
+        assert "exited with code 5 while running this cell" in why["hostile.calls:exits", fam]
+        assert "timeout" in why["hostile.calls:hang_with_child", fam]
+        assert status["hostile.calls:rounding_up", fam] == "fail"
+        assert "rounding mode to nearest -> upward" in why["hostile.calls:rounding_up", fam]
+        # a return that is not an array is a finding, not a crash of the harness
+        for t, text in (
+            ("leftover_threads", "returned NoneType, expected an array"),
+            ("returns_none", "returned NoneType, expected an array"),
+            ("returns_str", "returned str, expected an array"),
+            ("returns_object", "returned an object array"),
+        ):
+            assert status[f"hostile.calls:{t}", fam] == "fail", t
+            assert text in why[f"hostile.calls:{t}", fam], t
+    assert not _sleepers(), "a timed-out candidate's child process survived"
+    print(f"mixed sweep: {len(mixed)} cells in {elapsed:.1f}s")
+
+
+def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path):
+    results: dict[str, Any] = {}
+    spec_cells = []
+    from conformance._cell import CellSpec
+
+    for fam in ("normal", "specials"):
+        spec_cells.append(
+            CellSpec(candidate("impl"), backend("numpy:cpu"), "float32", family(fam), "quick")
+        )
+    sup = Supervisor(
+        jobs=1, timeout=30, log_dir=tmp_path, xla_cache=tmp_path / "xla",
+        on_result=lambda s, raw, why: results.__setitem__(s.key, (raw, why)),
+        target=__import__(H, fromlist=["dies_at_start"]).dies_at_start,
+    )  # fmt: skip
+    sup.add(spec_cells)
+    t0 = time.monotonic()
+    sup.run()  # before: restarted forever
+    sup.close()
+    assert time.monotonic() - t0 < 60
+    assert len(results) == 2
+    for raw, why in results.values():
+        assert raw is None and "exited with code 9 before running any cell, twice" in why
+
+
+def test_a_script_without_a_main_guard_runs(tmp_path):
+    """A script that starts a sweep at import: multiprocessing runs the main script again
+    in every child, so each worker died before its first cell and was restarted
+    forever. Workers no longer import the caller's main script."""
+    script = tmp_path / "sweep.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from conformance import RunConfig, backend, candidate, family, run
+
+            table = run(RunConfig(
+                [candidate("impl")], [backend("numpy:cpu")], ["float32"], [family("normal")],
+                jobs=1, results=Path({str(tmp_path / "res")!r}),
+                cache=Path({str(tmp_path / "cache")!r}), progress=False, timeout=60,
+            ))
+            print("STATUS", table.status.tolist(), table.reason.tolist())
+            """
+        )
+    )
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "STATUS ['pass']" in r.stdout, r.stdout[-2000:]
+
+
+def test_a_timed_out_candidate_leaves_no_process_holding_the_output(hostile, tmp_path):
+    root, _ = hostile
+    cmd = [
+        sys.executable, "-m", "conformance", "run", "--candidates",
+        "hostile.calls:hang_with_child", "--backends", "numpy:cpu", "--dtypes", "float32",
+        "--families", "normal", "--timeout", "3", "--no-progress",
+        "--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # like `conformance run ... | tail`: the pipe must reach end-of-file
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                       timeout=120, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "1 cells: 1 error" in r.stdout
+    assert not _sleepers()
+
+
+def test_the_plugin_survives_a_segfault_and_a_hang(hostile, tmp_path):
+    root, _ = hostile
+    cmd = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance", "-p", "no:cacheprovider",
+        "--candidate", "hostile.calls:segfault", "--candidate", "hostile.calls:hang_with_child",
+        "--candidate", "impl", "--backends", "numpy:cpu", "--dtypes", "float32",
+        "--families", "normal", "--conformance-timeout", "3", "--oracle-cache",
+        str(tmp_path / "cache"), "-q",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "2 failed, 1 passed" in r.stdout, r.stdout[-3000:]
+    assert "signal 11" in r.stdout and "timeout: no result after 3s" in r.stdout
+    assert not _sleepers()
+    # in process, for a debugger: the good candidate alone
+    alone = [c for c in cmd if not c.startswith("hostile")]
+    alone = [
+        c for i, c in enumerate(alone) if not (c == "--candidate" and alone[i + 1] == "--candidate")
+    ]
+    r = subprocess.run(
+        [*alone, "--conformance-in-process"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:]

@@ -1,0 +1,169 @@
+"""The results directory: nothing lost, nothing invented, nothing of anyone else's
+touched; two runs cannot interleave; damaged files are named or recomputed; a resume
+reuses a cell only when everything that judged it is unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conformance import family
+from conformance._oracle_cache import OracleCache
+
+H = "conformance.tests._helpers"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conformance", *args], capture_output=True, text=True,
+        env=env, timeout=600,
+    )  # fmt: skip
+
+
+def _run(
+    results: Path, cache: Path, *extra: str, candidates: str = "impl"
+) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "run", "--candidates", candidates, "--backends", "numpy:cpu", "--dtypes",
+        "float32,float64", "--families", "normal,specials,dominant", "--results",
+        str(results), "--cache", str(cache), "--no-progress", *extra,
+    )  # fmt: skip
+
+
+def _table(results: Path) -> pd.DataFrame:
+    return pd.read_parquet(results / "results.parquet").drop(columns="seconds")
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    env = {**os.environ, "CONFORMANCE_TEST_DELAY": "0.5"}
+    cmd = [
+        sys.executable, "-m", "conformance", "run", "--candidates", f"{H}:slow_impl,impl",
+        "--backends", "numpy:cpu", "--dtypes", "float32,float64", "--families",
+        "normal,specials,dominant", "--results", str(res), "--cache", str(cache),
+        "--no-progress", "--jobs", "1",
+    ]  # fmt: skip
+    a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list((res / "cells").glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    b = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    out, err = a.communicate(timeout=300)
+    assert b.returncode == 2, b.stderr
+    assert "is in use by another run (pid" in b.stderr
+    assert a.returncode == 0, err
+    assert "12 cells: 12 pass" in out
+    t = _table(res)
+    assert len(t) == 12 and set(t.candidate) == {"impl", f"{H}:slow_impl"}
+
+
+def test_damaged_cells_are_recomputed_on_resume_and_named_by_gate_and_report(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    whole = _table(res)
+    files = sorted((res / "cells").glob("*.json"))
+    assert len(files) == 6
+    files[0].write_text("")  # empty
+    files[1].write_text("{not json")  # garbage
+    rec = json.loads(files[2].read_text())
+    del rec["max_ulp"]  # a key missing: before, a NaN-status row replaced the cell
+    files[2].write_text(json.dumps(rec))
+    shutil.copy(files[4], files[3])  # another cell's record under this name
+    base = tmp_path / "baseline.json"
+    for cmd in (
+        ["gate", "--results", str(res), "--baseline", str(base), "--update"],
+        ["report", "--results", str(res), "--out", str(tmp_path / "rep")],
+    ):
+        r = cli(*cmd)
+        assert r.returncode == 2, (cmd, r.stdout, r.stderr)
+        assert "4 damaged cell files" in r.stderr and files[0].name in r.stderr
+        assert "is empty" in r.stderr and "is not JSON" in r.stderr
+        assert "lacks 1 of the record's keys (max_ulp)" in r.stderr
+        assert "not the one its file name is for" in r.stderr
+        assert "Traceback" not in r.stderr
+    r = _run(res, cache, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "4 damaged cell files are recomputed" in r.stderr
+    assert "(2 already done)" in r.stderr
+    pd.testing.assert_frame_equal(whole, _table(res))
+
+
+def test_a_fresh_run_removes_only_what_the_harness_wrote(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    mine = [res / "cells" / "notes.txt", res / "cells" / "keep.json", res / "mine.txt"]
+    for f in mine:
+        f.write_text("the user's")
+    assert _run(res, cache).returncode == 0
+    assert all(f.read_text() == "the user's" for f in mine)
+    assert len(list((res / "cells").glob("*-??????????.json"))) == 6
+    # a directory the harness did not make is refused, untouched
+    other = tmp_path / "other"
+    (other / "cells").mkdir(parents=True)
+    (other / "cells" / "x.json").write_text("{}")
+    (other / "data.csv").write_text("1,2\n")
+    r = _run(other, cache)
+    assert r.returncode == 2 and "was not written by 'conformance run'" in r.stderr
+    assert sorted(p.name for p in other.rglob("*")) == ["cells", "data.csv", "x.json"]
+    # a file is not a directory
+    r = _run(other / "data.csv", cache)
+    assert r.returncode == 2 and "is a file" in r.stderr
+
+
+def test_a_plan_with_no_cells_is_an_error_before_anything_is_touched(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    before = sorted(p.name for p in (res / "cells").iterdir())
+    r = _run(res, cache, candidates="torch.nn.functional")
+    assert r.returncode == 2, r.stderr
+    assert "no cells" in r.stderr and "runs only on torch backends" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in (res / "cells").iterdir()) == before
+    r = cli("run", "--families", "exhaustive", "--dtypes", "float32", "--results", str(res))
+    assert r.returncode == 2 and "have no inputs in float32" in r.stderr
+
+
+def test_resume_reruns_cells_judged_under_other_budgets(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    assert (_table(res).status == "pass").all()
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[default]\nmax_ulp = 0.3\n")
+    r = _run(res, cache, "--resume", "--budgets", str(strict))
+    assert r.returncode == 0, r.stderr
+    assert "6 finished cells were judged under other settings" in r.stderr
+    t = _table(res)
+    # impl's float32 normal cell is at 0.498 ULP: over the new budget
+    assert "0.498 ULP > 0.3" in " ".join(t.reason)
+    fp = json.loads((res / "fingerprint.json").read_text())
+    assert fp["run"]["budgets"]["default"] == 0.3
+    # the same budgets again: everything reused
+    r = _run(res, cache, "--resume", "--budgets", str(strict))
+    assert "(6 already done)" in r.stderr
+
+
+def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path):
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    oc = OracleCache(cache)
+    (normal,) = family("normal").cases("float32")
+    dominant = family("dominant").cases("float32")[0]
+    # a valid entry for another input, copied under this input's name
+    shutil.copy(oc.path(dominant), oc.path(normal))
+    assert not oc.valid(normal)
+    np_expected = oc.get(normal).expected
+    assert np_expected.shape == normal.x.shape and len(oc.rejected) == 1
+    shutil.copy(oc.path(dominant), oc.path(normal))
+    r = _run(res, cache)
+    assert r.returncode == 0, r.stderr
+    assert (_table(res).status == "pass").all(), _table(res).reason.tolist()
+    # a damaged entry and an entry of another oracle version are recomputed too
+    oc.path(normal).write_bytes(b"PK\x03\x04 truncated")
+    assert not oc.valid(normal) and oc.get(normal).shape == normal.x.shape
