@@ -195,8 +195,8 @@ def _gate(args: argparse.Namespace) -> int:
     if res.missing:
         shown = "; ".join(res.missing[:5]) + ("; ..." if len(res.missing) > 5 else "")
         print(
-            f"{len(res.missing)} cells of the baseline for the swept backends and profiles "
-            f"are not in these results: {shown}"
+            f"{len(res.missing)} cells of the baseline for the swept backends, dtypes, "
+            f"families and profiles are not in these results: {shown}"
         )
     if res.new:
         print(f"{len(res.new)} cells not in the baseline" + (" (added)" if args.update else ""))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DISTS", "environment", "harness_digest", "settings"]
+__all__ = ["DISTS", "environment", "harness_digest", "recorded_environment", "settings"]
 
 DISTS = [
     "numpy", "scipy", "mpmath", "gmpy2", "python-flint", "ml_dtypes", "array-api-compat",
@@ -61,11 +61,16 @@ def harness_digest() -> str:
     return h.hexdigest()[:16]
 
 
+def recorded_environment() -> dict[str, str]:
+    """The environment variables a sweep records (and that can change a result)."""
+    return {k: v for k, v in sorted(os.environ.items()) if k in _ENV or k.startswith(_PREFIXES)}
+
+
 def settings() -> dict[str, Any]:
     """What every cell's verdict depends on besides its own inputs and candidate."""
     import reference
 
-    env = {k: v for k, v in sorted(os.environ.items()) if k in _ENV or k.startswith(_PREFIXES)}
+    env = recorded_environment()
     return {
         "harness": harness_digest(),
         "oracle_version": reference.ORACLE_VERSION,

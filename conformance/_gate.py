@@ -182,7 +182,7 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
     res = GateResult()
     rows = {_key(r): r for _, r in table.iterrows()}
     ran = {k: r for k, r in rows.items() if r["status"] != "not run"}
-    cross: set[str] = set()
+    worse: set[str] = set()
     written: dict[str, dict[str, Any]] = {}
     for k, r in ran.items():
         cur, plat = _entry(r), str(r["platform"] or "")
@@ -201,15 +201,15 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
         why = _worse(cur, b)
         if why and same:
             res.worse.append(f"{k}: " + "; ".join(why) + _repro(r))
+            worse.add(k)
             continue
         if why:
-            cross.add(k)
             others = ", ".join(repr(p) for p in plats) or "no platform"
             res.platform.append(
                 f"{k}: " + "; ".join(why) + f" (the baseline has this cell for {others}; this "
                 f"run's platform is {plat!r}: not a regression verdict, --update records it)"
             )
-        elif _better(cur, b):
+        elif same and _better(cur, b):
             res.better.append(f"{k}: max ULP {_fmt(_dec(b['max_ulp']))} -> "
                               f"{_fmt(_dec(cur['max_ulp']))}, {cur['status']}")  # fmt: skip
         else:
@@ -219,7 +219,8 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
         written[k] = cur
     _missing(res, base, rows, ran)
     _known(res, rows)
-    _support(res, base, table, ran, cross, update)
+    new = {line.split(":", 1)[0] for line in res.new}
+    _support(res, base, table, ran, worse | new, update)
     if not update and res.compared == 0:
         raise GateInputError(_nothing(table, ran, base))
     if update and res.ok:
@@ -245,13 +246,14 @@ def _repro(r: Any) -> str:
 def _missing(
     res: GateResult, base: dict[str, Any], rows: dict[str, Any], ran: dict[str, Any]
 ) -> None:
-    """Baseline cells of the swept backends and profiles that these results lack."""
-    backends = {r["backend"] for r in ran.values()}
-    profiles = {r["profile"] for r in ran.values()}
+    """Baseline cells of the swept backends, dtypes, families and profiles that these
+    results lack (a candidate's cells that vanished, or that did not run here)."""
+    swept = [{r[c] for r in ran.values()} for c in ("backend", "dtype", "family", "profile")]
     for k in sorted(base["cells"]):
         parts = k.split("|")
-        if len(parts) == 5 and parts[1] in backends and parts[4] in profiles and k not in ran:
-            res.missing.append(k + (" (not run here)" if k in rows else ""))
+        if len(parts) == 5 and all(p in s for p, s in zip(parts[1:], swept, strict=True)):
+            if k not in ran:
+                res.missing.append(k + (" (not run here)" if k in rows else ""))
 
 
 def _known(res: GateResult, rows: dict[str, Any]) -> None:
@@ -268,10 +270,12 @@ def _known(res: GateResult, rows: dict[str, Any]) -> None:
 
 
 def _support(
-    res: GateResult, base: dict[str, Any], table: Any, ran: dict[str, Any], cross: set[str],
+    res: GateResult, base: dict[str, Any], table: Any, ran: dict[str, Any], culprits: set[str],
     update: bool,
 ) -> None:  # fmt: skip
-    """Support-table cells that lost their ✅ (where it was measured on this platform)."""
+    """Support-table cells that lost their ✅ through a cell that got worse on its own
+    platform or is new; a cell that fails as it failed before on this platform (the ✅
+    came from another platform) or differs across platforms is reported per cell."""
     from ._support import _device
 
     for profile in dict.fromkeys(table["profile"]):
@@ -289,8 +293,8 @@ def _support(
                         and r["status"] != "pass" and _lib_row(r["library"]) == lib
                         and _device(r) == dev
                     ]  # fmt: skip
-                    if bad and all(k in cross for k in bad):
-                        continue  # a platform difference, reported per cell
+                    if not any(k in culprits for k in bad):
+                        continue
                     res.worse.append(f"support {c} {where} ({profile}): ✅ -> {sym}")
                 elif update and (was is None or (sym == "✅" and was != "✅")):
                     base["support"].setdefault(profile, {}).setdefault(c, {})[where] = sym

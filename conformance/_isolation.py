@@ -47,13 +47,42 @@ _PRELOAD = "conformance._preload"
 _PRELOAD_ENV = "CONFORMANCE_PRELOAD"  # the libraries _preload imports (server only)
 _SETUP = ("importing the candidate", "starting the backend")
 _server: tuple[str, frozenset[str]] | None = None  # (environment, libraries) it started with
+_orphans: list[int] = []  # detached servers, reaped when they exit
 
 OnResult = Callable[[CellSpec, Raw | None, str | None], None]
 
 
 def _env_key() -> str:
-    env = {k: v for k, v in os.environ.items() if k != _PRELOAD_ENV}
-    return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
+    """The settings a sweep records from the environment (not the whole environment:
+    pytest, for one, sets a variable per test)."""
+    from ._fingerprint import recorded_environment
+
+    return hashlib.sha256(json.dumps(recorded_environment(), sort_keys=True).encode()).hexdigest()
+
+
+def _detach(server: Any) -> None:
+    """Let the running fork server go without waiting for it: it exits once the
+    workers it forked have (each holds its liveness pipe), and the next start makes a
+    new one. (``ForkServer._stop`` waits, which deadlocks while a worker is alive.)"""
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    address = getattr(server, "_forkserver_address", None)
+    if fd is None or pid is None:
+        return
+    server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
+    os.close(fd)
+    if isinstance(address, str) and not address.startswith("\0") and os.path.exists(address):
+        os.unlink(address)
+    _orphans.append(pid)
+
+
+def _reap() -> None:
+    for pid in list(_orphans):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _orphans.remove(pid)
+        except ChildProcessError:
+            _orphans.remove(pid)
 
 
 def _context() -> Any:
@@ -74,6 +103,7 @@ def start_server(libraries: Iterable[str] = ()) -> None:
     ctx = _context()
     if ctx.get_start_method() != "forkserver":
         return
+    _reap()
     want = frozenset(libraries)
     key = _env_key()
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
@@ -81,8 +111,7 @@ def start_server(libraries: Iterable[str] = ()) -> None:
     if _server is not None and running:
         if key == _server[0] and want <= _server[1]:
             return
-        if server is not None and hasattr(server, "_stop"):
-            server._stop()
+        _detach(server)
         want |= _server[1] if key == _server[0] else frozenset()
     ctx.set_forkserver_preload([_PRELOAD])
     old = os.environ.get(_PRELOAD_ENV)
@@ -143,7 +172,8 @@ def _start_process(proc: Any) -> None:
 
 def _spawn(target: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
     ctx = _context()
-    args = (*args, (os.getcwd(), list(sys.path)))
+    env = {k: v for k, v in os.environ.items() if k != _PRELOAD_ENV}
+    args = (*args, (os.getcwd(), list(sys.path), env))
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=target, args=(child, *args), daemon=True)
     try:
@@ -306,14 +336,14 @@ class Supervisor:
             self._fail_group(w.group, w.current, f"{why} while {w.phase} ({target}){detail}")
         elif w.current is not None and w.phase == "running this cell":
             self._resolve(w.current, None, f"{why} while running this cell{detail}")
-        elif w.ran == 0:
+        else:
+            # died before it began a cell: once more with a new worker, then never again
             n = self.strikes[w.group] = self.strikes.get(w.group, 0) + 1
             if w.current is not None:
                 self.pending.setdefault(w.group, deque()).appendleft(w.current)
             if n >= 2:
-                self._fail_group(w.group, None, f"{why} before running any cell, twice{detail}")
-        elif w.current is not None:
-            self.pending.setdefault(w.group, deque()).appendleft(w.current)
+                when = "before running any cell" if w.ran == 0 else "between cells"
+                self._fail_group(w.group, None, f"{why} {when}, twice{detail}")
 
     def _on_message(self, w: _Worker, msg: Any) -> None:
         w.last = time.monotonic()
@@ -329,6 +359,7 @@ class Supervisor:
         elif kind == "done" and w.current is not None and msg[1] == w.current.key:
             spec, w.current, w.phase = w.current, None, "idle"
             w.ran += 1
+            self.strikes.pop(w.group, None)
             raw = msg[2] if isinstance(msg[2], Raw) else None
             self._resolve(spec, raw, None if raw is not None else "worker sent no result")
             if self.fresh_per_cell:

@@ -34,21 +34,30 @@ from ._cell import CellSpec, Raw, execute, load_error
 __all__ = ["library_info", "probe_main", "worker_main"]
 
 
-def _start(log_path: str, where: tuple[str, list[str]] | None = None) -> None:
+def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None) -> None:
     """Own process group, output to the log, tracebacks of fatal signals into it; the
-    supervisor's working directory and import path as they are now (the fork server
-    has those of the moment it started)."""
+    supervisor's working directory, import path and environment as they are now (the
+    fork server has those of the moment it started)."""
     try:
         os.setsid()
     except OSError:  # already a group leader
         pass
+    if sys.platform == "linux":  # die with the fork server, which dies with the sweep
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
     if where is not None:
-        cwd, path = where
+        cwd, path, env = where
         try:
             os.chdir(cwd)
         except OSError:
             pass
         sys.path[:] = path
+        os.environ.clear()
+        os.environ.update(env)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -193,7 +202,7 @@ def _warm(b: Backend) -> None:
 
 def worker_main(
     conn: Any, cand: Candidate, b: Backend, log_path: str, xla_cache: str,
-    where: tuple[str, list[str]] | None = None,
+    where: tuple[str, list[str], dict[str, str]] | None = None,
 ) -> NoReturn:  # fmt: skip
     code = 0
     try:
@@ -246,7 +255,8 @@ def worker_main(
 
 
 def _isa() -> str:
-    """The machine's vector instruction set, from the CPU's own flags."""
+    """The machine's vector instruction set, from the CPU's own flags (the names of
+    XLA's --xla_cpu_max_isa)."""
     machine = platform.machine()
     flags: set[str] = set()
     try:
@@ -259,7 +269,7 @@ def _isa() -> str:
         pass
     for name, level in (("avx512f", "AVX512"), ("avx2", "AVX2"), ("sve", "SVE"), ("asimd", "NEON")):
         if name in flags:
-            return f"{machine} {level}"
+            return level
     return machine
 
 
@@ -276,7 +286,7 @@ def library_info(b: Backend) -> dict[str, Any]:
     """What the backend's results may depend on: its platform tag (the instruction set
     or device the library computes with), its devices and flags."""
     info: dict[str, Any] = {"devices": [], "flags": {}}
-    parts = [_isa(), f"numpy {_numpy_isa()}"]
+    parts = [f"numpy {_numpy_isa()}"]  # NumPy, array-api-strict, Dask: NumPy's loops
     if b.library == "torch":
         import torch
 
@@ -289,7 +299,7 @@ def library_info(b: Backend) -> dict[str, Any]:
             info["flags"]["torch_tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
             info["flags"]["torch_tf32_cudnn"] = bool(torch.backends.cudnn.allow_tf32)
         else:
-            parts.append(f"torch {torch.backends.cpu.get_cpu_capability()}")
+            parts = [f"torch {torch.backends.cpu.get_cpu_capability()}"]
     elif b.library == "jax":
         import jax
 
@@ -300,7 +310,7 @@ def library_info(b: Backend) -> dict[str, Any]:
         else:
             flags = os.environ.get("XLA_FLAGS", "")
             isa = [f for f in flags.split() if f.startswith("--xla_cpu_max_isa=")]
-            parts.append("xla " + (isa[-1].split("=", 1)[1] if isa else "host"))
+            parts = ["xla " + (isa[-1].split("=", 1)[1].upper() if isa else _isa())]
     elif b.library == "cupy":
         import cupy
 
@@ -312,7 +322,7 @@ def library_info(b: Backend) -> dict[str, Any]:
 
 
 def probe_main(
-    conn: Any, b: Backend, log_path: str, where: tuple[str, list[str]] | None = None
+    conn: Any, b: Backend, log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None
 ) -> NoReturn:
     """Whether ``b`` can run here (None or the reason), and its library_info."""
     code = 0
