@@ -143,14 +143,15 @@ def kill_tree(proc: Any) -> int | None:
     pid = proc.pid
     if pid is not None:
         kids = _children(pid)
+        kill = getattr(signal, "SIGKILL", signal.SIGTERM)
         try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGKILL)
+            if hasattr(os, "killpg") and os.getpgid(pid) == pid:
+                os.killpg(pid, kill)
         except OSError:
             pass
         for p in [pid, *kids]:
             try:
-                os.kill(p, signal.SIGKILL)
+                os.kill(p, kill)
             except OSError:
                 pass
     proc.join(5)

@@ -39,7 +39,8 @@ def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = 
     supervisor's working directory, import path and environment as they are now (the
     fork server has those of the moment it started)."""
     try:
-        os.setsid()
+        if hasattr(os, "setsid"):
+            os.setsid()
     except OSError:  # already a group leader
         pass
     if sys.platform == "linux":  # die with the fork server, which dies with the sweep
@@ -273,19 +274,24 @@ def _isa() -> str:
     return machine
 
 
-def _numpy_isa() -> str:
+def _numpy_dispatch() -> list[str]:
+    """NumPy's dispatch targets that this CPU enables (NPY_DISABLE_CPU_FEATURES applied)."""
     try:
         m = np._core._multiarray_umath  # type: ignore[attr-defined]
     except AttributeError:  # NumPy 1.x
         m = np.core._multiarray_umath  # type: ignore[attr-defined]
-    on = [t for t in getattr(m, "__cpu_dispatch__", []) if m.__cpu_features__.get(t)]
+    return [t for t in getattr(m, "__cpu_dispatch__", []) if m.__cpu_features__.get(t)]
+
+
+def _numpy_isa() -> str:
+    on = _numpy_dispatch()
     return on[-1] if on else "baseline"
 
 
 def library_info(b: Backend) -> dict[str, Any]:
     """What the backend's results may depend on: its platform tag (the instruction set
     or device the library computes with), its devices and flags."""
-    info: dict[str, Any] = {"devices": [], "flags": {}}
+    info: dict[str, Any] = {"devices": [], "flags": {"numpy_dispatch": _numpy_dispatch()}}
     parts = [f"numpy {_numpy_isa()}"]  # NumPy, array-api-strict, Dask: NumPy's loops
     if b.library == "torch":
         import torch
