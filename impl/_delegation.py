@@ -24,11 +24,17 @@ def _normalize_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     out = []
     for a in items:
         try:
+            if isinstance(a, bool):  # an index to operator.index, never an axis
+                raise TypeError
             a = operator.index(a)
         except TypeError:
             raise TypeError(
                 f"axis must be None, an integer or a tuple of integers, got {axis!r}"
             ) from None
+        if ndim == 0 and a in (0, -1) and not isinstance(axis, tuple):
+            # NumPy's reductions (and so SciPy, and torch's dim) take axis 0 or -1 of a
+            # 0-d array as its one element
+            return ()
         if not -ndim <= a < ndim:
             raise _axis_error(a, ndim)
         out.append(a % ndim)
@@ -66,15 +72,28 @@ def _float_dtype(xp: Any, x: Any) -> Any:
         x = x.astype(x.dtype.newbyteorder("="))
     if _is_bfloat16(x.dtype):  # ml_dtypes' bfloat16 is not a NumPy dtype to isdtype
         return x
-    if xp.isdtype(x.dtype, "complex floating"):
+    try:
+        kinds = [xp.isdtype(x.dtype, k) for k in ("complex floating", "real floating")]
+        whole = xp.isdtype(x.dtype, ("integral", "bool"))
+    except TypeError:  # ml_dtypes' float8 and int4: not dtypes to the namespace
+        raise _unsupported(x.dtype) from None
+    if kinds[0]:
         raise TypeError(f"log_softmax is defined for real input; got complex dtype {x.dtype}")
-    if xp.isdtype(x.dtype, "real floating"):
+    if kinds[1]:
         return x
-    if xp.isdtype(x.dtype, ("integral", "bool")):
+    if whole:
         info = xp.__array_namespace_info__()
         default = info.default_dtypes(device=compat.device(x))["real floating"]
         return xp.astype(x, default)
-    raise TypeError(f"log_softmax needs a real floating, integer or bool array; got {x.dtype}")
+    raise _unsupported(x.dtype)
+
+
+def _unsupported(dtype: Any) -> TypeError:
+    return TypeError(
+        f"log_softmax does not support dtype {dtype}: it takes float16, bfloat16, float32, "
+        "float64 (and NumPy's long double), or integer or bool input, which is computed in "
+        "the default floating dtype"
+    )
 
 
 def _is_bfloat16(dtype: Any) -> bool:

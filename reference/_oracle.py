@@ -41,11 +41,15 @@ def normalize_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     out = []
     for a in items:
         try:
+            if isinstance(a, bool):  # an index to operator.index, never an axis
+                raise TypeError
             a = operator.index(a)
         except TypeError:
             raise TypeError(
                 f"axis must be None, an integer or a tuple of integers, got {axis!r}"
             ) from None
+        if ndim == 0 and a in (0, -1) and not isinstance(axis, tuple):
+            return ()  # NumPy's reductions take axis 0 or -1 of a 0-d array as its element
         if not -ndim <= a < ndim:
             raise np.exceptions.AxisError(a, ndim)
         out.append(a % ndim)

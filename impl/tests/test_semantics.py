@@ -146,6 +146,39 @@ def test_errors():
         impl.log_softmax(x, axis=1.5)
     with pytest.raises(TypeError, match="complex"):
         impl.log_softmax(np.ones(3, np.complex128))
+    for flag in (True, False, np.True_, (0, True)):  # NumPy and SciPy refuse bools as axes
+        with pytest.raises(TypeError, match="axis must be"):
+            impl.log_softmax(x, axis=flag)
+    with pytest.raises(np.exceptions.AxisError):
+        impl.log_softmax(np.array(1.5), axis=(0,))  # a tuple: NumPy's rule too
+    with pytest.raises(np.exceptions.AxisError):
+        impl.log_softmax(np.array(1.5), axis=1)
+
+
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "int4", "uint4"])
+def test_ml_dtypes_formats_it_does_not_compute_are_named(name):
+    import ml_dtypes
+
+    if not hasattr(ml_dtypes, name):
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {name}")
+    x = np.ones(3, dtype=getattr(ml_dtypes, name))
+    with pytest.raises(TypeError, match=f"does not support dtype {name}: it takes float16"):
+        impl.log_softmax(x)
+
+
+@pytest.mark.parametrize("b", BACKENDS, ids=[b.name for b in BACKENDS])
+def test_zero_d_takes_axis_0_and_minus_1_like_scipy(b):
+    """scipy.special.log_softmax(np.array(1.5), axis=0) is 0.0 (NumPy's reductions take
+    axis 0 or -1 of a 0-d array), and torch's dim=0 on a 0-d tensor is 0: before, an
+    AxisError on every backend."""
+    _available(b)
+    for axis in (0, -1):
+        for v in (1.5, -np.inf):
+            x = np.array(v, np.float32)
+            got = b.run(impl.log_softmax, x, axis=axis)
+            want = reference.log_softmax(x, axis=axis)
+            assert np.asarray(got).shape == () and np.asarray(got).dtype == np.float32
+            assert got == want == 0.0
 
 
 @pytest.mark.parametrize("name", ["numpy:cpu", "torch:cpu"])

@@ -118,11 +118,25 @@ def test_invalid_axis_and_dtype_errors():
     with pytest.raises(np.exceptions.AxisError):
         log_softmax(x, axis=-3)
     with pytest.raises(np.exceptions.AxisError):
-        log_softmax(np.float64(1.0), axis=0)
+        log_softmax(np.float64(1.0), axis=1)
+    with pytest.raises(np.exceptions.AxisError):
+        log_softmax(np.float64(1.0), axis=(0,))
     with pytest.raises(ValueError, match="repeated axis"):
         log_softmax(x, axis=(1, -1))
     with pytest.raises(TypeError, match="axis must be"):
         log_softmax(x, axis=1.0)
+    for flag in (True, False, np.True_):  # NumPy and SciPy refuse bools as axes
+        with pytest.raises(TypeError, match="axis must be"):
+            log_softmax(x, axis=flag)
+
+
+def test_zero_d_takes_axis_0_and_minus_1_as_numpy_reductions_do():
+    """scipy.special.log_softmax(np.array(1.5), axis=0) is 0.0, as np.max(np.array(1.5),
+    axis=0) is 1.5 (and torch's dim=0 on a 0-d tensor); axis=(0,) stays an AxisError."""
+    for axis in (0, -1, np.int64(0)):
+        out = log_softmax(np.array(1.5, np.float32), axis=axis)
+        assert out.shape == () and out.dtype == np.float32 and out == 0
+        assert np.isnan(log_softmax(np.array(np.nan), axis=axis))
     with pytest.raises(TypeError, match="complex"):
         log_softmax(np.ones(3, np.complex64))
     with pytest.raises(TypeError, match="unsupported dtype"):
