@@ -1,6 +1,13 @@
 """impl.log_softmax against its peers, side by side in one run: medians and ratios.
 
-    python benchmarks/bench_impl.py [--repeat 15] [--threads 2] [--no-dask-scale]
+    python benchmarks/bench_impl.py [--repeat 15] [--threads N] [--no-dask-scale]
+
+Threads, in a table of their own: impl in NumPy with one thread, two, and every core
+this process may run on (``impl.set_num_threads``), beside SciPy (one thread) and
+``x.copy()`` (the memory traffic a log_softmax cannot go below: one read, one write),
+timed in alternation in one run. ``--threads`` sets the threads of impl and torch in
+the tables of peers (default: every core the process may run on, as torch and XLA
+use).
 
 Shapes (reducing the last axis): float32 (128, 32768), (4096, 1024), (1, 4194304) and
 float64 (1024, 1024). NumPy: impl vs scipy.special.log_softmax. PyTorch CPU: impl vs
@@ -124,14 +131,44 @@ def _dask_rows(repeat: int, scale: bool) -> list[tuple[str, str, str, list[float
     return out
 
 
+def _thread_rows(repeat: int) -> list[tuple[str, list[int], list[float]]]:
+    """Per shape: impl with 1, 2 and every core's threads, SciPy, and x.copy()."""
+    import scipy.special
+
+    from impl._threads import available_cores
+
+    counts = sorted({1, 2, available_cores()})
+    rng = np.random.default_rng(2)
+    out = []
+    for shape, dt in SHAPES:
+        x = rng.standard_normal(shape).astype(dt)
+
+        def ours(x: Any = x, k: int = 1) -> Any:
+            impl.set_num_threads(k)
+            return impl.log_softmax(x, axis=-1)
+
+        fns = [lambda k=k: ours(k=k) for k in counts]
+        fns += [lambda x=x: scipy.special.log_softmax(x, axis=-1), lambda x=x: x.copy()]
+        out.append((f"{dt} {shape}", counts, _interleaved_ms(fns, repeat)))
+    impl.set_num_threads(None)
+    return out
+
+
 def main() -> None:
+    from impl._threads import available_cores
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=15)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument(
+        "--threads", type=int, default=available_cores(),
+        help="impl's and torch's threads in the tables of peers (default: every core)",
+    )  # fmt: skip
     p.add_argument("--no-dask-scale", action="store_true", help="skip the Dask arrays of 256 MB")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, float, float, float, float]] = []
+    threads = _thread_rows(args.repeat)
+    impl.set_num_threads(args.threads)
 
     import scipy.special
 
@@ -184,6 +221,22 @@ def main() -> None:
     except ImportError:
         pass
 
+    counts = threads[0][1]
+    print(f"impl in NumPy by threads ({available_cores()} cores here), SciPy, x.copy(): ms")
+    head = " ".join(f"{f'{k} thr':>8}" for k in counts)
+    print(
+        f"{'shape':<22} {head} {'scipy':>8} {'copy':>8} {'1 thr/scipy':>12} "
+        f"{'all/scipy':>10} {'1/all':>7} {'all/copy':>9}"
+    )
+    for label, _, ms in threads:
+        *ours, sp, cp = ms
+        cells = " ".join(f"{v:>8.2f}" for v in ours)
+        print(
+            f"{label:<22} {cells} {sp:>8.2f} {cp:>8.2f} {ours[0] / sp:>11.2f}x "
+            f"{ours[-1] / sp:>9.2f}x {ours[0] / ours[-1]:>6.2f}x {ours[-1] / cp:>8.2f}x"
+        )
+    print()
+    print(f"peers, impl and torch on {args.threads} threads")
     print(
         f"{'backend':<10} {'shape':<22} {'impl ms':>9} {'peer ms':>9} {'impl/peer':>10} "
         f"{'faults/call impl, peer':>23}"

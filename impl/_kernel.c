@@ -384,7 +384,7 @@ write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double
 /* Large outputs are written with non-temporal stores (no read of the destination's
  * cache lines before writing them), where the CPU has AVX2; below this size the output
  * is better left in the cache for whoever reads it next. */
-#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each of two threads */
+#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each thread's share */
 typedef void (*stream_f32_fn)(const float *, float *, Py_ssize_t, float, double);
 typedef void (*stream_f64_fn)(const double *, double *, Py_ssize_t, double, double, double);
 static stream_f32_fn stream_f32 = NULL; /* set at import where the CPU has AVX2 */
@@ -1180,15 +1180,22 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
     return skipped;
 }
 
-/* ---- Two threads: blocks of rows, or segments of each pass of one long row ----
+/* ---- Threads: blocks of rows, or segments of each pass of one long row ----
  *
- * The work is cut into blocks (of whole rows, or segments of one row) that the two
+ * The work is cut into blocks (of whole rows, or segments of one row) that the
  * threads take from a shared counter, so that a thread slowed down (the machine's
- * other work) leaves the rest to the other. Which thread computes a block does not
- * change its bits, and a long row's segments are combined in their order. */
+ * other work) leaves the rest to the others. Which thread computes a block does not
+ * change its bits, and a long row's segments (a count fixed by the row's length, not
+ * by the threads) are combined in their order: the result is the same for any number
+ * of threads. */
 
 #define BLOCK_BYTES ((size_t)256 << 10) /* input per block of rows: a cache's worth */
 #define MAX_SEGS 32                     /* segments of one long row */
+#define MAX_THREADS 256
+#define PER_THREAD (1 << 14) /* elements a thread must have, to be worth starting */
+
+/* The threads a call may use where the caller does not say (set_threads) */
+static int default_threads = 1;
 
 typedef struct {
     double m;
@@ -1205,6 +1212,7 @@ typedef struct {
     int f64;
     int out_kind; /* float32 input: OUT_F32, or OUT_F32_ODD */
     int stream;   /* streams(): of the whole output, per thread */
+    int nthreads; /* the threads the job runs on, the calling one included */
     Py_ssize_t per_block, nblocks;
     Py_ssize_t next; /* the next block to take (atomic) */
     /* one long row: the pass under way (0: max; 1: partial sums; 2: output) and
@@ -1307,23 +1315,35 @@ rows_one_thread(row_job *j)
     return skipped;
 }
 
-/* Runs fn on two workers of the job, the second on a thread of its own, from
- * block 0; returns the rows they left to the caller */
+/* Runs fn on j->nthreads workers of the job, the first on the calling thread and
+ * each other on a thread of its own, from block 0; returns the rows they left to the
+ * caller. A thread that cannot be started leaves its share to the others. */
 static Py_ssize_t
-on_two_threads(void *(*fn)(void *), row_job *j)
+on_threads(void *(*fn)(void *), row_job *j)
 {
-    worker a = {j, 0}, b = {j, 0};
+    worker w[MAX_THREADS];
+    pthread_t t[MAX_THREADS];
+    int started[MAX_THREADS];
+    int nt = j->nthreads < 1 ? 1 : j->nthreads > MAX_THREADS ? MAX_THREADS : j->nthreads;
     j->next = 0;
-    pthread_t t;
-    int started = pthread_create(&t, NULL, fn, &b) == 0;
-    fn(&a);
-    if (started) {
-        pthread_join(t, NULL);
+    for (int i = 0; i < nt; i++) {
+        w[i] = (worker){j, 0};
     }
-    return a.skipped + b.skipped;
+    for (int i = 1; i < nt; i++) {
+        started[i] = pthread_create(&t[i], NULL, fn, &w[i]) == 0;
+    }
+    fn(&w[0]);
+    Py_ssize_t skipped = w[0].skipped;
+    for (int i = 1; i < nt; i++) {
+        if (started[i]) {
+            pthread_join(t[i], NULL);
+            skipped += w[i].skipped;
+        }
+    }
+    return skipped;
 }
 
-/* One long row, each pass in segments shared by two threads; returns 1 where the
+/* One long row, each pass in segments shared by the threads; returns 1 where the
  * row is left to the caller (as rows_f32/rows_f64 would) */
 static Py_ssize_t
 long_row(row_job *j)
@@ -1332,7 +1352,7 @@ long_row(row_job *j)
     j->per_block = (per + 63) / 64 * 64; /* whole cache lines */
     j->nblocks = (j->n + j->per_block - 1) / j->per_block;
     j->phase = 0;
-    on_two_threads(run_segments, j);
+    on_threads(run_segments, j);
     double m = -INFINITY;
     for (Py_ssize_t i = 0; i < j->nblocks; i++) {
         if (isnan(j->seg[i].m)) {
@@ -1348,7 +1368,7 @@ long_row(row_job *j)
     }
     j->m = m;
     j->phase = 1;
-    on_two_threads(run_segments, j);
+    on_threads(run_segments, j);
     Py_ssize_t k = 0;
     dd T = {0.0, 0.0};
     for (Py_ssize_t i = 0; i < j->nblocks; i++) { /* in order: the same bits always */
@@ -1371,30 +1391,38 @@ long_row(row_job *j)
         j->Lh = log1p(T.hi + (double)(k - 1));
     }
     j->phase = 2;
-    on_two_threads(run_segments, j);
+    on_threads(run_segments, j);
     return 0;
 }
 
-/* The rows over two threads where there is enough work for both: blocks of rows,
- * or, for one long row, segments of each pass. Returns the count of rows left to
- * the caller. */
+/* The rows over up to ``threads`` threads, as many as have PER_THREAD elements each
+ * (so two threads from 2**15 elements, sixteen from 2**18):
+ * blocks of rows, or, for one long row, segments of each pass. Returns the count of
+ * rows left to the caller. */
 static Py_ssize_t
-rows_two_threads(row_job *j)
+rows_threads(row_job *j, int threads)
 {
-    if (j->nrows * j->n < (1 << 15)) {
+    Py_ssize_t total = j->nrows * j->n;
+    Py_ssize_t worth = total / PER_THREAD;
+    j->nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    if (worth < j->nthreads) {
+        j->nthreads = worth < 1 ? 1 : (int)worth;
+    }
+    if (j->nthreads < 2) {
         return rows_one_thread(j);
     }
     size_t isize = j->f64 ? sizeof(double) : sizeof(float);
-    size_t out_bytes = (size_t)(j->nrows * j->n) * out_size(j->f64, j->out_kind);
-    j->stream = streams(j->f64, j->out_kind, out_bytes / 2); /* per thread */
+    size_t out_bytes = (size_t)total * out_size(j->f64, j->out_kind);
+    j->stream = streams(j->f64, j->out_kind, out_bytes / (size_t)j->nthreads);
     if (j->nrows == 1) {
         return long_row(j);
     }
     Py_ssize_t per = (Py_ssize_t)(BLOCK_BYTES / ((size_t)j->n * isize));
-    Py_ssize_t most = (j->nrows + 7) / 8; /* at least eight blocks */
+    Py_ssize_t want = 4 * (Py_ssize_t)j->nthreads; /* at least four blocks a thread */
+    Py_ssize_t most = (j->nrows + want - 1) / want;
     j->per_block = per < 1 ? 1 : per > most ? most : per;
     j->nblocks = (j->nrows + j->per_block - 1) / j->per_block;
-    return on_two_threads(run_rows, j);
+    return on_threads(run_rows, j);
 }
 
 /* ---- Python bindings: buffers in, GIL released while the loops run ---- */
@@ -1514,8 +1542,9 @@ PyDoc_STRVAR(rows_doc,
 "log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
 "into out (float32 or float64 for float32 x; float64 for float64 x). Rows with a NaN\n"
 "or a +inf, and rows of -inf only, are left untouched; returns how many there were.\n"
-"threads=2 shares the rows (or the passes of one long row) with a second thread\n"
-"(float32 into float32 and float64 into float64). odd=1 (float32 x and out): the\n"
+"threads=k shares the rows (or the passes of one long row) among up to k threads\n"
+"(float32 into float32 and float64 into float64), each with at least 2**15\n"
+"elements; the result is the same for any k. odd=1 (float32 x and out): the\n"
 "results rounded to odd, for a caller that rounds them to a narrower format.");
 
 static PyObject *
@@ -1541,7 +1570,7 @@ py_rows(PyObject *self, PyObject *args)
     row_job job = {.x = x.buf, .out = o.buf, .nrows = count / n, .n = n, .f64 = kx == 'd',
                    .out_kind = out_kind_of(ko, odd)};
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
-        skipped = rows_two_threads(&job);
+        skipped = rows_threads(&job, threads);
     }
     else {
         skipped = rows_one_thread(&job);
@@ -2391,10 +2420,10 @@ ffi_log_softmax(ffi_call_frame *cf)
      * rounded one). Threads started here inherit the state set here. */
     unsigned int csr = _mm_getcsr();
     _mm_setcsr(csr & ~(0x8000u | 0x0040u));
-    rows_two_threads(&job);
+    rows_threads(&job, __atomic_load_n(&default_threads, __ATOMIC_RELAXED));
     _mm_setcsr(csr);
 #else
-    rows_two_threads(&job);
+    rows_threads(&job, __atomic_load_n(&default_threads, __ATOMIC_RELAXED));
 #endif
     /* The rows the kernels declined are all special-valued: their outputs are exact */
     for (Py_ssize_t r = 0; r < nrows; r++) {
@@ -2422,8 +2451,28 @@ py_ffi_handler(PyObject *self, PyObject *noargs)
     return PyCapsule_New((void *)ffi_log_softmax, NULL, NULL);
 }
 
+PyDoc_STRVAR(set_threads_doc,
+"set_threads(k) -> None\n\n"
+"The threads the XLA handler's calls may use (impl.set_num_threads sets it).");
+
+static PyObject *
+py_set_threads(PyObject *self, PyObject *args)
+{
+    int k;
+    if (!PyArg_ParseTuple(args, "i", &k)) {
+        return NULL;
+    }
+    if (k < 1) {
+        PyErr_SetString(PyExc_ValueError, "set_threads needs k >= 1");
+        return NULL;
+    }
+    __atomic_store_n(&default_threads, k > MAX_THREADS ? MAX_THREADS : k, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"ffi_handler", py_ffi_handler, METH_NOARGS, ffi_handler_doc},
+    {"set_threads", py_set_threads, METH_VARARGS, set_threads_doc},
     {"use", py_use, METH_VARARGS, use_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"partial", py_partial, METH_VARARGS, partial_doc},

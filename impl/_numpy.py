@@ -2,12 +2,12 @@
 
 Finite input (the common case) goes to the compiled row kernels (``impl._kernel``):
 each slice becomes a contiguous row. float32 and float64 rows go to the kernel in one
-call, which shares them (or the passes of one long row) with a thread of its own,
-the GIL released. float16 and bfloat16 rows are widened to float32 (exactly) block
-by block, in blocks shared between two threads, and the kernel's float64 output is
-rounded once to the narrow format; a narrow slice longer than a block is split into
-segments, with three passes (max; partial sums; output) each shared between the
-threads.
+call, which shares them (or the passes of one long row) among its threads
+(``impl.get_num_threads()``), the GIL released. float16 and bfloat16 rows are widened
+to float32 (exactly) block by block, in blocks shared among the threads, and the
+kernel's float64 output is rounded once to the narrow format; a narrow slice longer
+than a block is split into segments, with three passes (max; partial sums; output)
+each shared among the threads. The results do not depend on the number of threads.
 
 Where the kernel was not built (no C compiler at install time), the same blocks run
 in NumPy: the short algorithm in float64 for the narrow formats and the generic
@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._generic import log_softmax_generic
+from ._threads import get_num_threads
 
 __all__ = ["compiled_kernels", "empty_out", "log_softmax_numpy"]
 
@@ -54,11 +55,11 @@ def compiled_kernels() -> Any:
 
 _BLOCK = 1 << 16  # elements per work item of the kernel
 _BLOCK_NUMPY = 1 << 15  # float64 elements per NumPy block: two buffers stay in L2
-_THREADS = min(2, os.cpu_count() or 1)
+_LONG_SEGMENTS = 8  # segments of a long narrow row: fixed, so that bits never depend on threads
 
 _T = TypeVar("_T")
 _pool: ThreadPoolExecutor | None = None
-_pool_pid = -1
+_pool_key = (-1, 0)  # (pid, threads) it was made for
 _pool_lock = threading.Lock()
 
 
@@ -70,14 +71,18 @@ def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
     makes its own), each under the caller's floating-point error handling (NumPy's
     errstate belongs to the thread that sets it: without this, a float16 overflow
     in a cast on the pool warned the caller, who had asked for none)."""
-    global _pool, _pool_pid
+    global _pool, _pool_key
     items = list(items)
-    if len(items) < 2 or _THREADS < 2 or getattr(_serial, "on", False):
+    threads = min(get_num_threads(), len(items))
+    if threads < 2 or getattr(_serial, "on", False):
         return [fn(i) for i in items]
     with _pool_lock:
-        if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="impl")
-            _pool_pid = os.getpid()
+        key = (os.getpid(), get_num_threads())
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(key[1], thread_name_prefix="impl")
+            _pool_key = key
         pool = _pool
     state = np.geterr()
 
@@ -162,7 +167,7 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
         # one call: the kernel shares the rows (or one long row's passes) with a
         # thread of its own, the GIL released for the whole call
         out = empty_out(rows2d.shape, rows2d.dtype)
-        threads = 1 if getattr(_serial, "on", False) else _THREADS
+        threads = 1 if getattr(_serial, "on", False) else get_num_threads()
         out = None if _kernel.rows(rows2d, out, n, threads) else out
     elif n > _BLOCK:
         out = _long_rows(rows2d)
@@ -224,8 +229,9 @@ def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
     per = max(1, _BLOCK // n)
     nrows = rows2d.shape[0]
     # at least one block per thread when there is enough work to share
-    if nrows * n >= 2 * 4096 and nrows >= _THREADS:
-        per = min(per, -(-nrows // _THREADS))
+    threads = get_num_threads()
+    if nrows * n >= 2 * 4096 and nrows >= threads:
+        per = min(per, -(-nrows // threads))
 
     def work(r0: int) -> int:
         src = _kernel_input(rows2d[r0 : r0 + per])
@@ -245,8 +251,8 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
     one at a time, three passes."""
     out = empty_out(rows2d.shape, rows2d.dtype)
     n = rows2d.shape[1]
-    # a few segments per thread: fewer calls, still balanced
-    size = max(_BLOCK, -(-n // (4 * _THREADS)))
+    # a fixed number of segments (or blocks): the sums are combined in this order
+    size = max(_BLOCK, -(-n // _LONG_SEGMENTS))
     segs = [(s, min(s + size, n)) for s in range(0, n, size)]
     for r in range(rows2d.shape[0]):
         row = rows2d[r]
