@@ -83,11 +83,13 @@ def settings() -> dict[str, Any]:
 
 def environment(
     probes: dict[str, tuple[str | None, dict[str, Any]]] | None = None,
+    setting: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Versions, CPU, devices and flags (devices and flags from ``probes``)."""
+    """Versions, CPU, devices and flags (devices and flags from ``probes``; ``setting``:
+    what settings() returned, where the caller has it)."""
     import reference
 
-    s = settings()
+    s = setting if setting is not None else settings()
     env: dict[str, Any] = {
         "python": s["python"],
         "platform": platform.platform(),

@@ -211,30 +211,28 @@ def probe(
             timeout=max(0.0, deadline - time.monotonic()),
         )
         for name, (p, c, log) in list(running.items()):
-            msg = None
-            if c in ready or p.sentinel in ready:
-                try:
-                    msg = c.recv() if c.poll() else None
-                except (EOFError, OSError):
-                    msg = None
-                if msg is not None and msg[0] == "probe":
-                    out[name] = (msg[1], msg[2])
-                else:
-                    code = kill_tree(p)
-                    tail = log_tail(log)
-                    out[name] = (
-                        f"probing {name}: {_describe(code).replace('worker', 'probe', 1)}"
-                        + (f"; last output: {tail}" if tail else ""),
-                        {},
-                    )
-            elif time.monotonic() >= deadline:
-                kill_tree(p)
-                out[name] = (f"probing {name}: no answer after {timeout:g}s", {})
-            else:
+            answered = c in ready or p.sentinel in ready
+            if not answered and time.monotonic() < deadline:
                 continue
-            kill_tree(p)
+            msg = None
+            try:
+                msg = c.recv() if answered and c.poll() else None
+            except (EOFError, OSError):
+                pass
+            code = kill_tree(p)  # done, dead or past the deadline: and its children
             c.close()
             del running[name]
+            if msg is not None and msg[0] == "probe":
+                out[name] = (msg[1], msg[2])
+            elif not answered:
+                out[name] = (f"probing {name}: no answer after {timeout:g}s", {})
+            else:
+                tail = log_tail(log)
+                out[name] = (
+                    f"probing {name}: {_describe(code).replace('worker', 'probe', 1)}"
+                    + (f"; last output: {tail}" if tail else ""),
+                    {},
+                )
     return out
 
 

@@ -55,17 +55,15 @@ class OracleCache:
 
     def _load(self, p: Path, key: str, case: Any) -> reference.OracleResult | None:
         try:
-            version, tag = reference.OracleResult.read_tag(p)
+            res, version, tag = reference.OracleResult.load_tagged(p)
             if version != reference.ORACLE_VERSION:
                 why = f"computed by oracle version {version}, not {reference.ORACLE_VERSION}"
             elif tag.get("key") != key:
                 why = "computed for another input (its key does not match its name)"
+            elif res.shape != tuple(case.x.shape) or res.fmt.name != case.x.dtype.name:
+                why = f"holds a {res.fmt.name} {res.shape} answer, not the input's"
             else:
-                res = reference.OracleResult.load(p)
-                if res.shape != tuple(case.x.shape) or res.fmt.name != case.x.dtype.name:
-                    why = f"holds a {res.fmt.name} {res.shape} answer, not the input's"
-                else:
-                    return res
+                return res
         except Exception as exc:  # damaged: unreadable, truncated, wrong layout
             why = f"unreadable ({type(exc).__name__}: {exc})"
         self.rejected.append((str(p), why))

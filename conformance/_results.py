@@ -136,10 +136,14 @@ class ResultsDir:
             return
         p = self.path / _LOCK
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
             if exclusive:
-                raise
+                self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exclusive:
+                raise ResultsError(
+                    f"results directory {str(self.path)!r} is not writable: {exc}"
+                ) from None
             yield  # a read-only directory: nobody can be writing it
             return
         try:

@@ -13,7 +13,6 @@ table (Parquet and CSV) and the fingerprint are written from the cell files at t
 
 from __future__ import annotations
 
-import functools
 import multiprocessing as mp
 import os
 import sys
@@ -31,7 +30,7 @@ from ._cell import CellSpec, Raw, failed, not_run, score
 from ._families import Case, Family
 from ._judge import candidate_digest, cell_judge, inputs_digest
 from ._oracle_cache import OracleCache
-from ._results import ResultsDir, ResultsError, cell_file_name, table_from
+from ._results import ResultsDir, cell_file_name, table_from
 
 __all__ = [
     "ISOLATION",
@@ -153,7 +152,7 @@ def _oracle_pass(
         with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
             rejected = sum(pool.map(_fill_cache, missing))
     say(
-        f"oracle: {len(missing)} inputs groups computed in {time.perf_counter() - t:.1f}s "
+        f"oracle: {len(missing)} input groups computed in {time.perf_counter() - t:.1f}s "
         f"(cache {cfg.cache})"
         + (f"; {rejected} cache entries failed their check and were recomputed" if rejected else "")
     )
@@ -232,18 +231,10 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
         say(f"note: {note}")
     rd = ResultsDir(cfg.results)
     rd.check_usable()
-    try:
-        rd.path.mkdir(parents=True, exist_ok=True)
-        lock = rd.lock(exclusive=True)
-        lock.__enter__()
-    except OSError as exc:
-        raise ResultsError(f"results directory {str(rd.path)!r} is not writable: {exc}") from None
-    try:
+    with rd.lock(exclusive=True):
         for note in rd.prepare(fresh=not cfg.resume):
             say(f"note: {note}")
         return _sweep(cfg, cells, rd, say)
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _sweep(
@@ -259,12 +250,10 @@ def _sweep(
         start_server({s.backend.library for s in cells})
     setting = settings()
     names = {s.key: cell_file_name(s.key) for s in cells}
-
-    @functools.lru_cache(maxsize=16)
-    def cases_of(fam: str, dtype: str) -> list[Case]:
-        return next(s for s in cells if s.family.name == fam).family.cases(dtype, cfg.profile)
-
-    units = {(s.family.name, s.dtype): cases_of(s.family.name, s.dtype) for s in cells}
+    units: dict[tuple[str, str], list[Case]] = {}  # each family's inputs, made once
+    for s in cells:
+        if (s.family.name, s.dtype) not in units:
+            units[(s.family.name, s.dtype)] = s.cases()
     digests = {u: inputs_digest(cases) for u, cases in units.items()}
     cand_digests = {c.name: candidate_digest(c) for c in cfg.candidates}
 
@@ -285,7 +274,7 @@ def _sweep(
 
     judges = {s.key: judge(s) for s in cells}
     fp: dict[str, Any] = {
-        "environment": environment(probes),
+        "environment": environment(probes, setting),
         "run": {
             "profile": cfg.profile,
             "candidates": [c.name for c in cfg.candidates],
@@ -357,7 +346,7 @@ def _sweep(
                 rec = failed(spec, reason or "no result")
             else:
                 rec = score(
-                    spec, raw, cases_of(spec.family.name, spec.dtype), cache.get, cfg.budgets
+                    spec, raw, units[(spec.family.name, spec.dtype)], cache.get, cfg.budgets
                 )
             commit(rec)
             progress.update(rec)

@@ -124,7 +124,7 @@ class _Guard:
         for k in sorted(set(state) | set(self.state)):
             if state.get(k) != self.state.get(k):
                 changed.append(f"{k} {self.state.get(k)!r} -> {state.get(k)!r}")
-        if "numpy errstate" in " ".join(changed):
+        if state["numpy errstate"] != self.state["numpy errstate"]:
             np.seterr(**self.state["numpy errstate"])
             raw.findings.append("left NumPy's floating-point error handling changed")
         env = dict(os.environ)

@@ -201,8 +201,8 @@ class OracleResult:
 
     @staticmethod
     def read_tag(path: str | os.PathLike[str]) -> tuple[int | None, dict[str, Any]]:
-        """(oracle version, tag) of a saved result; (None, {}) for files saved before
-        versions were recorded."""
+        """(oracle version, tag) of a saved result, read without its arrays; (None, {})
+        for files saved before versions were recorded."""
         # the file is opened here, so that it is closed when np.load rejects it
         with open(os.fspath(path), "rb") as fh, np.load(fh) as z:
             meta = json.loads(z["meta"].tobytes().decode())
@@ -210,6 +210,13 @@ class OracleResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> OracleResult:
+        return cls.load_tagged(path)[0]
+
+    @classmethod
+    def load_tagged(
+        cls, path: str | os.PathLike[str]
+    ) -> tuple[OracleResult, int | None, dict[str, Any]]:
+        """The saved result with its oracle version and tag (see read_tag), one read."""
         with open(os.fspath(path), "rb") as fh, np.load(fh) as z:
             meta = json.loads(z["meta"].tobytes().decode())
             fmt = format_of(meta["fmt"])
@@ -229,7 +236,7 @@ class OracleResult:
                     j += n
                 slices.append(SpecialSlice(s["case"], sp_idx[i : i + n], tuple(answers)))
                 i += n
-            return cls(
+            res = cls(
                 fmt=fmt,
                 axis=tuple(meta["axis"]),
                 expected=z["expected"].astype(fmt.dtype),
@@ -237,6 +244,7 @@ class OracleResult:
                 ulp_exp=z["ulp_exp"],
                 special_slices=tuple(slices),
             )
+        return res, meta.get("oracle_version"), meta.get("tag", {})
 
 
 def _cat(parts: list[NDArray[Any]]) -> NDArray[Any]:
