@@ -161,7 +161,9 @@ def _search(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from ._report import write_report
 
-    out = Path(args.out)
+    # the published reports/ is written only on purpose (--out reports): a sweep's own
+    # report goes beside its results, outside what git tracks
+    out = Path(args.out) if args.out is not None else Path(args.results) / "report"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; the report is a directory of files")
     try:
@@ -260,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
     rp = sub.add_parser("report", help="Markdown, reST and HTML reports from a results table")
     rp.add_argument("--results", default="results", help="results directory of a sweep")
-    rp.add_argument("--out", default="reports", help="output directory (default: reports)")
+    rp.add_argument(
+        "--out", default=None,
+        help="output directory (default: RESULTS/report; the published report: --out reports)",
+    )  # fmt: skip
     g = sub.add_parser("gate", help="fail (exit 1) when any cell got worse than the baseline")
     g.add_argument("--results", default="results", help="results directory of a sweep")
     g.add_argument("--baseline", default="reports/baseline.json")
