@@ -8,7 +8,7 @@ per case and its answer is cached by a content hash of the input.
 Most families are 2-D blocks of rows reduced over the last axis (one XLA compilation
 and one oracle call per block); ``shapes`` and ``specials`` cover the rest of the
 contract (0-d, empty, axis None, negative and tuple axes, transposed input, length-1
-slices, every special-value case of DESIGN.md).
+slices, every special-value case of docs/specification.md).
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("subnormal", "subnormal entries", _subnormal),
     Family("long", "long rows (2^14 quick, 2^20 full)", _long),
     Family("llm", "LLM logits, vocabulary 32000 and 128000, peaked", _llm),
-    Family("specials", "NaN and +-inf: every case of DESIGN.md", _specials),
+    Family("specials", "NaN and +-inf: every case of the specification", _specials),
     Family("shapes", "0-d, empty, axis None/negative/tuple, transposed, 4-d", _shapes),
     Family(
         "exhaustive",

@@ -359,7 +359,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     cases, srows = _specials(table)
     sp = ["# Special values: which semantics each candidate follows", ""]
     sp.append(
-        "From the `specials` family (DESIGN.md's table). `limit`, `nan-propagating`, "
+        "From the `specials` family (the specification's table, docs/specification.md). "
+        "`limit`, `nan-propagating`, "
         "`nan-at-inf` and `equal-split` are accepted answers; ✗ marks `other`, a failure."
     )
     sp += ["", _md_table(["candidate", *cases], [[_code(r[0]), *r[1:]] for r in srows])]

@@ -260,7 +260,7 @@ def _tiny_log1p(blocks: Any, m: float) -> float:
 @_quiet
 def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
     """per_slice: _finish_block's values for the slices of b. The kernels' write_rows
-    writes the output, special values (DESIGN.md) too."""
+    writes the output, special values (docs/specification.md) too."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
     if rows.size == 0:  # chunks of size 0

@@ -86,8 +86,9 @@ def _count_dtype(xp: Any, x: Any) -> Any:
 
 
 def special_values(xp: Any, x: Any, out: Any, axis: Any, n: int | None) -> Any:
-    """Apply DESIGN.md's special-value rules to ``out`` (same dtype as x). ``n``: the
-    entries per slice, None where the shape does not say (then counted, lazily)."""
+    """Apply the special-value rules of docs/specification.md to ``out`` (same dtype as
+    x). ``n``: the entries per slice, None where the shape does not say (then counted,
+    lazily)."""
     nan = const(xp, out, math.nan)
     ninf = const(xp, out, -math.inf)
     zero = xp.zeros_like(out)

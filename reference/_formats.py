@@ -55,7 +55,7 @@ class Format:
         return math.ldexp(1.0, 1 - self.precision)
 
     def quantum_exponent(self, e: int) -> int:
-        """Exponent of ulp(y) for ``floor(log2|y|) == e`` (DESIGN.md's ULP definition)."""
+        """Exponent of ulp(y) for ``floor(log2|y|) == e`` (docs/specification.md)."""
         return max(e, self.emin) - self.precision + 1
 
     def round_dyadic(self, man: int, exp: int) -> tuple[float, int]:

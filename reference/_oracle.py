@@ -160,7 +160,7 @@ def _special_slice(
     engine: Engine,
     cache: dict[int, Answer],
 ) -> SpecialSlice:
-    """The accepted answers for a slice with NaN or +-inf entries (DESIGN.md rules)."""
+    """The accepted answers for a slice with NaN or +-inf entries (docs/specification.md)."""
     n = x.size
     nan_all = np.full(n, np.nan)
     zeros_i = np.full(n, fmt.qmin, dtype=np.int64)

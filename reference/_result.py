@@ -7,7 +7,7 @@ exponent of ``ulp(y)``. Then for any computed c
     ulp_error = |(c - expected) / ulp(y) - residual|,
 
 which NumPy evaluates for millions of elements a second, with no mpmath. Slices whose
-answer is not unique (DESIGN.md, special values) also carry every accepted answer.
+answer is not unique (docs/specification.md, special values) also carry every accepted answer.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Answer:
 @dataclass(frozen=True)
 class SpecialSlice:
     """A slice holding NaN or infinities: its flat indices in the input, which rule of
-    DESIGN.md applies (``case``) and its accepted answers, canonical first."""
+    docs/specification.md applies (``case``) and its accepted answers, canonical first."""
 
     case: str
     indices: NDArray[np.intp]

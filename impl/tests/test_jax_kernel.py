@@ -54,7 +54,7 @@ def test_same_bits_as_the_numpy_path(x64, jit, shape, axis):
 
 
 def test_rows_with_specials_are_filled_by_the_handler(x64):
-    """Rows with a NaN, a +inf or only -inf: the FFI handler writes DESIGN.md's
+    """Rows with a NaN, a +inf or only -inf: the FFI handler writes the specification's
     special values itself; the same bits as the NumPy path, finite rows beside them
     untouched."""
     inf, nan = math.inf, math.nan

@@ -14,7 +14,7 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS, Backend
-from conformance._families import SPECIAL_ROWS  # DESIGN.md's special cases, one list
+from conformance._families import SPECIAL_ROWS  # the specification's special cases, one list
 
 inf, nan = math.inf, math.nan
 
@@ -399,7 +399,7 @@ def test_strict_devices_without_64_bit_types(name):
     np.testing.assert_array_equal(
         got[~np.isfinite(res.expected)], res.expected[~np.isfinite(res.expected)]
     )
-    assert res.ulp_error(got).max() <= 1.0  # no wider format: DESIGN.md's 1 ULP
+    assert res.ulp_error(got).max() <= 1.0  # no wider format: the specification's 1 ULP
     promoted = impl.log_softmax(xps.asarray([1, 2, 3], device=dev))
     assert promoted.dtype == xps.float32 and promoted.device == dev
 

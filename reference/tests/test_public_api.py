@@ -104,16 +104,20 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):
-    """The README's Python blocks run, and the values in their comments are what the
-    code returns."""
+    """The Python blocks of the README and the docs run, and the values in their
+    comments are what the code returns."""
     import pathlib
     import re
 
-    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    root = pathlib.Path(__file__).resolve().parents[2]
+    readme = root / "README.md"
     if not readme.exists():
         pytest.skip("README.md is not beside the package (installed without sources)")
-    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
-    assert blocks
+    pages = [readme, *sorted((root / "docs").glob("*.md"))]
+    blocks = [
+        b for p in pages for b in re.findall(r"```python\n(.*?)```", p.read_text(), flags=re.S)
+    ]
+    assert len(blocks) >= 3
     monkeypatch.chdir(tmp_path)
     checked = 0
     for block in blocks:

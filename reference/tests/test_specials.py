@@ -1,4 +1,4 @@
-"""Special values, shapes, dtypes and axis handling (DESIGN.md's rules)."""
+"""Special values, shapes, dtypes and axis handling (docs/specification.md's rules)."""
 
 from __future__ import annotations
 
