@@ -134,7 +134,9 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     if n is not None and compat.is_torch_namespace(xp):
         from ._torch import log_softmax_torch
 
-        return log_softmax_torch(x, axes, n, lambda v, cast: _generic(xp, v, axes, n, cast))
+        return log_softmax_torch(
+            x, axes, n, lambda v, axes, n, cast: _generic(xp, v, axes, n, cast)
+        )
     if compat.is_dask_namespace(xp) and not _has_zero_size(x):
         from ._dask import log_softmax_dask, round_narrow_dask
 

@@ -6,11 +6,18 @@ a copy. On other devices, finite float16/bfloat16/float32 input runs the short
 algorithm in float64 with torch's own fused, threaded kernels; anything else
 (float64, NaN or infinities, devices without float64) takes the generic algorithm.
 
-Where autograd records (an input that requires grad, grad mode on), the forward pass
-is the same and the backward pass is log_softmax's own derivative, from the output:
-grad_x = g - softmax(x) sum(g) over each slice (in float32 at least). The algorithm is
-never differentiated itself: its in-place steps would refuse, and its roundings and
-masks have the wrong derivatives.
+Where a derivative is asked for (an input that requires grad with grad mode on, a
+forward-mode dual level, or a torch.func transform: grad, vjp, jvp, vmap), the call goes
+through an autograd.Function whose forward pass is the same and whose derivatives are
+log_softmax's own, from the output y (in float32 at least):
+
+- reverse (backward, vjp): grad_x = g - softmax(x) sum(g) over each slice;
+- forward (jvp): t_y = t - sum(softmax(x) t) over each slice;
+- vmap: the batch dimension moved to the front and the slice's axes shifted by one.
+
+Both derivative formulas are torch operations on y, so they are differentiable again
+(gradgradcheck, jacfwd(jacrev(...))). The algorithm is never differentiated itself: its
+in-place steps would refuse, and its roundings and masks have the wrong derivatives.
 """
 
 from __future__ import annotations
@@ -22,17 +29,29 @@ from typing import Any
 __all__ = ["log_softmax_torch"]
 
 
-Generic = Callable[[Any, Callable[[Any, Any], Any]], Any]
+Generic = Callable[[Any, tuple[int, ...], int, Callable[[Any, Any], Any]], Any]
 
 
 def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
-    """``generic(x, cast)``: the generic algorithm, for what no fast path takes, with
-    ``cast(values, dtype)`` rounding its float64 result to x's dtype."""
+    """``generic(x, axes, n, cast)``: the generic algorithm, for what no fast path
+    takes, with ``cast(values, dtype)`` rounding its float64 result to x's dtype."""
     import torch
 
-    if x.requires_grad and torch.is_grad_enabled():
+    if _differentiated(torch, x):
         return _function(torch).apply(x, axes, n, generic)
     return _forward(torch, x, axes, n, generic)
+
+
+def _differentiated(torch: Any, x: Any) -> bool:
+    """Whether a derivative of this call may be asked for: x requires grad with grad
+    mode on, a forward-mode dual level is open, or x is a torch.func transform's
+    wrapper (which has no storage for the kernels to read)."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return True
+    if torch.autograd.forward_ad._current_level >= 0:  # inside dual_level()
+        return True
+    functorch = getattr(torch._C, "_functorch", None)
+    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(x))
 
 
 def _on_numpy(x: Any) -> bool:
@@ -52,7 +71,7 @@ def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic
         or n == 1
         or not bool(torch.isfinite(x).all())
     ):
-        return generic(x, lambda v, dtype: _round_narrow(torch, v, dtype))
+        return generic(x, axes, n, lambda v, dtype: _round_narrow(torch, v, dtype))
     dims = list(axes)
     d = x.to(torch.float64)
     d -= d.amax(dim=dims, keepdim=True)
@@ -97,21 +116,62 @@ def _function(torch: Any) -> Any:
 
     class LogSoftmax(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
-        def forward(ctx: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
-            out = _forward(torch, x.detach(), axes, n, generic)
-            ctx.axes = list(axes)
-            ctx.save_for_backward(out)
-            return out
+        def forward(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
+            return _forward(torch, x.detach(), axes, n, generic)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.axes = list(inputs[1])
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
 
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             (out,) = ctx.saved_tensors
-            w = torch.promote_types(out.dtype, torch.float32)
-            gw = g.to(w)
-            total = gw.sum(dim=ctx.axes, keepdim=True)
-            return (gw - out.to(w).exp() * total).to(g.dtype), None, None, None
+            return (
+                _minus_weighted_sum(torch, g, out, ctx.axes, weight_first=False),
+                None,
+                None,
+                None,
+            )
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any, *_: Any) -> Any:
+            (out,) = ctx.saved_tensors
+            return _minus_weighted_sum(torch, t, out, ctx.axes, weight_first=True)
+
+        @staticmethod
+        def vmap(
+            info: Any,
+            in_dims: tuple[Any, ...],
+            x: Any,
+            axes: tuple[int, ...],
+            n: int,
+            generic: Generic,
+        ) -> Any:
+            if in_dims[0] is None:  # only the other arguments are batched: none are tensors
+                return LogSoftmax.apply(x, axes, n, generic), None
+            x = x.movedim(in_dims[0], 0)
+            return LogSoftmax.apply(x, tuple(a + 1 for a in axes), n, generic), 0
 
     return LogSoftmax
+
+
+def _minus_weighted_sum(torch: Any, v: Any, out: Any, axes: list[int], weight_first: bool) -> Any:
+    """log_softmax's derivatives from its output ``out`` (in float32 at least):
+    ``v - softmax sum(v)`` (reverse, v the output's gradient) or
+    ``v - sum(softmax v)`` (forward, v the input's tangent), over each slice."""
+    w = torch.promote_types(out.dtype, torch.float32)
+    vw = v.to(w)
+    p = out.to(w).exp()
+
+    def total(u: Any) -> Any:
+        # no axes (a 0-d slice, or vmap's batch of them): each entry is its own slice;
+        # torch's sum over dim=[] would sum over every dimension
+        return u.sum(dim=axes, keepdim=True) if axes else u
+
+    r = vw - total(p * vw) if weight_first else vw - p * total(vw)
+    return r.to(v.dtype)
 
 
 # dtypes with a zero-copy NumPy view (by name: this module imports without torch)
