@@ -43,17 +43,17 @@ from ._numpy import (
 __all__ = ["log_softmax_dask", "round_narrow_dask"]
 
 _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second entry
-# (the kernels' threshold too, impl/_kernel.c)
+# (the kernels' threshold too: impl/csrc/passes.h, rows_f64; impl/csrc/blocks.h, combine_row)
 
 # per slice and block: sum hi, sum lo, count of maxima, counts of +inf and NaN, the
 # count of entries (the slice's length is the blocks' sum: Dask may not know it before
 # it computes, after boolean indexing, say); for blocks whose sum is below _TINY_T:
 # c_b (the gap of the block's second largest entry, else -inf) and the block's sum
 # relative to it, hi and lo; the block's own maximum, which its sums are relative to
-# (impl/_kernel.c: partial_rows)
+# (impl/csrc/blocks.h: partial_rows)
 _PARTS = 10
 # per slice: L hi, L lo, count of +inf, the special answer (NaN; or a slice of one
-# entry), the maximum, and whether the float64 sum was redone (impl/_kernel.c:
+# entry), the maximum, and whether the float64 sum was redone (impl/csrc/blocks.h:
 # combine_rows)
 _SLICE = 6
 
@@ -207,7 +207,7 @@ def _unrows(v: Any, shape: list[int], perm: list[int], width: int) -> Any:
 def _finish_block(pb: Any, axes: tuple[int, ...], f64: bool) -> Any:
     """Partial sums of every block of a slice (reduced axes whole here) to L, and
     the slice's special case: _SLICE values per slice, on the kept axes and a
-    trailing axis. The kernels' combine_rows does it (impl/_kernel.c says how), but
+    trailing axis. The kernels' combine_rows does it (impl/csrc/blocks.h says how), but
     for the float64 slices whose T is below _TINY_T, redone here."""
     _kernel = _kernels()
     ndim = pb.ndim - 1

@@ -1,0 +1,369 @@
+/* csrc/bindings.h: the checks of buffers and arguments (holds, kind_of, get_buffers,
+ * pair_buffers, out_kind_of, odd_check) and the module's general Python functions:
+ * rows, partial, write, log1p_dd, tiny_log, exp_dd, exp_short, constants and use.
+ * Uses dd_math.h, passes.h, passes_avx2.h (use_avx2) and threads.h; its checks are
+ * also used by blocks.h. The functions are listed in _kernel.c's method table. */
+
+/* ---- Python bindings: buffers in, GIL released while the loops run ---- */
+
+/* Whether total == a * b, without forming the product (it could overflow: rows a
+ * stride 0 apart cost no memory, and nb is the caller's word) */
+static inline int
+holds(Py_ssize_t total, Py_ssize_t a, Py_ssize_t b)
+{
+    return a ? total % a == 0 && total / a == b : total == 0;
+}
+
+/* 'f' for a float32 buffer, 'd' for a float64 one, 0 for anything else: another
+ * format, the other byte order, or an address not a multiple of the item size (the
+ * loops load whole numbers) */
+static int
+kind_of(Py_buffer *b)
+{
+    if (b->itemsize <= 0 || (uintptr_t)b->buf % (uintptr_t)b->itemsize != 0) {
+        return 0;
+    }
+    const char *f = b->format ? b->format : "B";
+    size_t len = strlen(f);
+    if (len == 2) { /* a byte order: only the native one ('@', '=', or named) */
+        const uint16_t probe = 1;
+        int little = *(const unsigned char *)&probe == 1;
+        char o = f[0];
+        if (!(o == '@' || o == '=' || o == (little ? '<' : '>') || (!little && o == '!'))) {
+            return 0;
+        }
+    }
+    else if (len != 1) {
+        return 0;
+    }
+    char c = f[len - 1];
+    if (c == 'f' && b->itemsize == 4) {
+        return 'f';
+    }
+    if (c == 'd' && b->itemsize == 8) {
+        return 'd';
+    }
+    return 0;
+}
+
+static int
+get_buffers(PyObject *xo, PyObject *oo, Py_buffer *x, Py_buffer *o)
+{
+    if (PyObject_GetBuffer(xo, x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    if (oo != NULL &&
+        PyObject_GetBuffer(oo, o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(x);
+        return -1;
+    }
+    return 0;
+}
+
+/* x and out for the row kernels: C-contiguous, x float32 or float64, out float32 or
+ * float64 (float64 for float64 x), as many elements as x, and, with has_rows, rows of
+ * n > 0. Returns the element count, or -1 with the buffers released and a ValueError
+ * set. */
+static Py_ssize_t
+pair_buffers(PyObject *xo, PyObject *oo, int has_rows, Py_ssize_t n, Py_buffer *x, Py_buffer *o,
+             int *kx, int *ko)
+{
+    if (get_buffers(xo, oo, x, o) < 0) {
+        return -1;
+    }
+    *kx = kind_of(x);
+    *ko = kind_of(o);
+    Py_ssize_t count = x->len / (x->itemsize ? x->itemsize : 1);
+    const char *problem = NULL;
+    if (has_rows && (n <= 0 || count % n != 0)) {
+        problem = "row length must be positive and divide the buffer";
+    }
+    else if (*kx == 0 || *ko == 0 || (*kx == 'd' && *ko != 'd')) {
+        problem = "x must be float32 or float64 and out float32/float64 (float64 for float64 x), "
+                  "native and aligned";
+    }
+    else if (o->len / o->itemsize != count) {
+        problem = "x and out must have the same number of elements";
+    }
+    if (problem) {
+        PyBuffer_Release(x);
+        PyBuffer_Release(o);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return -1;
+    }
+    return count;
+}
+
+/* The output kind for an out buffer of kind ko ('f' or 'd'), odd: rounded to odd */
+static inline int
+out_kind_of(int ko, int odd)
+{
+    return ko == 'd' ? OUT_F64 : odd ? OUT_F32_ODD : OUT_F32;
+}
+
+static const char ODD_PROBLEM[] = "odd=1 needs float32 x and a float32 out";
+
+/* odd needs float32 x and out; else a ValueError, the buffers released, -1 */
+static int
+odd_check(int odd, int kx, int ko, Py_buffer *x, Py_buffer *o)
+{
+    if (odd && (kx != 'f' || ko != 'f')) {
+        PyBuffer_Release(x);
+        PyBuffer_Release(o);
+        PyErr_SetString(PyExc_ValueError, ODD_PROBLEM);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(rows_doc,
+"rows(x, out, n, threads=1, odd=0) -> int\n\n"
+"log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"
+"into out (float32 or float64 for float32 x; float64 for float64 x). Rows with a NaN\n"
+"or a +inf, and rows of -inf only, are left untouched; returns how many there were.\n"
+"threads=k shares the rows (or the passes of one long row) among up to k threads\n"
+"(float32 into float32 and float64 into float64), each with at least 2**15\n"
+"elements; the result is the same for any k. odd=1 (float32 x and out): the\n"
+"results rounded to odd, for a caller that rounds them to a narrower format.");
+
+static PyObject *
+py_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo;
+    Py_ssize_t n;
+    int threads = 1, odd = 0;
+    if (!PyArg_ParseTuple(args, "OOn|ii", &xo, &oo, &n, &threads, &odd)) {
+        return NULL;
+    }
+    Py_buffer x, o;
+    int kx, ko;
+    Py_ssize_t count = pair_buffers(xo, oo, 1, n, &x, &o, &kx, &ko);
+    if (count < 0) {
+        return NULL;
+    }
+    if (odd_check(odd, kx, ko, &x, &o) < 0) {
+        return NULL;
+    }
+    Py_ssize_t skipped;
+    Py_BEGIN_ALLOW_THREADS
+    row_job job = {.x = x.buf, .out = o.buf, .nrows = count / n, .n = n, .f64 = kx == 'd',
+                   .out_kind = out_kind_of(ko, odd)};
+    if (threads >= 2 && (kx == 'd' || ko == 'f')) {
+        skipped = rows_threads(&job, threads);
+    }
+    else {
+        skipped = rows_one_thread(&job);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    return PyLong_FromSsize_t(skipped);
+}
+
+PyDoc_STRVAR(partial_doc,
+"partial(x, m, c=0.0) -> (hi, lo, count)\n\n"
+"For one segment of a row: the sum over entries below m of exp((x - m) - c), as a\n"
+"double-double for float64 x (lo = 0.0 for float32; c must be 0 there), and the\n"
+"count of entries equal to m.");
+
+static PyObject *
+py_partial(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    double m, c = 0.0;
+    if (!PyArg_ParseTuple(args, "Od|d", &xo, &m, &c)) {
+        return NULL;
+    }
+    Py_buffer x;
+    if (get_buffers(xo, NULL, &x, NULL) < 0) {
+        return NULL;
+    }
+    int kx = kind_of(&x);
+    const char *problem = NULL;
+    if (kx == 0 || x.len == 0) {
+        problem = "x must be a non-empty float32 or float64 buffer, native and aligned";
+    }
+    else if (!(c <= 0.0) || (kx == 'f' && c != 0.0)) {
+        problem = "the shift c must be <= 0 (and 0 for float32)";
+    }
+    if (problem) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_ssize_t count = x.len / x.itemsize, k = 0;
+    dd s = {0.0, 0.0};
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        partial_f32((const float *)x.buf, count, (float)m, &s.hi, &k);
+    }
+    else {
+        partial_f64((const double *)x.buf, count, m, c, &s, &k);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    return Py_BuildValue("ddn", s.hi, s.lo, k);
+}
+
+PyDoc_STRVAR(write_doc,
+"write(x, out, m, l_hi, l_lo, odd=0)\n\n"
+"out = (x - m) - (l_hi + l_lo), rounded once, for one segment of a row (float32 x\n"
+"uses l_hi only; odd=1 as in rows()).");
+
+static PyObject *
+py_write(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo;
+    double m, lh, ll;
+    int odd = 0;
+    if (!PyArg_ParseTuple(args, "OOddd|i", &xo, &oo, &m, &lh, &ll, &odd)) {
+        return NULL;
+    }
+    Py_buffer x, o;
+    int kx, ko;
+    Py_ssize_t count = pair_buffers(xo, oo, 0, 0, &x, &o, &kx, &ko);
+    if (count < 0) {
+        return NULL;
+    }
+    if (odd_check(odd, kx, ko, &x, &o) < 0) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        write_f32((const float *)x.buf, o.buf, out_kind_of(ko, odd), count, (float)m, lh);
+    }
+    else {
+        write_f64((const double *)x.buf, (double *)o.buf, count, m, lh, ll);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(log1p_dd_doc,
+"log1p_dd(hi, lo) -> (hi, lo)\n\nlog1p of a non-negative double-double, relative error near 2^-60.");
+
+static PyObject *
+py_log1p_dd(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= 0.0) || !isfinite(h)) {
+        PyErr_SetString(PyExc_ValueError, "log1p_dd needs a finite, non-negative argument");
+        return NULL;
+    }
+    dd r = log1p_dd(h, l);
+    return Py_BuildValue("dd", r.hi, r.lo);
+}
+
+PyDoc_STRVAR(tiny_log_doc,
+"tiny_log(c, s_hi, s_lo) -> float\n\n"
+"log1p(T) for T = exp(c) * (s_hi + s_lo) below 2**-960 (c <= -600): T itself,\n"
+"correctly rounded also where it is subnormal; 0.0 for c < -2000.");
+
+static PyObject *
+py_tiny_log(PyObject *self, PyObject *args)
+{
+    double c, sh, sl;
+    if (!PyArg_ParseTuple(args, "ddd", &c, &sh, &sl)) {
+        return NULL;
+    }
+    if (!(c <= 0.0) || !(sh >= 0.0) || !isfinite(sh)) {
+        PyErr_SetString(PyExc_ValueError, "tiny_log needs c <= 0 and a finite s_hi >= 0");
+        return NULL;
+    }
+    dd S = {sh, sl};
+    return PyFloat_FromDouble(tiny_log1p(c, S));
+}
+
+PyDoc_STRVAR(exp_dd_doc,
+"exp_dd(hi, lo) -> (hi, lo, K)\n\nexp(hi + lo) = 2**K * (hi + lo), for hi in [-746, 709].");
+
+static PyObject *
+py_exp_dd(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= -746.0 && h <= 709.0)) {
+        PyErr_SetString(PyExc_ValueError, "exp_dd needs -746 <= hi <= 709");
+        return NULL;
+    }
+    int64_t K;
+    dd r = exp_dd_scaled(h, l, &K);
+    return Py_BuildValue("ddL", r.hi, r.lo, (long long)K);
+}
+
+PyDoc_STRVAR(exp_short_doc, "exp_short(d) -> float\n\nThe float32 kernel's exp, for -700 <= d <= 0.");
+
+static PyObject *
+py_exp_short(PyObject *self, PyObject *args)
+{
+    double d;
+    if (!PyArg_ParseTuple(args, "d", &d)) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(exp_short(d));
+}
+
+PyDoc_STRVAR(constants_doc,
+"constants() -> dict\n\nThe kernel's constants, for checking against mpmath.");
+
+static PyObject *
+py_constants(PyObject *self, PyObject *unused)
+{
+    PyObject *tab = PyList_New(64);
+    if (tab == NULL) {
+        return NULL;
+    }
+    for (int j = 0; j < 64; j++) {
+        PyObject *pair = Py_BuildValue("dd", TAB_HI[j], TAB_LO[j]);
+        if (pair == NULL) {
+            Py_DECREF(tab);
+            return NULL;
+        }
+        PyList_SET_ITEM(tab, j, pair);
+    }
+    PyObject *tab4 = PyList_New(4);
+    if (tab4 == NULL) {
+        Py_DECREF(tab);
+        return NULL;
+    }
+    for (int j = 0; j < 4; j++) {
+        PyList_SET_ITEM(tab4, j, PyFloat_FromDouble(EXP2_4[j]));
+    }
+    return Py_BuildValue("{s:(ddd),s:d,s:N,s:(dd),s:d,s:N}", "ln2_64", C1, C2, C3, "inv_ln2_64",
+                         INV_C, "exp2_j64", tab, "ln2_4", L4_HI, L4_LO, "inv_ln2_4", INV_L4,
+                         "exp2_j4", tab4);
+}
+
+PyDoc_STRVAR(use_doc,
+"use(path) -> str\n\n"
+"Select the code path of the maxima, the sums and the large writes, 'scalar' or\n"
+"'avx2' (where the CPU has AVX2 and FMA); returns the previous one. Both give\n"
+"bit-identical results; tests check it.");
+
+static PyObject *
+py_use(PyObject *self, PyObject *args)
+{
+    const char *name;
+    if (!PyArg_ParseTuple(args, "s", &name)) {
+        return NULL;
+    }
+    const char *prev = partial_f64 == partial_f64_scalar ? "scalar" : "avx2";
+    if (strcmp(name, "scalar") == 0) {
+        use_avx2(0);
+    }
+    else if (strcmp(name, "avx2") == 0 && avx2_available()) {
+        use_avx2(1);
+    }
+    else {
+        PyErr_Format(PyExc_ValueError, "no code path %R on this machine", PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    return PyUnicode_FromString(prev);
+}

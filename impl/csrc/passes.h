@@ -1,0 +1,380 @@
+/* csrc/passes.h: the portable row passes, float32 then float64: the maxima (max_*), the
+ * sums (partial_*), the writes (write_*, streamed or not), whole rows (rows_f32,
+ * rows_f64, row_f64_tiny), and the function pointers that passes_avx2.h's use_avx2()
+ * points at the AVX2 variants. Uses common.h and dd_math.h; calls no Python API.
+ * Called by passes_avx2.h, threads.h, bindings.h and blocks.h. */
+
+/* The largest entry; NaN where the row is not the kernels' to do: a NaN in it, a +inf,
+ * or every entry -inf. -inf entries next to finite ones are the kernels' (their terms
+ * are 0 and their outputs -inf: masked logits). One body for both formats. */
+#define DEFINE_MAX(NAME, T)                                                                \
+    HOT static T NAME(const T *x, Py_ssize_t n)                                            \
+    {                                                                                      \
+        T acc[LANES], z[LANES];                                                            \
+        Py_ssize_t i = 0;                                                                  \
+        for (int l = 0; l < LANES; l++) {                                                  \
+            acc[l] = x[0];                                                                 \
+            z[l] = 0;                                                                      \
+        }                                                                                  \
+        for (; i + LANES <= n; i += LANES) {                                               \
+            for (int l = 0; l < LANES; l++) {                                              \
+                acc[l] = x[i + l] > acc[l] ? x[i + l] : acc[l];                            \
+                z[l] += (T)(x[i + l] != x[i + l]); /* counts the NaNs */                  \
+            }                                                                              \
+        }                                                                                  \
+        T m = acc[0], zs = z[0];                                                           \
+        for (int l = 1; l < LANES; l++) {                                                  \
+            m = acc[l] > m ? acc[l] : m;                                                   \
+            zs += z[l];                                                                    \
+        }                                                                                  \
+        for (; i < n; i++) {                                                               \
+            m = x[i] > m ? x[i] : m;                                                       \
+            zs += (T)(x[i] != x[i]);                                                       \
+        }                                                                                  \
+        return (zs == 0 && m - m == 0) ? m : (T)NAN; /* m - m: NaN for +-inf */            \
+    }
+
+DEFINE_MAX(max_f32_portable, float)
+DEFINE_MAX(max_f64_portable, double)
+
+typedef float (*max_f32_fn)(const float *, Py_ssize_t);
+typedef double (*max_f64_fn)(const double *, Py_ssize_t);
+static max_f32_fn max_f32 = max_f32_portable; /* or the AVX2 versions, at import */
+static max_f64_fn max_f64 = max_f64_portable;
+
+/* exp(x - m), 0 for x == m and for x = -inf (d == d + d holds for those two and no
+ * other d here). Below d = -700 the term is exp(-700) < 1e-304: such terms change T
+ * by less than n * 1e-304, which no float32 (or narrower) result resolves, and
+ * leaving them saves a compare per entry. They keep T above 0, so the maximum's
+ * -log1p(T) rounds to -0 as it should; a slice whose other entries are all -inf has
+ * T = 0 and its maximum gets +0, the exact answer. */
+static inline double
+term_f32(float x, double md)
+{
+    double d = (double)x - md;
+    double v = exp_short(d);
+    return d == d + d ? 0.0 : v;
+}
+
+static inline double
+finish_lanes8(const double acc[8])
+{
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Sum of exp(x - m) over the entries below m in eight lanes (entry i in lane i % 8,
+ * the last n % 8 in lane 0), and the count of entries equal to m */
+HOT static void
+partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    double acc[LANES] = {0.0};
+    double md = (double)m;
+    Py_ssize_t count = 0, i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            acc[l] += term_f32(x[i + l], md);
+            count += x[i + l] == m;
+        }
+    }
+    for (; i < n; i++) {
+        acc[0] += term_f32(x[i], md);
+        count += x[i] == m;
+    }
+    *sum = finish_lanes8(acc);
+    *at_max = count;
+}
+
+typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
+static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, at import */
+
+/* How rows of float32 input are written: float32 rounded to nearest, float64, or
+ * float32 rounded to odd (for a caller that rounds again to a narrower format: with
+ * two or more bits to spare, round-to-odd then round-to-nearest rounds once) */
+enum { OUT_F32 = 0, OUT_F64 = 1, OUT_F32_ODD = 2 };
+
+/* The OUT_F32_ODD writes on the AVX2 path (set at import where the CPU has it) */
+typedef void (*write_odd_fn)(const float *, float *, Py_ssize_t, float, double);
+static write_odd_fn write_odd_f32 = NULL;
+
+HOT static void
+write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L)
+{
+    double md = (double)m;
+    if (out_kind == OUT_F64) {
+        double *o = (double *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = ((double)x[i] - md) - L;
+        }
+    }
+    else if (out_kind == OUT_F32_ODD && write_odd_f32 != NULL) {
+        write_odd_f32(x, (float *)out, n, m, L);
+    }
+    else if (out_kind == OUT_F32_ODD) {
+        float *o = (float *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = round_odd_f32(((double)x[i] - md) - L);
+        }
+    }
+    else {
+        float *o = (float *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = (float)(((double)x[i] - md) - L);
+        }
+    }
+}
+
+/* Large outputs are written with non-temporal stores (no read of the destination's
+ * cache lines before writing them), where the CPU has AVX2; below this size the output
+ * is better left in the cache for whoever reads it next. */
+#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each thread's share */
+typedef void (*stream_f32_fn)(const float *, float *, Py_ssize_t, float, double);
+typedef void (*stream_f64_fn)(const double *, double *, Py_ssize_t, double, double, double);
+static stream_f32_fn stream_f32 = NULL; /* set at import where the CPU has AVX2 */
+static stream_f64_fn stream_f64 = NULL;
+
+/* Non-temporal stores are weakly ordered: fenced before the thread reports back */
+static inline void
+stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+/* Whether a call writing `bytes` of output streams them: float64, or float32 rounded
+ * to nearest, 4 MB and more, where the AVX2 path is in use. A caller that streams
+ * calls stream_fence() before it returns. */
+static inline int
+streams(int f64, int out_kind, size_t bytes)
+{
+    return (f64 ? stream_f64 != NULL : stream_f32 != NULL && out_kind == OUT_F32) &&
+           bytes >= STREAM_MIN_BYTES;
+}
+
+/* One row's output, streamed or not (streams()) */
+static void
+write_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L, int stream)
+{
+    if (stream) {
+        stream_f32(x, (float *)out, n, m, L);
+    }
+    else {
+        write_f32(x, out, out_kind, n, m, L);
+    }
+}
+
+/* Bytes per output entry */
+static inline size_t
+out_size(int f64, int out_kind)
+{
+    return f64 || out_kind == OUT_F64 ? sizeof(double) : sizeof(float);
+}
+
+/* Rows with a NaN or a +inf, and rows of -inf only, are left untouched and counted
+ * (and, where bad is not NULL, marked there with 1; the other rows with 0). stream:
+ * streams() of the whole call, which fences once at its end. */
+static Py_ssize_t
+rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad,
+         int stream)
+{
+    size_t osize = out_size(0, out_kind);
+    Py_ssize_t skipped = 0;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        const float *xr = x + r * n;
+        void *orow = (char *)out + (size_t)(r * n) * osize;
+        float m = max_f32(xr, n);
+        if (bad) {
+            bad[r] = isnan(m);
+        }
+        if (isnan(m)) {
+            skipped++;
+            continue;
+        }
+        double T;
+        Py_ssize_t k;
+        partial_f32(xr, n, m, &T, &k);
+        T += (double)(k - 1);
+        write_row_f32(xr, orow, out_kind, n, m, log1p(T), stream);
+    }
+    return skipped;
+}
+
+/* ---- float64 ---- */
+
+/* Largest x - m (high part) over the entries below m; -inf if none */
+static double
+second_f64(const double *x, Py_ssize_t n, double m)
+{
+    double best = -INFINITY;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (x[i] != m) {
+            double d = x[i] - m;
+            best = d > best ? d : best;
+        }
+    }
+    return best;
+}
+
+/* One term of the float64 sum: exp((x - m) - c) as double-double, 0 for the maximal
+ * entries (x == m, counted by the caller) and below 2^-1075. The vector version below
+ * does the same operations in the same order, lane by lane. */
+static inline void
+term_f64(double xi, double m, double c, double *hi, double *lo)
+{
+    double dh = xi - m;
+    double bb = dh - xi;
+    double dl = (xi - (dh - bb)) + (-m - bb);
+    double sh = dh - c;
+    bb = sh - dh;
+    double sl = ((dh - (sh - bb)) + (-c - bb)) + dl;
+    if (dh == 0.0 || !(sh >= -745.5)) {
+        *hi = 0.0;
+        *lo = 0.0;
+        return;
+    }
+    exp_term(sh, sl, hi, lo);
+}
+
+/* One output: (x - m) - (Lh + Ll), rounded once; overflow gives -inf */
+static inline double
+out_f64(double x, double m, double Lh, double Ll)
+{
+    dd d = two_sum(x, -m);
+    dd s = two_sum(d.hi, -Lh);
+    double v = s.hi + (s.lo + (d.lo - Ll));
+    return fabs(s.hi) <= DBL_MAX ? v : s.hi;
+}
+
+/* out = (x - m) - (L_hi + L_lo), rounded once; overflow gives -inf */
+HOT static void
+write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = out_f64(x[i], m, Lh, Ll);
+    }
+}
+
+/* A row's zeros made -0, for rows with an entry below the maximum: T > 0 there, so
+ * the maximum's output (the only one that can be 0) is negative, however small */
+static void
+negative_zeros(void *out, size_t osize, Py_ssize_t n)
+{
+    if (osize == sizeof(double)) {
+        double *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0 ? -0.0 : o[i];
+        }
+    }
+    else {
+        float *o = out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            o[i] = o[i] == 0.0f ? -0.0f : o[i];
+        }
+    }
+}
+
+/* The float64 sums run in eight lanes: two AVX2 vectors, so that two independent
+ * accumulations overlap */
+#define DD_LANES 8
+
+static void
+finish_sum(const double ah[DD_LANES], const double al[DD_LANES], dd *sum)
+{
+    dd s = {0.0, 0.0};
+    for (int l = 0; l < DD_LANES; l++) {
+        acc_dd(&s.hi, &s.lo, ah[l], al[l]);
+    }
+    *sum = two_sum(s.hi, s.lo);
+}
+
+/* Sum over the entries below m of exp((x - m) - c), as double-double, in eight
+ * lanes (entry i in lane i % 8, the last n % 8 entries in lane 0); the count of
+ * entries equal to m. c = 0 or a (negative) shift. */
+HOT static void
+partial_f64_scalar(const double *x, Py_ssize_t n, double m, double c, dd *sum,
+                   Py_ssize_t *at_max)
+{
+    double ah[DD_LANES] = {0.0}, al[DD_LANES] = {0.0};
+    Py_ssize_t count = 0, i = 0;
+    for (; i + DD_LANES <= n; i += DD_LANES) {
+        for (int l = 0; l < DD_LANES; l++) {
+            double h, lo;
+            term_f64(x[i + l], m, c, &h, &lo);
+            acc_dd(&ah[l], &al[l], h, lo);
+            count += x[i + l] == m;
+        }
+    }
+    for (; i < n; i++) {
+        double h, lo;
+        term_f64(x[i], m, c, &h, &lo);
+        acc_dd(&ah[0], &al[0], h, lo);
+        count += x[i] == m;
+    }
+    finish_sum(ah, al, sum);
+    *at_max = count;
+}
+
+typedef void (*partial_f64_fn)(const double *, Py_ssize_t, double, double, dd *, Py_ssize_t *);
+static partial_f64_fn partial_f64 = partial_f64_scalar;
+
+/* One row's output, streamed or not (streams()) */
+static void
+write_row_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll,
+              int stream)
+{
+    if (stream) {
+        stream_f64(x, out, n, m, Lh, Ll);
+    }
+    else {
+        write_f64(x, out, n, m, Lh, Ll);
+    }
+}
+
+/* One float64 row whose T is below 2^-960: T = exp(c) * sum exp(d - c), c = the
+ * second largest d. Where T > 0 (c finite) but log1p(T) rounds to 0, the maximum's
+ * -log1p(T) is -0; write_f64 gives +0 there, the answer where T = 0 (c = -inf: the
+ * other entries -inf). */
+static void
+row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
+{
+    double c = second_f64(x, n, m);
+    dd S = {0.0, 0.0};
+    Py_ssize_t k;
+    if (c >= -2000.0) {
+        partial_f64(x, n, m, c, &S, &k);
+    }
+    write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
+    if (c > -INFINITY) {
+        negative_zeros(out, sizeof(double), n);
+    }
+}
+
+/* rows_f32's contract */
+static Py_ssize_t
+rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad, int stream)
+{
+    Py_ssize_t skipped = 0;
+    for (Py_ssize_t r = 0; r < nrows; r++) {
+        const double *xr = x + r * n;
+        double *orow = out + r * n;
+        double m = max_f64(xr, n);
+        if (bad) {
+            bad[r] = isnan(m);
+        }
+        if (isnan(m)) {
+            skipped++;
+            continue;
+        }
+        dd T;
+        Py_ssize_t k;
+        partial_f64(xr, n, m, 0.0, &T, &k);
+        if (k == 1 && T.hi < 0x1p-960) {
+            row_f64_tiny(xr, orow, n, m);
+            continue;
+        }
+        dd t = two_sum(T.hi, (double)(k - 1));
+        dd L = log1p_dd(t.hi, t.lo + T.lo);
+        write_row_f64(xr, orow, n, m, L.hi, L.lo, stream);
+    }
+    return skipped;
+}
