@@ -1,6 +1,7 @@
 """impl.log_softmax against its peers, side by side in one run: medians and ratios.
 
     python benchmarks/bench_impl.py [--repeat 15] [--threads N] [--no-dask-scale]
+                                    [--states-processes 3] [--only states|passes]
 
 Threads, in a table of their own: impl in NumPy with one thread, two, and every core
 this process may run on (``impl.set_num_threads``), beside SciPy (one thread) and
@@ -8,6 +9,22 @@ this process may run on (``impl.set_num_threads``), beside SciPy (one thread) an
 timed in alternation in one run. ``--threads`` sets the threads of impl and torch in
 the tables of peers (default: every core the process may run on, as torch and XLA
 use).
+
+Process states, in a table of their own: the same calls (impl with every core's
+threads and with one, SciPy, x.copy()) timed in fresh processes of three kinds, run
+in turn (bare, backends, after work, bare, ...; ``--states-processes`` of each):
+``bare`` has imported NumPy, SciPy and impl only; ``backends`` has also imported
+torch, JAX, Dask and array-api-strict and run an operation in each (their thread
+pools exist); ``after work`` has then done what a long-lived process does before it:
+the oracle on a few hundred rows, each backend's log_softmax on 64 MB, and a heap
+churned by allocations from 1 KB to 64 MB freed in random order. Each row shows the
+median over the processes with their range, the ratio to x.copy() in the same
+process, and the page faults per call: what moves a process's speed is visible there.
+
+Passes, in a table of their own: where impl's time goes on one thread, one float32 row
+of 4194304 entries: its sum pass (an exp in double of every entry, summed in double
+lanes: ``_kernel.partial``) and its write pass (``_kernel.write``) beside x.copy(),
+NumPy's max (one read pass) and NumPy's own float32 exp, in ns per entry.
 
 Shapes (reducing the last axis): float32 (128, 32768), (4096, 1024), (1, 4194304) and
 float64 (1024, 1024). NumPy: impl vs scipy.special.log_softmax. PyTorch CPU: impl vs
@@ -154,6 +171,162 @@ def _thread_rows(repeat: int) -> list[tuple[str, list[int], list[float]]]:
     return out
 
 
+def _pass_rows(repeat: int) -> list[tuple[str, float]]:
+    """ms of each pass of impl's float32 kernel on one thread, and of its neighbours."""
+    from impl import _kernel
+
+    x = np.random.default_rng(7).standard_normal(1 << 22).astype(np.float32)
+    out = np.empty_like(x)
+    m = float(x.max())
+    hi, lo, _ = _kernel.partial(x, m)
+    big_l = _kernel.log1p_dd(hi, lo)
+
+    def one_thread() -> Any:
+        impl.set_num_threads(1)
+        return impl.log_softmax(x)
+
+    named: list[tuple[str, Callable[[], Any]]] = [
+        ("x.copy() (into a buffer)", lambda: np.copyto(out, x)),
+        ("NumPy max (one read)", lambda: x.max()),
+        ("NumPy exp, float32", lambda: np.exp(x, out=out)),
+        ("impl's sum pass", lambda: _kernel.partial(x, m)),
+        ("impl's write pass", lambda: _kernel.write(x, out, m, *big_l)),
+        ("impl, whole (1 thread)", one_thread),
+    ]
+    ms = _interleaved_ms([f for _, f in named], repeat)
+    impl.set_num_threads(None)
+    return [(name, t) for (name, _), t in zip(named, ms, strict=True)]
+
+
+# The process states (see the module's docstring), each prepared by _enter_state
+STATES = ["bare", "backends", "after work"]
+STATE_SHAPES = [((128, 32768), "float32"), ((1, 4194304), "float32")]
+
+
+def _enter_state(state: str) -> None:
+    """Bring this (fresh) process into ``state``."""
+    if state == "bare":
+        return
+    import array_api_strict
+    import dask.array as da
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    x = np.random.default_rng(3).standard_normal((256, 1024)).astype(np.float32)
+    torch.nn.functional.log_softmax(torch.from_numpy(x), dim=-1)  # starts torch's threads
+    jax.nn.log_softmax(jnp.asarray(x), axis=-1).block_until_ready()  # XLA's
+    da.from_array(x, chunks=(64, 1024)).sum().compute()  # Dask's thread pool
+    array_api_strict.asarray(x) + 1
+    if state == "backends":
+        return
+    import reference
+    from reference import FORMATS
+    from reference.tests._corpus import rows
+
+    for seed in range(4):  # the oracle (mpmath) on adversarial rows
+        for fmt in FORMATS.values():
+            for _, row in rows(fmt, seed=seed, n=16):
+                reference.evaluate(row)
+    big = np.random.default_rng(4).standard_normal((256, 65536)).astype(np.float32)
+    for arr in (big, torch.from_numpy(big), jnp.asarray(big), da.from_array(big, (64, 65536))):
+        out = impl.log_softmax(arr, axis=-1)
+        if hasattr(out, "compute"):
+            out.compute()
+    torch.nn.functional.log_softmax(torch.from_numpy(big), dim=-1)
+    jax.nn.log_softmax(jnp.asarray(big), axis=-1).block_until_ready()
+    rng = np.random.default_rng(5)  # a churned heap: sizes from 1 KB to 64 MB
+    held: list[np.ndarray] = []
+    for size in np.exp(rng.uniform(np.log(1 << 10), np.log(64 << 20), 2000)).astype(int):
+        held.append(np.ones(size // 8))
+        if len(held) > 40:
+            held.pop(int(rng.integers(len(held))))
+    del held, big
+
+
+def _state_worker(state: str, repeat: int) -> None:
+    """Child process: enter the state, time the calls, print one JSON line per shape."""
+    import json
+
+    import scipy.special
+
+    from impl._threads import available_cores
+
+    _enter_state(state)
+    rng = np.random.default_rng(6)
+    every = available_cores()
+    for shape, dt in STATE_SHAPES:
+        x = rng.standard_normal(shape).astype(dt)
+
+        def ours(x: Any = x, k: int = every) -> Any:
+            impl.set_num_threads(k)
+            return impl.log_softmax(x, axis=-1)
+
+        fns = [
+            ours,
+            lambda: ours(k=1),
+            lambda x=x: scipy.special.log_softmax(x, axis=-1),
+            lambda x=x: x.copy(),
+        ]
+        ms = _interleaved_ms(fns, repeat)
+        print(json.dumps({"shape": f"{dt} {shape}", "ms": ms, "faults": list(_faults)}))
+
+
+def _state_rows(repeat: int, processes: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Per (state, shape): the figures of each process, the states run in turn."""
+    import json
+    import subprocess
+    import sys
+
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(processes):
+        for state in STATES:
+            cmd = [sys.executable, __file__, "--state-worker", state, "--repeat", str(repeat)]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise RuntimeError(f"state {state!r}: exit {res.returncode}\n{res.stderr[-2000:]}")
+            for line in res.stdout.splitlines():
+                if line.startswith("{"):
+                    rec = json.loads(line)
+                    out.setdefault((state, rec["shape"]), []).append(rec)
+    return out
+
+
+def _print_states(states: dict[tuple[str, str], list[dict[str, Any]]], cores: int) -> None:
+    def span(vals: list[float], fmt: str) -> str:
+        med = statistics.median(vals)
+        return f"{med:{fmt}} ({min(vals):{fmt}}-{max(vals):{fmt}})"
+
+    n = len(next(iter(states.values())))
+    print(f"process states: medians over {n} processes each (range); impl on {cores} threads")
+    print(
+        f"{'state':<11} {'shape':<22} {'impl ms':>19} {'copy ms':>19} {'impl/copy':>19} "
+        f"{'1 thr/copy':>11} {'impl/scipy':>11} {'faults impl, scipy, copy':>25}"
+    )
+    for (state, label), recs in states.items():
+        ours = [r["ms"][0] for r in recs]
+        cp = [r["ms"][3] for r in recs]
+        ratio = [r["ms"][0] / r["ms"][3] for r in recs]
+        one = statistics.median(r["ms"][1] / r["ms"][3] for r in recs)
+        sp = statistics.median(r["ms"][0] / r["ms"][2] for r in recs)
+        fo = statistics.median(r["faults"][0] for r in recs)
+        fs = statistics.median(r["faults"][2] for r in recs)
+        fc = statistics.median(r["faults"][3] for r in recs)
+        print(
+            f"{state:<11} {label:<22} {span(ours, '.2f'):>19} {span(cp, '.2f'):>19} "
+            f"{span(ratio, '.2f'):>19} {one:>10.2f}x {sp:>10.2f}x {fo:>8.0f} {fs:>7.0f} {fc:>8.0f}"
+        )
+
+
+def _print_passes(rows: list[tuple[str, float]]) -> None:
+    n = 1 << 22
+    copy = rows[0][1]
+    print(f"one thread, float32 row of {n} entries")
+    print(f"{'':<26} {'ms':>7} {'ns/entry':>9} {'/copy':>7}")
+    for name, ms in rows:
+        print(f"{name:<26} {ms:>7.3f} {ms * 1e6 / n:>9.3f} {ms / copy:>6.2f}x")
+
+
 def main() -> None:
     from impl._threads import available_cores
 
@@ -164,10 +337,27 @@ def main() -> None:
         help="impl's and torch's threads in the tables of peers (default: every core)",
     )  # fmt: skip
     p.add_argument("--no-dask-scale", action="store_true", help="skip the Dask arrays of 256 MB")
+    p.add_argument(
+        "--states-processes", type=int, default=3,
+        help="fresh processes per process state (0: skip that table)",
+    )  # fmt: skip
+    p.add_argument(
+        "--only", choices=["states", "passes"], help="only the table of process states, or passes"
+    )
+    p.add_argument("--state-worker", choices=STATES, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.state_worker:
+        return _state_worker(args.state_worker, args.repeat)
+    if args.only == "passes":
+        return _print_passes(_pass_rows(args.repeat))
+    if args.only == "states" or args.states_processes > 0:
+        states = _state_rows(args.repeat, max(1, args.states_processes))
+        if args.only == "states":
+            return _print_states(states, available_cores())
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, float, float, float, float]] = []
     threads = _thread_rows(args.repeat)
+    passes = _pass_rows(args.repeat)
     impl.set_num_threads(args.threads)
 
     import scipy.special
@@ -246,6 +436,11 @@ def main() -> None:
             f"{backend:<10} {label:<22} {ours:>9.2f} {peer:>9.2f} {ours / peer:>9.2f}x "
             f"{f_ours:>11.0f} {f_peer:>11.0f}"
         )
+    print()
+    _print_passes(passes)
+    if args.states_processes > 0:
+        print()
+        _print_states(states, available_cores())
     if dask_rows:
         print()
         print(
