@@ -66,7 +66,7 @@ class Backend:
             yield
 
     def run(self, fn: Callable[..., Any], x: NDArray[Any], **kwargs: Any) -> NDArray[Any]:
-        """fn(x_on_backend, **kwargs), executed the backend's way, back in NumPy."""
+        """``fn(x_on_backend, **kwargs)``, executed the backend's way, back in NumPy."""
         with self.context():
             xb = self.from_numpy(x)
             if self.mode == "jit":

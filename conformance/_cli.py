@@ -220,7 +220,8 @@ def _gate(args: argparse.Namespace) -> int:
     return 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (the CLI reference of the docs is its help)."""
     p = argparse.ArgumentParser(
         prog="python -m conformance",
         description="Sweep log_softmax candidates x backends x dtypes x input families, "
@@ -235,13 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "recorded as not run)")  # fmt: skip
     r.add_argument("--dtypes", help=f"comma-separated (default: {','.join(DTYPES)})")
     r.add_argument("--families", help="comma-separated (default: all)")
-    r.add_argument("--profile", choices=PROFILES, default="quick")
+    r.add_argument("--profile", choices=PROFILES, default="quick",
+                   help="sizes and seeds per family (default: quick)")  # fmt: skip
     r.add_argument("--jobs", type=int, default=default_jobs(),
                    help="workers at a time (default: the cores this process may use)")  # fmt: skip
     r.add_argument("--results", default="results", help="results directory (default: results)")
     r.add_argument("--resume", action="store_true", help="keep finished cells, run the rest")
-    r.add_argument("--timeout", type=float, default=300.0, help="seconds per cell")
-    r.add_argument("--cache", default=str(default_cache_dir()), help="oracle cache directory")
+    r.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds per cell before its worker is killed (default: 300)")  # fmt: skip
+    r.add_argument("--cache", default=str(default_cache_dir()),
+                   help="oracle cache directory (default: %(default)s)")  # fmt: skip
     r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
     r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
     r.add_argument(
@@ -251,27 +255,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     s = sub.add_parser("search", help="search for a candidate's worst inputs; keep them")
     s.add_argument("--candidate", required=True, help="a built-in name or module:function")
-    s.add_argument("--backend", default="numpy:cpu")
-    s.add_argument("--dtype", default="float32")
-    s.add_argument("--budget", default="60s", help="time budget, e.g. 60s or 2m")
+    s.add_argument("--backend", default="numpy:cpu", help="(default: numpy:cpu)")
+    s.add_argument("--dtype", default="float32", help="(default: float32)")
+    s.add_argument("--budget", default="60s", help="time budget, e.g. 2m (default: 60s)")
     s.add_argument("--examples", type=int, help="stop after this many examples instead")
     s.add_argument(
-        "--strategy", default="all", choices=("all", "rows", "dominant", "ties", "offset")
+        "--strategy",
+        default="all",
+        choices=("all", "rows", "dominant", "ties", "offset"),
+        help="the kind of inputs searched (default: all)",
     )
     s.add_argument("--corpus", help="corpus file (default: conformance/data/worst_cases.jsonl)")
     s.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
     rp = sub.add_parser("report", help="Markdown, reST and HTML reports from a results table")
-    rp.add_argument("--results", default="results", help="results directory of a sweep")
+    rp.add_argument("--results", default="results",
+                    help="results directory of a sweep (default: results)")  # fmt: skip
     rp.add_argument(
         "--out", default=None,
         help="output directory (default: RESULTS/report; the published report: --out reports)",
     )  # fmt: skip
     g = sub.add_parser("gate", help="fail (exit 1) when any cell got worse than the baseline")
-    g.add_argument("--results", default="results", help="results directory of a sweep")
-    g.add_argument("--baseline", default="reports/baseline.json")
+    g.add_argument("--results", default="results",
+                   help="results directory of a sweep (default: results)")  # fmt: skip
+    g.add_argument("--baseline", default="reports/baseline.json",
+                   help="the baseline to compare with (default: %(default)s)")  # fmt: skip
     g.add_argument("--update", action="store_true",
                    help="ratchet: write improved and new cells into the baseline")  # fmt: skip
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "report":
             return _report(args)

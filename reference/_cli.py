@@ -51,21 +51,45 @@ def parse_array(text: str) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _hex(v: float) -> str:
-    return v.hex() if math.isfinite(v) else repr(v)
+def _hex(v: float, precision: int = 53) -> str:
+    """v in hex with as many fraction digits as its format has (float32: 6)."""
+    if not math.isfinite(v):
+        return repr(v)
+    mant, exp = v.hex().split("p")
+    digits = -(-(precision - 1) // 4)
+    head, _, frac = mant.partition(".")
+    return f"{head}.{frac[:digits]}p{exp}"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _shortest(v: float, dtype: np.dtype[Any]) -> str:
+    """The shortest decimal that reads back as v in its format."""
+    return repr(v) if dtype == np.float64 else str(np.asarray(v).astype(dtype)[()])
+
+
+def _residual(r: float) -> str:
+    if math.isnan(r):
+        return ""
+    return f"{r:+.6f}" if r == 0 or abs(r) >= 5e-7 else f"{r:+.2e}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (the CLI reference of the docs is its help)."""
     p = argparse.ArgumentParser(
         prog="python -m reference",
         description="Correctly rounded log_softmax of the given values (round to nearest "
         "even, subnormals, overflow to -inf), with the exact residual in ULPs.",
     )
     p.add_argument("values", help='a list such as "[0, -40]"; inf, nan and "0x1p-3" allowed')
-    p.add_argument("--dtype", default="float64", choices=sorted(FORMATS))
+    p.add_argument("--dtype", default="float64", choices=sorted(FORMATS),
+                   help="the format of the input and the answer (default: float64)")  # fmt: skip
     p.add_argument("--axis", default=None, type=int, help="reduced axis (default: all)")
-    p.add_argument("--engine", default="auto", choices=["auto", "arb", "mpmath"])
-    args = p.parse_args(argv)
+    p.add_argument("--engine", default="auto", choices=["auto", "arb", "mpmath"],
+                   help="the exact engine (default: auto: Arb with python-flint)")  # fmt: skip
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     fmt = format_of(args.dtype)
     try:
         raw = np.asarray(parse_array(args.values), dtype=np.float64)
@@ -86,8 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs = res.residual.reshape(-1).tolist()
     print(f"{'index':>8}  {'input':<24} {'result':<25} {'hex':<25} (y - result)/ulp")
     for i, idx in enumerate(np.ndindex(*x.shape) if x.ndim else [()]):
-        r = "" if math.isnan(rs[i]) else f"{rs[i]:+.6f}"
-        print(f"{idx!s:>8}  {xs[i]!r:<24} {ys[i]!r:<25} {_hex(ys[i]):<25} {r}")
+        xt, yt = _shortest(xs[i], fmt.dtype), _shortest(ys[i], fmt.dtype)
+        yh = _hex(ys[i], fmt.precision)
+        print(f"{idx!s:>8}  {xt:<24} {yt:<25} {yh:<25} {_residual(rs[i])}")
     for sp in res.special_slices:
         alts = ", ".join(a.semantics for a in sp.answers[1:])
         if alts:

@@ -145,7 +145,7 @@ class OracleResult:
         return out
 
     def abs_error_eps(self, computed: Any) -> NDArray[np.float64]:
-        """|computed - y| in units of the format's epsilon (inf at special mismatches)."""
+        """``|computed - y|`` in units of the format's epsilon (inf at special mismatches)."""
         err = self.ulp_error(computed)
         with np.errstate(all="ignore"):
             out = np.ldexp(err, self.ulp_exp.astype(np.int32) + self.fmt.precision - 1)

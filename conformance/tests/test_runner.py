@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conformance import COLUMNS, RunConfig, backend, candidate, family, run
 from conformance._candidates import Candidate
@@ -176,3 +177,26 @@ def test_the_modules_of_the_package_depend_one_way():
 
     for m in sorted(graph):
         visit(m, [])
+
+
+@pytest.mark.parametrize("module", ["conformance._cli", "reference._cli"])
+def test_every_option_with_a_default_says_it_in_its_help(module: str):
+    """--help states each default (--profile, --jobs, --timeout, gate --baseline had
+    none): an option with a default and no "default" in its help text fails."""
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+    missing = [
+        f"{p.prog} {'/'.join(a.option_strings)}"
+        for p in parsers
+        for a in p._actions
+        if a.option_strings
+        and a.default not in (None, False, argparse.SUPPRESS)
+        and "default" not in (a.help or "")
+    ]
+    assert not missing, missing

@@ -55,6 +55,21 @@ def test_cli_prints_repr_and_hex(capsys):
     assert "result = [-4.248354255291589e-18, -40.0]" in out
 
 
+def test_cli_prints_each_format_at_its_own_width(capsys):
+    """float32 results print as float32 (shortest decimal, 6 hex digits), not as the
+    float64 they are held in; a residual below 1e-6 is not printed as -0.000000."""
+    assert main(["[0, -20]", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "-2.0611537e-09" in out and "-0x1.1b4866p-29 " in out
+    assert "-2.06115369216775e-09 " not in out and "0000000p" not in out
+    assert main(["[0, -8, 3]", "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "-11.0625" in out and "-0x1.62p+3 " in out
+    assert main(["[0, -60]", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out  # -60's residual is -1.2e-12 ulp
+    assert "-0.000000" not in out and "-1.23e-12" in out
+
+
 def test_cli_module_entry_point_and_errors():
     ok = subprocess.run(
         [
