@@ -11,6 +11,7 @@ from typing import Any
 from ._backends import BACKENDS, backend
 from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
+from ._cell import STATUSES
 from ._families import FAMILIES, PROFILES, family
 from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
@@ -58,7 +59,7 @@ def _list(args: argparse.Namespace) -> int:
     for c in known_candidates():
         where = "all backends" if not c.libraries else ", ".join(c.libraries)
         print(f"  {c.name:<30} {c.doc} ({where})")
-    print("  module:function               any function fn(x, axis=None)")
+    print(f"  {'module:function':<30} any function fn(x, axis=None)")
     print("families:")
     for f in FAMILIES:
         extra = "" if len(f.dtypes) == 4 else f" [{', '.join(f.dtypes)}]"
@@ -112,6 +113,11 @@ def _run(args: argparse.Namespace) -> int:
     counts = table["status"].value_counts().to_dict()
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     print(f"{len(table)} cells: {summary}. Table: {Path(args.results) / 'results.parquet'}")
+    for name, part in table.groupby("candidate", sort=False):
+        c = part["status"].value_counts().to_dict()
+        print(f"  {name}: " + ", ".join(f"{c[k]} {k}" for k in STATUSES if c.get(k)))
+    print("Report: python -m conformance report" + (
+        f" --results {args.results}" if args.results != "results" else ""))  # fmt: skip
     return 0
 
 

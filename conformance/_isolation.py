@@ -21,6 +21,7 @@ itself here: results go to a callback. No candidate code runs in the supervisor.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
@@ -31,7 +32,7 @@ import sys
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -158,17 +159,24 @@ def kill_tree(proc: Any) -> int | None:
     return proc.exitcode  # type: ignore[no-any-return]
 
 
-def _start_process(proc: Any) -> None:
-    """Start without the caller's ``__main__``: multiprocessing would run the main
-    script again in the child (a script that starts a sweep at import would start one
-    in every worker); workers import candidates by module name and need none of it."""
+@contextlib.contextmanager
+def without_main() -> Iterator[None]:
+    """Processes started inside do without the caller's ``__main__``: multiprocessing
+    would run the main script again in each child (a script that starts a sweep at
+    import would start one in every worker; ``python -`` has no file to run at all);
+    the harness's children import what they need by module name."""
     main = sys.modules.get("__main__")
     sys.modules["__main__"] = types.ModuleType("__main__")
     try:
-        proc.start()
+        yield
     finally:
         if main is not None:
             sys.modules["__main__"] = main
+
+
+def _start_process(proc: Any) -> None:
+    with without_main():
+        proc.start()
 
 
 def _spawn(target: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:

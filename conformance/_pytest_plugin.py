@@ -207,8 +207,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"backends={config.getoption('backends') or 'all'}; {mode}",
         f"conformance: {versions}",
         f"conformance: cpu={_cpu()!r}",
-        f"conformance: hypothesis seed={seed if seed is not None else 'derandomized/default'}",
+        f"conformance: hypothesis {_hypothesis_seed(seed)}",
     ]
+
+
+def _hypothesis_seed(seed: Any) -> str:
+    """How Hypothesis draws here, in the words of its settings (one statement: the
+    seed given, derandomized by the profile, or a fresh seed per run)."""
+    import hypothesis
+
+    profile = hypothesis.settings.get_current_profile_name()
+    if seed is not None:
+        return f"seed={seed} (--hypothesis-seed)"
+    if hypothesis.settings().derandomize:
+        return f"derandomized (profile {profile})"
+    return f"a random seed each run (profile {profile}; --hypothesis-seed=N fixes one)"
 
 
 def failure_message(spec: Any, rec: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cell import HIST_EDGES
-from ._support import SCIPY_DECLARED, markdown_table, rst_table, support
+from ._support import SCIPY_DECLARED, display_width, markdown_table, rst_table, support
 
 __all__ = ["write_report"]
 
@@ -99,6 +99,45 @@ def _summary_rows(table: Any) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def findings(table: Any) -> list[str]:
+    """What the sweep found, a sentence per candidate, from the table: its worst error
+    per format where it has one, the family that shows it, and its failures."""
+    out = []
+    for c in _order(table):
+        t = table[table["candidate"] == c]
+        ran = t[t["status"] != "not run"]
+        n = {s: int((t["status"] == s).sum()) for s in ("pass", "fail", "error")}
+        if ran.empty:
+            out.append(f"{c} did not run here ({len(t)} cells not run).")
+            continue
+        finite = ran[ran["max_ulp"].notna()]
+        if n["fail"] == 0 and n["error"] == 0:
+            worst = float(finite["max_ulp"].max()) if not finite.empty else float("nan")
+            formats = ", ".join(d for d in DTYPES if (ran["dtype"] == d).any())
+            out.append(
+                f"{c} is within {_fmt(worst)} ULP on every cell that ran "
+                f"({n['pass']} cells: {formats})."
+            )
+            continue
+        parts = []
+        for d in reversed(DTYPES):
+            cells = finite[finite["dtype"] == d]
+            if cells.empty:
+                continue
+            top = cells.loc[cells["max_ulp"].idxmax()]
+            if float(top["max_ulp"]) > 1:
+                parts.append(f"{_fmt(top['max_ulp'])} ULP in {d} ({top['family']})")
+        why_inf = (
+            " (inf: a non-finite answer where the exact one is finite, or the reverse)"
+            if any(p.startswith("inf ") for p in parts)
+            else ""
+        )
+        reach = f" reaches {', '.join(parts)}{why_inf};" if parts else ""
+        tail = f"{n['fail']} cells fail, {n['error']} raise, {n['pass']} pass"
+        out.append(f"{c}{reach} {tail}.")
+    return out
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -224,13 +263,15 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
                 if v:
                     h += np.asarray(v, dtype=float)
             if h.sum():
-                ax.step(centers, h / h.sum(), where="post", label=c)
+                st = _style(cands.index(c))
+                ax.step(centers, h / h.sum(), where="post", label=c, linestyle=st["linestyle"],
+                        linewidth=st["linewidth"], color=st["color"])  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(d)
         ax.set_xlabel("ULP error (bin lower edge)")
     axes[0].set_ylabel("fraction of elements")
-    axes[-1].legend(fontsize=7)
+    _legend(fig, axes)
     made["hist"] = _save(fig, img / "ulp_histograms.png")
 
     # max ULP against the dominant gap d
@@ -245,13 +286,17 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
             if pts:
                 gs = sorted(pts)
                 ys = [min(max(pts[g], 1e-3), 1e20) for g in gs]
-                ax.plot(gs, ys, marker=".", label=c)
+                # candidates that saturate alike draw the same curve: a marker, a
+                # dash pattern and a width of their own keep each one visible
+                ax.plot(gs, ys, label=c, **_style(cands.index(c)))
+        if not ax.lines:
+            ax.text(0.5, 0.5, f"no {d} cells", ha="center", va="center", transform=ax.transAxes)
         ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_title(f"dominant, {d}")
         ax.set_xlabel("gap d (others at max - d)")
     axes[0].set_ylabel("max ULP (inf drawn at 1e20)")
-    axes[-1].legend(fontsize=7)
+    _legend(fig, axes)
     made["gap"] = _save(fig, img / "max_ulp_vs_gap.png")
 
     # heatmap: candidate x family, max ULP over backends and dtypes
@@ -262,24 +307,70 @@ def _plots(table: Any, img: Path) -> dict[str, Path]:
             s = ran[(ran["candidate"] == c) & (ran["family"] == f)]["max_ulp"].dropna()
             if len(s):
                 grid[i, j] = math.log10(max(min(float(s.max()), 1e20), 1e-3))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(fams), 1.2 + 0.5 * len(cands)))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto")
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(fams), 1.6 + 0.5 * len(cands)))
+    # no ULP measured: grey, labelled in the cell
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, aspect="auto", vmin=-3, vmax=20)
     ax.set_xticks(range(len(fams)), fams, rotation=45, ha="right")
     ax.set_yticks(range(len(cands)), cands)
-    for i in range(len(cands)):
-        for j in range(len(fams)):
-            if not math.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="w", fontsize=7)
+    for i, c in enumerate(cands):
+        for j, f in enumerate(fams):
+            cells = ran[(ran["candidate"] == c) & (ran["family"] == f)]
+            ulps = cells["max_ulp"].dropna()
+            if len(ulps):  # the max ULP itself, as the tables print it (never "-0")
+                text, colour = _fmt(float(ulps.max())), "w" if grid[i, j] < 12 else "k"
+            elif (cells["status"] == "error").any():
+                text, colour = "error", "#a00000"
+            else:  # ran, but no finite element to score (specials or empty inputs only)
+                text, colour = "no ULP", "#404040"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=7)
+    ax.set_title("max ULP per candidate and family\n(over backends and dtypes)", fontsize=9)
     fig.colorbar(im, ax=ax, label="log10 max ULP (inf at 20)")
     made["heat"] = _save(fig, img / "heatmap.png")
     return made
+
+
+_MARKERS = ["o", "s", "^", "D", "v", "x", "+", "*"]
+_DASHES: list[Any] = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)), (0, (3, 1, 1, 1))]
+
+
+def _style(i: int) -> dict[str, Any]:
+    """Candidate i's line: colour, marker, dash pattern and width of its own, and
+    hollow markers that decrease in size, so that lines drawn on top of each other
+    stay visible."""
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab10"].colors  # type: ignore[attr-defined]
+    return {
+        "color": colours[i % len(colours)],
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "markersize": max(3.0, 9.0 - 1.5 * i),
+        "markerfacecolor": "none",
+        "linestyle": _DASHES[i % len(_DASHES)],
+        "linewidth": max(0.8, 2.6 - 0.45 * i),
+        "alpha": 0.9,
+    }
+
+
+def _legend(fig: Any, axes: Any) -> None:
+    """One legend for the figure, below its panels, readable at the page's width."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(
+            list(handles.values()), list(handles), loc="lower center",
+            ncol=min(len(handles), 5), fontsize=10, frameon=False,
+        )  # fmt: skip
 
 
 def _save(fig: Any, path: Path) -> Path:
     """Lay out, write and close one figure."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    # room below the panels for a figure legend
+    fig.tight_layout(rect=(0, 0.13, 1, 1) if fig.legends else (0, 0, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -306,6 +397,29 @@ def _agreement(table: Any) -> str:
     return "\n".join(lines)
 
 
+def _oracle_prose(info: dict[str, Any]) -> str:
+    """The fingerprint's oracle record in words."""
+    if not info:
+        return "not recorded"
+    name = info.get("engine", "?")
+    engine = f"Arb (python-flint {info.get('python-flint', '?')})" if name == "arb" else name
+    return (
+        f"the {engine} engine; mpmath {info.get('mpmath', '?')} on "
+        f"{info.get('mpmath_backend', '?')} integers; oracle version {info.get('version', '?')}"
+    )
+
+
+def _devices_prose(devices: dict[str, list[str]]) -> str:
+    """The fingerprint's devices per backend in words: each device with its backends."""
+    if not devices:
+        return "CPU only"
+    by_device: dict[str, list[str]] = {}
+    for backend_name, names in devices.items():
+        for d in names:
+            by_device.setdefault(d, []).append(backend_name)
+    return "; ".join(f"{d} ({', '.join(b)})" for d, b in by_device.items())
+
+
 def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
     """Every report file from ``results`` (a runner's results directory) into ``out``."""
     from ._results import ResultsError, load_results
@@ -328,7 +442,13 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         "run on that library, `not run` where this machine has no such device, `not swept` "
         "where the sweep did not include that library."
     )
-    rst = []
+    rst = [
+        "Measured support tables",
+        "=======================",
+        "",
+        "Measured: each cell earned by this sweep's runs (see support.md for the notes).",
+        "",
+    ]
     for c in cands:
         cells = supports[c]
         md += ["", f"## {_code(c)}", "", markdown_table(cells)]
@@ -337,8 +457,11 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         ]
         if notes:
             md += ["", *notes[:12]]
-        title = _rst_text(c)
-        rst += [title, "-" * max(3, len(title)), "", rst_table(cells), ""]
+        title = f"{_rst_text(c)}: measured"
+        rst += [title, "-" * max(3, display_width(title)), "", rst_table(cells), ""]
+    if "scipy" in supports:
+        title = "scipy: declared (its docstring), for comparison"
+        rst += [title, "-" * len(title), "", rst_table(SCIPY_DECLARED), ""]
     if "scipy" in supports:
         md += [
             "", "## SciPy: declared (its docstring) and measured", "",
@@ -377,6 +500,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         f"Generated by `python -m conformance report` from the results in `{results.name}`: "
         f"profile `{run.get('profile', '?')}`, {len(table)} cells."
     )
+    idx += ["", "## Findings", ""]
+    idx += [f"- {line}" for line in findings(table)]
     idx += [
         "",
         "## What ran",
@@ -385,8 +510,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         f"{env.get('platform', '?')}",
         f"- Python {env.get('python', '?')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "log-softmax-conformance"),
-        f"- Oracle: {json.dumps(env.get('oracle', {}))}",
-        f"- Devices: {json.dumps(env.get('devices', {}))}",
+        f"- Oracle: {_oracle_prose(env.get('oracle', {}))}",
+        f"- Devices: {_devices_prose(env.get('devices', {}))}",
         f"- Backends: {', '.join(run.get('backends', []))}",
         "",
         "## Summary",
@@ -451,16 +576,48 @@ table{border-collapse:collapse;margin:.6em 0 1.2em}
 th,td{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:left}
 th{background:#eee} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0} h2{border-bottom:1px solid #ccc}
+.badge{display:inline-block;min-width:5em;padding:1px 8px;border-radius:3px;
+font-weight:600;color:#fff;text-align:center;white-space:nowrap}
+.b-ok{background:#1a7f37} .b-warn{background:#9a6700} .b-bad{background:#cf222e}
+.b-none{background:#6e7781}
 """
+
+# The support cells' badges in HTML: a coloured box with a text label, drawn by CSS,
+# so that they need no emoji font (the Markdown and reST tables keep the marks)
+BADGE_COLOURS = {"b-ok": "#1a7f37", "b-warn": "#9a6700", "b-bad": "#cf222e", "b-none": "#6e7781"}
+
+
+def _declared(mark: str) -> Any:
+    """A declared table's mark as a support cell, for _badge."""
+    from ._support import SupportCell
+
+    return SupportCell(mark, mark, "declared, not measured")
+
+
+def _badge(cell: Any) -> str:
+    """One support cell as an HTML badge."""
+    kind = {"✅": "b-ok", "⚠️": "b-warn", "⛔": "b-bad"}.get(cell.symbol, "b-none")
+    label = cell.short.replace("⚠️", "").replace("⛔", "").strip()
+    if cell.symbol == "✅":
+        label = "supported"
+    title = f" title='{_h(cell.detail[:300])}'" if cell.detail else ""
+    return f"<span class='badge {kind}'{title}>{_h(label)}</span>"
 
 
 def _h(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
+class _Markup(str):
+    """A table cell that is HTML already (a badge), not text to escape."""
+
+
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    def cell(x: Any) -> str:
+        return x if isinstance(x, _Markup) else _h(x)
+
     head = "".join(f"<th>{_h(x)}</th>" for x in header)
-    body = "".join("<tr>" + "".join(f"<td>{_h(x)}</td>" for x in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{cell(x)}</td>" for x in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -474,7 +631,11 @@ def _html(
         f"<style>{_CSS}</style></head><body>",
         "<h1>log_softmax accuracy report</h1>",
         f"<p>Profile {_h(run.get('profile', '?'))}, {len(table)} cells. "
-        f"CPU: {_h(env.get('cpu', '?'))}. Devices: {_h(json.dumps(env.get('devices', {})))}.</p>",
+        f"CPU: {_h(env.get('cpu', '?'))}. Oracle: {_h(_oracle_prose(env.get('oracle', {})))}. "
+        f"Devices: {_h(_devices_prose(env.get('devices', {})))}.</p>",
+        "<h2>Findings</h2><ul>",
+        *(f"<li>{_h(line)}</li>" for line in findings(table)),
+        "</ul>",
         "<h2>Summary</h2>",
         _html_table(
             ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
@@ -484,14 +645,31 @@ def _html(
     ]
     for c in cands:
         rows = [
-            [lib, supports[c][(lib, "CPU")].short, supports[c][(lib, "GPU")].short]
+            [
+                lib,
+                _Markup(_badge(supports[c][(lib, "CPU")])),
+                _Markup(_badge(supports[c][(lib, "GPU")])),
+            ]
             for lib in ("NumPy", "CuPy", "PyTorch", "JAX", "Dask")
         ]
         parts += [f"<h3>{_h(c)}</h3>", _html_table(["Library", "CPU", "GPU"], rows)]
     if "scipy" in supports:
         parts += [
-            "<h3>SciPy: declared and measured (reST, SciPy's layout)</h3>",
-            f"<pre>{_h(rst_table(SCIPY_DECLARED))}</pre><pre>{_h(rst_table(supports['scipy']))}</pre>",
+            "<h3>scipy: declared (its docstring), beside the measured table above</h3>",
+            _html_table(
+                ["Library", "CPU", "GPU"],
+                [
+                    [
+                        lib,
+                        *(
+                            _Markup(_badge(_declared(SCIPY_DECLARED[(lib, d)])))
+                            for d in ("CPU", "GPU")
+                        ),
+                    ]
+                    for lib in ("NumPy", "CuPy", "PyTorch", "JAX", "Dask")
+                ],
+            ),
+            "<p>The same tables in reST, in SciPy's layout: support.rst.</p>",
         ]
     parts += [
         "<h2>Special values</h2>",

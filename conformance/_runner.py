@@ -149,7 +149,13 @@ def _oracle_pass(
     if jobs == 1:
         rejected = sum(_fill_cache(m) for m in missing)
     else:
-        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+        from ._isolation import without_main
+
+        # the pool's processes start within map (spawn: without the caller's script)
+        with (
+            ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool,
+            without_main(),
+        ):
             rejected = sum(pool.map(_fill_cache, missing))
     say(
         f"oracle: {len(missing)} input groups computed in {time.perf_counter() - t:.1f}s "
@@ -162,18 +168,48 @@ def _oracle_pass(
 
 
 class _Progress:
-    def __init__(self, total: int, already: int, enabled: bool | None) -> None:
+    """The progress bar (or log lines), with an ETA from what the finished cells cost:
+    a family's cells cost what its finished ones did (families differ by 100x: the
+    corpus against shapes), a family with none finished the mean over all."""
+
+    def __init__(
+        self, total: int, already: int, enabled: bool | None, pending: list[str] | None = None
+    ) -> None:
         self.total, self.done = total, already
         self.tty = sys.stderr.isatty() if enabled is None else enabled
         self.t0 = time.perf_counter()
         self.new = 0
+        self.pending: dict[str, int] = {}
+        for fam in pending or []:
+            self.pending[fam] = self.pending.get(fam, 0) + 1
+        self.cost: dict[str, list[float]] = {}
+
+    def eta(self, elapsed: float) -> float:
+        """Seconds left: the elapsed time scaled by the cost of the cells left over the
+        cost of the cells done (which also counts the parallel workers)."""
+        spent = [c for costs in self.cost.values() for c in costs]
+        if not spent:
+            return float("nan")
+        done = sum(spent)
+        if not done > 0:
+            return elapsed / self.new * (self.total - self.done)
+        mean = done / len(spent)
+        left = sum(
+            n * (sum(self.cost[f]) / len(self.cost[f]) if self.cost.get(f) else mean)
+            for f, n in self.pending.items()
+        )
+        return elapsed * left / done
 
     def update(self, rec: dict[str, Any] | None, current: str = "") -> None:
         if rec is not None:
             self.done += 1
             self.new += 1
+            fam = str(rec.get("family"))
+            if self.pending.get(fam, 0) > 0:
+                self.pending[fam] -= 1
+            self.cost.setdefault(fam, []).append(float(rec.get("seconds") or 0.0))
         el = time.perf_counter() - self.t0
-        eta = el / self.new * (self.total - self.done) if self.new else float("nan")
+        eta = self.eta(el)
         if self.tty:
             width = 30
             fill = int(width * self.done / max(1, self.total))
@@ -338,7 +374,9 @@ def _sweep(
         _oracle_pass(
             {(s.family.name, s.dtype): units[(s.family.name, s.dtype)] for s in runnable}, cfg, say
         )
-        progress = _Progress(len(cells), len(cells) - len(runnable), cfg.progress)
+        progress = _Progress(
+            len(cells), len(cells) - len(runnable), cfg.progress, [s.family.name for s in runnable]
+        )
         cache = OracleCache(cfg.cache)
 
         def on_result(spec: CellSpec, raw: Raw | None, reason: str | None) -> None:

@@ -118,14 +118,31 @@ def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
 
 
 def rst_table(cells: dict[tuple[str, str], Any]) -> str:
-    """SciPy's layout, byte for byte: three 20-character columns, two spaces apart."""
+    """SciPy's layout: three 20-column columns, two spaces apart, padded by display
+    width (an emoji such as ✅ or ⚠️ takes two columns of a terminal, an editor and
+    docutils, whatever its count of code points)."""
     rule = "  ".join(["=" * 20] * 3)
-    lines = [rule, f"{'Library':<20}  {'CPU':<20}  GPU", rule]
+    lines = [rule, "  ".join([_pad("Library"), _pad("CPU"), "GPU"]), rule]
     for name, _, _ in LIBRARIES:
         vals = [_text(cells[(name, d)]) for d in ("CPU", "GPU")]
-        lines.append("  ".join([f"{name:<20}", f"{vals[0]:<20}", f"{vals[1]:<20}"]))
+        lines.append("  ".join([_pad(name), _pad(vals[0]), vals[1]]))
     lines.append(rule)
     return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (wcwidth: wide and emoji characters 2,
+    combining marks and variation selectors 0)."""
+    from wcwidth import wcswidth
+
+    width = wcswidth(text)
+    if width < 0:
+        raise ValueError(f"non-printable character in table cell {text!r}")
+    return int(width)
+
+
+def _pad(text: str, width: int = 20) -> str:
+    return text + " " * max(0, width - display_width(text))
 
 
 def markdown_table(cells: dict[tuple[str, str], Any]) -> str:

@@ -129,31 +129,35 @@ def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path
         assert raw is None and "exited with code 9 before running any cell, twice" in why
 
 
-def test_a_script_without_a_main_guard_runs(tmp_path):
+@pytest.mark.parametrize(("jobs", "how"), [(1, "file"), (2, "file"), (2, "stdin")])
+def test_a_script_without_a_main_guard_runs(tmp_path, jobs, how):
     """A script that starts a sweep at import: multiprocessing runs the main script again
     in every child, so each worker died before its first cell and was restarted
-    forever. Workers no longer import the caller's main script."""
-    script = tmp_path / "sweep.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            from pathlib import Path
-            from conformance import RunConfig, backend, candidate, family, run
+    forever. Workers no longer import the caller's main script, nor do the processes
+    that fill the oracle's cache (two jobs, a cold cache, two dtypes: a pool), and a
+    sweep piped into ``python -`` runs too (its children looked for a file "<stdin>")."""
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from conformance import RunConfig, backend, candidate, family, run
 
-            table = run(RunConfig(
-                [candidate("impl")], [backend("numpy:cpu")], ["float32"], [family("normal")],
-                jobs=1, results=Path({str(tmp_path / "res")!r}),
-                cache=Path({str(tmp_path / "cache")!r}), progress=False, timeout=60,
-            ))
-            print("STATUS", table.status.tolist(), table.reason.tolist())
-            """
-        )
+        table = run(RunConfig(
+            [candidate("impl")], [backend("numpy:cpu")], ["float32", "float64"],
+            [family("normal")], jobs={jobs}, results=Path({str(tmp_path / "res")!r}),
+            cache=Path({str(tmp_path / "cache")!r}), progress=False, timeout=60,
+        ))
+        print("STATUS", table.status.tolist(), table.reason.tolist())
+        """
     )
-    r = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
-    )
+    if how == "file":
+        script = tmp_path / "sweep.py"
+        script.write_text(code)
+        args: dict[str, Any] = {"args": [sys.executable, str(script)]}
+    else:
+        args = {"args": [sys.executable, "-"], "input": code}
+    r = subprocess.run(**args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "STATUS ['pass']" in r.stdout, r.stdout[-2000:]
+    assert "STATUS ['pass', 'pass']" in r.stdout, r.stdout[-2000:]
 
 
 def test_a_timed_out_candidate_leaves_no_process_holding_the_output(hostile, tmp_path):

@@ -96,3 +96,23 @@ def test_the_committed_corpus_is_replayed_as_a_family():
         cases = family("corpus").cases(dtype)
         assert len(cases) == sum(e["dtype"] == dtype for e in entries)
     assert all(json.dumps(e) for e in entries)
+
+
+def test_the_header_states_one_hypothesis_mode():
+    """The header said "derandomized/default" under a profile that was not
+    derandomized: it now says what the settings in force do."""
+    import hypothesis
+
+    from conformance._pytest_plugin import _hypothesis_seed
+
+    assert _hypothesis_seed(7) == "seed=7 (--hypothesis-seed)"
+    current = hypothesis.settings.get_current_profile_name()
+    hypothesis.settings.register_profile("_random", derandomize=False)
+    hypothesis.settings.register_profile("_fixed", derandomize=True)
+    try:
+        hypothesis.settings.load_profile("_random")
+        assert _hypothesis_seed(None).startswith("a random seed each run (profile _random")
+        hypothesis.settings.load_profile("_fixed")
+        assert _hypothesis_seed(None) == "derandomized (profile _fixed)"
+    finally:
+        hypothesis.settings.load_profile(current)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -46,7 +49,52 @@ def test_the_support_table_has_scipys_layout():
     lines = text.splitlines()
     assert lines[0] == lines[2] == lines[-1] == "  ".join(["=" * 20] * 3)
     assert lines[1] == "Library" + " " * 15 + "CPU" + " " * 19 + "GPU"
-    assert lines[3] == "NumPy" + " " * 17 + "✅" + " " * 21 + "n/a" + " " * 17
+    # ✅ takes two columns: padded by display width, not by code points (one column
+    # off, as SciPy's own docstring is)
+    assert lines[3] == "NumPy" + " " * 17 + "✅" + " " * 20 + "n/a"
+
+
+def _columns_by_display(line: str) -> list[int]:
+    """Display columns where each run of non-spaces starts after two spaces or more."""
+    from conformance._support import display_width
+
+    return [
+        display_width(line[:i])  # of the whole prefix: ⚠️ is two code points, 2 columns
+        for i, ch in enumerate(line)
+        if ch != " " and (i == 0 or line[max(0, i - 2) : i] == "  ")
+    ]
+
+
+def _check_rst(text: str) -> None:
+    """docutils parses ``text`` with no message, and every row of each simple table
+    starts its cells at the rule's columns, counted in display width."""
+    docutils_core = pytest.importorskip("docutils.core")
+    import io
+
+    errors = io.StringIO()
+    doc = docutils_core.publish_doctree(
+        text, settings_overrides={"report_level": 1, "warning_stream": errors}
+    )
+    assert errors.getvalue() == "", errors.getvalue()
+    assert len(list(doc.findall(lambda n: n.tagname == "table"))) >= 1
+    rule = "  ".join(["=" * 20] * 3)
+    for block in text.split(rule + "\n" + "Library")[1:]:
+        for line in block.split(rule)[1].strip("\n").splitlines():
+            assert _columns_by_display(line) == [0, 22, 44], line
+
+
+def test_every_generated_rest_table_parses_and_aligns(results, tmp_path):
+    from conformance._support import support
+
+    out = tmp_path / "reports"
+    write_report(results, out)
+    _check_rst((out / "support.rst").read_text())
+    t = pd.read_parquet(results / "results.parquet")
+    for c in sorted(set(t["candidate"])):
+        _check_rst(rst_table(support(t, c)))
+    _check_rst(rst_table(SCIPY_DECLARED))
+    rst = (out / "support.rst").read_text()
+    assert "scipy: declared" in rst and "impl: measured" in rst
 
 
 def test_report_files_tables_and_escaping(results, tmp_path):
@@ -57,6 +105,12 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     assert {"img/ulp_histograms.png", "img/max_ulp_vs_gap.png", "img/heatmap.png"} <= names
     readme = (out / "README.md").read_text()
     assert "| `impl` |" in readme and "| `scipy` |" in readme
+    # findings in words at the top, from the data; the fingerprint's records in prose
+    top = readme.split("## What ran")[0]
+    assert "## Findings" in top
+    assert re.search(r"- impl is within 0\.\d+ ULP on every cell that ran", top), top
+    assert re.search(r"- scipy reaches [0-9.e+]+ ULP in float64 \(dominant\)", top), top
+    assert "Oracle: the " in readme and "oracle version" in readme and '{"' not in readme
     support = (out / "support.md").read_text()
     # measured, not declared: impl earns its NumPy ✅, scipy does not; no GPU here
     assert "| NumPy | ✅ | n/a |" in support.split("## `scipy`")[0]
@@ -104,6 +158,75 @@ def test_the_html_page_renders_in_headless_chromium(results, tmp_path):
     assert pixels.shape[0] >= 3000 and pixels.shape[1] >= 1200
     colours = np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 100, "the page rendered nearly blank: plots missing?"
+
+
+def _badge_boxes(chromium: str, page: Path, tmp_path: Path) -> list[dict[str, Any]]:
+    """Each support badge's box on the page as Chromium lays it out at 1280 px: a copy
+    of the page with a script that writes the boxes into the DOM, which --dump-dom
+    prints (the published page has no script)."""
+    probe = tmp_path / "probe.html"
+    script = (
+        "<script>document.body.insertAdjacentHTML('beforeend', '<pre id=boxes>' + "
+        "JSON.stringify([...document.querySelectorAll('.badge')].map(b => {"
+        "const r = b.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, "
+        "h: r.height, cls: b.className, text: b.textContent};})) + '</pre>');</script>"
+    )
+    probe.write_text(page.read_text().replace("</body>", script + "</body>"))
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--force-device-scale-factor=1", "--window-size=1280,4000", "--dump-dom",
+         probe.as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r"<pre id=\"boxes\">(.*?)</pre>", dom, flags=re.S)
+    assert found, "no badge on the page"
+    return list(json.loads(html.unescape(found.group(1))))
+
+
+def test_every_support_badge_is_visible_without_an_emoji_font(results, tmp_path):
+    """The HTML page's support cells are drawn boxes with text labels: each badge's box
+    in the screenshot holds its background colour and the pixels of its label. (The
+    emoji marks rendered as empty boxes where no emoji font is installed, and the page
+    passed anyway.)"""
+    from conformance._report import BADGE_COLOURS
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (Debian package: chromium)")
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    out = tmp_path / "reports"
+    write_report(results, out)
+    page = out / "index.html"
+    assert "✅" not in page.read_text() and "⛔" not in page.read_text()
+    boxes = _badge_boxes(chromium, page, tmp_path)
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         "--force-device-scale-factor=1", f"--screenshot={shot}", "--window-size=1280,4000",
+         page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = (mpimg.imread(shot)[..., :3] * 255).astype(np.int32)
+    # 2 candidates x 5 libraries x CPU/GPU measured, and SciPy's declared table
+    assert len(boxes) == 2 * 10 + 10, len(boxes)
+    seen = 0
+    for b in boxes:
+        x0, y0 = int(b["x"]) + 1, int(b["y"]) + 1
+        x1, y1 = int(b["x"] + b["w"]) - 1, int(b["y"] + b["h"]) - 1
+        if y1 >= pixels.shape[0]:
+            continue  # below the screenshot
+        assert b["w"] >= 30 and b["h"] >= 10, b
+        kind = next(c for c in b["cls"].split() if c in BADGE_COLOURS)
+        rgb = np.array([int(BADGE_COLOURS[kind][i : i + 2], 16) for i in (1, 3, 5)])
+        box = pixels[y0:y1, x0:x1].reshape(-1, 3)
+        background = (np.abs(box - rgb).max(axis=1) <= 8).mean()
+        label = (box.min(axis=1) >= 200).sum()  # the white text
+        assert background >= 0.5, (b, background)
+        assert label >= 10, f"badge {b['text']!r} shows no label ({label} light pixels)"
+        seen += 1
+    assert seen >= 20, seen
 
 
 def test_the_gate_passes_on_its_baseline_and_fails_on_a_degraded_candidate(results, tmp_path):

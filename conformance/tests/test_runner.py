@@ -200,3 +200,39 @@ def test_every_option_with_a_default_says_it_in_its_help(module: str):
         and "default" not in (a.help or "")
     ]
     assert not missing, missing
+
+
+def test_the_eta_weighs_the_cells_left_by_their_familys_cost(capsys):
+    """A sweep whose cheap family ran first: the ETA counts the expensive cells left at
+    their own family's cost (it assumed the mean of the finished ones: 426 s shown
+    where 143 s were left)."""
+    from conformance._runner import _Progress
+
+    p = _Progress(total=20, already=0, enabled=False, pending=["shapes"] * 10 + ["corpus"] * 10)
+
+    def finish(family: str, seconds: float) -> None:
+        p.update(
+            {"candidate": "c", "backend": "numpy:cpu", "dtype": "float32", "family": family,
+             "status": "pass", "max_ulp": 0.5, "seconds": seconds}
+        )  # fmt: skip
+
+    for _ in range(10):
+        finish("shapes", 0.1)
+    finish("corpus", 10.0)
+    assert capsys.readouterr().out.count("\n") == 11
+    # 11 cells done, 11 s of work in 5.5 s of wall time (two workers); 9 corpus cells
+    # left at 10 s each: 90 s of work, 45 s of wall time. By the count alone: 4.5 s
+    assert p.eta(5.5) == pytest.approx(45.0)
+    finish("corpus", 10.0)
+    assert p.eta(10.5) == pytest.approx(10.5 * 80 / 21)
+
+
+def test_list_aligns_its_columns(capsys):
+    from conformance._cli import main
+
+    assert main(["list"]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")]
+    assert any(r.lstrip().startswith("module:function") for r in rows)
+    # every row's second column starts at the same place (module:function was one off)
+    starts = {len(r) - len(r[32:].lstrip()) for r in rows if not r.startswith("  " + " " * 30)}
+    assert starts == {33}, {r for r in rows if len(r) - len(r[32:].lstrip()) != 33}
