@@ -13,7 +13,7 @@ from ._candidates import BUILTIN, Candidate, candidate, known_candidates
 from ._cell import COLUMNS, CellSpec, run_cell
 from ._corpus import load_corpus
 from ._expected import ExpectedFailure, expected_failures
-from ._families import FAMILIES, PROFILES, Case, Family, family
+from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, Case, Family, family
 from ._oracle_cache import OracleCache
 from ._results import ResultsError
 from ._runner import PlanError, RunConfig, load_table, plan, run
@@ -23,6 +23,7 @@ __all__ = [
     "BACKENDS",
     "BUILTIN",
     "COLUMNS",
+    "DEFAULT_FAMILIES",
     "FAMILIES",
     "PROFILES",
     "Backend",

@@ -113,13 +113,20 @@ def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
     """Call ``fn`` on every input of the cell; never raises for what fn does."""
     t0 = time.perf_counter()
     raw = Raw()
-    for case in spec.cases():
+    for case in [] if spec.family.suite else spec.cases():
         try:
             got = invoke(fn, spec.backend, case, raw.findings)
         except (Exception, SystemExit) as exc:
             raw.error = f"raised on {case.label}: {_message(exc)}"
             break
         raw.outputs.append(None if got is None else encode(got))
+    if spec.family.check is not None and raw.error is None:
+        try:
+            findings, notes = spec.family.check(spec, fn)
+            raw.findings += findings
+            raw.notes += notes
+        except Exception as exc:
+            raw.error = f"the {spec.family.name} check raised: {_message(exc)}"
     raw.seconds = time.perf_counter() - t0
     return raw
 
@@ -173,6 +180,11 @@ def score(
     t0 = time.perf_counter()
     rec = spec.base_record()
     rec["notes"] = "; ".join(raw.notes)
+    if spec.family.suite:  # a peer's test suite: its own verdict, no oracle
+        reasons = [raw.error] if raw.error else list(dict.fromkeys(raw.findings))
+        rec.update(status="error" if raw.error else "fail" if reasons else "pass")
+        rec.update(reason="; ".join(r for r in reasons if r), seconds=raw.seconds)
+        return rec
     if not cases:
         rec.update(status="not run", reason=f"family {spec.family.name} has no {spec.dtype} inputs")
         rec["seconds"] = raw.seconds
@@ -230,6 +242,9 @@ def score(
                 semantics[case_name] = "other"
         if case.params and err.ndim == 2 and len(case.params) == err.shape[0]:
             curve += [(p, float(np.max(row))) for p, row in zip(case.params, err, strict=True)]
+    if spec.family.annotate is not None:
+        extra = spec.family.annotate(cases, got_arrays, results)
+        rec["notes"] = "; ".join([n for n in [rec["notes"], *extra] if n])
     rec["n_inputs"] = len(cases)
     rec["n_elements"] = n_el
     rec["out_dtype"] = ",".join(sorted(out_dtypes))

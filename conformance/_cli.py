@@ -12,7 +12,7 @@ from ._backends import BACKENDS, backend
 from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
 from ._cell import STATUSES
-from ._families import FAMILIES, PROFILES, family
+from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, family
 from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
 
@@ -63,6 +63,7 @@ def _list(args: argparse.Namespace) -> int:
     print("families:")
     for f in FAMILIES:
         extra = "" if len(f.dtypes) == 4 else f" [{', '.join(f.dtypes)}]"
+        extra += " (when named)" if f.optional else ""
         print(f"  {f.name:<30} {f.doc}{extra}")
     print(f"profiles: {', '.join(PROFILES)}")
     return 0
@@ -84,6 +85,22 @@ def _candidates(arg: str | None) -> list[Any]:
     return out
 
 
+def _families(arg: str | None) -> list[Any]:
+    """--families: names, where "default" stands for every family but the optional
+    ones (the peers' suites); nothing given is "default"."""
+    if arg is None:
+        return list(DEFAULT_FAMILIES)
+    names = [f.name for f in FAMILIES]
+    out: list[Any] = []
+    for name in _names(arg, ["default", *names], "families"):
+        for f in (
+            DEFAULT_FAMILIES if name == "default" else [_pick(name, names, "families", family)[0]]
+        ):
+            if f not in out:
+                out.append(f)
+    return out
+
+
 def _run(args: argparse.Namespace) -> int:
     cands = _candidates(args.candidates)
     backends = _pick(args.backends, [b.name for b in BACKENDS], "backends", backend)
@@ -91,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     for d in dtypes:
         if d not in DTYPES:
             raise UsageError(f"unknown dtype {d!r}; valid: {', '.join(DTYPES)}")
-    fams = _pick(args.families, [f.name for f in FAMILIES], "families", family)
+    fams = _families(args.families)
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     if not args.timeout > 0:
@@ -241,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backends", help="comma-separated (default: all; absent ones are "
                    "recorded as not run)")  # fmt: skip
     r.add_argument("--dtypes", help=f"comma-separated (default: {','.join(DTYPES)})")
-    r.add_argument("--families", help="comma-separated (default: all)")
+    r.add_argument("--families", help="comma-separated; 'default' stands for every family "
+                   "but the peers' suites, which run when named (torch-opinfo, scipy-suite); "
+                   "(default: default)")  # fmt: skip
     r.add_argument("--profile", choices=PROFILES, default="quick",
                    help="sizes and seeds per family (default: quick)")  # fmt: skip
     r.add_argument("--jobs", type=int, default=default_jobs(),

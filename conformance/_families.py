@@ -24,37 +24,59 @@ from numpy.typing import ArrayLike, NDArray
 
 from reference import FORMATS, Format
 
+from ._case import Case
 from ._corpus import corpus_row, load_corpus
+from ._peers import (
+    SCIPY_SUITE_BACKENDS,
+    opinfo_annotate,
+    opinfo_cases,
+    opinfo_check,
+    opinfo_unavailable,
+    scipy_suite_check,
+    scipy_suite_unavailable,
+    suite_cases,
+)
 
-__all__ = ["FAMILIES", "PROFILES", "Case", "Family", "family", "neg_ln_smallest"]
+__all__ = [
+    "DEFAULT_FAMILIES", "FAMILIES", "PROFILES", "Case", "Family", "family", "neg_ln_smallest",
+]  # fmt: skip
 
 PROFILES = ("quick", "full")
 _ALL = tuple(FORMATS)
 
 
 @dataclass(frozen=True)
-class Case:
-    """One input: ``x`` in the family's format, reduced over ``axis``.
-
-    ``transposed``: the backend receives the transpose of a contiguous array and
-    transposes it back, so the candidate sees a non-contiguous view. ``params`` is one
-    number per row where a family sweeps a parameter (the dominant gap d), for plots.
-    """
-
-    x: NDArray[Any]
-    axis: int | tuple[int, ...] | None
-    label: str
-    transposed: bool = False
-    params: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
 class Family:
+    """A named generator of cases. The peers' suites add hooks: ``unavailable`` (why
+    the family cannot run here: its cells are ``not run``), ``check`` (run in the
+    worker beside the calls: findings that fail the cell) and ``annotate`` (run in the
+    supervisor on the answers and the oracle's results: notes of the cell). An
+    ``optional`` family runs only where asked for by name."""
+
     name: str
     doc: str
     build: Callable[[Format, str, np.random.Generator], list[Case]] = field(repr=False)
     dtypes: tuple[str, ...] = _ALL
     param: str = ""  # what Case.params holds, if anything
+    optional: bool = False
+    unavailable: Callable[[], str | None] | None = field(default=None, repr=False)
+    # check(spec, fn) -> (findings, notes), in the worker
+    check: Callable[..., tuple[list[str], list[str]]] | None = field(default=None, repr=False)
+    annotate: Callable[..., list[str]] | None = field(default=None, repr=False)
+    suite: bool = False  # no inputs of its own: the check is the cell
+    backends: tuple[str, ...] = ()  # the backends it applies to (empty: every one)
+
+    def applies_to(self, backend: Any) -> bool:
+        return not self.backends or backend.name in self.backends
+
+    def why_not(self) -> str | None:
+        """None where the family can run here, else why not (never raises)."""
+        if self.unavailable is None:
+            return None
+        try:
+            return self.unavailable()
+        except Exception as exc:
+            return f"family {self.name}: {type(exc).__name__}: {exc}"
 
     def cases(self, dtype: str, profile: str = "quick") -> list[Case]:
         if profile not in PROFILES:
@@ -286,7 +308,31 @@ FAMILIES: tuple[Family, ...] = (
         "(conformance/data/worst_cases.jsonl)",
         _corpus,
     ),
+    Family(
+        "torch-opinfo",
+        "PyTorch's own log_softmax OpInfo samples (and with_dtype's, in float64), judged "
+        "by the oracle and by torch's assert_close; gradcheck on torch backends. Asked "
+        "for by name",
+        opinfo_cases,
+        optional=True,
+        unavailable=opinfo_unavailable,
+        check=opinfo_check,
+        annotate=opinfo_annotate,
+    ),
+    Family(
+        "scipy-suite",
+        "SciPy's own TestLogSoftmax (from the installed scipy) calling the candidate, with "
+        "and without SCIPY_ARRAY_API, on the backend's namespace. Asked for by name",
+        suite_cases,
+        dtypes=("float64",),
+        optional=True,
+        unavailable=scipy_suite_unavailable,
+        check=scipy_suite_check,
+        suite=True,
+        backends=tuple(SCIPY_SUITE_BACKENDS),
+    ),
 )
+DEFAULT_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if not f.optional)
 
 
 def family(name: str) -> Family:

@@ -66,13 +66,13 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _specs(config: pytest.Config) -> list[Any]:
-    from . import BACKENDS, FAMILIES, RunConfig, backend, candidate, family, plan
+    from . import BACKENDS, DEFAULT_FAMILIES, RunConfig, backend, candidate, family, plan
 
     cands = [candidate(c) for c in (config.getoption("candidate") or ["impl"])]
     bnames = _split(config.getoption("backends"))
     backends = BACKENDS if bnames is None else tuple(backend(n) for n in bnames)
     fnames = _split(config.getoption("families"))
-    fams = FAMILIES if fnames is None else tuple(family(n) for n in fnames)
+    fams = DEFAULT_FAMILIES if fnames is None else tuple(family(n) for n in fnames)
     dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
     cfg = RunConfig(cands, backends, dtypes, fams, profile=config.getoption("profile"))
     # the runner's plan, less the dtypes a backend lacks (the sweep records those as
@@ -130,7 +130,7 @@ class CellRunner:
         self.libraries: set[str] = set()  # of the session's cells, for the fork server
 
     def why_not(self, spec: Any) -> str | None:
-        """None when the cell's backend can run here, else why not."""
+        """None when the cell's backend and family can run here, else why not."""
         b = spec.backend
         if b.name not in self.probes:
             if self.in_process:
@@ -143,7 +143,7 @@ class CellRunner:
         why = self.probes[b.name][0]
         if why is None and spec.dtype not in b.dtypes:
             why = f"{b.name} has no {spec.dtype}"
-        return why
+        return why or spec.family.why_not()
 
     def run(self, spec: Any) -> dict[str, Any]:
         from ._cell import failed, run_cell, score

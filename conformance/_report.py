@@ -140,6 +140,71 @@ def findings(table: Any) -> list[str]:
     return out
 
 
+SUITE_HEADER = ["candidate", "suite", "pass", "fail", "error", "not run", "failing cells"]
+
+
+def _suite_names(table: Any) -> list[str]:
+    from ._families import FAMILIES
+
+    names = {f.name for f in FAMILIES if f.optional}
+    return [f for f in dict.fromkeys(table["family"]) if f in names]
+
+
+def _cells_text(cells: list[str], shown: int = 4) -> str:
+    more = f" and {len(cells) - shown} more" if len(cells) > shown else ""
+    return ", ".join(cells[:shown]) + more
+
+
+def peer_suites(table: Any) -> list[list[str]]:
+    """Per candidate and peer suite: the cells passed, failed, raised and not run
+    (a backend the candidate does not apply to has no cell: not applicable), and
+    which cells failed."""
+    rows = []
+    for c in _order(table):
+        for f in _suite_names(table):
+            t = table[(table["candidate"] == c) & (table["family"] == f)]
+            if t.empty:
+                continue
+            n = {k: int((t["status"] == k).sum()) for k in ("pass", "fail", "error", "not run")}
+            bad = t[t["status"].isin(["fail", "error"])]
+            where = [f"{r['backend']} {r['dtype']}" for _, r in bad.iterrows()]
+            rows.append([c, f, *(str(v) for v in n.values()), _cells_text(where) or "-"])
+    return rows
+
+
+def peer_suite_details(table: Any, limit: int = 30) -> list[str]:
+    """The failing suite cells, grouped by candidate, suite and reason, with a
+    reproducer; and the cells whose notes record a peer's verdict that the oracle
+    overrules (grouped the same way)."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for f in _suite_names(table):
+        t = table[table["family"] == f]
+        for _, r in t.iterrows():
+            cell = f"{r['backend']} {r['dtype']}"
+            if r["status"] in ("fail", "error"):
+                repro = r["worst_input"] if isinstance(r["worst_input"], str) else ""
+                text = f"{r['status']}: {r['reason'][:300]}" + (
+                    f"; worst input {repro} ({r['worst_where']})" if repro else ""
+                )
+            elif "rejects" in (r["notes"] or ""):
+                text = f"passes the oracle; {r['notes'][:400]}"
+            else:
+                continue
+            groups.setdefault((r["candidate"], f, text), []).append(cell)
+    return [
+        f"{c} {f} on {_cells_text(cells)}: {text}"
+        for (c, f, text), cells in list(groups.items())[:limit]
+    ]
+
+
+def _html_suites(table: Any) -> list[str]:
+    rows = peer_suites(table)
+    if not rows:
+        return []
+    details = [f"<li>{_h(d)}</li>" for d in peer_suite_details(table)]
+    return ["<h2>Peers' suites</h2>", _html_table(SUITE_HEADER, rows), "<ul>", *details, "</ul>"]
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -529,6 +594,20 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     from ._expected import all_expected_failures
 
     known = [e for e in all_expected_failures() if e.scope == "budget"]
+    suites = peer_suites(table)
+    if suites:
+        idx += ["## Peers' suites", ""]
+        idx.append(
+            "SciPy's own TestLogSoftmax and PyTorch's OpInfo samples of log_softmax, run on "
+            "each candidate (`--families scipy-suite,torch-opinfo`). Where torch's "
+            "assert_close and the oracle disagree, the oracle decides."
+        )
+        idx += ["", _md_table(SUITE_HEADER, [[_code(r[0]), *r[1:]] for r in suites]), ""]
+        details = peer_suite_details(table)
+        if details:
+            idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
+            idx += [f"- {d}" for d in details]
+            idx.append("")
     idx += ["## Known failures", ""]
     idx.append(
         "From `conformance/data/expected_failures.toml` (the file the tests and the gate "
@@ -672,6 +751,7 @@ def _html(
             "<p>The same tables in reST, in SciPy's layout: support.rst.</p>",
         ]
     parts += [
+        *_html_suites(table),
         "<h2>Special values</h2>",
         _html_table(["candidate", *cases], srows),
         "<h2>Plots</h2>",

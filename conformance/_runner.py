@@ -91,7 +91,7 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
                 continue
             for dt in cfg.dtypes:
                 for f in cfg.families:
-                    if dt in f.dtypes:
+                    if dt in f.dtypes and f.applies_to(b):
                         cells.append(CellSpec(c, b, dt, f, cfg.profile))
     return cells
 
@@ -361,11 +361,14 @@ def _sweep(
         rd.write_cell(rec)
         done[cell_file_name(_key(rec))] = rec
 
+    unavailable = {f.name: f.why_not() for f in cfg.families}
     runnable = []
     for s in todo:
         why = probes[s.backend.name][0]
         if why is None and s.dtype not in s.backend.dtypes:
             why = f"{s.backend.name} has no {s.dtype}"
+        if why is None:
+            why = unavailable[s.family.name]
         if why is not None:
             commit(not_run(s, why))
         else:

@@ -13,6 +13,7 @@ from conformance._candidates import naive_log_softmax
 
 __all__ = [
     "crashing",
+    "detached_normaliser",
     "dies_at_start",
     "mutating",
     "naive_log_softmax",
@@ -21,6 +22,7 @@ __all__ = [
     "returns_none",
     "returns_object",
     "returns_str",
+    "skips_int_promotion",
     "sleepy",
     "slow_impl",
     "wrong_dtype",
@@ -85,3 +87,23 @@ def returns_ints(x: Any, axis: Any = None) -> Any:
 def dies_at_start(conn: Any, *args: Any) -> None:
     """A worker target that dies before it says hello (the supervisor's tests)."""
     os._exit(9)
+
+
+def detached_normaliser(x: Any, axis: Any = None) -> Any:
+    """Exact values, a wrong derivative: the normaliser is detached from autograd (its
+    gradient dropped), so torch's gradcheck fails where the values pass."""
+    import torch
+
+    dims = list(range(x.ndim)) if axis is None else axis
+    return x - torch.logsumexp(x, dim=dims, keepdim=True).detach()
+
+
+def skips_int_promotion(x: Any, axis: Any = None) -> Any:
+    """impl, except that integer input comes back as integers (SciPy's
+    test_log_softmax_int_array fails on it)."""
+    import impl
+
+    a = np.asarray(x)
+    if a.dtype.kind in "iu":
+        return np.zeros_like(a)
+    return impl.log_softmax(x, axis=axis)

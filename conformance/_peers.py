@@ -1,0 +1,316 @@
+"""The peers' own test suites as families of the matrix, read from the installed
+packages (nothing of them is copied here).
+
+``torch-opinfo``: every sample input of PyTorch's ``log_softmax`` OpInfos
+(``torch.testing._internal.common_methods_invocations``, which needs ``expecttest``),
+in each format; the float64 cell also holds the ``with_dtype`` variant's samples
+(any input dtype, computed in float64), widened exactly. Each sample is scored two
+ways: by the oracle (the ULP error, as every family) and by torch's own test, its
+``assert_close`` against torch's result; where the two disagree, the oracle decides
+and the cell's notes say which samples torch's expectation would have judged wrongly.
+On torch backends the float64 samples also go through ``torch.autograd.gradcheck``
+and ``gradgradcheck`` with forward-mode AD, and a failure fails the cell.
+
+``scipy-suite``: SciPy's own ``TestLogSoftmax`` (the installed
+``scipy/special/tests/test_logsumexp.py``, run by pytest in a process of its own, with
+SciPy's conftest) with the ``log_softmax`` it calls replaced by the candidate. On
+``numpy:cpu`` it runs twice, without ``SCIPY_ARRAY_API`` and with it; on the other
+backends its ``xp`` fixture offers (array_api_strict, torch, JAX, Dask, CuPy), once
+with ``SCIPY_ARRAY_API`` naming that backend alone, and only the tests that take
+``xp``. Its verdict is SciPy's: a failing test fails the cell, with its message. The
+tests SciPy marks xfail for its own function (``--runxfail``) judge the candidate too.
+
+Where torch or expecttest (torch-opinfo), or SciPy's tests (scipy-suite), are absent,
+the family's cells are ``not run`` with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from reference import Format
+
+__all__ = [
+    "SCIPY_SUITE_BACKENDS", "opinfo_annotate", "opinfo_cases", "opinfo_check",
+    "opinfo_unavailable", "scipy_suite_check", "scipy_suite_unavailable", "suite_cases",
+]  # fmt: skip
+
+_VARIANTS = ("", "with_dtype")
+_WITH_DTYPE = "with_dtype(float64) of "
+
+
+@functools.cache
+def opinfo_unavailable() -> str | None:
+    """Why the OpInfo samples cannot be read here (None: they can)."""
+    try:
+        _ops()
+    except ImportError as exc:
+        return f"torch-opinfo needs torch and expecttest: {exc}"
+    except Exception as exc:  # a torch whose test internals moved
+        return f"torch-opinfo: cannot read torch's OpInfos: {type(exc).__name__}: {exc}"
+    return None
+
+
+@functools.cache
+def _ops() -> dict[str, Any]:
+    import torch  # noqa: F401
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    ops = {o.variant_test_name: o for o in op_db if o.name == "log_softmax"}
+    missing = [v for v in _VARIANTS if v not in ops]
+    if missing:
+        raise LookupError(f"torch's op_db has no log_softmax variant(s) {missing}")
+    return ops
+
+
+def _to_numpy(t: Any) -> NDArray[Any]:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return np.asarray(t.view(torch.int16).numpy().view(ml_dtypes.bfloat16))
+    return np.asarray(t.numpy())
+
+
+def _samples(variant: str, dtype: str) -> list[tuple[NDArray[Any], int, str]]:
+    """(input, dim, shape text) of each sample, drawn as torch's tests draw them (the
+    global seed fixed, so that the inputs are the same in every process)."""
+    import torch
+
+    torch.manual_seed(0)
+    out = []
+    for s in _ops()[variant].sample_inputs("cpu", getattr(torch, dtype), requires_grad=False):
+        (dim,) = s.args
+        out.append((_to_numpy(s.input.detach()), int(dim), f"{tuple(s.input.shape)}, dim={dim}"))
+    return out
+
+
+def opinfo_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[Any]:
+    """The family's cases (both profiles take every sample)."""
+    from ._case import Case
+
+    if opinfo_unavailable() is not None:
+        return []
+    cases = [
+        Case(x, dim, f"OpInfo sample {i}: {shape}")
+        for i, (x, dim, shape) in enumerate(_samples("", fmt.name))
+    ]
+    if fmt.name == "float64":  # log_softmax(x, dim, dtype=torch.float64) for any x
+        for src in ("float16", "bfloat16", "float32", "float64"):
+            for i, (x, dim, shape) in enumerate(_samples("with_dtype", src)):
+                wide = x.astype(np.float64)  # exact: every format widens into float64
+                cases.append(Case(wide, dim, f"{_WITH_DTYPE}{src} sample {i}: {shape}"))
+    return cases
+
+
+def opinfo_check(spec: Any, fn: Callable[..., Any]) -> tuple[list[str], list[str]]:
+    """Worker side, torch backends, float64: gradcheck and gradgradcheck of the
+    candidate with forward and backward mode and batched gradients, on each sample of
+    the OpInfo (the with_dtype samples repeat their inputs: skipped). Findings, one per
+    failing sample; a note with the count."""
+    backend = spec.backend
+    if backend.library != "torch" or spec.dtype != "float64":
+        return [], []
+    import torch
+
+    findings: list[str] = []
+    checked = 0
+    for case in spec.cases():
+        if case.label.startswith(_WITH_DTYPE):
+            continue
+        checked += 1
+        # strides as torch makes them (NumPy's empty arrays have stride 0, which
+        # gradcheck refuses)
+        x = torch.from_numpy(np.array(case.x)).clone(memory_format=torch.contiguous_format)
+        x = x.to(backend.device).requires_grad_()
+
+        def f(v: Any, axis: int = case.axis) -> Any:
+            return fn(v, axis=axis)
+
+        try:
+            ok = torch.autograd.gradcheck(
+                f, (x,), check_forward_ad=True, check_backward_ad=True, check_batched_grad=True
+            ) and torch.autograd.gradgradcheck(f, (x,), check_fwd_over_rev=True)
+            if not ok:
+                findings.append(f"gradcheck returned False on {case.label}")
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            findings.append(f"gradcheck failed on {case.label}: {type(exc).__name__}: {first}")
+    passed = checked - len(findings)
+    return findings, [
+        f"gradcheck and gradgradcheck, forward and backward AD: {passed} of {checked} samples pass"
+    ]
+
+
+def opinfo_annotate(cases: Sequence[Any], got: Sequence[Any], results: Sequence[Any]) -> list[str]:
+    """Supervisor side: torch's own judgement of each answered sample, its
+    ``assert_close`` against ``torch.nn.functional.log_softmax`` at the dtype's default
+    tolerances, beside the oracle's. A note per cell: how many samples torch's test
+    passes, and each disagreement with the oracle (whose verdict counts)."""
+    import torch
+
+    agree = disagree = 0
+    notes = []
+    for case, g, res in zip(cases, got, results, strict=False):
+        if g is None or res is None or g.shape != case.x.shape:
+            continue
+        want = torch.nn.functional.log_softmax(_tensor(case.x), dim=case.axis)
+        try:
+            torch.testing.assert_close(_tensor(g), want, equal_nan=True)
+            torch_ok = True
+        except AssertionError:
+            torch_ok = False
+        ours = float(np.max(res.ulp_error(g), initial=0.0))
+        theirs = float(np.max(res.ulp_error(_to_numpy(want)), initial=0.0))
+        if torch_ok:
+            agree += 1
+        else:
+            disagree += 1
+            notes.append(
+                f"torch's assert_close rejects {case.label} (the candidate {ours:.3g} ULP, "
+                f"torch's expected value {theirs:.3g} ULP from the oracle)"
+            )
+    head = f"torch's assert_close: {agree} of {agree + disagree} samples pass"
+    return [head, *notes[:5]] if agree + disagree else []
+
+
+def _tensor(a: NDArray[Any]) -> Any:
+    """``a`` as a CPU tensor of its own dtype (bfloat16 through its bits)."""
+    import torch
+
+    a = a.copy(order="C")  # not np.ascontiguousarray: it makes 0-d arrays 1-d
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+# -- scipy-suite ----------------------------------------------------------------------
+
+# backend -> (the id of SciPy's xp fixture, SCIPY_DEVICE)
+SCIPY_SUITE_BACKENDS: dict[str, tuple[str, str]] = {
+    "numpy:cpu": ("numpy", "cpu"),
+    "array_api_strict:cpu": ("array_api_strict", "cpu"),
+    "torch:cpu": ("torch", "cpu"),
+    "torch:cuda": ("torch", "cuda"),
+    "jax:cpu": ("jax.numpy", "cpu"),
+    "jax:gpu": ("jax.numpy", "cuda"),
+    "dask:cpu": ("dask.array", "cpu"),
+    "cupy:cuda": ("cupy", "cuda"),
+}
+_SCIPY_CLASS = "TestLogSoftmax"
+
+
+def _scipy_tests() -> tuple[Path, Path]:
+    """(scipy's package directory, its test module of log_softmax), found without
+    importing scipy."""
+    from ._candidates import locate
+
+    init = locate("scipy")
+    if init is None:
+        raise ImportError("scipy is not installed")
+    root = init.parent
+    test = root / "special" / "tests" / "test_logsumexp.py"
+    if not (root / "conftest.py").is_file() or not test.is_file():
+        raise FileNotFoundError(f"this scipy ({root}) was installed without its tests")
+    if _SCIPY_CLASS not in test.read_text(encoding="utf-8"):
+        raise LookupError(f"{test} has no {_SCIPY_CLASS}")
+    return root, test
+
+
+@functools.cache
+def scipy_suite_unavailable() -> str | None:
+    """Why SciPy's tests cannot run here (None: they can)."""
+    try:
+        _scipy_tests()
+    except (ImportError, OSError, LookupError) as exc:
+        return f"scipy-suite: {exc}"
+    return None
+
+
+def suite_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[Any]:
+    """A suite has no inputs of its own: its tests make theirs."""
+    return []
+
+
+def scipy_suite_check(spec: Any, fn: Callable[..., Any]) -> tuple[list[str], list[str]]:
+    """Worker side: SciPy's tests on the candidate (``spec.candidate.target``) for the
+    cell's backend, in pytest processes of their own. Findings: each failing test and
+    its message's first line; notes: the counts of each run."""
+    xp_id, device = SCIPY_SUITE_BACKENDS[spec.backend.name]
+    runs: list[tuple[str, str | None]] = []
+    if xp_id == "numpy":
+        runs.append(("without SCIPY_ARRAY_API", None))
+    runs.append((f"SCIPY_ARRAY_API={xp_id}", json.dumps([xp_id])))
+    findings: list[str] = []
+    notes: list[str] = []
+    for label, api in runs:
+        counts, failures = _run_scipy_suite(spec.candidate.target, api, device, xp_id)
+        shown = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no test"
+        notes.append(f"scipy {_SCIPY_CLASS} {label}: {shown}")
+        findings += [f"{label}: {f}" for f in failures]
+        if counts["passed"] + counts["failed"] == 0:
+            findings.append(f"{label}: no test of {_SCIPY_CLASS} ran")
+    return findings, notes
+
+
+def _run_scipy_suite(
+    target: str, api: str | None, device: str, xp_id: str
+) -> tuple[dict[str, int], list[str]]:
+    root, test = _scipy_tests()
+    env = {k: v for k, v in os.environ.items() if k not in ("SCIPY_ARRAY_API", "SCIPY_DEVICE")}
+    env["CONFORMANCE_SUITE_TARGET"] = target
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    if api is not None:
+        env["SCIPY_ARRAY_API"] = api
+        env["SCIPY_DEVICE"] = device
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "junit.xml"
+        cmd = [
+            sys.executable, "-m", "pytest", str(test), "-k", _SCIPY_CLASS,
+            "-p", "conformance._scipy_patch", "-p", "no:log_softmax_conformance",
+            "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(root),
+            "--confcutdir", str(root), "-q", f"--junitxml={report}",
+            # SciPy's xfail marks state what SciPy's own function lacks: the
+            # candidate is judged on those tests too
+            "--runxfail",
+        ]  # fmt: skip
+        if xp_id != "numpy":  # the other backends: the tests that take xp
+            cmd += ["-m", "array_api_backends"]
+        # the cell's timeout bounds the whole worker; a hung pytest is killed with it
+        proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
+        if not report.is_file():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            raise RuntimeError(f"pytest exited {proc.returncode}: {' | '.join(tail)}")
+        return _junit(report)
+
+
+def _junit(path: Path) -> tuple[dict[str, int], list[str]]:
+    """Counts per outcome, and each failing test with its message's first line."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0}
+    failures = []
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        tags = {c.tag: c for c in tc}
+        bad = tags.get("failure", tags.get("error"))
+        if bad is not None:
+            msg = (bad.attrib.get("message") or "").strip().splitlines()
+            counts["failed"] += 1
+            failures.append(f"{tc.attrib.get('name')}: {(msg or ['failed'])[0][:160]}")
+        elif "skipped" in tags:
+            kind = "xfailed" if tags["skipped"].attrib.get("type") == "pytest.xfail" else "skipped"
+            counts[kind] += 1
+        else:
+            counts["passed"] += 1
+    return counts, failures

@@ -1,0 +1,127 @@
+"""The peers' own test suites as families: PyTorch's OpInfo samples (torch-opinfo) and
+SciPy's TestLogSoftmax (scipy-suite), on candidates that pass and fail them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conformance import RunConfig, backend, candidate, family, run
+from conformance._report import peer_suite_details, peer_suites, write_report
+
+H = "conformance.tests._helpers"
+
+
+def _sweep(tmp_path: Path, name: str, cands: list[str], backends: list[str],
+           dtypes: list[str], fams: list[Any]) -> pd.DataFrame:  # fmt: skip
+    cfg = RunConfig(
+        [candidate(c) for c in cands], [backend(b) for b in backends], dtypes, fams,
+        jobs=2, results=tmp_path / name, cache=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    return run(cfg, log=lambda s: None)
+
+
+def _row(t: pd.DataFrame, cand: str, b: str, dtype: str) -> pd.Series:
+    (i,) = t.index[(t.candidate == cand) & (t.backend == b) & (t.dtype == dtype)]
+    return t.loc[i]
+
+
+@pytest.fixture(scope="module")
+def opinfo() -> Any:
+    pytest.importorskip("torch")
+    fam = family("torch-opinfo")
+    why = fam.why_not()
+    if why:
+        pytest.skip(why)
+    return fam
+
+
+def test_opinfo_samples_are_torchs_own(opinfo):
+    """Every sample of both OpInfos, each format; with_dtype's in float64 widened."""
+    cases = opinfo.cases("float16")
+    assert [c.x.shape for c in cases] == [(5,), (5, 5), (5, 5), (5, 5), (5, 10, 5), (5, 0, 0), ()]
+    assert [c.axis for c in cases] == [0, 0, 1, -1, 2, -1, 0]
+    f64 = opinfo.cases("float64")
+    assert len(f64) == 7 + 4 * 7 and sum("with_dtype" in c.label for c in f64) == 28
+    assert {str(c.x.dtype) for c in f64} == {"float64"}
+    assert opinfo.cases("float16")[1].x.tobytes() == cases[1].x.tobytes()  # seeded
+
+
+def test_the_oracle_decides_where_torchs_assert_close_is_wrong(opinfo, tmp_path):
+    """impl passes the oracle on every sample; torch's assert_close rejects two
+    float16 samples, where torch's own expected value is the one far off. torch's
+    kernel fails the oracle; gradcheck runs on torch float64 and passes impl."""
+    t = _sweep(tmp_path, "r", ["impl", "torch.nn.functional"], ["torch:cpu"],
+               ["float16", "float64"], [opinfo])  # fmt: skip
+    ours = _row(t, "impl", "torch:cpu", "float16")
+    assert ours.status == "pass" and ours.max_ulp <= 0.5
+    assert (
+        "torch's assert_close: 5 of 7" in ours.notes or "torch's assert_close: 4 of 7" in ours.notes
+    )
+    assert "rejects OpInfo sample" in ours.notes and "torch's expected value" in ours.notes
+    peer = _row(t, "torch.nn.functional", "torch:cpu", "float16")
+    assert peer.status == "fail" and peer.max_ulp > 100
+    assert "torch's assert_close: 7 of 7 samples pass" in peer.notes
+    f64 = _row(t, "impl", "torch:cpu", "float64")
+    assert f64.status == "pass", f64.reason
+    assert "gradcheck and gradgradcheck, forward and backward AD: 7 of 7 samples pass" in f64.notes
+    out = tmp_path / "report"
+    write_report(tmp_path / "r", out)
+    readme = (out / "README.md").read_text()
+    assert (
+        "## Peers' suites" in readme and "| `impl` | torch-opinfo | 2 | 0 | 0 | 0 | - |" in readme
+    )
+
+
+def test_gradcheck_fails_a_candidate_with_a_wrong_derivative(opinfo, tmp_path):
+    t = _sweep(tmp_path, "r", [f"{H}:detached_normaliser"], ["torch:cpu"], ["float64"], [opinfo])
+    (rec,) = t.to_dict("records")
+    assert rec["status"] == "fail"
+    assert rec["reason"].count("gradcheck failed on OpInfo sample") >= 4, rec["reason"]
+    assert "of 7 samples pass" in rec["notes"] and "7 of 7" not in rec["notes"]
+
+
+def test_a_family_that_cannot_run_here_is_not_run_with_its_reason(tmp_path):
+    fam = dataclasses.replace(family("torch-opinfo"), unavailable=lambda: "no expecttest here")
+    t = _sweep(tmp_path, "r", ["impl"], ["numpy:cpu"], ["float32"], [fam])
+    (rec,) = t.to_dict("records")
+    assert rec["status"] == "not run" and rec["reason"] == "no expecttest here"
+
+
+def test_scipy_suite_runs_scipys_tests_on_the_candidate(tmp_path):
+    fam = family("scipy-suite")
+    why = fam.why_not()
+    if why:
+        pytest.skip(why)
+    t = _sweep(tmp_path, "r", ["impl", f"{H}:skips_int_promotion"],
+               ["numpy:cpu", "array_api_strict:cpu"], ["float64"], [fam])  # fmt: skip
+    ours = _row(t, "impl", "numpy:cpu", "float64")
+    assert ours.status == "pass", ours.reason
+    # both modes on NumPy, every test of the class ran
+    assert "without SCIPY_ARRAY_API: 12 passed" in ours.notes
+    assert "SCIPY_ARRAY_API=numpy: 12 passed" in ours.notes
+    strict = _row(t, "impl", "array_api_strict:cpu", "float64")
+    assert strict.status == "pass" and "SCIPY_ARRAY_API=array_api_strict: 10 passed" in strict.notes
+    bad = _row(t, f"{H}:skips_int_promotion", "numpy:cpu", "float64")
+    assert bad.status == "fail"
+    # the two tests that pass integers: [1000, 1] as an array and as a list
+    assert "test_log_softmax_int_array[numpy]: AssertionError: dtypes do not match" in bad.reason
+    assert "without SCIPY_ARRAY_API: 10 passed, 2 failed" in bad.notes
+    rows = peer_suites(t)
+    by_candidate = {r[0]: r[1:6] for r in rows}
+    assert by_candidate["impl"] == ["scipy-suite", "2", "0", "0", "0"]
+    assert by_candidate[f"{H}:skips_int_promotion"] == ["scipy-suite", "0", "2", "0", "0"]
+    assert any("test_log_softmax_int_array" in d for d in peer_suite_details(t))
+
+
+def test_suites_run_only_when_named():
+    from conformance import DEFAULT_FAMILIES
+
+    names = {f.name for f in DEFAULT_FAMILIES}
+    assert "scipy-suite" not in names and "torch-opinfo" not in names
+    assert family("scipy-suite").applies_to(backend("torch:cpu"))
+    assert not family("scipy-suite").applies_to(backend("jax:cpu:jit"))
