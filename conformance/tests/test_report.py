@@ -134,22 +134,31 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
-def test_the_html_page_renders_in_headless_chromium(results, tmp_path):
+def _chromium() -> str:
+    """The headless browser, or a skip where there is none."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("chromium is not installed (Debian package: chromium)")
+    return chromium
+
+
+def _browse(chromium: str, page: Path, *what: str) -> str:
+    """Chromium on ``page`` at 1280 px, one device pixel per CSS pixel: ``what`` is
+    ``--screenshot=FILE`` or ``--dump-dom`` (the DOM is returned)."""
+    cmd = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+        "--force-device-scale-factor=1", "--window-size=1280,4000", *what, page.as_uri(),
+    ]  # fmt: skip
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def test_the_html_page_renders_in_headless_chromium(results, tmp_path):
+    chromium = _chromium()
     out = tmp_path / "reports"
     write_report(results, out)
     shot = tmp_path / "shot.png"
-    cmd = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-        f"--screenshot={shot}", "--window-size=1280,4000", (out / "index.html").as_uri(),
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-    dom = subprocess.run(
-        [*cmd[:4], "--dump-dom", (out / "index.html").as_uri()],
-        check=True, capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+    _browse(chromium, out / "index.html", f"--screenshot={shot}")
+    dom = _browse(chromium, out / "index.html", "--dump-dom")
     assert dom.count("<table>") >= 5 and dom.count("<img") == 3
     import matplotlib.image as mpimg
     import numpy as np
@@ -172,12 +181,7 @@ def _badge_boxes(chromium: str, page: Path, tmp_path: Path) -> list[dict[str, An
         "h: r.height, cls: b.className, text: b.textContent};})) + '</pre>');</script>"
     )
     probe.write_text(page.read_text().replace("</body>", script + "</body>"))
-    dom = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1280,4000", "--dump-dom",
-         probe.as_uri()],
-        check=True, capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
+    dom = _browse(chromium, probe, "--dump-dom")
     found = re.search(r"<pre id=\"boxes\">(.*?)</pre>", dom, flags=re.S)
     assert found, "no badge on the page"
     return list(json.loads(html.unescape(found.group(1))))
@@ -190,9 +194,7 @@ def test_every_support_badge_is_visible_without_an_emoji_font(results, tmp_path)
     passed anyway.)"""
     from conformance._report import BADGE_COLOURS
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed (Debian package: chromium)")
+    chromium = _chromium()
     import matplotlib.image as mpimg
     import numpy as np
 
@@ -202,12 +204,7 @@ def test_every_support_badge_is_visible_without_an_emoji_font(results, tmp_path)
     assert "✅" not in page.read_text() and "⛔" not in page.read_text()
     boxes = _badge_boxes(chromium, page, tmp_path)
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", f"--screenshot={shot}", "--window-size=1280,4000",
-         page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    _browse(chromium, page, f"--screenshot={shot}")
     pixels = (mpimg.imread(shot)[..., :3] * 255).astype(np.int32)
     # 2 candidates x 5 libraries x CPU/GPU measured, and SciPy's declared table
     assert len(boxes) == 2 * 10 + 10, len(boxes)
