@@ -5,6 +5,11 @@
 Rows of 1024 standard-normal float64 values: a plain mpmath loop at 128 bits (mpf
 per element, exp, sum, log), the mpmath engine, the Arb engine, vectorized scoring from
 cached oracle data, and (with --long) one row of 2**20 elements per engine.
+
+Pairs, in a table of their own: float32 pairs [0, v] per second, the certified fast
+path (``reference.log_softmax_pairs``, 2**22 pairs with v uniform over the float32
+bit patterns, NaN and infinities included) beside the exact engine on the same kind
+of pairs (``reference.log_softmax`` of rows [0, v]).
 """
 
 from __future__ import annotations
@@ -56,6 +61,19 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _pair_rates(rng: np.random.Generator, repeat: int) -> dict[str, float]:
+    """float32 pairs [0, v] per second: the certified fast path and the exact engine."""
+    v = rng.integers(0, 1 << 32, size=1 << 22, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    rows = np.stack([np.zeros(1 << 12, dtype=np.float32), v[: 1 << 12]], axis=1)
+    reference.log_softmax_pairs(v[:1024])  # warm
+    with np.errstate(invalid="ignore"):
+        return {
+            "certified fast path": v.size
+            / _best_of(lambda: reference.log_softmax_pairs(v), repeat),
+            "exact engine": len(rows) / _best_of(lambda: reference.log_softmax(rows, -1), repeat),
+        }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=16)
@@ -91,6 +109,8 @@ def main() -> None:
         lambda: big.ulp_error(cand), args.repeat
     )
 
+    pairs = _pair_rates(rng, args.repeat)
+
     base = rates["plain mpmath loop, 128 bits"]
     info = reference.engine_info()
     cpu = _cpu_name()
@@ -104,6 +124,11 @@ def main() -> None:
     for k, v in rates.items():
         print(f"{k:<36} {v:>14,.0f} {v / base:>13.1f}x")
 
+    print()
+    print(f"{'float32 pairs [0, v]':<36} {'pairs/s':>14} {'vs exact':>14}")
+    for k, v in pairs.items():
+        print(f"{k:<36} {v:>14,.0f} {v / pairs['exact engine']:>13.0f}x")
+
     seconds: dict[str, float] = {}
     if args.long:
         row = rng.standard_normal(1 << 20)
@@ -115,7 +140,10 @@ def main() -> None:
             print(f"{k:<36} {v:>13.2f} s")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"rates": rates, "seconds": seconds, "engine_info": info}, fh, indent=2)
+            json.dump(
+                {"rates": rates, "pairs": pairs, "seconds": seconds, "engine_info": info},
+                fh, indent=2,
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

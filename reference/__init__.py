@@ -16,6 +16,7 @@ from ._direct import ulp_error_direct
 from ._engines import engine_info
 from ._formats import FORMATS, Format, format_of
 from ._oracle import evaluate
+from ._pairs import log_softmax_pairs
 from ._result import ORACLE_VERSION, Answer, OracleResult, SpecialSlice
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "evaluate",
     "format_of",
     "log_softmax",
+    "log_softmax_pairs",
     "ulp_error",
     "ulp_error_direct",
 ]

@@ -247,7 +247,8 @@ def evaluate(
     kept = [i for i in range(arr.ndim) if i not in axes]
     perm = kept + list(axes)
     n = math.prod(shape[a] for a in axes)
-    X = np.transpose(arr.astype(np.float64), perm).reshape(-1, n)
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns widen quietly
+        X = np.transpose(arr.astype(np.float64), perm).reshape(-1, n)
     rows = X.shape[0]
     out = _Out(rows, n, fmt)
 
