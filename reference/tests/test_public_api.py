@@ -28,6 +28,7 @@ def test_public_names():
             "evaluate",
             "format_of",
             "log_softmax",
+            "log_softmax_pairs",
             "ulp_error",
             "ulp_error_direct",
         ]
