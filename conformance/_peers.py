@@ -292,8 +292,11 @@ def _run_scipy_suite(
         # the cell's timeout bounds the whole worker; a hung pytest is killed with it
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
         if not report.is_file():
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            raise RuntimeError(f"pytest exited {proc.returncode}: {' | '.join(tail)}")
+            rc = proc.returncode
+            how = f"died of signal {-rc}" if rc < 0 else f"exited {rc}"
+            fatal = [ln for ln in proc.stderr.splitlines() if ln.startswith("Fatal Python error")]
+            tail = fatal[:1] or (proc.stdout + proc.stderr).strip().splitlines()[-2:]
+            raise RuntimeError(f"SciPy's pytest {how}: {' | '.join(tail)}")
         return _junit(report)
 
 

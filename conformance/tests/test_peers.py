@@ -118,6 +118,18 @@ def test_scipy_suite_runs_scipys_tests_on_the_candidate(tmp_path):
     assert any("test_log_softmax_int_array" in d for d in peer_suite_details(t))
 
 
+def test_a_candidate_that_crashes_scipys_pytest_is_an_error_with_the_signal(tmp_path):
+    fam = family("scipy-suite")
+    why = fam.why_not()
+    if why:
+        pytest.skip(why)
+    t = _sweep(tmp_path, "r", [f"{H}:crashing"], ["numpy:cpu"], ["float64"], [fam])
+    (rec,) = t.to_dict("records")
+    assert rec["status"] == "error"
+    assert "SciPy's pytest died of signal 11" in rec["reason"], rec["reason"]
+    assert "Segmentation fault" in rec["reason"]
+
+
 def test_suites_run_only_when_named():
     from conformance import DEFAULT_FAMILIES
 
