@@ -148,6 +148,12 @@ def _dask_rows(repeat: int, scale: bool) -> list[tuple[str, str, str, list[float
     return out
 
 
+def _on_threads(x: Any, k: int) -> Any:
+    """impl's log_softmax of x over its last axis on k threads."""
+    impl.set_num_threads(k)
+    return impl.log_softmax(x, axis=-1)
+
+
 def _thread_rows(repeat: int) -> list[tuple[str, list[int], list[float]]]:
     """Per shape: impl with 1, 2 and every core's threads, SciPy, and x.copy()."""
     import scipy.special
@@ -160,11 +166,7 @@ def _thread_rows(repeat: int) -> list[tuple[str, list[int], list[float]]]:
     for shape, dt in SHAPES:
         x = rng.standard_normal(shape).astype(dt)
 
-        def ours(x: Any = x, k: int = 1) -> Any:
-            impl.set_num_threads(k)
-            return impl.log_softmax(x, axis=-1)
-
-        fns = [lambda k=k: ours(k=k) for k in counts]
+        fns = [lambda x=x, k=k: _on_threads(x, k) for k in counts]
         fns += [lambda x=x: scipy.special.log_softmax(x, axis=-1), lambda x=x: x.copy()]
         out.append((f"{dt} {shape}", counts, _interleaved_ms(fns, repeat)))
     impl.set_num_threads(None)
@@ -181,17 +183,13 @@ def _pass_rows(repeat: int) -> list[tuple[str, float]]:
     hi, lo, _ = _kernel.partial(x, m)
     big_l = _kernel.log1p_dd(hi, lo)
 
-    def one_thread() -> Any:
-        impl.set_num_threads(1)
-        return impl.log_softmax(x)
-
     named: list[tuple[str, Callable[[], Any]]] = [
         ("x.copy() (into a buffer)", lambda: np.copyto(out, x)),
         ("NumPy max (one read)", lambda: x.max()),
         ("NumPy exp, float32", lambda: np.exp(x, out=out)),
         ("impl's sum pass", lambda: _kernel.partial(x, m)),
         ("impl's write pass", lambda: _kernel.write(x, out, m, *big_l)),
-        ("impl, whole (1 thread)", one_thread),
+        ("impl, whole (1 thread)", lambda: _on_threads(x, 1)),
     ]
     ms = _interleaved_ms([f for _, f in named], repeat)
     impl.set_num_threads(None)
@@ -258,13 +256,9 @@ def _state_worker(state: str, repeat: int) -> None:
     for shape, dt in STATE_SHAPES:
         x = rng.standard_normal(shape).astype(dt)
 
-        def ours(x: Any = x, k: int = every) -> Any:
-            impl.set_num_threads(k)
-            return impl.log_softmax(x, axis=-1)
-
         fns = [
-            ours,
-            lambda: ours(k=1),
+            lambda x=x: _on_threads(x, every),
+            lambda x=x: _on_threads(x, 1),
             lambda x=x: scipy.special.log_softmax(x, axis=-1),
             lambda x=x: x.copy(),
         ]

@@ -202,12 +202,11 @@ def peer_suite_details(table: Any, limit: int = 30) -> list[str]:
     ]
 
 
-def _html_suites(table: Any) -> list[str]:
-    rows = peer_suites(table)
+def _html_suites(rows: list[list[str]], details: list[str]) -> list[str]:
     if not rows:
         return []
-    details = [f"<li>{_h(d)}</li>" for d in peer_suite_details(table)]
-    return ["<h2>Peers' suites</h2>", _html_table(SUITE_HEADER, rows), "<ul>", *details, "</ul>"]
+    items = [f"<li>{_h(d)}</li>" for d in details]
+    return ["<h2>Peers' suites</h2>", _html_table(SUITE_HEADER, rows), "<ul>", *items, "</ul>"]
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -571,7 +570,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         f"profile `{run.get('profile', '?')}`, {len(table)} cells."
     )
     idx += ["", "## Findings", ""]
-    idx += [f"- {line}" for line in findings(table)]
+    found = findings(table)
+    idx += [f"- {line}" for line in found]
     idx += [
         "",
         "## What ran",
@@ -599,7 +599,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     from ._expected import all_expected_failures
 
     known = [e for e in all_expected_failures() if e.scope == "budget"]
-    suites = peer_suites(table)
+    suites, details = peer_suites(table), peer_suite_details(table)
     if suites:
         idx += ["## Peers' suites", ""]
         idx.append(
@@ -608,7 +608,6 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
             "assert_close and the oracle disagree, the oracle decides."
         )
         idx += ["", _md_table(SUITE_HEADER, [[_code(r[0]), *r[1:]] for r in suites]), ""]
-        details = peer_suite_details(table)
         if details:
             idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
             idx += [f"- {d}" for d in details]
@@ -649,7 +648,8 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     _write(out / "README.md", "\n".join(idx) + "\n")
     written.append(out / "README.md")
 
-    _write(out / "index.html", _html(table, supports, cases, srows, plots, env, run, cands))
+    page = _html(table, supports, cases, srows, plots, env, run, cands, found, suites, details)
+    _write(out / "index.html", page)
     written.append(out / "index.html")
     return written
 
@@ -708,6 +708,7 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def _html(
     table: Any, supports: dict[str, Any], cases: list[str], srows: list[list[str]],
     plots: dict[str, Path], env: dict[str, Any], run: dict[str, Any], cands: list[str],
+    found: list[str], suites: list[list[str]], details: list[str],
 ) -> str:  # fmt: skip
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -718,7 +719,7 @@ def _html(
         f"CPU: {_h(env.get('cpu', '?'))}. Oracle: {_h(_oracle_prose(env.get('oracle', {})))}. "
         f"Devices: {_h(_devices_prose(env.get('devices', {})))}.</p>",
         "<h2>Findings</h2><ul>",
-        *(f"<li>{_h(line)}</li>" for line in findings(table)),
+        *(f"<li>{_h(line)}</li>" for line in found),
         "</ul>",
         "<h2>Summary</h2>",
         _html_table(
@@ -756,7 +757,7 @@ def _html(
             "<p>The same tables in reST, in SciPy's layout: support.rst.</p>",
         ]
     parts += [
-        *_html_suites(table),
+        *_html_suites(suites, details),
         "<h2>Special values</h2>",
         _html_table(["candidate", *cases], srows),
         "<h2>Plots</h2>",
