@@ -113,7 +113,8 @@ def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
     """Call ``fn`` on every input of the cell; never raises for what fn does."""
     t0 = time.perf_counter()
     raw = Raw()
-    for case in [] if spec.family.suite else spec.cases():
+    cases = [] if spec.family.suite else spec.cases()
+    for case in cases:
         try:
             got = invoke(fn, spec.backend, case, raw.findings)
         except (Exception, SystemExit) as exc:
@@ -122,7 +123,7 @@ def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
         raw.outputs.append(None if got is None else encode(got))
     if spec.family.check is not None and raw.error is None:
         try:
-            findings, notes = spec.family.check(spec, fn)
+            findings, notes = spec.family.check(spec, fn, cases)
             raw.findings += findings
             raw.notes += notes
         except Exception as exc:

@@ -60,7 +60,7 @@ class Family:
     param: str = ""  # what Case.params holds, if anything
     optional: bool = False
     unavailable: Callable[[], str | None] | None = field(default=None, repr=False)
-    # check(spec, fn) -> (findings, notes), in the worker
+    # check(spec, fn, cases) -> (findings, notes), in the worker, after the calls
     check: Callable[..., tuple[list[str], list[str]]] | None = field(default=None, repr=False)
     annotate: Callable[..., list[str]] | None = field(default=None, repr=False)
     suite: bool = False  # no inputs of its own: the check is the cell

@@ -116,7 +116,9 @@ def opinfo_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[An
     return cases
 
 
-def opinfo_check(spec: Any, fn: Callable[..., Any]) -> tuple[list[str], list[str]]:
+def opinfo_check(
+    spec: Any, fn: Callable[..., Any], cases: Sequence[Any]
+) -> tuple[list[str], list[str]]:
     """Worker side, torch backends, float64: gradcheck and gradgradcheck of the
     candidate with forward and backward mode and batched gradients, on each sample of
     the OpInfo (the with_dtype samples repeat their inputs: skipped). Findings, one per
@@ -128,7 +130,7 @@ def opinfo_check(spec: Any, fn: Callable[..., Any]) -> tuple[list[str], list[str
 
     findings: list[str] = []
     checked = 0
-    for case in spec.cases():
+    for case in cases:
         if case.label.startswith(_WITH_DTYPE):
             continue
         checked += 1
@@ -245,10 +247,13 @@ def suite_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[Any
     return []
 
 
-def scipy_suite_check(spec: Any, fn: Callable[..., Any]) -> tuple[list[str], list[str]]:
+def scipy_suite_check(
+    spec: Any, fn: Callable[..., Any], cases: Sequence[Any]
+) -> tuple[list[str], list[str]]:
     """Worker side: SciPy's tests on the candidate (``spec.candidate.target``) for the
-    cell's backend, in pytest processes of their own. Findings: each failing test and
-    its message's first line; notes: the counts of each run."""
+    cell's backend, in pytest processes of their own (``cases`` is empty: the tests
+    make their own inputs). Findings: each failing test and its message's first line;
+    notes: the counts of each run."""
     xp_id, device = SCIPY_SUITE_BACKENDS[spec.backend.name]
     runs: list[tuple[str, str | None]] = []
     if xp_id == "numpy":
