@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 import reference
 
+from . import _fpenv
 from ._backends import Backend
 from ._budgets import Budgets
 from ._candidates import Candidate
@@ -123,7 +124,8 @@ def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
         raw.outputs.append(None if got is None else encode(got))
     if spec.family.check is not None and raw.error is None:
         try:
-            findings, notes = spec.family.check(spec, fn, cases)
+            with _fpenv.guarded(raw.findings):  # its calls are the candidate's too
+                findings, notes = spec.family.check(spec, fn, cases)
             raw.findings += findings
             raw.notes += notes
         except Exception as exc:

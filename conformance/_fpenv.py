@@ -5,13 +5,15 @@ its process, the harness's own scoring included."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import platform
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["FPEnv", "capture"]
+__all__ = ["FPEnv", "capture", "guarded"]
 
 _ROUNDING = {
     "x86_64": {0x000: "to nearest", 0x400: "downward", 0x800: "upward", 0xC00: "toward zero"},
@@ -97,3 +99,17 @@ def capture() -> FPEnv:
     buf = ctypes.create_string_buffer(_SIZE)
     _LIB.fegetenv(buf)
     return FPEnv(int(_LIB.fegetround()), _control(buf.raw), buf.raw)
+
+
+@contextlib.contextmanager
+def guarded(findings: list[str]) -> Iterator[None]:
+    """Whatever runs inside leaves the floating-point environment as it found it: a
+    change is undone at once and recorded in ``findings``."""
+    env = capture()
+    try:
+        yield
+    finally:
+        changed = env.differences(capture())
+        if changed:
+            env.restore()
+            findings.append("left the floating-point environment changed: " + ", ".join(changed))

@@ -103,34 +103,24 @@ def invoke(
         if case.transposed:
             xb = xb.T
         before = b.to_numpy(xb).copy()
-        env = _fpenv.capture()
-        try:
-            # what a candidate warns about is its own business; the scores say the rest
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if b.mode == "jit":
-                    out = _jitted(fn, (("axis", case.axis),))(xb)
-                else:
-                    out = fn(xb, axis=case.axis)
-                got: Any = None
-                if out is None or not hasattr(out, "shape") or not hasattr(out, "dtype"):
-                    findings.append(f"returned {_what(out)}, expected an array ({case.label})")
-                elif (ns := _namespace_finding(b, out)) is not None:
-                    findings.append(ns)
-                    got = out  # scored all the same where it reads as numbers
-                else:
-                    try:
-                        got = b.to_numpy(out)  # lazy (Dask) work runs here
-                    except AssertionError as exc:  # the backend's device/laziness checks
-                        findings.append(str(exc))
-        finally:
-            now = _fpenv.capture()
-            changed = env.differences(now)
-            if changed:
-                env.restore()
-                findings.append(
-                    "left the floating-point environment changed: " + ", ".join(changed)
-                )
+        # what a candidate warns about is its own business; the scores say the rest
+        with _fpenv.guarded(findings), np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if b.mode == "jit":
+                out = _jitted(fn, (("axis", case.axis),))(xb)
+            else:
+                out = fn(xb, axis=case.axis)
+            got: Any = None
+            if out is None or not hasattr(out, "shape") or not hasattr(out, "dtype"):
+                findings.append(f"returned {_what(out)}, expected an array ({case.label})")
+            elif (ns := _namespace_finding(b, out)) is not None:
+                findings.append(ns)
+                got = out  # scored all the same where it reads as numbers
+            else:
+                try:
+                    got = b.to_numpy(out)  # lazy (Dask) work runs here
+                except AssertionError as exc:  # the backend's device/laziness checks
+                    findings.append(str(exc))
         after = b.to_numpy(xb)
         if after.tobytes() != before.tobytes():
             findings.append(f"modified its input ({case.label})")

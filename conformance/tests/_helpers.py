@@ -22,6 +22,7 @@ __all__ = [
     "returns_none",
     "returns_object",
     "returns_str",
+    "rounds_up_under_autograd",
     "skips_int_promotion",
     "sleepy",
     "slow_impl",
@@ -106,4 +107,17 @@ def skips_int_promotion(x: Any, axis: Any = None) -> Any:
     a = np.asarray(x)
     if a.dtype.kind in "iu":
         return np.zeros_like(a)
+    return impl.log_softmax(x, axis=axis)
+
+
+def rounds_up_under_autograd(x: Any, axis: Any = None) -> Any:
+    """impl, except that a call on a tensor that requires grad (as gradcheck makes)
+    sets the rounding mode upward and leaves it so."""
+    import ctypes
+    import ctypes.util
+
+    import impl
+
+    if getattr(x, "requires_grad", False):
+        ctypes.CDLL(ctypes.util.find_library("m")).fesetround(0x800)  # FE_UPWARD, x86
     return impl.log_softmax(x, axis=axis)

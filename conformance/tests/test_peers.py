@@ -85,6 +85,20 @@ def test_gradcheck_fails_a_candidate_with_a_wrong_derivative(opinfo, tmp_path):
     assert "of 7 samples pass" in rec["notes"] and "7 of 7" not in rec["notes"]
 
 
+def test_the_checks_calls_are_guarded_like_the_others(opinfo, tmp_path):
+    """A candidate that changes the rounding mode only inside gradcheck's calls: the
+    change is a finding and is undone, as for any call of the candidate."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the helper sets x86's FE_UPWARD")
+    t = _sweep(tmp_path, "r", [f"{H}:rounds_up_under_autograd"], ["torch:cpu"], ["float64"],
+               [opinfo])  # fmt: skip
+    (rec,) = t.to_dict("records")
+    assert rec["status"] == "fail"
+    assert "left the floating-point environment changed" in rec["reason"], rec["reason"]
+
+
 def test_a_family_that_cannot_run_here_is_not_run_with_its_reason(tmp_path):
     fam = dataclasses.replace(family("torch-opinfo"), unavailable=lambda: "no expecttest here")
     t = _sweep(tmp_path, "r", ["impl"], ["numpy:cpu"], ["float32"], [fam])
