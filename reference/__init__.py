@@ -16,7 +16,7 @@ from ._direct import ulp_error_direct
 from ._engines import engine_info
 from ._formats import FORMATS, Format, format_of
 from ._oracle import evaluate
-from ._pairs import log_softmax_pairs
+from ._pairs import log_softmax_pairs, pair_values
 from ._result import ORACLE_VERSION, Answer, OracleResult, SpecialSlice
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "format_of",
     "log_softmax",
     "log_softmax_pairs",
+    "pair_values",
     "ulp_error",
     "ulp_error_direct",
 ]

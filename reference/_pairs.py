@@ -38,9 +38,12 @@ from numpy.typing import NDArray
 
 from ._formats import Format, format_of
 
-__all__ = ["REL_BOUND", "log_softmax_pairs"]
+__all__ = ["REL_BOUND", "log_softmax_pairs", "pair_values"]
 
 REL_BOUND = 2.0**-44
+# bound here once: a function that replaces numpy's attributes later (a candidate in the
+# same worker) does not reach the oracle's
+_EXP, _LOG1P, _ABS = np.exp, np.log1p, np.abs
 _TINY_D = -200.0
 _CHUNK = 1 << 16  # pairs per vectorised block (fits a core's cache)
 
@@ -80,19 +83,39 @@ def log_softmax_pairs(
     return out
 
 
-def _fast(vd: NDArray[np.float64], fmt: Format) -> tuple[NDArray[Any], NDArray[np.bool_]]:
-    """Both outputs of each pair rounded to ``fmt`` (in fmt's dtype), and which pairs
-    are certified."""
-    with np.errstate(all="ignore"):  # NaN and infinite v: answered at the end
-        d = -np.abs(vd)
-        big_l = np.log1p(np.exp(d))
+def pair_values(v: Any) -> NDArray[np.float64]:
+    """The log_softmax of each pair ``[0, v[i]]`` in float64, shape ``(n, 2)``, each
+    finite value within ``REL_BOUND`` of the exact one, relatively (not rounded to v's
+    format: for measuring how far a computed value lies from the exact one, where the
+    correctly rounded value alone does not tell)."""
+    a = np.asarray(v).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        return np.ascontiguousarray(_values(a.astype(np.float64)).T)
+
+
+def _values(vd: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Both outputs of each pair in float64, shape (2, n): -L at the larger entry and
+    d - L at the other (d = -|v|, L = log1p(exp(d)))."""
+    with np.errstate(all="ignore"):
+        d = -_ABS(vd)
+        big_l = _LOG1P(_EXP(d))
         other = d - big_l
         np.negative(big_l, out=big_l)  # -L: the output at the larger entry
         y = np.empty((2, vd.size))
         v_larger = vd > 0.0  # else 0 is the larger entry (ties: both are -ln 2)
         np.copyto(y[0], np.where(v_larger, other, big_l))
         np.copyto(y[1], np.where(v_larger, big_l, other))
+    return y
+
+
+def _fast(vd: NDArray[np.float64], fmt: Format) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Both outputs of each pair rounded to ``fmt`` (in fmt's dtype), and which pairs
+    are certified."""
+    y = _values(vd)
+    with np.errstate(all="ignore"):  # NaN and infinite v: answered at the end
         r, ok2 = _certify(y, fmt)
+        d = -np.abs(vd)
+    v_larger = vd > 0.0
     ok = ok2[0] & ok2[1]
     tiny = d < _TINY_D
     if tiny.any():

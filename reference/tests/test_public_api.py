@@ -29,6 +29,7 @@ def test_public_names():
             "format_of",
             "log_softmax",
             "log_softmax_pairs",
+            "pair_values",
             "ulp_error",
             "ulp_error_direct",
         ]
