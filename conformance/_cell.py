@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ COLUMNS = [
     "profile", "n_inputs", "n_elements", "max_ulp", "p99_ulp", "median_ulp", "mean_ulp",
     "frac_correctly_rounded", "max_abs_err_eps", "special_mismatches", "semantics",
     "status", "reason", "worst_where", "worst_input", "worst_expected", "worst_got",
-    "worst_ulp", "curve", "hist", "seconds", "platform", "notes", "judge",
+    "worst_ulp", "curve", "hist", "seconds", "platform", "notes", "judge", "host", "counts",
 ]  # fmt: skip
 STATUSES = ("pass", "fail", "error", "not run")
 
@@ -73,6 +74,7 @@ class CellSpec:
             mode=b.mode + ("" if b.x64 else ":nox64"), dtype=self.dtype, family=self.family.name,
             profile=self.profile, n_inputs=0, n_elements=0, special_mismatches=0,
             semantics="{}", curve="[]", hist="[]", reason="", platform="", notes="", judge="",
+            host="", counts="{}",
         )  # fmt: skip
         return rec
 
@@ -87,6 +89,8 @@ class Raw:
     error: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    host: str = ""  # where it was measured
+    summary: dict[str, Any] | None = None  # a family scored in the worker: record fields
 
 
 def not_run(spec: CellSpec, reason: str) -> dict[str, Any]:
@@ -113,7 +117,15 @@ def _message(exc: BaseException) -> str:
 def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
     """Call ``fn`` on every input of the cell; never raises for what fn does."""
     t0 = time.perf_counter()
-    raw = Raw()
+    raw = Raw(host=socket.gethostname())
+    if spec.family.measure is not None:  # scored here, in the worker (its docstring: why)
+        try:
+            with _fpenv.guarded(raw.findings):
+                raw.summary = spec.family.measure(spec, fn, raw.findings)
+        except (Exception, SystemExit) as exc:
+            raw.error = _message(exc)
+        raw.seconds = time.perf_counter() - t0
+        return raw
     cases = [] if spec.family.suite else spec.cases()
     for case in cases:
         try:
@@ -183,6 +195,9 @@ def score(
     t0 = time.perf_counter()
     rec = spec.base_record()
     rec["notes"] = "; ".join(raw.notes)
+    rec["host"] = raw.host
+    if spec.family.measure is not None:
+        return _measured(spec, raw, rec, budgets)
     if spec.family.suite:  # a peer's test suite: its own verdict, no oracle
         reasons = [raw.error] if raw.error else list(dict.fromkeys(raw.findings))
         rec.update(status="error" if raw.error else "fail" if reasons else "pass")
@@ -288,6 +303,30 @@ def score(
     rec["status"] = "fail" if reasons else "pass"
     rec["reason"] = "; ".join(reasons)
     rec["seconds"] = raw.seconds + (time.perf_counter() - t0)
+    return rec
+
+
+def _measured(spec: CellSpec, raw: Raw, rec: dict[str, Any], budgets: Budgets) -> dict[str, Any]:
+    """The record of a cell its family scored in the worker (``raw.summary``)."""
+    findings = list(dict.fromkeys(raw.findings))
+    rec["seconds"] = raw.seconds
+    if raw.error is not None or raw.summary is None:
+        rec["status"] = "error"
+        rec["reason"] = "; ".join([raw.error or "the worker sent no measurement", *findings])
+        return rec
+    unknown = sorted(set(raw.summary) - set(COLUMNS))
+    if unknown:
+        raise ValueError(f"{spec.key}: the measurement has fields no record has: {unknown}")
+    rec.update(raw.summary)
+    reasons = findings
+    if rec["special_mismatches"]:
+        reasons.append(f"{rec['special_mismatches']} special slices outside the accepted answers")
+    budget = budgets.for_dtype(spec.dtype)
+    if rec["max_ulp"] is None or not rec["max_ulp"] <= budget:
+        reasons.append(f"{rec['max_ulp']:.3g} ULP > {budget:g}" if rec["max_ulp"] is not None
+                       else "no error was measured")  # fmt: skip
+    rec["status"] = "fail" if reasons else "pass"
+    rec["reason"] = "; ".join(reasons)
     return rec
 
 

@@ -12,7 +12,7 @@ from ._backends import BACKENDS, backend
 from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
 from ._cell import STATUSES
-from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, family
+from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, families
 from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
 
@@ -42,9 +42,12 @@ def _pick(arg: str | None, all_names: Sequence[str], what: str, lookup: Any) -> 
     for name in _names(arg, all_names, what):
         try:
             picked.append(lookup(name))
-        except KeyError:
+        except KeyError as exc:
+            known_base = ":" in name and name.partition(":")[0] in all_names
             raise UsageError(
-                f"unknown {_SINGULAR[what]} {name!r}; valid: {', '.join(all_names)}"
+                str(exc.args[0])
+                if known_base and exc.args
+                else f"unknown {_SINGULAR[what]} {name!r}; valid: {', '.join(all_names)}"
             ) from None
     return picked
 
@@ -94,11 +97,22 @@ def _families(arg: str | None) -> list[Any]:
     out: list[Any] = []
     for name in _names(arg, ["default", *names], "families"):
         for f in (
-            DEFAULT_FAMILIES if name == "default" else [_pick(name, names, "families", family)[0]]
+            DEFAULT_FAMILIES if name == "default" else _pick(name, names, "families", families)[0]
         ):
             if f not in out:
                 out.append(f)
     return out
+
+
+def _routes(items: list[str] | None) -> dict[str, str]:
+    if not items:
+        return {}
+    from ._distributed import SchedulerError, parse_routes
+
+    try:
+        return parse_routes(items)
+    except SchedulerError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -122,6 +136,7 @@ def _run(args: argparse.Namespace) -> int:
         profile=args.profile, jobs=args.jobs, results=Path(args.results), resume=args.resume,
         timeout=args.timeout, cache=Path(args.cache), budgets=budgets,
         progress=False if args.no_progress else None, isolation=args.isolation,
+        scheduler=args.scheduler, routes=_routes(args.resource),
     )  # fmt: skip
     try:
         table = run(cfg)
@@ -190,7 +205,7 @@ def _report(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; the report is a directory of files")
     try:
-        files = write_report(args.results, out)
+        files = write_report(args.results, out, exhaustive=args.exhaustive or [])
     except (FileNotFoundError, ResultsError) as exc:
         raise UsageError(str(exc)) from None
     print(f"{len(files)} files written under {out}: {out / 'README.md'}, {out / 'index.html'}")
@@ -272,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache", default=str(default_cache_dir()),
                    help="oracle cache directory (default: %(default)s)")  # fmt: skip
     r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the cells on a Dask distributed cluster: a scheduler's address "
+                   "(tcp://host:8786) or local[:N] (a local cluster of N workers for the run; "
+                   "default: the local process pool)")  # fmt: skip
+    r.add_argument("--resource", action="append", metavar="BACKEND=RESOURCE",
+                   help="with --scheduler: run BACKEND's cells only on workers that have "
+                   "RESOURCE (dask worker --resources RESOURCE=1); repeatable (default: GPU "
+                   "backends need cuda, the others anything)")  # fmt: skip
     r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
     r.add_argument(
         "--isolation", choices=ISOLATION, default="worker",
@@ -299,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default=None,
         help="output directory (default: RESULTS/report; the published report: --out reports)",
     )  # fmt: skip
+    rp.add_argument("--exhaustive", action="append", metavar="RESULTS",
+                    help="results of an exhaustive-f32 sweep whose figures join the report "
+                    "(repeatable; default: only the chunk cells in --results)")  # fmt: skip
     g = sub.add_parser("gate", help="fail (exit 1) when any cell got worse than the baseline")
     g.add_argument("--results", default="results",
                    help="results directory of a sweep (default: results)")  # fmt: skip

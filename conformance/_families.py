@@ -13,6 +13,7 @@ slices, every special-value case of docs/specification.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from reference import FORMATS, Format
 
+from . import _exhaustive as _exhaustive_f32
 from ._case import Case
 from ._corpus import corpus_row, load_corpus
 from ._peers import (
@@ -38,7 +40,8 @@ from ._peers import (
 )
 
 __all__ = [
-    "DEFAULT_FAMILIES", "FAMILIES", "PROFILES", "Case", "Family", "family", "neg_ln_smallest",
+    "DEFAULT_FAMILIES", "FAMILIES", "PROFILES", "Case", "Family", "expand", "families", "family",
+    "neg_ln_smallest",
 ]  # fmt: skip
 
 PROFILES = ("quick", "full")
@@ -65,6 +68,11 @@ class Family:
     annotate: Callable[..., list[str]] | None = field(default=None, repr=False)
     suite: bool = False  # no inputs of its own: the check is the cell
     backends: tuple[str, ...] = ()  # the backends it applies to (empty: every one)
+    # measure(spec, fn, findings) -> record fields: the worker calls and scores itself
+    # (the exhaustive float32 family: its answers are too large to send back)
+    measure: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
+    # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
+    parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
 
     def applies_to(self, backend: Any) -> bool:
         return not self.backends or backend.name in self.backends
@@ -276,6 +284,27 @@ def _corpus(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+def _no_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    return []  # a family with parts, or one that measures in the worker
+
+
+@functools.cache
+def _f32_chunk(k: int) -> Family:
+    """Chunk k of exhaustive-f32: a family (a cell) of its own, scored in the worker."""
+    return Family(
+        f"{_exhaustive_f32.NAME}:{k:03d}",
+        _exhaustive_f32.chunk_doc(k),
+        _no_cases,
+        dtypes=("float32",),
+        optional=True,
+        measure=functools.partial(_exhaustive_f32.measure_chunk, k),
+    )
+
+
+def _f32_chunks(selection: str) -> list[Family]:
+    return [_f32_chunk(k) for k in _exhaustive_f32.parse_chunks(selection)]
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("normal", "standard normal rows", _normal),
     Family("wide", "uniform rows in [-50, 50]", _wide),
@@ -331,12 +360,50 @@ FAMILIES: tuple[Family, ...] = (
         suite=True,
         backends=tuple(SCIPY_SUITE_BACKENDS),
     ),
+    Family(
+        _exhaustive_f32.NAME,
+        "[0, v] for every one of the 2^32 float32 bit patterns, in 256 cells of 2^24 "
+        "(exhaustive-f32:K, K = 0..255, or J-K: some of them), scored in the worker. Asked "
+        "for by name",
+        _no_cases,
+        dtypes=("float32",),
+        optional=True,
+        parts=_f32_chunks,
+    ),
 )
 DEFAULT_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if not f.optional)
 
 
 def family(name: str) -> Family:
+    """The family of a name; a part of one is named ``parent:selection``
+    (``exhaustive-f32:017``) and must name one part."""
+    base, colon, sel = name.partition(":")
     for f in FAMILIES:
+        if f.name == base and colon and f.parts is not None:
+            parts = f.parts(sel)
+            if len(parts) != 1:
+                raise KeyError(f"{name!r} names {len(parts)} families, not one")
+            return parts[0]
         if f.name == name:
             return f
     raise KeyError(f"unknown family {name!r}; known: {[f.name for f in FAMILIES]}")
+
+
+def families(name: str) -> list[Family]:
+    """The families a name of ``--families`` stands for: one, or the parts a family
+    with parts has (all of them, or those ``parent:selection`` names)."""
+    base, _, sel = name.partition(":")
+    for f in FAMILIES:
+        if f.name == base and f.parts is not None:
+            return f.parts(sel)
+    return [family(name)]
+
+
+def expand(fams: Any) -> list[Family]:
+    """Families with their parts in place of a family that has parts."""
+    out: list[Family] = []
+    for f in fams:
+        for g in f.parts("") if f.parts is not None else [f]:
+            if g not in out:
+                out.append(g)
+    return out

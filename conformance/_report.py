@@ -8,6 +8,8 @@
 - ``candidates/<name>.md``: backend x dtype (max, p99, fraction correctly rounded),
   family x dtype, and the worst inputs as reproducers;
 - ``specials.md``: the special-value matrix;
+- ``exhaustive-f32.md``: the exhaustive float32 figures, where there are any (the
+  chunk cells of ``exhaustive-f32``, from these results or ``--exhaustive`` ones);
 - ``img/*.png``: ULP histograms, max ULP against the dominant gap, a candidate x
   family heatmap;
 - ``index.html``: all of the above on one self-contained page (inline CSS, images
@@ -23,6 +25,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -489,8 +492,45 @@ def _devices_prose(devices: dict[str, list[str]]) -> str:
     return "; ".join(f"{d} ({', '.join(b)})" for d, b in by_device.items())
 
 
-def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -> list[Path]:
-    """Every report file from ``results`` (a runner's results directory) into ``out``."""
+def _exhaustive_md(rows: list[Any]) -> list[str]:
+    from ._exhaustive_report import HEADER, INTRO, table_rows
+
+    md = [INTRO, ""]
+    md += [f"- {r.sentence()}" for r in rows]
+    md += ["", _md_table(HEADER, [[_code(r[0]), *r[1:]] for r in table_rows(rows)]), ""]
+    return md
+
+
+def _exhaustive_page(rows: list[Any]) -> str:
+    md = ["# Exhaustive float32: [0, v] for every float32 v", "", *_exhaustive_md(rows)]
+    for r in rows:
+        md += ["", f"## {_code(r.candidate)} on {r.backend}", ""]
+        md.append(
+            f"- {r.chunks} of 256 chunks measured; the oracle sent {r.oracle_exact:,} pairs "
+            "to the exact engine (the rest were certified on its fast path)"
+        )
+        md += [f"- chunk not measured: {e}" for e in r.errors[:8]]
+        if r.unanswered:
+            md.append(f"- {r.unanswered:,} pairs unanswered (no array, or the wrong shape)")
+        if r.worst:
+            md.append("- worst pairs [0, v], v's float32 bits (exact ULP error): " + ", ".join(
+                f"`{b}` ({u:.6g})" for u, b in r.worst))  # fmt: skip
+    md += [
+        "",
+        "Reproduce a pair: `conformance._exhaustive.pairs_of(np.array([BITS], dtype=np.uint32))`"
+        " is the input; `reference.log_softmax` of it the correctly rounded answer.",
+    ]
+    return "\n".join(md) + "\n"
+
+
+def write_report(
+    results: str | os.PathLike[str], out: str | os.PathLike[str],
+    exhaustive: Sequence[str | os.PathLike[str]] = (),
+) -> list[Path]:  # fmt: skip
+    """Every report file from ``results`` (a runner's results directory) into ``out``;
+    the exhaustive float32 figures from its own chunk cells and from the results
+    directories in ``exhaustive``."""
+    from ._exhaustive_report import exhaustive_rows, is_chunk, load_exhaustive
     from ._results import ResultsError, load_results
 
     results, out = Path(results), Path(out)
@@ -499,6 +539,21 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     table, fp = load_results(results)
     env, run = fp.get("environment", {}), fp.get("run", {})
     written: list[Path] = []
+    chunked = table["family"].map(is_chunk)
+    parts = [(table[chunked], fp)] if chunked.any() else []
+    parts += load_exhaustive(exhaustive)
+    ex_rows = exhaustive_rows(parts)
+    table = table[~chunked].reset_index(drop=True)
+    if ex_rows:
+        _write(out / "exhaustive-f32.md", _exhaustive_page(ex_rows))
+        written.append(out / "exhaustive-f32.md")
+    if table.empty:  # a sweep of the exhaustive family alone: its page is the report
+        if not ex_rows:
+            raise ResultsError(f"results in {str(results)!r} hold no cells to report")
+        idx = ["# log_softmax accuracy report", "", *_exhaustive_md(ex_rows)]
+        idx.append("Details: [exhaustive-f32.md](exhaustive-f32.md)")
+        _write(out / "README.md", "\n".join(idx) + "\n")
+        return [*written, out / "README.md"]
     cands = _order(table)
     slugs = _slugs(cands)
 
@@ -570,7 +625,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         f"profile `{run.get('profile', '?')}`, {len(table)} cells."
     )
     idx += ["", "## Findings", ""]
-    found = findings(table)
+    found = findings(table) + [f"Exhaustive float32: {r.sentence()}." for r in ex_rows]
     idx += [f"- {line}" for line in found]
     idx += [
         "",
@@ -612,6 +667,9 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
             idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
             idx += [f"- {d}" for d in details]
             idx.append("")
+    if ex_rows:
+        idx += ["## Exhaustive float32", "", *_exhaustive_md(ex_rows)]
+        idx += ["Details: [exhaustive-f32.md](exhaustive-f32.md)", ""]
     idx += ["## Known failures", ""]
     idx.append(
         "From `conformance/data/expected_failures.toml` (the file the tests and the gate "
@@ -633,6 +691,7 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
         "",
         "- [support tables, Markdown](support.md) and [reST, SciPy's layout](support.rst)",
         "- [special-value matrix](specials.md)",
+        *(["- [exhaustive float32](exhaustive-f32.md)"] if ex_rows else []),
         *(
             f"- [{_code(c)}: per backend, family and worst inputs](candidates/{slugs[c]}.md)"
             for c in cands
@@ -648,7 +707,9 @@ def write_report(results: str | os.PathLike[str], out: str | os.PathLike[str]) -
     _write(out / "README.md", "\n".join(idx) + "\n")
     written.append(out / "README.md")
 
-    page = _html(table, supports, cases, srows, plots, env, run, cands, found, suites, details)
+    page = _html(
+        table, supports, cases, srows, plots, env, run, cands, found, suites, details, ex_rows
+    )
     _write(out / "index.html", page)
     written.append(out / "index.html")
     return written
@@ -708,8 +769,10 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def _html(
     table: Any, supports: dict[str, Any], cases: list[str], srows: list[list[str]],
     plots: dict[str, Path], env: dict[str, Any], run: dict[str, Any], cands: list[str],
-    found: list[str], suites: list[list[str]], details: list[str],
+    found: list[str], suites: list[list[str]], details: list[str], ex_rows: list[Any],
 ) -> str:  # fmt: skip
+    from ._exhaustive_report import HEADER, INTRO, table_rows
+
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         "<title>log_softmax accuracy report</title>",
@@ -756,6 +819,12 @@ def _html(
             ),
             "<p>The same tables in reST, in SciPy's layout: support.rst.</p>",
         ]
+    if ex_rows:
+        parts += [
+            "<h2 id='exhaustive'>Exhaustive float32</h2>", f"<p>{_h(INTRO)}</p><ul>",
+            *(f"<li>{_h(r.sentence())}</li>" for r in ex_rows), "</ul>",
+            _html_table(HEADER, table_rows(ex_rows)),
+        ]  # fmt: skip
     parts += [
         *_html_suites(suites, details),
         "<h2>Special values</h2>",

@@ -53,7 +53,10 @@ _CELL = re.compile(r"^[A-Za-z0-9._-]{1,80}-[0-9a-f]{10}\.json$")
 _LOG = re.compile(r"^(worker|probe)-[A-Za-z0-9._-]+\.log$")
 _TOP = ("results.parquet", "results.csv", "fingerprint.json")
 _STR = ("candidate", "backend", "library", "device", "mode", "dtype", "family", "profile",
-        "status", "reason", "semantics", "curve", "hist", "platform", "notes", "judge")  # fmt: skip
+        "status", "reason", "semantics", "curve", "hist", "platform", "notes", "judge",
+        "host", "counts")  # fmt: skip
+# columns added since the first release, with the value an older record stands for
+_ADDED = {"host": "", "counts": "{}"}
 _INT = ("n_inputs", "n_elements", "special_mismatches")
 _NUM = ("max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "frac_correctly_rounded",
         "max_abs_err_eps", "worst_expected", "worst_got", "worst_ulp", "seconds")  # fmt: skip
@@ -77,6 +80,8 @@ def check_record(rec: Any, name: str) -> str | None:
     """None for a sound cell record stored under ``name``, else what is wrong."""
     if not isinstance(rec, dict):
         return f"holds a JSON {type(rec).__name__}, not a cell record"
+    for k, v in _ADDED.items():
+        rec.setdefault(k, v)
     missing = [c for c in COLUMNS if c not in rec]
     if missing:
         return f"lacks {len(missing)} of the record's keys ({', '.join(missing[:4])})"
@@ -331,6 +336,9 @@ def _read_parquet(f: Path) -> Any:
         table = pd.read_parquet(f)
     except Exception as exc:
         raise ResultsError(f"{str(f)!r} cannot be read ({type(exc).__name__}: {exc})") from None
+    for k, v in _ADDED.items():
+        if k not in table.columns:
+            table[k] = v
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ResultsError(f"{str(f)!r} lacks the columns {', '.join(missing)}")

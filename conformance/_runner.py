@@ -9,10 +9,15 @@ they send back here, against the oracle. Each cell is written to its own file as
 finishes, so a sweep killed at any point loses nothing that finished; ``resume=True``
 keeps the finished cells whose judge (``_judge``) is unchanged and runs the rest. The
 table (Parquet and CSV) and the fingerprint are written from the cell files at the end.
+
+With ``scheduler`` set, the probes and the cells run on a Dask cluster's workers
+(``_distributed``); the plan, the oracle, the scoring and the results stay here, so the
+table is the same either way.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import sys
@@ -27,7 +32,7 @@ from ._backends import Backend
 from ._budgets import Budgets
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, failed, not_run, score
-from ._families import Case, Family
+from ._families import Case, Family, expand
 from ._judge import candidate_digest, cell_judge, inputs_digest
 from ._oracle_cache import OracleCache
 from ._results import ResultsDir, cell_file_name, table_from
@@ -80,6 +85,8 @@ class RunConfig:
     budgets: Budgets = field(default_factory=Budgets.load)
     progress: bool | None = None  # None: a bar on a terminal, log lines otherwise
     isolation: str = "worker"  # "worker": one per candidate x backend; "cell"; "none"
+    scheduler: str | None = None  # a Dask scheduler's address, or "local[:N]" (_distributed)
+    routes: dict[str, str] = field(default_factory=dict)  # backend -> worker resource
 
 
 def plan(cfg: RunConfig) -> list[CellSpec]:
@@ -90,7 +97,7 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
             if not c.applies_to(b):
                 continue
             for dt in cfg.dtypes:
-                for f in cfg.families:
+                for f in expand(cfg.families):
                     if dt in f.dtypes and f.applies_to(b):
                         cells.append(CellSpec(c, b, dt, f, cfg.profile))
     return cells
@@ -100,6 +107,20 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
     """PlanError for a plan of no cells (with why); notes for candidates left out."""
     if cfg.isolation not in ISOLATION:
         raise PlanError(f"isolation {cfg.isolation!r}: choose one of {', '.join(ISOLATION)}")
+    if cfg.scheduler is not None:
+        from ._distributed import SchedulerError, parse_scheduler
+
+        if cfg.isolation == "none":
+            raise PlanError("--scheduler runs cells isolated on the workers: not --isolation none")
+        try:
+            parse_scheduler(cfg.scheduler)
+        except SchedulerError as exc:
+            raise PlanError(str(exc)) from None
+        unknown = sorted(set(cfg.routes) - {b.name for b in cfg.backends})
+        if unknown:
+            raise PlanError(f"--resource names backends the sweep does not have: {unknown}")
+    elif cfg.routes:
+        raise PlanError("--resource routes cells to Dask workers: it needs --scheduler")
     if not cfg.timeout > 0:
         raise PlanError(f"the timeout must be > 0 seconds, got {cfg.timeout}")
     notes = []
@@ -270,16 +291,27 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
     with rd.lock(exclusive=True):
         for note in rd.prepare(fresh=not cfg.resume):
             say(f"note: {note}")
-        return _sweep(cfg, cells, rd, say)
+        if cfg.scheduler is None:
+            return _sweep(cfg, cells, rd, say, None)
+        from ._distributed import SchedulerError, connect
+
+        try:
+            with connect(cfg.scheduler, say, cfg.routes, cfg.jobs) as cluster:
+                return _sweep(cfg, cells, rd, say, cluster)
+        except SchedulerError as exc:
+            raise PlanError(str(exc)) from None
 
 
 def _sweep(
-    cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None]
-) -> Any:
+    cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None],
+    cluster: Any,
+) -> Any:  # fmt: skip
     from ._fingerprint import environment, settings
 
+    started = time.time()
     isolated = cfg.isolation != "none"
-    if isolated:
+    allowed: dict[str, list[str]] = {}
+    if isolated and cluster is None:
         from ._isolation import start_server
 
         # the fork server imports the libraries while this process works
@@ -294,7 +326,20 @@ def _sweep(
     cand_digests = {c.name: candidate_digest(c) for c in cfg.candidates}
 
     backends = list({s.backend.name: s.backend for s in cells}.values())
-    if isolated:
+    if cluster is not None:
+        cluster.probe(backends, cfg.timeout)
+        probes, allowed = cluster.choose(backends)
+        differ = cluster.environment_differences(setting["environment"])
+        if differ:  # part of every verdict: a resume elsewhere reruns these cells
+            envs = sorted({json.dumps(e, sort_keys=True) for e in differ.values()})
+            setting = {**setting, "workers_environment": envs}
+            for addr, env in differ.items():
+                say(
+                    f"note: worker {addr} runs with {env or 'no recorded settings'} where this "
+                    f"process has {setting['environment'] or 'none'}: its cells are judged "
+                    "under the workers' settings"
+                )
+    elif isolated:
         from ._isolation import probe
 
         probes = probe(backends, cfg.timeout, rd.logs)
@@ -329,6 +374,10 @@ def _sweep(
             "cells": [names[s.key] for s in cells],
         },
     }
+    if cluster is not None:
+        from ._distributed import fingerprint
+
+        fp["cluster"] = fingerprint(cluster)
     rd.write_fingerprint(fp)
 
     done: dict[str, dict[str, Any]] = {}
@@ -350,9 +399,14 @@ def _sweep(
                 "versions, platform, inputs or code) and are rerun"
             )
     todo = [s for s in cells if names[s.key] not in done]
+    where = (
+        f"{cfg.jobs} jobs"
+        if cluster is None
+        else f"{len(cluster.workers)} workers of {fp['cluster']['scheduler']}"
+    )
     say(
         f"{len(cells)} cells ({len(cells) - len(todo)} already done), profile {cfg.profile}, "
-        f"{cfg.jobs} jobs, isolation {cfg.isolation}, results in {rd.path}"
+        f"{where}, isolation {cfg.isolation}, results in {rd.path}"
     )
 
     def commit(rec: dict[str, Any]) -> None:
@@ -393,7 +447,13 @@ def _sweep(
             progress.update(rec)
 
         try:
-            _execute(_priority(runnable), cfg, rd, on_result, progress)
+            if cluster is not None:
+                cluster.execute(
+                    _priority(runnable), allowed, cfg.timeout, on_result,
+                    lambda s: progress.update(None, s.key), fresh=cfg.isolation == "cell",
+                )  # fmt: skip
+            else:
+                _execute(_priority(runnable), cfg, rd, on_result, progress)
         finally:
             progress.close()
         if cache.rejected:
@@ -405,6 +465,8 @@ def _sweep(
         raise RuntimeError(f"{len(missing)} cells have no result: {missing[:3]}")
     table = table_from(done[names[s.key]] for s in cells)
     rd.write_table(table)
+    fp["run"]["wall_s"] = round(time.time() - started, 1)  # this invocation's, resumed or not
+    fp["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     rd.write_fingerprint(fp)
     return table
 

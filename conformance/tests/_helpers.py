@@ -26,6 +26,8 @@ __all__ = [
     "skips_int_promotion",
     "sleepy",
     "slow_impl",
+    "where_am_i",
+    "where_am_i_slowly",
     "wrong_dtype",
 ]
 
@@ -121,3 +123,21 @@ def rounds_up_under_autograd(x: Any, axis: Any = None) -> Any:
     if getattr(x, "requires_grad", False):
         ctypes.CDLL(ctypes.util.find_library("m")).fesetround(0x800)  # FE_UPWARD, x86
     return impl.log_softmax(x, axis=axis)
+
+
+def where_am_i(x: Any, axis: Any = None) -> Any:
+    """impl, and the name of the cluster worker it runs under (CONFORMANCE_TEST_WORKER)
+    appended to the file CONFORMANCE_TEST_WHERE (the distributed tests)."""
+    import impl
+
+    where = os.environ.get("CONFORMANCE_TEST_WHERE")
+    if where:
+        with open(where, "a") as f:
+            f.write(os.environ.get("CONFORMANCE_TEST_WORKER", "?") + "\n")
+    return impl.log_softmax(x, axis=axis)
+
+
+def where_am_i_slowly(x: Any, axis: Any = None) -> Any:
+    """where_am_i after CONFORMANCE_TEST_DELAY seconds."""
+    time.sleep(float(os.environ.get("CONFORMANCE_TEST_DELAY", "0.05")))
+    return where_am_i(x, axis=axis)

@@ -311,3 +311,26 @@ def test_a_library_that_was_not_swept_is_not_called_unsupported(results, tmp_pat
     assert "| JAX | not swept | not swept |" in impl_part
     assert "| Dask | not swept | n/a |" in impl_part
     assert "unsupported" not in impl_part
+
+
+def test_the_readmes_support_tables_are_the_published_reports():
+    """Each table the README shows under a candidate's name is, cell for cell, that
+    candidate's table in reports/support.md (never another candidate's, never stale),
+    and the README shows no table without its candidate's name."""
+    root = Path(__file__).resolve().parents[2]
+    readme, support = root / "README.md", root / "reports" / "support.md"
+    if not (readme.exists() and support.exists()):
+        pytest.skip("README.md and reports/ are not beside the package")
+    published = {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^## `([^`]+)`\n\n((?:\|.*\n)+)", support.read_text(), flags=re.M)
+    }
+    text = readme.read_text()
+    shown = re.findall(r"^(`[^`\n]+`)[^\n]*:\n\n((?:\|.*\n)+)", text, flags=re.M)
+    assert len(shown) >= 2
+    names = {"`impl`": "impl", "`scipy.special.log_softmax`": "scipy"}
+    for label, body in shown:
+        assert label in names, f"a README table under {label}, which names no candidate"
+        assert body.strip() == published[names[label]], label
+    # every table in the README is one of those: none left without a heading
+    assert text.count("| Library | CPU | GPU |") == len(shown)

@@ -1,0 +1,244 @@
+"""The sweep on a Dask distributed cluster: a real scheduler and two workers on
+127.0.0.1, started here as ``dask scheduler`` and ``dask worker`` processes and torn
+down after. A distributed sweep's table is the local sweep's, cell for cell; a
+resume crosses between them; a worker killed with SIGKILL mid-sweep loses nothing;
+cells go only to workers with the resource they need."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conformance import RunConfig, backend, candidate, family, run
+from conformance._runner import PlanError
+
+distributed = pytest.importorskip("distributed")
+
+H = "conformance.tests._helpers"
+
+
+@dataclass
+class _Cluster:
+    address: str
+    scheduler: subprocess.Popen[bytes]
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    where: Path = Path()
+
+    def stop(self) -> None:
+        for p in [*self.workers.values(), self.scheduler]:
+            if p.poll() is None:
+                p.terminate()
+        for p in [*self.workers.values(), self.scheduler]:
+            try:
+                p.wait(3)
+            except subprocess.TimeoutExpired:  # a worker that lost its scheduler lingers
+                p.kill()
+                p.wait(5)
+
+
+def _start_cluster(root: Path, resources: dict[str, str]) -> _Cluster:
+    """A scheduler and one worker per name (``--resources`` as given, one thread, no
+    nanny: SIGKILL of its process kills the worker); each worker's processes see
+    CONFORMANCE_TEST_WORKER=name, and the helper candidate ``where_am_i`` appends it
+    to the file ``where``."""
+    root.mkdir(parents=True, exist_ok=True)
+    sched_file = root / "scheduler.json"
+    where = root / "where.txt"
+    logs = root / "logs"
+    logs.mkdir(exist_ok=True)
+    env = {**os.environ, "CONFORMANCE_TEST_WHERE": str(where)}
+    with open(logs / "scheduler.log", "wb") as log:
+        sched = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+             "--port", "0", "--no-dashboard", "--scheduler-file", str(sched_file)],
+            stdout=subprocess.DEVNULL, stderr=log, env=env,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not sched_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    address = json.loads(sched_file.read_text())["address"]
+    c = _Cluster(address, sched, where=where)
+    for name, res in resources.items():
+        cmd = [
+            sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+            "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", name,
+        ]  # fmt: skip
+        if res:
+            cmd += ["--resources", res]
+        with open(logs / f"worker-{name}.log", "wb") as log:
+            c.workers[name] = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=log,
+                env={**env, "CONFORMANCE_TEST_WORKER": name},
+            )  # fmt: skip
+    with distributed.Client(address, timeout=60) as client:
+        client.wait_for_workers(len(resources), timeout=60)
+    return c
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
+    c = _start_cluster(tmp_path_factory.mktemp("cluster"), {"A": "fake=1", "B": ""})
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _config(tmp_path: Path, name: str, **kw: Any) -> RunConfig:
+    base: dict[str, Any] = dict(
+        candidates=[candidate("impl"), candidate("scipy"), candidate(f"{H}:crashing")],
+        backends=[backend("numpy:cpu"), backend("array_api_strict:cpu")],
+        dtypes=["float32"],
+        families=[family("dominant"), family("specials"), family("shapes")],
+        jobs=2, results=tmp_path / name, cache=tmp_path / "cache", progress=False,
+    )  # fmt: skip
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _live_workers(address: str) -> int:
+    with distributed.Client(address, timeout=30) as client:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+
+
+def test_a_distributed_sweep_is_the_local_sweep_cell_for_cell(cluster, tmp_path):
+    """Same plan, local pool and cluster: every column but the time equal; a crashing
+    candidate costs its cells on the cluster as locally (and no worker); the local
+    sweep resumes the distributed one with nothing left to run."""
+    local = run(_config(tmp_path, "local"), log=lambda s: None)
+    said: list[str] = []
+    dist = run(_config(tmp_path, "dist", scheduler=cluster.address), log=said.append)
+    assert (local.status == "pass").sum() >= 6
+    assert (local.status == "error").sum() >= 6  # the crashing candidate's cells
+    assert any("2 workers of tcp://127.0.0.1" in s for s in said), said
+    pd.testing.assert_frame_equal(local.drop(columns="seconds"), dist.drop(columns="seconds"))
+    measured = dist[dist.status != "error"]  # a crash's cell has no host: nothing measured
+    assert set(measured.host) == {os.uname().nodename}
+    assert _live_workers(cluster.address) == 2  # the crashes cost cells, not workers
+
+    fp = json.loads((tmp_path / "dist" / "fingerprint.json").read_text())
+    workers = fp["cluster"]["workers"]
+    assert len(workers) == 2
+    for w in workers.values():
+        assert w["versions"]["numpy"] and w["probes"]["numpy:cpu"] == "ok"
+    assert sorted(w["resources"].get("fake", 0) for w in workers.values()) == [0, 1]
+
+    said.clear()
+    again = run(_config(tmp_path, "dist", resume=True), log=said.append)
+    n = len(local)
+    assert any(f"{n} cells ({n} already done)" in s for s in said), said
+    pd.testing.assert_frame_equal(local.drop(columns="seconds"), again.drop(columns="seconds"))
+
+
+def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeypatch):
+    """numpy:cpu routed to the resource only worker A has: every call ran on A (one
+    cell a batch: three batches, which two idle workers would share); a backend routed
+    to a resource no worker has is 'not run' naming the workers."""
+    import conformance._distributed as d
+
+    monkeypatch.setattr(d, "BATCH", 1)
+    cluster.where.write_text("")
+    cfg = _config(
+        tmp_path, "routed", candidates=[candidate(f"{H}:where_am_i")],
+        backends=[backend("numpy:cpu"), backend("array_api_strict:cpu")],
+        scheduler=cluster.address, routes={"numpy:cpu": "fake", "array_api_strict:cpu": "nosuch"},
+    )  # fmt: skip
+    table = run(cfg, log=lambda s: None)
+    ran = table[table.backend == "numpy:cpu"]
+    assert (ran.status == "pass").all() and len(ran) == 3
+    calls = cluster.where.read_text().split()
+    assert calls and set(calls) == {"A"}, calls
+    nowhere = table[table.backend == "array_api_strict:cpu"]
+    assert (nowhere.status == "not run").all()
+    reason = nowhere.reason.iloc[0]
+    assert reason.startswith("no worker with nosuch (workers: tcp://127.0.0.1:"), reason
+    assert "fake=1" in reason and "no resources" in reason
+
+
+def test_routes_and_schedulers_that_cannot_be_used_are_plan_errors(tmp_path, monkeypatch):
+    import conformance._distributed as d
+
+    monkeypatch.setattr(d, "CONNECT_TIMEOUT", 2.0)
+    with pytest.raises(PlanError, match="needs --scheduler"):
+        run(_config(tmp_path, "x", routes={"numpy:cpu": "fake"}), log=lambda s: None)
+    with pytest.raises(PlanError, match="does not have"):
+        run(_config(tmp_path, "x", scheduler="local:1", routes={"cupy:cuda": "cuda"}))
+    with pytest.raises(PlanError, match="tcp://host:8786"):
+        run(_config(tmp_path, "x", scheduler="somewhere"), log=lambda s: None)
+    with pytest.raises(PlanError, match="local:N"):
+        run(_config(tmp_path, "x", scheduler="local:0"), log=lambda s: None)
+    with pytest.raises(PlanError, match="isolated"):
+        run(_config(tmp_path, "x", scheduler="local:1", isolation="none"), log=lambda s: None)
+    with pytest.raises(PlanError, match="cannot reach"):
+        run(_config(tmp_path, "x", scheduler="tcp://127.0.0.1:9"), log=lambda s: None)
+
+
+def _remote_processes() -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"conformance._remote" in cmd:
+                out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
+    """SIGKILL to the worker running the first batch, once the candidate has been
+    called there: its batch runs on the other worker, the table is complete and equal
+    to a local sweep's, and nothing the killed worker started is left running."""
+    c = _start_cluster(tmp_path / "cluster", {"A": "", "B": ""})
+    try:
+        monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "0.2")
+        cfg = _config(
+            tmp_path, "dist", candidates=[candidate(f"{H}:where_am_i_slowly")],
+            backends=[backend("numpy:cpu")], scheduler=c.address,
+            families=[family("dominant"), family("specials")],
+        )  # fmt: skip
+        result: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: result.update(table=run(cfg, log=lambda s: None)))
+        t.start()
+        deadline = time.monotonic() + 120
+        first = ""
+        while not first and time.monotonic() < deadline:
+            time.sleep(0.05)
+            text = c.where.read_text() if c.where.exists() else ""
+            first = text.split()[0] if text.split() else ""
+        assert first, "no cell started on the cluster"
+        c.workers[first].send_signal(signal.SIGKILL)
+        c.workers[first].wait(10)
+        t.join(300)
+        assert not t.is_alive(), "the sweep did not finish"
+        table = result["table"]
+        other = ({"A", "B"} - {first}).pop()
+        assert other in c.where.read_text().split()  # the batch ran again there
+        assert len(table) == 2 and (table.status == "pass").all(), table[["family", "reason"]]
+        monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "0")
+        local = run(
+            _config(tmp_path, "local", candidates=cfg.candidates, backends=cfg.backends,
+                    families=cfg.families),
+            log=lambda s: None,
+        )  # fmt: skip
+        pd.testing.assert_frame_equal(local.drop(columns="seconds"), table.drop(columns="seconds"))
+        deadline = time.monotonic() + 10
+        while _remote_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _remote_processes() == []
+    finally:
+        c.stop()
