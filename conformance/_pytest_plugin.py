@@ -66,13 +66,14 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _specs(config: pytest.Config) -> list[Any]:
-    from . import BACKENDS, DEFAULT_FAMILIES, RunConfig, backend, candidate, family, plan
+    from . import BACKENDS, DEFAULT_FAMILIES, RunConfig, backend, candidate, plan
+    from ._families import families
 
     cands = [candidate(c) for c in (config.getoption("candidate") or ["impl"])]
     bnames = _split(config.getoption("backends"))
     backends = BACKENDS if bnames is None else tuple(backend(n) for n in bnames)
     fnames = _split(config.getoption("families"))
-    fams = DEFAULT_FAMILIES if fnames is None else tuple(family(n) for n in fnames)
+    fams = DEFAULT_FAMILIES if fnames is None else tuple(f for n in fnames for f in families(n))
     dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
     cfg = RunConfig(cands, backends, dtypes, fams, profile=config.getoption("profile"))
     # the runner's plan, less the dtypes a backend lacks (the sweep records those as

@@ -116,3 +116,17 @@ def test_the_header_states_one_hypothesis_mode():
         assert _hypothesis_seed(None) == "derandomized (profile _fixed)"
     finally:
         hypothesis.settings.load_profile(current)
+
+
+def test_the_plugin_takes_a_selection_of_a_familys_parts(project, tmp_path):
+    """--families exhaustive-f32:3-4+9 is three tests (chunk cells), as for run."""
+    cmd = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance", "--candidate", "impl",
+        "--backends", "numpy:cpu", "--dtypes", "float32", "--families",
+        "exhaustive-f32:3-4+9", "--collect-only", "-q", "-p", "no:cacheprovider",
+    ]  # fmt: skip
+    env = {"PYTHONPATH": str(project), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    ids = [line for line in out.stdout.splitlines() if "test_accuracy[" in line]
+    assert [i.split("-")[-1].rstrip("]") for i in ids] == ["f32:003", "f32:004", "f32:009"]
