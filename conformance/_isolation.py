@@ -42,7 +42,7 @@ from ._backends import Backend
 from ._cell import CellSpec, Raw
 from ._worker import _children, log_tail, probe_main, worker_main
 
-__all__ = ["Supervisor", "probe", "start_server"]
+__all__ = ["Supervisor", "probe", "start_server", "supervise"]
 
 _PRELOAD = "conformance._preload"
 _PRELOAD_ENV = "CONFORMANCE_PRELOAD"  # the libraries _preload imports (server only)
@@ -442,3 +442,14 @@ class Supervisor:
             w.conn.close()
         self.busy.clear()
         self.idle.clear()
+
+
+def supervise(cells: Iterable[CellSpec], **kwargs: Any) -> None:
+    """Every cell under a ``Supervisor(**kwargs)`` until each has had its
+    ``on_result``; its workers are gone after, whatever happened."""
+    sup = Supervisor(**kwargs)
+    try:
+        sup.add(cells)
+        sup.run()
+    finally:
+        sup.close()

@@ -71,23 +71,18 @@ def _probe(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cells(job: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
-    from ._isolation import Supervisor, start_server
+    from ._isolation import start_server, supervise
     from ._runner import default_cache_dir
 
     out: list[tuple[str, Any, str | None]] = []
     cells = job["cells"]
     start_server({s.backend.library for s in cells})
     with tempfile.TemporaryDirectory(prefix="conformance-cells-") as d:
-        sup = Supervisor(
-            jobs=1, timeout=job["timeout"], log_dir=Path(d),
+        supervise(
+            cells, jobs=1, timeout=job["timeout"], log_dir=Path(d),
             xla_cache=default_cache_dir() / "xla", fresh_per_cell=job.get("fresh", False),
             on_result=lambda spec, raw, reason: out.append((spec.key, raw, reason)),
         )  # fmt: skip
-        try:
-            sup.add(cells)
-            sup.run()
-        finally:
-            sup.close()
     return out
 
 

@@ -493,18 +493,13 @@ def _execute(
             fn = loaded[s.candidate.name]
             on_result(s, Raw(error=fn) if isinstance(fn, str) else execute(s, fn), None)
         return
-    from ._isolation import Supervisor
+    from ._isolation import supervise
 
-    sup = Supervisor(
-        jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs, xla_cache=Path(cfg.cache) / "xla",
-        on_result=on_result, on_start=lambda s: progress.update(None, s.key),
-        fresh_per_cell=cfg.isolation == "cell",
+    supervise(
+        cells, jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs,
+        xla_cache=Path(cfg.cache) / "xla", on_result=on_result,
+        on_start=lambda s: progress.update(None, s.key), fresh_per_cell=cfg.isolation == "cell",
     )  # fmt: skip
-    try:
-        sup.add(cells)
-        sup.run()
-    finally:
-        sup.close()
 
 
 def load_table(results: str | os.PathLike[str]) -> Any:
