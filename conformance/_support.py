@@ -5,6 +5,8 @@ character columns, ``====`` rules) and in Markdown."""
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,19 +76,50 @@ def _cell(rows: Any, swept: bool) -> SupportCell:
         return SupportCell("not run", "not run", "; ".join(reasons))
     failing = ran[ran["status"] == "fail"]
     errors = ran[ran["status"] == "error"]
-    notes = [
-        f"{r['backend']} {r['dtype']} {r['family']}: {r['reason']}"
-        for _, r in [*failing.iterrows(), *errors.iterrows()]
-    ]
+    notes = _summary(ran, failing, errors)
     if not failing.empty:
         over_budget = failing["reason"].str.contains("ULP >", regex=False).any()
         short = (
             _fmt_ulp(float(failing["max_ulp"].max())) if over_budget else _short_finding(failing)
         )
-        return SupportCell("⚠️", f"⚠️ {short}", "; ".join(notes))
+        return SupportCell("⚠️", f"⚠️ {short}", notes)
     if not errors.empty:
-        return SupportCell("⛔", "⛔ raises", "; ".join(notes))
+        return SupportCell("⛔", "⛔ raises", notes)
     return SupportCell("✅", "✅", "")
+
+
+def _clip(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
+def _summary(ran: Any, failing: Any, errors: Any) -> str:
+    """The reasons of a support cell in a sentence or two: how many cells failed and
+    the worst of them, how many raised and the commonest errors (every cell with its
+    reason is on the candidate's own page)."""
+    parts = []
+    if not failing.empty:
+        ulp = failing["max_ulp"].astype(float).fillna(-1.0)
+        w = failing.loc[ulp.idxmax()]
+        parts.append(
+            f"{len(failing)} of {len(ran)} cells fail; the worst: {w['backend']} {w['dtype']} "
+            f"{w['family']}: {_clip(str(w['reason']))}"
+        )
+    if not errors.empty:
+        # "raised on <input>: <error>": the error, whichever input raised it
+        kinds = Counter(_clip(_error_of(str(r)), 120) for r in errors["reason"])
+        common = "; ".join(f"{k} ({n} cells)" for k, n in kinds.most_common(3))
+        more = f"; {len(kinds) - 3} other errors" if len(kinds) > 3 else ""
+        parts.append(f"{len(errors)} of {len(ran)} cells raise: {common}{more}")
+    return "; ".join(parts)
+
+
+_EXCEPTION = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception|Interrupt)\b.*")
+
+
+def _error_of(reason: str) -> str:
+    """The exception in an error's reason (``raised on <input>: TypeError: ...``)."""
+    m = _EXCEPTION.search(reason)
+    return m.group(0) if m else reason
 
 
 def _short_finding(failing: Any) -> str:

@@ -334,3 +334,26 @@ def test_the_readmes_support_tables_are_the_published_reports():
         assert body.strip() == published[names[label]], label
     # every table in the README is one of those: none left without a heading
     assert text.count("| Library | CPU | GPU |") == len(shown)
+
+
+def test_a_support_cells_note_is_a_summary_not_every_cells_reason():
+    """40 cells raising the same error and 3 over budget: the note counts them, names
+    the worst and the error once (it listed every cell's reason: 45 KB of notes)."""
+    from conformance._support import support
+
+    rows = [
+        {"candidate": "c", "library": "numpy", "device": "cpu", "backend": "numpy:cpu",
+         "dtype": "bfloat16", "family": f"fam{i}", "status": "error", "max_ulp": None,
+         "reason": f"raised on OpInfo sample {i}: (5, 0), dim=-1: TypeError: boom"}
+        for i in range(40)
+    ] + [
+        {"candidate": "c", "library": "numpy", "device": "cpu", "backend": "numpy:cpu",
+         "dtype": "float32", "family": f"f{u:g}", "status": "fail", "max_ulp": u,
+         "reason": f"{u:g} ULP > 4"}
+        for u in (5.0, 9e15, 7.0)
+    ]  # fmt: skip
+    cell = support(pd.DataFrame(rows), "c")[("NumPy", "CPU")]
+    assert cell.detail == (
+        "3 of 43 cells fail; the worst: numpy:cpu float32 f9e+15: 9e+15 ULP > 4; "
+        "40 of 43 cells raise: TypeError: boom (40 cells)"
+    )
