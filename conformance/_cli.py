@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,8 +205,17 @@ def _report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else Path(args.results) / "report"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; the report is a directory of files")
+    exhaustive: list[str] = []
+    for item in args.exhaustive or []:
+        if any(ch in item for ch in "*?["):  # a pattern: the directories it matches, if any
+            found = sorted(p for p in glob.glob(item) if Path(p).is_dir())
+            if not found:
+                print(f"note: --exhaustive {item} matches no directory", file=sys.stderr)
+            exhaustive += found
+        else:
+            exhaustive.append(item)
     try:
-        files = write_report(args.results, out, exhaustive=args.exhaustive or [])
+        files = write_report(args.results, out, exhaustive=exhaustive)
     except (FileNotFoundError, ResultsError) as exc:
         raise UsageError(str(exc)) from None
     print(f"{len(files)} files written under {out}: {out / 'README.md'}, {out / 'index.html'}")
@@ -323,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="output directory (default: RESULTS/report; the published report: --out reports)",
     )  # fmt: skip
     rp.add_argument("--exhaustive", action="append", metavar="RESULTS",
-                    help="results of an exhaustive-f32 sweep whose figures join the report "
-                    "(repeatable; default: only the chunk cells in --results)")  # fmt: skip
+                    help="results of an exhaustive-f32 sweep whose figures join the report, "
+                    "or a pattern ('results-exhaustive-*': the directories it matches, if "
+                    "any); repeatable (default: only the chunk cells in --results)")  # fmt: skip
     g = sub.add_parser("gate", help="fail (exit 1) when any cell got worse than the baseline")
     g.add_argument("--results", default="results",
                    help="results directory of a sweep (default: results)")  # fmt: skip
