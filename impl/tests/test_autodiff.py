@@ -256,7 +256,12 @@ def test_jax_grad(dtype: str, x64: bool, path: str):
     assert err <= TOL[dtype], err
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+# the GPU path emulated on the CPU compiles a second-order check of each mode and axis
+# (28 s on 2 cores): slow tier; its first derivatives stay in the default tier
+# (test_jax_grad), and on a device the "gpu" case runs in the default tier
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=pytest.mark.slow) if p == "gpu path" else p for p in PATHS]
+)
 def test_jax_derivatives_of_first_and_second_order(path: str):
     jax = pytest.importorskip("jax")
     from jax.test_util import check_grads
