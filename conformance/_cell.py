@@ -325,6 +325,9 @@ def _measured(spec: CellSpec, raw: Raw, rec: dict[str, Any], budgets: Budgets) -
     if rec["max_ulp"] is None or not rec["max_ulp"] <= budget:
         reasons.append(f"{rec['max_ulp']:.3g} ULP > {budget:g}" if rec["max_ulp"] is not None
                        else "no error was measured")  # fmt: skip
+    counts = json.loads(rec["counts"] or "{}")
+    if counts.get("unanswered_pairs"):  # what was not scored cannot pass
+        reasons.append(f"{counts['unanswered_pairs']} of {counts['pairs']} pairs unanswered")
     rec["status"] = "fail" if reasons else "pass"
     rec["reason"] = "; ".join(reasons)
     return rec

@@ -71,7 +71,7 @@ SELF_CHECK = 64
 
 # the histogram's bins (as the other families': [0, 2^-8), powers of two, [2^64, inf])
 _N_BINS = 74
-_F32_EMIN, _F32_P = -126, 24
+_F32 = reference.FORMATS["float32"]
 _FMAX = float(np.finfo(np.float64).max)
 
 
@@ -107,7 +107,7 @@ def measure_chunk(k: int, spec: Any, fn: Any, findings: list[str]) -> dict[str, 
         return invoke(fn, spec.backend, Case(x, -1, f"{NAME}:{k:03d}"), findings)
 
     lo = k << CHUNK_BITS
-    return measure_range(call, lo, lo + (1 << CHUNK_BITS), seed=k)
+    return measure_range(call, lo, lo + (1 << CHUNK_BITS), seed=k, findings=findings)
 
 
 def pairs_of(bits: NDArray[np.uint32]) -> NDArray[np.float32]:
@@ -119,8 +119,8 @@ def pairs_of(bits: NDArray[np.uint32]) -> NDArray[np.float32]:
 
 def _ulp32(y: NDArray[np.float64]) -> NDArray[np.float64]:
     e = np.frexp(y)[1].astype(np.int64) - 1  # floor(log2 |y|); frexp(0) gives 0
-    e = np.where(y == 0, _F32_EMIN, e)
-    return np.ldexp(1.0, (np.maximum(e, _F32_EMIN) - (_F32_P - 1)).astype(np.int32))
+    e = np.where(y == 0, _F32.emin, e)
+    return np.ldexp(1.0, (np.maximum(e, _F32.emin) - (_F32.precision - 1)).astype(np.int32))
 
 
 def _bins(err: NDArray[np.float64]) -> NDArray[np.int64]:
@@ -161,10 +161,12 @@ class _Tally:
 
 def measure_range(
     call: Callable[[NDArray[np.float32]], NDArray[Any] | None], lo: int, hi: int,
-    *, block: int = BLOCK, seed: int = 0,
+    *, block: int = BLOCK, seed: int = 0, findings: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Call ``call`` on the pairs [0, v] for v's bits in [lo, hi), block by block, and
-    score every output: the fields of a cell record (see the module's docstring)."""
+    score every output: the fields of a cell record (see the module's docstring). A
+    wrong shape or dtype is a finding (appended to ``findings``), as in every family."""
+    said = findings if findings is not None else []
     if not 0 <= lo < hi <= 1 << 32:
         raise ValueError(f"bits {lo:#x}..{hi:#x}: a range within 0..2**32 is needed")
     _self_check(lo, hi, seed)
@@ -173,10 +175,13 @@ def measure_range(
         bits = np.arange(start, min(hi, start + block), dtype=np.uint64).astype(np.uint32)
         x = pairs_of(bits)
         got = call(x.copy())
+        if got is not None and got.shape != x.shape:
+            said.append(f"returned shape {got.shape} for {x.shape} ({NAME})")
         if got is None or got.shape != x.shape:
             t.unanswered += bits.size
             continue
         if got.dtype != np.float32:
+            said.append(f"returned {got.dtype} for float32 input")
             if got.dtype.kind not in "fV":
                 t.unanswered += bits.size
                 continue
@@ -250,7 +255,7 @@ def _score_block(
             s = same if all_fin else same[fin]
             # exact facts bound the estimate: correctly rounded is <= 0.5 ULP, else >= 0.5
             e = np.where(s, np.minimum(e, 0.5), np.maximum(e, 0.5))
-            a = np.where(np.isfinite(g), d * 2.0**23, np.inf)
+            a = np.where(np.isfinite(g), d / _F32.eps, np.inf)
             if all_fin:
                 err[:] = e
                 np.maximum(eps, a, out=eps)

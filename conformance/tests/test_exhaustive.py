@@ -164,3 +164,27 @@ def _report_has_the_figures(tmp_path: Path, table: Any) -> None:
                  "--exhaustive", str(tmp_path / "?")]) == 0  # fmt: skip
     again = (tmp_path / "o2" / "README.md").read_text()
     assert "impl (numpy:cpu): 0 of 16,777,216 pairs" in again
+
+
+def test_a_block_left_unanswered_or_in_another_dtype_fails_the_cell():
+    """A candidate that answers one block of two with the wrong shape, or every block
+    in float64: findings, and the cell fails (the answered half passed before)."""
+    from conformance._budgets import Budgets
+    from conformance._cell import CellSpec, Raw, score
+
+    lo, n = 0x3F800000, 128
+
+    def half(x):
+        out = _impl(x)
+        return out[:, :1] if x[0, 1] >= np.float32(1.0 + 64 * 2.0**-23) else out
+
+    for fn, why in (
+        (half, "64 of 128 pairs unanswered"),
+        (lambda x: _impl(x).astype(np.float64), "returned float64 for float32"),
+    ):
+        findings: list[str] = []
+        m = measure_range(fn, lo, lo + n, block=64, findings=findings)
+        cell = CellSpec(candidate("impl"), backend("numpy:cpu"), "float32",
+                        family("exhaustive-f32:063"), "quick")  # fmt: skip
+        rec = score(cell, Raw(findings=findings, summary=m), [], reference.evaluate, Budgets.load())
+        assert rec["status"] == "fail" and why in rec["reason"], rec["reason"]
