@@ -114,7 +114,9 @@ def _on_worker(kind: str, job: dict[str, Any]) -> Any:
             )  # fmt: skip
             code = proc.wait()
         if code != 0 or not outp.exists():
-            tail = log.read_bytes()[-2000:].decode(errors="replace").strip()
+            from ._worker import log_tail
+
+            tail = log_tail(log)
             raise RuntimeError(f"conformance._remote {kind} exited with code {code}: {tail}")
         return pickle.loads(outp.read_bytes())
 
@@ -123,9 +125,8 @@ class Cluster:
     """A connection to a scheduler (and the LocalCluster it may own)."""
 
     def __init__(
-        self, arg: str, say: Callable[[str], None], routes: dict[str, str] | None = None,
-        local_workers: int = 1,
-    ) -> None:  # fmt: skip
+        self, arg: str, routes: dict[str, str] | None = None, local_workers: int = 1
+    ) -> None:
         try:
             import dask
             import distributed
@@ -134,7 +135,7 @@ class Cluster:
                 "--scheduler needs Dask distributed: pip install 'log-softmax-conformance"
                 "[distributed]'"
             ) from None
-        self.say, self.routes = say, dict(routes or {})
+        self.routes = dict(routes or {})
         kind, where = parse_scheduler(arg)
         self.local = None
         if kind == "local":
@@ -322,10 +323,9 @@ class Cluster:
 
 @contextmanager
 def connect(
-    arg: str, say: Callable[[str], None], routes: dict[str, str] | None = None,
-    local_workers: int = 1,
-) -> Iterator[Cluster]:  # fmt: skip
-    c = Cluster(arg, say, routes, local_workers)
+    arg: str, routes: dict[str, str] | None = None, local_workers: int = 1
+) -> Iterator[Cluster]:
+    c = Cluster(arg, routes, local_workers)
     try:
         yield c
     finally:

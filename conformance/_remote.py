@@ -31,14 +31,10 @@ __all__ = ["main"]
 
 
 def _die_with_parent() -> None:
-    parent = os.getppid()
-    if sys.platform == "linux":
-        try:
-            import ctypes
+    from ._worker import die_with_parent
 
-            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-        except (OSError, AttributeError):
-            pass
+    parent = os.getppid()
+    die_with_parent()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -49,7 +45,7 @@ def _die_with_parent() -> None:
 
 
 def host_info() -> dict[str, Any]:
-    from ._fingerprint import recorded_environment, settings
+    from ._fingerprint import settings
 
     s = settings()
     return {
@@ -57,7 +53,7 @@ def host_info() -> dict[str, Any]:
         "python": s["python"],
         "machine": s["machine"],
         "versions": s["versions"],
-        "environment": recorded_environment(),
+        "environment": s["environment"],
         "cpu_count": os.cpu_count(),
     }
 

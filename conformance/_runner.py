@@ -296,7 +296,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
         from ._distributed import SchedulerError, connect
 
         try:
-            with connect(cfg.scheduler, say, cfg.routes, cfg.jobs) as cluster:
+            with connect(cfg.scheduler, cfg.routes, cfg.jobs) as cluster:
                 return _sweep(cfg, cells, rd, say, cluster)
         except SchedulerError as exc:
             raise PlanError(str(exc)) from None

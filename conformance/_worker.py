@@ -31,7 +31,18 @@ from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
 
-__all__ = ["library_info", "probe_main", "worker_main"]
+__all__ = ["die_with_parent", "library_info", "probe_main", "worker_main"]
+
+
+def die_with_parent() -> None:
+    """SIGKILL to this process when its parent dies (Linux; elsewhere nothing)."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+        except (OSError, AttributeError):
+            pass
 
 
 def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None) -> None:
@@ -43,13 +54,7 @@ def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = 
             os.setsid()
     except OSError:  # already a group leader
         pass
-    if sys.platform == "linux":  # die with the fork server, which dies with the sweep
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-        except (OSError, AttributeError):
-            pass
+    die_with_parent()  # the fork server, which dies with the sweep
     if where is not None:
         cwd, path, env = where
         try:
