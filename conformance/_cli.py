@@ -222,13 +222,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_budgets(fp: dict[str, Any]) -> Any:
+    """The budgets a run's cells were judged by, from its fingerprint (None: the
+    default budgets, for results that predate the record)."""
+    b = (fp.get("run") or {}).get("budgets")
+    if not isinstance(b, dict) or not isinstance(b.get("max_ulp"), dict):
+        return None
+    try:
+        return Budgets(
+            {str(k): float(v) for k, v in b["max_ulp"].items()},
+            float(b.get("default", 4.0)),
+            str(b.get("source", "the run's fingerprint")),
+        )
+    except (TypeError, ValueError):
+        raise ResultsError(f"the run's fingerprint holds unreadable budgets: {b!r}") from None
+
+
 def _gate(args: argparse.Namespace) -> int:
     from ._gate import GateInputError, gate
     from ._results import load_results
 
     try:
-        table, _ = load_results(args.results)
-        res = gate(table, args.baseline, update=args.update)
+        table, fp = load_results(args.results)
+        res = gate(table, args.baseline, update=args.update, budgets=_run_budgets(fp))
     except (FileNotFoundError, ResultsError, GateInputError) as exc:
         raise UsageError(str(exc)) from None
     print(f"gate: {res.compared} cells compared with {args.baseline}")

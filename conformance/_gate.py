@@ -8,9 +8,12 @@ neither better nor worse.
 
 Results depend on the platform a library computes on (its instruction set, or the GPU):
 the baseline keeps each cell's entry per platform (the ``platform`` column). A cell is
-judged against the entry of its own platform; where the baseline has it only for other
-platforms, a worse value is reported as a platform difference, not a regression, and
-``--update`` records this platform's entry.
+judged against the entry of its own platform. Where the baseline has it only for other
+platforms (a CI runner with a newer CPU), it is judged against the entry of the nearest
+of them (:func:`nearest_platform`) and the cell's budget: a change of platform may
+excuse a higher max ULP that stays within the budget (reported as a platform
+difference, and recorded by ``--update``), never a change of status (pass to fail,
+error or timeout), more special-value mismatches, or a max ULP beyond the budget.
 
 ``update`` ratchets: improved, new and new-platform entries are written into the
 baseline, worse ones never are, and the gate writes nothing unless it passes. Bad input
@@ -28,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._budgets import Budgets
 from ._support import support
 
-__all__ = ["GateInputError", "GateResult", "gate"]
+__all__ = ["GateInputError", "GateResult", "gate", "nearest_platform"]
 
 REL_TOL = 1e-6  # relative slack on max ULP (reductions may reorder between runs)
 ABS_TOL = 1e-3  # ULP
@@ -59,6 +63,47 @@ def _enc(v: float | None) -> Any:
 
 def _dec(v: Any) -> float | None:
     return math.inf if v == "inf" else (None if v is None else float(v))
+
+
+# Instruction-set levels in the order each library's dispatch climbs them: NumPy's
+# dispatch targets (x86-64, then Arm, then Power and Z), torch's CPU capabilities and
+# XLA's --xla_cpu_max_isa names. A platform tag names its library first ("numpy
+# AVX512_ICL", "torch AVX2", "xla AVX512"); the nearest of two tags of one library is
+# the level closest to this run's.
+_LEVELS = (
+    "baseline DEFAULT SSE SSE2 SSE3 SSSE3 SSE41 POPCNT SSE42 X86_V2 AVX F16C FMA3 AVX2 "
+    "X86_V3 AVX512F AVX512CD AVX512 AVX512_KNL AVX512_KNM AVX512_SKX X86_V4 AVX512_CLX "
+    "AVX512_CNL AVX512_ICL AVX512_SPR AVX512_BF16 AVX512_FP16"
+).split()
+_ARM_LEVELS = "NEON NEON_FP16 NEON_VFPV4 ASIMD ASIMDHP ASIMDDP ASIMDFHM SVE SVE256".split()
+
+
+def _level(word: str) -> tuple[int, int] | None:
+    for family, levels in enumerate((_LEVELS, _ARM_LEVELS)):
+        if word in levels:
+            return family, levels.index(word)
+    return None
+
+
+def nearest_platform(plat: str, known: list[str]) -> str:
+    """Of the baseline's platforms ``known``, the one nearest to ``plat``: same library
+    word first, then the closest instruction-set level, then the longest common prefix;
+    ties go to the earlier of ``known`` in sorted order (deterministic)."""
+
+    def distance(other: str) -> tuple[int, int, int]:
+        a, b = plat.split(), other.split()
+        same_lib = int(bool(a and b and a[0] == b[0]))
+        la = next((lv for w in reversed(a) if (lv := _level(w)) is not None), None)
+        lb = next((lv for w in reversed(b) if (lv := _level(w)) is not None), None)
+        if la is not None and lb is not None and la[0] == lb[0]:
+            gap = abs(la[1] - lb[1])
+        else:
+            gap = len(_LEVELS)
+        prefix = next((i for i, (u, v) in enumerate(zip(plat, other, strict=False)) if u != v),
+                      min(len(plat), len(other)))  # fmt: skip
+        return (-same_lib, gap, -prefix)
+
+    return min(sorted(known), key=distance)
 
 
 def _entry(r: Any) -> dict[str, Any]:
@@ -172,11 +217,20 @@ def _check_table(table: Any) -> None:
         raise GateInputError(f"the results hold unknown statuses {bad}")
 
 
-def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False) -> GateResult:
+def gate(
+    table: Any,
+    baseline_path: str | os.PathLike[str],
+    update: bool = False,
+    budgets: Budgets | None = None,
+) -> GateResult:
     """Compare; with ``update``, write the ratcheted baseline (only when nothing got
-    worse). Raises GateInputError for input it cannot judge, FileNotFoundError for a
-    missing baseline without ``update``."""
+    worse). ``budgets`` are those the results were judged by (the run's fingerprint
+    holds them; the default budgets otherwise): a cell on a platform the baseline lacks
+    may exceed its nearest platform's max ULP only within them. Raises GateInputError
+    for input it cannot judge, FileNotFoundError for a missing baseline without
+    ``update``."""
     _check_table(table)
+    budgets = budgets if budgets is not None else Budgets.load()
     path = Path(baseline_path)
     base = read_baseline(path, update)
     res = GateResult()
@@ -193,30 +247,40 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
             base["cells"][k] = {plat: cur}
             continue
         res.compared += 1
-        same = plat in plats
-        if same:
+        if plat in plats:
             b = plats[plat]
-        else:  # measured on other platforms only: against the most lenient of them
-            b = min(plats.values(), key=lambda e: (RANK[e["status"]], -(_dec(e["max_ulp"]) or 0)))
-        why = _worse(cur, b)
-        if why and same:
-            res.worse.append(f"{k}: " + "; ".join(why) + _repro(r))
+            why = _worse(cur, b)
+            if why:
+                res.worse.append(f"{k}: " + "; ".join(why) + _repro(r))
+                worse.add(k)
+            elif _better(cur, b):
+                res.better.append(f"{k}: max ULP {_fmt(_dec(b['max_ulp']))} -> "
+                                  f"{_fmt(_dec(cur['max_ulp']))}, {cur['status']}")  # fmt: skip
+                plats[plat] = written[k] = cur
+            continue
+        # a platform the baseline lacks: against its nearest platform and the budget
+        near = nearest_platform(plat, list(plats))
+        b = plats[near]
+        budget = budgets.for_dtype(str(r["dtype"]))
+        excusable, fatal = _foreign(cur, b, budget)
+        where = (
+            f" (this run's platform {plat!r} is not in the baseline; judged against its "
+            f"nearest, {near!r}"
+        )
+        if fatal:
+            res.worse.append(
+                f"{k}: " + "; ".join(fatal) + where + ": a change of platform never excuses "
+                "a change of status, more special-value mismatches or a max ULP beyond the "
+                "budget)" + _repro(r)
+            )
             worse.add(k)
             continue
-        if why:
-            others = ", ".join(repr(p) for p in plats) or "no platform"
+        if excusable:
             res.platform.append(
-                f"{k}: " + "; ".join(why) + f" (the baseline has this cell for {others}; this "
-                f"run's platform is {plat!r}: not a regression verdict, --update records it)"
+                f"{k}: " + "; ".join(excusable) + where + f", within the budget of "
+                f"{_fmt(budget)} ULP: not a regression verdict, --update records it)"
             )
-        elif same and _better(cur, b):
-            res.better.append(f"{k}: max ULP {_fmt(_dec(b['max_ulp']))} -> "
-                              f"{_fmt(_dec(cur['max_ulp']))}, {cur['status']}")  # fmt: skip
-        else:
-            if same:
-                continue
-        plats[plat] = cur
-        written[k] = cur
+        plats[plat] = written[k] = cur
     _missing(res, base, rows, ran)
     _known(res, rows)
     new = {line.split(":", 1)[0] for line in res.new}
@@ -229,10 +293,28 @@ def gate(table: Any, baseline_path: str | os.PathLike[str], update: bool = False
             if e["status"] != "pass":
                 res.recorded_failing[e["status"]] = res.recorded_failing.get(e["status"], 0) + 1
         out = {"format": 2, "cells": base["cells"], "support": base["support"]}
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     return res
+
+
+def _foreign(cur: dict[str, Any], b: dict[str, Any], budget: float) -> tuple[list[str], list[str]]:
+    """(excusable, fatal) differences of a cell from its nearest platform's entry: a
+    higher max ULP within the budget is excusable; a lower status, more special-value
+    mismatches, a max ULP beyond the budget, or one no longer measured is not."""
+    excusable: list[str] = []
+    fatal: list[str] = []
+    for why in _worse(cur, b):
+        if why.startswith("max ULP") and not why.endswith("not measured"):
+            n = _dec(cur["max_ulp"])
+            (excusable if n is not None and n <= budget else fatal).append(
+                why + ("" if n is not None and n <= budget else f" (budget {_fmt(budget)} ULP)")
+            )
+        else:
+            fatal.append(why)
+    return excusable, fatal
 
 
 def _repro(r: Any) -> str:

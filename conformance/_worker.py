@@ -296,12 +296,22 @@ def _numpy_isa() -> str:
 def library_info(b: Backend) -> dict[str, Any]:
     """What the backend's results may depend on: its platform tag (the instruction set
     or device the library computes with), its devices and flags."""
-    info: dict[str, Any] = {"devices": [], "flags": {"numpy_dispatch": _numpy_dispatch()}}
+    libc, libc_version = platform.libc_ver()
+    info: dict[str, Any] = {
+        "devices": [],
+        # the C library's exp and log: scalar tails of vector loops may call them
+        "flags": {"numpy_dispatch": _numpy_dispatch(), "libc": f"{libc} {libc_version}".strip()},
+    }
     parts = [f"numpy {_numpy_isa()}"]  # NumPy, array-api-strict, Dask: NumPy's loops
     if b.library == "torch":
         import torch
 
+        # torch's CPU kernels give the same bits for any thread count and alignment
+        # (conformance/tests/test_gate.py::test_torch_bits_follow_the_capability_alone);
+        # the capability it dispatches to does (ATEN_CPU_CAPABILITY can lower it)
         info["flags"]["torch_threads"] = torch.get_num_threads()
+        info["flags"]["torch_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["flags"]["aten_cpu_capability_env"] = os.environ.get("ATEN_CPU_CAPABILITY", "")
         if b.device == "cuda":
             n = torch.cuda.device_count()
             info["devices"] = [torch.cuda.get_device_name(i) for i in range(n)]
