@@ -9,11 +9,10 @@ lowered (``lax.platform_dependent``): float64 arithmetic inside the kernel, with
 without x64, and no float64 work in XLA, whose CPU float64 ``exp`` and reductions cost
 3 to 5 ns an element here. Rows the kernel declines (a NaN or a +inf in them, or -inf
 only) get their special values in the handler itself, so the call is the whole program
-(a branch after it cost a copy of the output). float16 and bfloat16 without x64 take
-the kernels too: widened exactly to float32, the kernels' result rounded to odd in
-float32 and then to nearest in the narrow format, which is one correct rounding,
-where the generic algorithm would have to carry float32 double-words. Elsewhere
-(GPU, float16 and bfloat16 with x64, no compiled kernel) the generic algorithm runs
+(a branch after it cost a copy of the output). float16 and bfloat16, with x64 or
+without, take the kernels too: widened exactly to float32, the kernels' correctly
+rounded-to-odd float32 result, then rounded to nearest in the narrow format, which is
+one correct rounding. Elsewhere (GPU, no compiled kernel) the generic algorithm runs
 in XLA.
 
 Derivatives of every path come from one custom JVP, log_softmax's own: dx -
@@ -102,8 +101,8 @@ def _compiled(
         )
 
     def narrow_on_kernel(x: Any) -> Any:
-        # float16/bfloat16 without x64: widened exactly to float32, the kernels' result
-        # (computed in float64) rounded to odd in float32, then rounded to nearest in
+        # float16/bfloat16 (with or without x64): widened exactly to float32, the
+        # kernels' correctly rounded-to-odd float32 result, then rounded to nearest in
         # x's format: with 13 or more bits to spare, that is one correct rounding
         out = _kernel_rows(axes, n, odd=True)(x.astype(jnp.float32))
         return _round_to_bfloat16(out) if x.dtype == jnp.bfloat16 else out.astype(x.dtype)
@@ -113,7 +112,7 @@ def _compiled(
         if x.ndim > 0 and n > 1 and kernels:
             if x.dtype in (jnp.float32, jnp.float64):
                 return lax.platform_dependent(x, cpu=_kernel_rows(axes, n), default=generic)
-            if wide == "float32" and x.dtype in (jnp.float16, jnp.bfloat16):
+            if x.dtype in (jnp.float16, jnp.bfloat16):
                 return lax.platform_dependent(x, cpu=narrow_on_kernel, default=generic)
         return generic(x)
 

@@ -3,10 +3,12 @@
  * two or three passes over each row, no temporaries. Rows with a NaN or a +inf, and
  * rows of -inf only, are left to the caller's special-value rules.
  *
- * float32 rows (float16/bfloat16 arrive as float32, exactly): d = x - max is exact
- * in double; exp(d) = 2^(k/4) times a degree-6 polynomial (relative error < 2^-37),
- * summed in eight double lanes; out = d - log1p(T) is rounded once to the output
- * (float32, or double for a later cast to a narrower format).
+ * float32 rows (float16/bfloat16 arrive as float32, exactly): exp(d) = 2^(k/4) times a
+ * degree-6 polynomial (relative error < 2^-36.88), summed in eight double lanes;
+ * out = (x - max) - log1p(T) with x - max and the subtraction kept exact (TwoSum),
+ * rounded to the output (float32, or float32 rounded to odd for a later rounding to a
+ * narrower format) where the fast path's error bound decides it, and otherwise from
+ * L recomputed in accurate double-double (rounding.h): correctly rounded.
  *
  * float64 rows: d = x - max is kept as an exact double-double (TwoSum); each
  * exp(d_hi + d_lo) is table driven (2^(j/64) in double-double, Cody-Waite ln2/64
@@ -26,7 +28,9 @@
  * says at its top what it holds and what it uses:
  *   common.h       includes, HOT, the lane count
  *   dd_math.h      scalar math: the float32 exp, the double-double exp and log1p,
- *                  rounding to odd, 2^k, their tables
+ *                  2^k, their tables
+ *   rounding.h     correct rounding of float32 rows: the fast path's bound, the
+ *                  rounding test, the slow path (accurate double-double)
  *   passes.h       portable row passes: maxima, sums, writes, rows_f32/rows_f64
  *   passes_avx2.h  their AVX2 variants, and use_avx2(), which picks the path
  *   threads.h      the thread pool: blocks of rows, or segments of one long row
@@ -37,6 +41,7 @@
  */
 #include "csrc/common.h"
 #include "csrc/dd_math.h"
+#include "csrc/rounding.h"
 #include "csrc/passes.h"
 #include "csrc/passes_avx2.h"
 #include "csrc/threads.h"
@@ -51,6 +56,14 @@ static PyMethodDef methods[] = {
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"partial", py_partial, METH_VARARGS, partial_doc},
     {"write", py_write, METH_VARARGS, write_doc},
+    {"bound_f32", py_bound_f32, METH_VARARGS, bound_f32_doc},
+    {"exact_l_f32", py_exact_l_f32, METH_VARARGS, exact_l_f32_doc},
+    {"bound_f64", py_bound_f64, METH_VARARGS, bound_f64_doc},
+    {"exp_dd2", py_exp_dd2, METH_VARARGS, exp_dd2_doc},
+    {"log1p_dd2", py_log1p_dd2, METH_VARARGS, log1p_dd2_doc},
+    {"exact_l_f64", py_exact_l_f64, METH_VARARGS, exact_l_f64_doc},
+    {"stats", py_stats, METH_VARARGS, stats_doc},
+    {"set_bound_scale", py_set_bound_scale, METH_VARARGS, set_bound_scale_doc},
     {"log1p_dd", py_log1p_dd, METH_VARARGS, log1p_dd_doc},
     {"combine_rows", py_combine_rows, METH_VARARGS, combine_rows_doc},
     {"partial_rows", py_partial_rows, METH_VARARGS, partial_rows_doc},

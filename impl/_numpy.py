@@ -5,17 +5,19 @@ each slice becomes a contiguous row. float32 and float64 rows go to the kernel i
 call, which shares them (or the passes of one long row) among its threads
 (``impl.get_num_threads()``), the GIL released. float16 and bfloat16 rows are widened
 to float32 (exactly) block by block, in blocks shared among the threads, and the
-kernel's float64 output is rounded once to the narrow format; a narrow slice longer
-than a block is split into segments, with three passes (max; partial sums; output)
-each shared among the threads. The results do not depend on the number of threads.
+kernel's correctly rounded-to-odd float32 output (float64 holding it, for float16) is
+rounded once more to the narrow format, which is one correct rounding; a narrow slice
+longer than a block is split into segments, with three passes (max; partial sums;
+output) each shared among the threads. The results do not depend on the number of
+threads.
 
 Where the kernel was not built (no C compiler at install time), the same blocks run
 in NumPy: the short algorithm in float64 for the narrow formats and the generic
 precise core for float64; there, input with NaN or infinities takes the generic
 algorithm whole. With the kernels, -inf entries next to finite ones (masked logits)
-stay in them, and input with a NaN, a +inf or a slice of -inf only takes the generic
-algorithm whole; so does 0-d input. Warnings that adversarial input causes on
-purpose (overflow to -inf) are silenced.
+stay in them, and the slices with a NaN, a +inf or of -inf only get their special
+values from the generic algorithm, those slices alone; 0-d input takes it whole.
+Warnings that adversarial input causes on purpose (overflow to -inf) are silenced.
 """
 
 from __future__ import annotations
@@ -168,7 +170,8 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
         # thread of its own, the GIL released for the whole call
         out = empty_out(rows2d.shape, rows2d.dtype)
         threads = 1 if getattr(_serial, "on", False) else get_num_threads()
-        out = None if _kernel.rows(rows2d, out, n, threads) else out
+        if _kernel.rows(rows2d, out, n, threads):
+            _fill_specials(rows2d, out)
     elif n > _BLOCK:
         out = _long_rows(rows2d)
     else:
@@ -237,13 +240,25 @@ def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
         src = _kernel_input(rows2d[r0 : r0 + per])
         wide = np.empty(src.shape, dtype=_wide_out(out.dtype))
         skipped: int = _kernel.rows(src, wide, n, 1, int(wide.dtype == np.float32))
-        if not skipped:  # else the whole array goes the generic way
-            out[r0 : r0 + per] = wide  # one rounding
+        out[r0 : r0 + per] = wide  # one rounding
+        if skipped:
+            _fill_specials(rows2d[r0 : r0 + per], out[r0 : r0 + per])
         return skipped
 
-    if any(_map(work, range(0, nrows, per))):
-        return None
+    _map(work, range(0, nrows, per))
     return out
+
+
+def _fill_specials(rows2d: NDArray[Any], out: NDArray[Any]) -> None:
+    """The rows the kernels declined (a NaN or a +inf, or -inf only) get their special
+    values (docs/specification.md) from the generic algorithm, those rows alone: one
+    such row no longer sends the whole array the generic way, whose float16, bfloat16
+    and float32 results are not correctly rounded everywhere."""
+    bad = np.isnan(rows2d).any(axis=1) | np.isposinf(rows2d).any(axis=1)
+    bad |= np.isneginf(rows2d).all(axis=1)
+    if bad.any():
+        n = rows2d.shape[1]
+        out[bad] = log_softmax_generic(np, rows2d[bad], (1,), n, np.float64, round_narrow)
 
 
 def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
@@ -262,7 +277,8 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
 
         m = max(_map(seg_max, segs))
         if not math.isfinite(m):  # NaN propagates through max; +inf is the max
-            return None
+            _fill_specials(rows2d[r : r + 1], out[r : r + 1])
+            continue
 
         def seg_partial(
             s: tuple[int, int], row: Any = row, m: float = m
@@ -272,15 +288,27 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
 
         parts = _map(seg_partial, segs)
         k = sum(p[2] for p in parts)
-        lh = math.log1p(math.fsum([p[0] for p in parts]) + (k - 1))
+        # L and its error bound; where the bound leaves an output undecided, L again
+        # from the slow path (impl/csrc/rounding.h) and the row written again
+        L = _kernel.bound_f32(math.fsum([p[0] for p in parts]) + (k - 1), n)
 
-        def write(s: tuple[int, int], r: int = r, m: float = m, lh: float = lh) -> None:
+        def write(
+            s: tuple[int, int], r: int = r, m: float = m, L: tuple[float, float, float] = L
+        ) -> int:
             wide = np.empty(s[1] - s[0], dtype=_wide_out(out.dtype))
             odd = int(wide.dtype == np.float32)
-            _kernel.write(_kernel_input(rows2d[r, s[0] : s[1]]), wide, m, lh, 0.0, odd)
+            unsure: int = _kernel.write(_kernel_input(rows2d[r, s[0] : s[1]]), wide, m, *L[:2],
+                                        odd, L[2])  # fmt: skip
             out[r, s[0] : s[1]] = wide  # one rounding
+            return unsure
 
-        _map(write, segs)
+        if any(_map(write, segs)):
+            exact: tuple[float, float, float] = _kernel.exact_l_f32(_kernel_input(row), m)
+
+            def rewrite(s: tuple[int, int], L: tuple[float, float, float] = exact) -> int:
+                return write(s, L=L)
+
+            _map(rewrite, segs)
     return out
 
 

@@ -206,17 +206,22 @@ py_partial(PyObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(write_doc,
-"write(x, out, m, l_hi, l_lo, odd=0)\n\n"
-"out = (x - m) - (l_hi + l_lo), rounded once, for one segment of a row (float32 x\n"
-"uses l_hi only; odd=1 as in rows()).");
+"write(x, out, m, l_hi, l_lo, odd=0, delta=0.0) -> int\n\n"
+"out = (x - m) - (l_hi + l_lo), rounded once, for one segment of a row; odd=1 as in\n"
+"rows(). delta bounds the error of l_hi + l_lo (bound_f32, exact_l_f32 for float32\n"
+"x), and the result is the count of outputs that bound leaves undecided.");
 
 static PyObject *
 py_write(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo;
-    double m, lh, ll;
+    double m, lh, ll, delta = 0.0;
     int odd = 0;
-    if (!PyArg_ParseTuple(args, "OOddd|i", &xo, &oo, &m, &lh, &ll, &odd)) {
+    if (!PyArg_ParseTuple(args, "OOddd|id", &xo, &oo, &m, &lh, &ll, &odd, &delta)) {
+        return NULL;
+    }
+    if (!(delta >= 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "delta must be a number >= 0");
         return NULL;
     }
     Py_buffer x, o;
@@ -228,17 +233,213 @@ py_write(PyObject *self, PyObject *args)
     if (odd_check(odd, kx, ko, &x, &o) < 0) {
         return NULL;
     }
+    Py_ssize_t unsure = 0;
+    lbound L = {lh, ll, delta};
     Py_BEGIN_ALLOW_THREADS
     if (kx == 'f') {
-        write_f32((const float *)x.buf, o.buf, out_kind_of(ko, odd), count, (float)m, lh);
+        unsure = write_f32((const float *)x.buf, o.buf, out_kind_of(ko, odd), count, (float)m, L);
     }
     else {
-        write_f64((const double *)x.buf, (double *)o.buf, count, m, lh, ll);
+        unsure = write_f64((const double *)x.buf, (double *)o.buf, count, m, L);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
-    Py_RETURN_NONE;
+    return PyLong_FromSsize_t(unsure);
+}
+
+PyDoc_STRVAR(bound_f32_doc,
+"bound_f32(T, n) -> (l_hi, l_lo, delta)\n\n"
+"L = log1p(T) for the sum T of a float32 row of n entries (partial()'s sums plus k - 1)\n"
+"and the bound delta on its error (impl/csrc/rounding.h).");
+
+static PyObject *
+py_bound_f32(PyObject *self, PyObject *args)
+{
+    double T;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "dn", &T, &n)) {
+        return NULL;
+    }
+    lbound b = bound_f32(T, n);
+    return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(exact_l_f32_doc,
+"exact_l_f32(row, m) -> (l_hi, l_lo, delta)\n\n"
+"The slow path's L = log1p(T) of one float32 row with maximum m, in accurate\n"
+"double-double, and its bound (impl/csrc/rounding.h).");
+
+static PyObject *
+py_exact_l_f32(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    double m;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &m)) {
+        return NULL;
+    }
+    Py_buffer x;
+    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (x.itemsize != 4 || x.format == NULL || strcmp(x.format, "f") != 0) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_TypeError, "exact_l_f32 needs a contiguous float32 row");
+        return NULL;
+    }
+    lbound b;
+    Py_BEGIN_ALLOW_THREADS
+    b = exact_L_f32((const float *)x.buf, x.len / 4, (float)m);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
+    return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(bound_f64_doc,
+"bound_f64(t_hi, t_lo, n) -> (l_hi, l_lo, delta)\n\n"
+"L = log1p(T) for the double-double sum T of a float64 row of n entries (partial()'s\n"
+"sums plus k - 1), as the fast path computes it, and the bound delta on its error.");
+
+static PyObject *
+py_bound_f64(PyObject *self, PyObject *args)
+{
+    double th, tl;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "ddn", &th, &tl, &n)) {
+        return NULL;
+    }
+    lbound b = bound_f64((dd){th, tl}, n);
+    return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(exact_l_f64_doc,
+"exact_l_f64(row, m) -> (l_hi, l_lo, delta)\n\n"
+"The slow path's L = log1p(T) of one float64 row with maximum m, and its bound.");
+
+static PyObject *
+py_exact_l_f64(PyObject *self, PyObject *args)
+{
+    PyObject *xo;
+    double m;
+    if (!PyArg_ParseTuple(args, "Od", &xo, &m)) {
+        return NULL;
+    }
+    Py_buffer x;
+    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (x.itemsize != 8 || x.format == NULL || strcmp(x.format, "d") != 0) {
+        PyBuffer_Release(&x);
+        PyErr_SetString(PyExc_TypeError, "exact_l_f64 needs a contiguous float64 row");
+        return NULL;
+    }
+    lbound b;
+    Py_BEGIN_ALLOW_THREADS
+    b = exact_L_f64((const double *)x.buf, x.len / 8, m);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(exp_dd2_doc,
+"exp_dd2(hi, lo) -> (hi, lo, K)\n\n"
+"The slow path's exp: exp(hi + lo) = 2**K * (hi + lo), for hi in [-746, 710].");
+
+static PyObject *
+py_exp_dd2(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= -746.0 && h <= 710.0)) {
+        PyErr_SetString(PyExc_ValueError, "exp_dd2 needs hi in [-746, 710]");
+        return NULL;
+    }
+    int64_t K;
+    dd e = exp_dd2(h, l, &K);
+    return Py_BuildValue("ddL", e.hi, e.lo, (long long)K);
+}
+
+PyDoc_STRVAR(log1p_dd2_doc,
+"log1p_dd2(hi, lo) -> (hi, lo)\n\nThe slow path's log1p of a non-negative double-double.");
+
+static PyObject *
+py_log1p_dd2(PyObject *self, PyObject *args)
+{
+    double h, l;
+    if (!PyArg_ParseTuple(args, "dd", &h, &l)) {
+        return NULL;
+    }
+    if (!(h >= 0.0) || !isfinite(h)) {
+        PyErr_SetString(PyExc_ValueError, "log1p_dd2 needs a finite hi >= 0");
+        return NULL;
+    }
+    dd r = log1p_dd2(h, l);
+    return Py_BuildValue("dd", r.hi, r.lo);
+}
+
+PyDoc_STRVAR(stats_doc,
+"stats(reset=False) -> dict\n\n"
+"How often the slow path ran since import (or the last reset), per format of the rows\n"
+"('float32', which the narrow formats take too, and 'float64'): rows (rows written by\n"
+"rows(), and long rows), slow_rows (rows recomputed on the slow path),\n"
+"slow_elements (outputs the fast path's bound left undecided), undecided (outputs\n"
+"the slow path's bound left undecided too: none expected).");
+
+static PyObject *
+py_stats(PyObject *self, PyObject *args)
+{
+    int reset = 0;
+    if (!PyArg_ParseTuple(args, "|p", &reset)) {
+        return NULL;
+    }
+    static const char *names[4] = {"rows", "slow_rows", "slow_elements", "undecided"};
+    static const char *formats[2] = {"float32", "float64"};
+    PyObject *d = PyDict_New();
+    for (int f = 0; d != NULL && f < 2; f++) {
+        PyObject *e = PyDict_New();
+        for (int k = 0; e != NULL && k < 4; k++) {
+            uint64_t v = reset ? __atomic_exchange_n(&slow_stat[f][k], 0, __ATOMIC_RELAXED)
+                               : __atomic_load_n(&slow_stat[f][k], __ATOMIC_RELAXED);
+            PyObject *n = PyLong_FromUnsignedLongLong((unsigned long long)v);
+            if (n == NULL || PyDict_SetItemString(e, names[k], n) < 0) {
+                Py_XDECREF(n);
+                Py_CLEAR(e);
+                break;
+            }
+            Py_DECREF(n);
+        }
+        if (e == NULL || PyDict_SetItemString(d, formats[f], e) < 0) {
+            Py_XDECREF(e);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(e);
+    }
+    return d;
+}
+
+PyDoc_STRVAR(set_bound_scale_doc,
+"set_bound_scale(s) -> float\n\n"
+"Multiplies the fast path's error bound by s (1 by default) and returns the previous\n"
+"factor. For the test that a weakened bound is caught: s < 1 is not safe.");
+
+static PyObject *
+py_set_bound_scale(PyObject *self, PyObject *args)
+{
+    double v;
+    if (!PyArg_ParseTuple(args, "d", &v)) {
+        return NULL;
+    }
+    if (!(v >= 0.0)) {
+        PyErr_SetString(PyExc_ValueError, "the scale must be a number >= 0");
+        return NULL;
+    }
+    double old = bound_scale;
+    bound_scale = v;
+    return PyFloat_FromDouble(old);
 }
 
 PyDoc_STRVAR(log1p_dd_doc,

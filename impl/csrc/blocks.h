@@ -271,10 +271,10 @@ py_write_rows(PyObject *self, PyObject *args)
                 continue;
             }
             if (kx == 'f') {
-                write_f32(row, orow, out_kind, n, (float)v[4], v[0]);
+                write_f32(row, orow, out_kind, n, (float)v[4], (lbound){v[0], 0.0, 0.0});
             }
             else {
-                write_f64(row, orow, n, v[4], v[0], v[1]);
+                write_f64(row, orow, n, v[4], (lbound){v[0], v[1], 0.0});
             }
             if (answer == ANSWER_NEGATIVE) {
                 negative_zeros(orow, osize, n);

@@ -1,7 +1,7 @@
 /* csrc/dd_math.h: the scalar arithmetic. The float32 kernel's exp (exp_short) and its
  * constants; the double-double type and its sums (two_sum, acc_dd); the float64 exp
- * (exp_dd_parts, exp_dd_scaled, exp_term) and its tables; log1p_dd, tiny_log1p; rounding
- * to odd (round_odd_f32) and 2^k (pow2i). Uses common.h only; calls no Python API.
+ * (exp_dd_parts, exp_dd_scaled, exp_term) and its tables; log1p_dd, tiny_log1p; and
+ * 2^k (pow2i). Uses common.h only; calls no Python API.
  * Called by passes.h, passes_avx2.h, threads.h, bindings.h and blocks.h. */
 
 /* ln2/64 = C1 + C2 + C3 (C1 has 32 significant bits: k * C1 is exact for |k| < 2^21),
@@ -147,8 +147,8 @@ static const double TAB_LO[64] = {
 };
 
 /* float32 kernel: exp(d) = 2^(k/4) * exp(r), |r| <= ln2/8, for d in [-700, 0];
- * relative error < 2^-37 (degree 6, the Taylor remainder), which keeps a float32
- * result within 0.5 + 2^-13 ULP before its one rounding. ln2/4 = L4_HI + L4_LO, L4_HI
+ * relative error < 2^-36.88 (degree 6: the Taylor remainder at |r| = ln2/8 is 2^-36.88,
+ * the roundings add under 2^-49; rounding.h takes 2^-36.5 as its bound). ln2/4 = L4_HI + L4_LO, L4_HI
  * with 40 bits (k * L4_HI exact for |k| < 2^13). Four table entries fit one AVX2
  * register. */
 static const double L4_HI = 0x1.62e42fefa4000p-3;
@@ -205,23 +205,6 @@ exp_short(double d)
     p = fma(p, r, 1.0);
     p = fma(p, r, 1.0);
     return (p * EXP2_4[k & 3]) * pow2i(k >> 2);
-}
-
-/* v rounded to float32, to odd: the neighbour with an odd last bit where v is not a
- * float32 (infinities and NaN as the plain conversion gives them). From the nearest
- * f: one step toward zero where f lies beyond v, then the last bit set where f is
- * not v; without branches, so that the loops over it vectorize. */
-static inline float
-round_odd_f32(double v)
-{
-    float f = (float)v;
-    double b = (double)f;
-    uint32_t u, finite = (uint32_t)(fabsf(f) <= FLT_MAX);
-    memcpy(&u, &f, sizeof u);
-    u -= finite & (uint32_t)(fabs(b) > fabs(v));
-    u |= finite & (uint32_t)(b != v);
-    memcpy(&f, &u, sizeof f);
-    return f;
 }
 
 typedef struct {

@@ -92,46 +92,6 @@ static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, 
  * two or more bits to spare, round-to-odd then round-to-nearest rounds once) */
 enum { OUT_F32 = 0, OUT_F64 = 1, OUT_F32_ODD = 2 };
 
-/* The OUT_F32_ODD writes on the AVX2 path (set at import where the CPU has it) */
-typedef void (*write_odd_fn)(const float *, float *, Py_ssize_t, float, double);
-static write_odd_fn write_odd_f32 = NULL;
-
-HOT static void
-write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L)
-{
-    double md = (double)m;
-    if (out_kind == OUT_F64) {
-        double *o = (double *)out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o[i] = ((double)x[i] - md) - L;
-        }
-    }
-    else if (out_kind == OUT_F32_ODD && write_odd_f32 != NULL) {
-        write_odd_f32(x, (float *)out, n, m, L);
-    }
-    else if (out_kind == OUT_F32_ODD) {
-        float *o = (float *)out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o[i] = round_odd_f32(((double)x[i] - md) - L);
-        }
-    }
-    else {
-        float *o = (float *)out;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            o[i] = (float)(((double)x[i] - md) - L);
-        }
-    }
-}
-
-/* Large outputs are written with non-temporal stores (no read of the destination's
- * cache lines before writing them), where the CPU has AVX2; below this size the output
- * is better left in the cache for whoever reads it next. */
-#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each thread's share */
-typedef void (*stream_f32_fn)(const float *, float *, Py_ssize_t, float, double);
-typedef void (*stream_f64_fn)(const double *, double *, Py_ssize_t, double, double, double);
-static stream_f32_fn stream_f32 = NULL; /* set at import where the CPU has AVX2 */
-static stream_f64_fn stream_f64 = NULL;
-
 /* Non-temporal stores are weakly ordered: fenced before the thread reports back */
 static inline void
 stream_fence(void)
@@ -141,26 +101,78 @@ stream_fence(void)
 #endif
 }
 
-/* Whether a call writing `bytes` of output streams them: float64, or float32 rounded
- * to nearest, 4 MB and more, where the AVX2 path is in use. A caller that streams
- * calls stream_fence() before it returns. */
+/* Before a row is written again over stores that may have been non-temporal */
+static inline void
+stream_fence_if_any(void)
+{
+    stream_fence();
+}
+
+/* y = (x - m) - L for each entry, rounded to the output once and correctly where the
+ * bound L.delta decides it (round_f32_checked); returns how many it left undecided
+ * (each written as the nearest to the fast path's value): the caller then recomputes
+ * L on the slow path and writes the row again. OUT_F64 writes the float32 rounded to
+ * odd, widened (exact), for a cast to float16 that then rounds once. */
+typedef Py_ssize_t (*write_f32_fn)(const float *, void *, int, Py_ssize_t, float, lbound);
+static write_f32_fn write_f32_fast = NULL; /* the AVX2 version, set at import */
+
+HOT static Py_ssize_t
+write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound L)
+{
+    if (write_f32_fast != NULL) {
+        return write_f32_fast(x, out, out_kind, n, m, L);
+    }
+    double md = (double)m;
+    Py_ssize_t unsure = 0;
+    if (out_kind == OUT_F64) {
+        double *o = (double *)out;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int u = 0;
+            o[i] = (double)out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 1, &u);
+            unsure += u;
+        }
+    }
+    else {
+        float *o = (float *)out;
+        int odd = out_kind == OUT_F32_ODD;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int u = 0;
+            o[i] = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, odd, &u);
+            unsure += u;
+        }
+    }
+    return unsure;
+}
+
+/* A float32 row written again from the slow path's L, after the fast path's bound
+ * left `unsure` of its outputs undecided; the count of those the slow path's bound
+ * leaves undecided too joins the statistics */
+static void
+slow_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, Py_ssize_t unsure)
+{
+    stream_fence_if_any();
+    lbound L = exact_L_f32(x, n, m);
+    Py_ssize_t left = write_f32(x, out, out_kind, n, m, L);
+    stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
+    stat_add(&slow_stat[F32][ST_SLOW_ELEMS], (uint64_t)unsure);
+    stat_add(&slow_stat[F32][ST_UNDECIDED], (uint64_t)left);
+}
+
+/* Large outputs are written with non-temporal stores (no read of the destination's
+ * cache lines before writing them), where the CPU has AVX2; below this size the output
+ * is better left in the cache for whoever reads it next. */
+#define STREAM_MIN_BYTES ((size_t)4 << 20) /* per call: each thread's share */
+typedef Py_ssize_t (*stream_f64_fn)(const double *, double *, Py_ssize_t, double, lbound);
+static stream_f64_fn stream_f64 = NULL;
+
+/* Whether a call writing `bytes` of output streams them: float64, 4 MB and more, where
+ * the AVX2 path is in use (float32 rows take the checked writes, which do not stream).
+ * A caller that streams calls stream_fence() before it returns. */
 static inline int
 streams(int f64, int out_kind, size_t bytes)
 {
-    return (f64 ? stream_f64 != NULL : stream_f32 != NULL && out_kind == OUT_F32) &&
-           bytes >= STREAM_MIN_BYTES;
-}
-
-/* One row's output, streamed or not (streams()) */
-static void
-write_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, double L, int stream)
-{
-    if (stream) {
-        stream_f32(x, (float *)out, n, m, L);
-    }
-    else {
-        write_f32(x, out, out_kind, n, m, L);
-    }
+    (void)out_kind;
+    return f64 && stream_f64 != NULL && bytes >= STREAM_MIN_BYTES;
 }
 
 /* Bytes per output entry */
@@ -174,8 +186,7 @@ out_size(int f64, int out_kind)
  * (and, where bad is not NULL, marked there with 1; the other rows with 0). stream:
  * streams() of the whole call, which fences once at its end. */
 static Py_ssize_t
-rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad,
-         int stream)
+rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n, int32_t *bad)
 {
     size_t osize = out_size(0, out_kind);
     Py_ssize_t skipped = 0;
@@ -194,14 +205,20 @@ rows_f32(const float *x, void *out, int out_kind, Py_ssize_t nrows, Py_ssize_t n
         Py_ssize_t k;
         partial_f32(xr, n, m, &T, &k);
         T += (double)(k - 1);
-        write_row_f32(xr, orow, out_kind, n, m, log1p(T), stream);
+        Py_ssize_t unsure = write_f32(xr, orow, out_kind, n, m, bound_f32(T, n));
+        if (unsure) {
+            slow_row_f32(xr, orow, out_kind, n, m, unsure);
+        }
     }
+    stat_add(&slow_stat[F32][ST_ROWS], (uint64_t)nrows);
     return skipped;
 }
 
 /* ---- float64 ---- */
 
-/* Largest x - m (high part) over the entries below m; -inf if none */
+/* Largest x - m (high part) over the entries below m; -inf if none. A finite entry
+ * whose x - m overflows (1e308 - -1e308) counts as -DBL_MAX: its term is positive,
+ * however small, and makes the maximum's output -0. */
 static double
 second_f64(const double *x, Py_ssize_t n, double m)
 {
@@ -209,6 +226,7 @@ second_f64(const double *x, Py_ssize_t n, double m)
     for (Py_ssize_t i = 0; i < n; i++) {
         if (x[i] != m) {
             double d = x[i] - m;
+            d = d < -DBL_MAX && x[i] > -INFINITY ? -DBL_MAX : d;
             best = d > best ? d : best;
         }
     }
@@ -235,23 +253,41 @@ term_f64(double xi, double m, double c, double *hi, double *lo)
     exp_term(sh, sl, hi, lo);
 }
 
-/* One output: (x - m) - (Lh + Ll), rounded once; overflow gives -inf */
-static inline double
-out_f64(double x, double m, double Lh, double Ll)
+/* out = (x - m) - (L_hi + L_lo), rounded once, correctly where L.delta decides it
+ * (out_f64_checked); returns how many outputs it left undecided. Overflow gives
+ * -inf. */
+typedef Py_ssize_t (*write_f64_fn)(const double *, double *, Py_ssize_t, double, lbound);
+static write_f64_fn write_f64_fast = NULL; /* the AVX2 version, set at import */
+
+HOT static Py_ssize_t
+write_f64_portable(const double *x, double *out, Py_ssize_t n, double m, lbound L)
 {
-    dd d = two_sum(x, -m);
-    dd s = two_sum(d.hi, -Lh);
-    double v = s.hi + (s.lo + (d.lo - Ll));
-    return fabs(s.hi) <= DBL_MAX ? v : s.hi;
+    Py_ssize_t unsure = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int u = 0;
+        out[i] = out_f64_checked(x[i], m, L.hi, L.lo, L.delta, &u);
+        unsure += u;
+    }
+    return unsure;
 }
 
-/* out = (x - m) - (L_hi + L_lo), rounded once; overflow gives -inf */
-HOT static void
-write_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll)
+static Py_ssize_t
+write_f64(const double *x, double *out, Py_ssize_t n, double m, lbound L)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        out[i] = out_f64(x[i], m, Lh, Ll);
-    }
+    return write_f64_fast != NULL ? write_f64_fast(x, out, n, m, L)
+                                  : write_f64_portable(x, out, n, m, L);
+}
+
+/* A float64 row written again from the slow path's L (slow_row_f32's) */
+static void
+slow_row_f64(const double *x, double *out, Py_ssize_t n, double m, Py_ssize_t unsure)
+{
+    stream_fence_if_any();
+    lbound L = exact_L_f64(x, n, m);
+    Py_ssize_t left = write_f64(x, out, n, m, L);
+    stat_add(&slow_stat[F64][ST_SLOW_ROWS], 1);
+    stat_add(&slow_stat[F64][ST_SLOW_ELEMS], (uint64_t)unsure);
+    stat_add(&slow_stat[F64][ST_UNDECIDED], (uint64_t)left);
 }
 
 /* A row's zeros made -0, for rows with an entry below the maximum: T > 0 there, so
@@ -317,17 +353,11 @@ partial_f64_scalar(const double *x, Py_ssize_t n, double m, double c, dd *sum,
 typedef void (*partial_f64_fn)(const double *, Py_ssize_t, double, double, dd *, Py_ssize_t *);
 static partial_f64_fn partial_f64 = partial_f64_scalar;
 
-/* One row's output, streamed or not (streams()) */
-static void
-write_row_f64(const double *x, double *out, Py_ssize_t n, double m, double Lh, double Ll,
-              int stream)
+/* One row's output, streamed or not (streams()); the count write_f64 returns */
+static Py_ssize_t
+write_row_f64(const double *x, double *out, Py_ssize_t n, double m, lbound L, int stream)
 {
-    if (stream) {
-        stream_f64(x, out, n, m, Lh, Ll);
-    }
-    else {
-        write_f64(x, out, n, m, Lh, Ll);
-    }
+    return stream ? stream_f64(x, out, n, m, L) : write_f64(x, out, n, m, L);
 }
 
 /* One float64 row whose T is below 2^-960: T = exp(c) * sum exp(d - c), c = the
@@ -343,7 +373,8 @@ row_f64_tiny(const double *x, double *out, Py_ssize_t n, double m)
     if (c >= -2000.0) {
         partial_f64(x, n, m, c, &S, &k);
     }
-    write_f64(x, out, n, m, tiny_log1p(c, S), 0.0);
+    /* tiny_log1p is correctly rounded; every output rounds once (no test) */
+    write_f64(x, out, n, m, (lbound){tiny_log1p(c, S), 0.0, 0.0});
     if (c > -INFINITY) {
         negative_zeros(out, sizeof(double), n);
     }
@@ -373,8 +404,12 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
             continue;
         }
         dd t = two_sum(T.hi, (double)(k - 1));
-        dd L = log1p_dd(t.hi, t.lo + T.lo);
-        write_row_f64(xr, orow, n, m, L.hi, L.lo, stream);
+        Py_ssize_t unsure =
+            write_row_f64(xr, orow, n, m, bound_f64((dd){t.hi, t.lo + T.lo}, n), stream);
+        if (unsure) {
+            slow_row_f64(xr, orow, n, m, unsure);
+        }
     }
+    stat_add(&slow_stat[F64][ST_ROWS], (uint64_t)nrows);
     return skipped;
 }

@@ -128,90 +128,194 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
 DEFINE_MAX_AVX2(max_f64_avx2, double, __m256d, pd, 4)
 DEFINE_MAX_AVX2(max_f32_avx2, float, __m256, ps, 8)
 
-/* write_f32 (float output) and write_f64 with non-temporal stores: the same
- * operations lane by lane, so the same bits; scalar up to the first 32-byte boundary
- * and after the last */
-AVX2 static void
-stream_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
+/* write_f32 on the AVX2 path, four entries at a time, with the rounding test in a
+ * cheap form on v = ((x - m) - L_hi) - L_lo in double (three roundings: within
+ * 2^-51 |v| of (x - m) - L, as |x - m| <= |v|): the exact value lies within
+ * tol = delta + 2^-51 |v| of v. Where |v| is in float32's normal range, v's 29 low
+ * bits (those float32 drops) give its distance, in units of ulp(v), to the float32
+ * grid: `low` above the truncation T, 2^29 - low below T's successor, |low - 2^28|
+ * from the midpoint between them, and low + 2^27 from the midpoint below T where T is
+ * a power of two (the grid halves there). To nearest: where no midpoint lies within
+ * tol, v's rounding is the answer. To odd: where no float32 does, the exact value is
+ * none, and its rounding to odd is T with the last bit set. -inf entries give -inf.
+ * A group with an entry this cannot settle goes through out_f32_checked entry by entry
+ * (the full test); both give the correctly rounded answer wherever they settle, so the
+ * same bits. One conversion to float32 per group: the loop is bound by them. */
+AVX2 static Py_ssize_t
+write_f32_avx2(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound L)
 {
-    Py_ssize_t i = 0;
-    while (i < n && ((uintptr_t)(o + i) & 31) != 0) {
-        i++;
-    }
-    write_f32(x, o, OUT_F32, i, m, L); /* up to the first 32-byte boundary */
-    const __m256d MD = v_set((double)m), LL = v_set(L);
-    for (; i + 8 <= n; i += 8) {
-        __m256 v = _mm256_loadu_ps(x + i);
-        __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-        __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-        __m128 ra = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_sub_pd(a, MD), LL));
-        __m128 rb = _mm256_cvtpd_ps(_mm256_sub_pd(_mm256_sub_pd(b, MD), LL));
-        _mm256_stream_ps(o + i, _mm256_insertf128_ps(_mm256_castps128_ps256(ra), rb, 1));
-    }
-    write_f32(x + i, o + i, OUT_F32, n - i, m, L);
-}
-
-/* write_f32's OUT_F32_ODD loop, four lanes at a time. Where |v| lies in float32's
- * normal range, rounding to odd is a truncation of v's float64 pattern to float32's 24
- * bits with the last kept bit set where a dropped one was (the sticky bit), and the
- * conversion after it is exact: the same bits as round_odd_f32. Groups with a lane
- * outside that range (0, subnormal, beyond FLT_MAX, inf, NaN) take round_odd_f32
- * itself. The compiler's vectorization of the portable loop ran at 0.9 ns an entry
- * here, three times the plain float32 write. */
-AVX2 static void
-write_odd_f32_avx2(const float *x, float *o, Py_ssize_t n, float m, double L)
-{
-    const __m256d MD = v_set((double)m), LL = v_set(L);
+    const __m256d MD = v_set((double)m), LH = v_set(L.hi), LL = v_set(L.lo);
+    const __m256d DELTA = v_set(L.delta), REL = v_set(0x1p-51);
+    const __m256d TINY = v_set(0x1p-126), BIG = v_set(FLT_MAX), NINF = v_set(-INFINITY);
     const __m256d ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
-    const __m256d TINY = v_set(0x1p-126), BIG = v_set(FLT_MAX);
-    const __m256i DROP = _mm256_set1_epi64x((INT64_C(1) << 29) - 1); /* 53 - 24 bits */
+    const __m256i LOW = _mm256_set1_epi64x((INT64_C(1) << 29) - 1);
     const __m256i KEEP = _mm256_set1_epi64x(INT64_C(1) << 29);
-    const __m256i ZERO = _mm256_setzero_si256();
+    const __m256i MAGIC = _mm256_castpd_si256(v_set(0x1p52));
+    const __m256i EXP = _mm256_set1_epi64x(INT64_C(0x7ff) << 52);
+    const __m256i SCALE = _mm256_set1_epi64x((int64_t)((uint64_t)2098 << 52)); /* 2^(52 - e) */
+    const __m256d P52 = v_set(0x1p52), P28 = v_set(0x1p28), P27 = v_set(0x1p27);
+    const __m256d P29 = v_set(0x1p29);
+    const int odd = out_kind != OUT_F32;
     double md = (double)m;
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, unsure = 0;
     for (; i + 4 <= n; i += 4) {
-        __m256d v = _mm256_sub_pd(_mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), MD), LL);
-        __m256d a = _mm256_and_pd(v, ABS);
-        __m256d normal = _mm256_and_pd(_mm256_cmp_pd(a, TINY, _CMP_GE_OQ),
-                                       _mm256_cmp_pd(a, BIG, _CMP_LE_OQ));
-        if (_mm256_movemask_pd(normal) != 15) {
-            for (int l = 0; l < 4; l++) {
-                o[i + l] = round_odd_f32(((double)x[i + l] - md) - L);
+        __m256d xd = _mm256_cvtps_pd(_mm_loadu_ps(x + i));
+        __m256d v = _mm256_sub_pd(_mm256_sub_pd(_mm256_sub_pd(xd, MD), LH), LL);
+        __m256d av = _mm256_and_pd(v, ABS);
+        __m256i bits = _mm256_castpd_si256(v);
+        /* the low 29 bits as a double (exact), and tol in units of ulp(v) (times a
+         * power of two: exact) */
+        __m256d low = _mm256_sub_pd(
+            _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, LOW), MAGIC)), P52);
+        __m256d units = _mm256_castsi256_pd(_mm256_sub_epi64(SCALE, _mm256_and_si256(bits, EXP)));
+        __m256d t = _mm256_mul_pd(_mm256_add_pd(DELTA, _mm256_mul_pd(av, REL)), units);
+        __m256d normal = _mm256_and_pd(_mm256_cmp_pd(av, TINY, _CMP_GE_OQ),
+                                       _mm256_cmp_pd(av, BIG, _CMP_LE_OQ));
+        __m256d dist;
+        __m128 res;
+        if (odd) {
+            dist = _mm256_min_pd(low, _mm256_sub_pd(P29, low));
+            __m256i tr = _mm256_or_si256(_mm256_andnot_si256(LOW, bits), KEEP);
+            res = _mm256_cvtpd_ps(_mm256_castsi256_pd(tr)); /* exact: T, last bit set */
+        }
+        else {
+            dist = _mm256_min_pd(_mm256_and_pd(_mm256_sub_pd(low, P28), ABS),
+                                 _mm256_add_pd(low, P27));
+            res = _mm256_cvtpd_ps(v);
+        }
+        __m256d ok = _mm256_and_pd(normal, _mm256_cmp_pd(dist, t, _CMP_GT_OQ));
+        __m256d ninf = _mm256_cmp_pd(xd, NINF, _CMP_EQ_OQ);
+        ok = _mm256_or_pd(ok, ninf);
+        res = _mm_blendv_ps(res, _mm_set1_ps(-INFINITY), _mm256_cvtpd_ps(ninf));
+        if (_mm256_movemask_pd(ok) == 15) {
+            if (out_kind == OUT_F64) {
+                _mm256_storeu_pd((double *)out + i, _mm256_cvtps_pd(res));
+            }
+            else {
+                _mm_storeu_ps((float *)out + i, res);
             }
             continue;
         }
-        __m256i bits = _mm256_castpd_si256(v);
-        __m256i exact = _mm256_cmpeq_epi64(_mm256_and_si256(bits, DROP), ZERO);
-        bits = _mm256_or_si256(_mm256_andnot_si256(DROP, bits), _mm256_andnot_si256(exact, KEEP));
-        _mm_storeu_ps(o + i, _mm256_cvtpd_ps(_mm256_castsi256_pd(bits)));
+        for (int l = 0; l < 4; l++) {
+            int u = 0;
+            float r = out_f32_checked(x[i + l], md, L.hi, L.lo, L.delta, odd, &u);
+            unsure += u;
+            if (out_kind == OUT_F64) {
+                ((double *)out)[i + l] = (double)r;
+            }
+            else {
+                ((float *)out)[i + l] = r;
+            }
+        }
     }
     for (; i < n; i++) {
-        o[i] = round_odd_f32(((double)x[i] - md) - L);
+        int u = 0;
+        float r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, odd, &u);
+        unsure += u;
+        if (out_kind == OUT_F64) {
+            ((double *)out)[i] = (double)r;
+        }
+        else {
+            ((float *)out)[i] = r;
+        }
     }
+    return unsure;
 }
 
-AVX2 static void
-stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, double Lh, double Ll)
+/* two_sum, lane by lane */
+AVX2 static inline __m256d
+v_two_sum(__m256d a, __m256d b, __m256d *lo)
+{
+    __m256d s = _mm256_add_pd(a, b);
+    __m256d bb = _mm256_sub_pd(s, a);
+    *lo = _mm256_add_pd(_mm256_sub_pd(a, _mm256_sub_pd(s, bb)), _mm256_sub_pd(b, bb));
+    return s;
+}
+
+/* write_f64 on the AVX2 path, with non-temporal stores (stream) or not: out_f64_checked
+ * lane by lane, the same operations in the same order, so the same bits and the same
+ * count of undecided outputs; scalar up to the first 32-byte boundary where it
+ * streams, and after the last group. */
+AVX2 static inline Py_ssize_t
+write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, int stream)
 {
     Py_ssize_t i = 0;
-    while (i < n && ((uintptr_t)(o + i) & 31) != 0) {
+    while (stream && i < n && ((uintptr_t)(o + i) & 31) != 0) {
         i++;
     }
-    write_f64(x, o, i, m, Lh, Ll); /* up to the first 32-byte boundary */
-    const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-Lh), LL = v_set(Ll);
+    Py_ssize_t unsure = write_f64_portable(x, o, i, m, L); /* to the first 32-byte boundary */
+    const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-L.hi), LL = v_set(L.lo);
     const __m256d BIG = v_set(DBL_MAX), ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+    const __m256d SIGN = v_set(-0.0), ZERO = _mm256_setzero_pd(), HALF = v_set(0.5);
+    const __m256d DELTA = v_set(L.delta), U = v_set(0x1p-52), TINY = v_set(0x1p-969);
+    const __m256i EXP = _mm256_set1_epi64x(INT64_C(0x7ff) << 52);
+    const __m256i MANT = _mm256_set1_epi64x((INT64_C(1) << 52) - 1);
+    const __m256i E53 = _mm256_set1_epi64x(INT64_C(53) << 52);
+    const __m256d LPOS = L.hi > 0.0 ? _mm256_castsi256_pd(_mm256_set1_epi64x(-1)) : ZERO;
+    const int test = L.delta > 0.0;
     for (; i + 4 <= n; i += 4) {
         __m256d xv = _mm256_loadu_pd(x + i);
         __m256d dl, dh = v_two_diff(xv, M, NM, &dl);
-        /* two_sum(dh, -Lh) */
-        __m256d sh = _mm256_add_pd(dh, NLH);
-        __m256d bb = _mm256_sub_pd(sh, dh);
-        __m256d sl = _mm256_add_pd(_mm256_sub_pd(dh, _mm256_sub_pd(sh, bb)), _mm256_sub_pd(NLH, bb));
-        __m256d v = _mm256_add_pd(sh, _mm256_add_pd(sl, _mm256_sub_pd(dl, LL)));
+        __m256d sl, sh = v_two_sum(dh, NLH, &sl);
+        __m256d wl, e = v_two_sum(sl, dl, &wl);
+        __m256d el = _mm256_sub_pd(wl, LL);
+        __m256d ql, v = v_two_sum(sh, e, &ql);
+        /* sg = -1 where v <= 0: p = sg ql, pl = sg el (the sign flipped by xor) */
+        __m256d neg = _mm256_and_pd(_mm256_cmp_pd(v, ZERO, _CMP_LE_OQ), SIGN);
+        __m256d pq = _mm256_xor_pd(ql, neg), pl = _mm256_xor_pd(el, neg);
+        __m256d av = _mm256_and_pd(v, ABS);
+        __m256i vb = _mm256_castpd_si256(av);
+        __m256d h = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_and_si256(vb, EXP), E53));
+        __m256d pow2 = _mm256_castsi256_pd(
+            _mm256_cmpeq_epi64(_mm256_and_si256(vb, MANT), _mm256_setzero_si256()));
+        __m256d hd = _mm256_blendv_pd(h, _mm256_mul_pd(h, HALF), pow2);
+        __m256d mu = _mm256_add_pd(_mm256_sub_pd(pq, h), pl);
+        __m256d md = _mm256_add_pd(_mm256_add_pd(pq, hd), pl);
+        __m256d apl = _mm256_and_pd(pl, ABS);
+        __m256d tu = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(_mm256_and_pd(mu, ABS), apl)));
+        __m256d td = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(_mm256_and_pd(md, ABS), apl)));
+        __m256d base = _mm256_sub_pd(_mm256_sub_pd(ZERO, dh), av); /* -dh - |v| */
+        __m256d g = _mm256_sub_pd(base, dl);
+        __m256d gu = _mm256_sub_pd(_mm256_sub_pd(base, h), dl);
+        __m256d up_sure = _mm256_and_pd(LPOS, _mm256_cmp_pd(gu, ZERO, _CMP_GE_OQ));
+        __m256d floor_ok =
+            _mm256_and_pd(LPOS, _mm256_cmp_pd(_mm256_add_pd(g, hd), ZERO, _CMP_GE_OQ));
+        __m256d go_up = _mm256_or_pd(_mm256_cmp_pd(mu, ZERO, _CMP_GT_OQ), up_sure);
+        __m256d go_dn = _mm256_andnot_pd(floor_ok, _mm256_cmp_pd(md, ZERO, _CMP_LT_OQ));
+        /* the masks are -1 as integers: bits + 1 where up, - 1 where down */
+        __m256i step = _mm256_sub_epi64(_mm256_castpd_si256(go_dn), _mm256_castpd_si256(go_up));
+        __m256d res = _mm256_or_pd(_mm256_castsi256_pd(_mm256_add_epi64(vb, step)),
+                                   _mm256_and_pd(v, SIGN));
         __m256d finite = _mm256_cmp_pd(_mm256_and_pd(sh, ABS), BIG, _CMP_LE_OQ);
-        _mm256_stream_pd(o + i, _mm256_blendv_pd(sh, v, finite));
+        res = _mm256_blendv_pd(sh, res, finite);
+        if (test) {
+            __m256d ok = _mm256_and_pd(
+                _mm256_and_pd(_mm256_cmp_pd(av, TINY, _CMP_GE_OQ),
+                              _mm256_or_pd(_mm256_cmp_pd(_mm256_and_pd(mu, ABS), tu, _CMP_GT_OQ), up_sure)),
+                _mm256_or_pd(_mm256_cmp_pd(_mm256_and_pd(md, ABS), td, _CMP_GT_OQ), floor_ok));
+            ok = _mm256_or_pd(ok, _mm256_xor_pd(finite, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))));
+            unsure += 4 - __builtin_popcount((unsigned)_mm256_movemask_pd(ok));
+        }
+        if (stream) {
+            _mm256_stream_pd(o + i, res);
+        }
+        else {
+            _mm256_storeu_pd(o + i, res);
+        }
     }
-    write_f64(x + i, o + i, n - i, m, Lh, Ll);
+    return unsure + write_f64_portable(x + i, o + i, n - i, m, L);
+}
+
+AVX2 static Py_ssize_t
+stream_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, lbound L)
+{
+    return write_f64_avx2_to(x, o, n, m, L, 1);
+}
+
+AVX2 static Py_ssize_t
+write_f64_avx2(const double *x, double *o, Py_ssize_t n, double m, lbound L)
+{
+    return write_f64_avx2_to(x, o, n, m, L, 0);
 }
 
 /* The c = 0 loop runs over blocks of C0_BLOCK entries in two passes: the first takes
@@ -440,17 +544,17 @@ use_avx2(int on)
     max_f64 = max_f64_portable;
     max_f32 = max_f32_portable;
     stream_f64 = NULL;
-    stream_f32 = NULL;
-    write_odd_f32 = NULL;
+    write_f32_fast = NULL;
+    write_f64_fast = NULL;
 #ifdef HAVE_AVX2_PATH
     if (on) {
-        write_odd_f32 = write_odd_f32_avx2;
+        write_f32_fast = write_f32_avx2;
+        write_f64_fast = write_f64_avx2;
         partial_f64 = partial_f64_avx2;
         partial_f32 = partial_f32_avx2;
         max_f64 = max_f64_avx2;
         max_f32 = max_f32_avx2;
         stream_f64 = stream_f64_avx2;
-        stream_f32 = stream_f32_avx2;
     }
 #endif
 }

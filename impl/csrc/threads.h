@@ -25,6 +25,7 @@ typedef struct {
     double m;
     dd sum;
     Py_ssize_t k;
+    Py_ssize_t unsure; /* float32 writes the fast path's bound left undecided */
 } seg_part;
 
 /* The whole work, shared by the threads */
@@ -42,7 +43,7 @@ typedef struct {
     /* one long row: the pass under way (0: max; 1: partial sums; 2: output) and
      * each segment's results */
     int phase;
-    double m, Lh, Ll;
+    double m, Lh, Ll, Ld; /* Ld: the bound on L (rounding.h) */
     seg_part seg[MAX_SEGS];
 } row_job;
 
@@ -70,7 +71,7 @@ some_rows(const row_job *j, Py_ssize_t r0, Py_ssize_t nrows)
     if (j->f64) {
         return rows_f64((const double *)x, (double *)out, nrows, j->n, bad, j->stream);
     }
-    return rows_f32((const float *)x, out, j->out_kind, nrows, j->n, bad, j->stream);
+    return rows_f32((const float *)x, out, j->out_kind, nrows, j->n, bad);
 }
 
 /* Blocks of rows until none is left */
@@ -114,10 +115,12 @@ run_segments(void *arg)
             p->sum = (dd){T, 0.0};
         }
         else if (j->f64) {
-            write_row_f64((const double *)x, (double *)out, len, j->m, j->Lh, j->Ll, j->stream);
+            lbound L = {j->Lh, j->Ll, j->Ld};
+            p->unsure = write_row_f64((const double *)x, (double *)out, len, j->m, L, j->stream);
         }
         else {
-            write_row_f32((const float *)x, out, j->out_kind, len, (float)j->m, j->Lh, j->stream);
+            lbound L = {j->Lh, j->Ll, j->Ld};
+            p->unsure = write_f32((const float *)x, out, j->out_kind, len, (float)j->m, L);
         }
     }
     if (j->phase == 2 && j->stream) {
@@ -207,15 +210,30 @@ long_row(row_job *j)
             return 0;
         }
         dd t = two_sum(T.hi, (double)(k - 1));
-        dd L = log1p_dd(t.hi, t.lo + T.lo);
+        lbound L = bound_f64((dd){t.hi, t.lo + T.lo}, j->n);
         j->Lh = L.hi;
         j->Ll = L.lo;
+        j->Ld = L.delta;
     }
     else {
-        j->Lh = log1p(T.hi + (double)(k - 1));
+        lbound L = bound_f32(T.hi + (double)(k - 1), j->n);
+        j->Lh = L.hi;
+        j->Ll = L.lo;
+        j->Ld = L.delta;
     }
     j->phase = 2;
     on_threads(run_segments, j);
+    Py_ssize_t unsure = 0;
+    for (Py_ssize_t i = 0; i < j->nblocks; i++) {
+        unsure += j->seg[i].unsure;
+    }
+    if (unsure && j->f64) {
+        slow_row_f64((const double *)j->x, (double *)j->out, j->n, m, unsure);
+    }
+    else if (unsure) {
+        slow_row_f32((const float *)j->x, j->out, j->out_kind, j->n, (float)m, unsure);
+    }
+    stat_add(&slow_stat[j->f64 ? F64 : F32][ST_ROWS], 1);
     return 0;
 }
 

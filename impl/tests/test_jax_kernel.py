@@ -101,10 +101,11 @@ def test_narrow_formats_without_x64_take_the_float32_kernels(dtype):
     assert (tiny > 0).all() and (tiny < smallest_normal).all()
 
 
-def test_odd_output_is_the_float64_result_rounded_to_odd():
-    """The handler's uint32 output for float32 rows: the kernels' float64 values (as
-    the NumPy path's float64 output gives them) rounded to odd in float32, bit for
-    bit, subnormal and exact results included."""
+def test_odd_output_is_the_kernels_result_rounded_to_odd():
+    """The handler's uint32 output for float32 rows: the NumPy path's correctly
+    rounded-to-odd float32 results (rows(..., odd=1)), bit for bit, subnormal and exact
+    results included; each is the oracle's float32 result or, where that is inexact,
+    its neighbour with an odd last bit (and the float64 output holds the same value)."""
     from impl._jax import _FFI_TARGET, cpu_kernel_registered
 
     assert cpu_kernel_registered()
@@ -113,17 +114,19 @@ def test_odd_output_is_the_float64_result_rounded_to_odd():
     x[:8, 0], x[:8, 1:] = 0.0, -100.0 - rng.random((8, 256)).astype(np.float32)
     # (above: float32 subnormal outputs at the maximum)
     x[8:16] = np.round(x[8:16])  # many exact differences
+    odd = np.empty(x.shape, np.float32)
+    assert compiled_kernels().rows(x, odd, x.shape[1], 1, 1) == 0
     wide = np.empty(x.shape, np.float64)
     assert compiled_kernels().rows(x, wide, x.shape[1], 1) == 0
-    f = wide.astype(np.float32)
-    inexact = f.astype(np.float64) != wide
-    even = (f.view(np.uint32) & 1) == 0
-    toward = np.where(wide > f, np.float32(np.inf), np.float32(-np.inf))
-    want = np.where(inexact & even, np.nextafter(f, toward), f).view(np.uint32)
-    assert inexact.any() and (~inexact).any()
-    assert (np.abs(f[:8, 0]) < 2.0**-126).all() and f[:8, 0].all()
+    np.testing.assert_array_equal(wide, odd.astype(np.float64))
+    nearest = reference.log_softmax(x, axis=1)
+    differs = odd.view(np.uint32) != nearest.view(np.uint32)
+    assert differs.any() and (~differs).any()
+    assert (odd.view(np.uint32)[differs] & 1).all()
+    assert (np.abs(odd.view(np.int32)[differs] - nearest.view(np.int32)[differs]) == 1).all()
+    assert (np.abs(odd[:8, 0]) < 2.0**-126).all() and odd[:8, 0].all()
     call = jax.ffi.ffi_call(_FFI_TARGET, jax.ShapeDtypeStruct(x.shape, jnp.uint32))
-    np.testing.assert_array_equal(np.asarray(jax.jit(call)(jnp.asarray(x))), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(call)(jnp.asarray(x))), odd.view(np.uint32))
 
 
 def _round_exact(v: float, dtype: str) -> float:

@@ -122,22 +122,40 @@ def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
         K.use(prev)
 
 
-def _round_to_odd(v: np.ndarray) -> np.ndarray:
-    """float64 to float32 rounded to odd (infinities where the conversion overflows)."""
-    with np.errstate(over="ignore"):
-        f = v.astype(np.float32)
-    back = f.astype(np.float64)
-    bits = f.view(np.int32)
-    fin = np.isfinite(f)
-    bits -= fin & (np.abs(back) > np.abs(v))
-    bits |= fin & (back != v)
-    return f
+def _round_to_odd(x: np.ndarray, m: float, L: float) -> np.ndarray:
+    """(x - m) - L, exactly, rounded to odd in float32: the float32 itself where it is
+    one, else the one of its two float32 neighbours with an odd last bit; infinities
+    from 2^128 - 2^103 on, as the plain conversion gives them."""
+    from fractions import Fraction
+
+    out = np.empty(x.shape, np.float32)
+    big = Fraction(2**128 - 2**103)
+    for i, xi in enumerate(x.astype(np.float64)):
+        q = Fraction(float(xi)) - Fraction(m) - Fraction(L)
+        if q == 0:  # an exact zero takes IEEE's sign, as the subtractions give it
+            out[i] = np.float32((xi - m) - L)
+            continue
+        if abs(q) >= big:
+            out[i] = np.float32(np.inf) if q > 0 else np.float32(-np.inf)
+            continue
+        with np.errstate(over="ignore"):
+            f = np.float32(float(q))
+        if not np.isfinite(f):
+            f = np.float32(np.copysign(np.finfo(np.float32).max, float(q)))
+        if Fraction(float(f)) == q:
+            out[i] = f
+            continue
+        g = np.nextafter(f, np.float32(np.inf if Fraction(float(f)) < q else -np.inf))
+        out[i] = f if f.view(np.int32) & 1 else g
+    return out
 
 
 @pytest.mark.parametrize("path", ["avx2", "scalar"])
 def test_writes_rounded_to_odd(path):
-    """odd=1 (float32 in and out): (x - m) - L rounded to odd, on both code paths,
-    over every binade of float32, subnormal results, zero, overflow and specials."""
+    """odd=1 (float32 in and out): (x - m) - L, exactly (L exact: delta = 0), rounded
+    to odd, on both code paths, over every binade of float32, subnormal results, zero,
+    overflow and specials. (Rounding the float64 difference to odd instead, as the
+    kernels did, rounds twice: 1.5 - 1e-300 gave 1.5.)"""
     if path == "avx2" and not _avx2_available():
         pytest.skip("this CPU has no AVX2 and FMA")
     rng = np.random.default_rng(12)
@@ -154,7 +172,7 @@ def test_writes_rounded_to_odd(path):
                 got = np.empty_like(x)
                 K.write(x, got, m, L, 0.0, 1)
                 m32 = float(np.float32(m))  # the kernels take m in x's format
-                want = _round_to_odd((x.astype(np.float64) - m32) - L)
+                want = _round_to_odd(x, m32, L)
                 np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
         x = np.array([np.inf, -np.inf, np.nan, 1.0], np.float32)  # as the conversion gives
         got = np.empty_like(x)
@@ -277,9 +295,14 @@ def test_row_passes_read_blocks_in_place(dtype):
     K.write_rows(block, c, 100, one)
     assert np.isnan(c[[7, 8]]).all()
     wide = np.empty(copy.shape)
-    if dtype == "float32":  # float64 output of float32 rows: the narrow formats'
-        K.write_rows(block, wide, 100, slices)
-        np.testing.assert_array_equal(wide.astype(np.float32), a)
+    if dtype == "float32":  # float64 output of float32 rows, for the narrow formats:
+        K.write_rows(block, wide, 100, slices)  # the float32 rounded to odd, widened
+        odd = np.empty_like(copy)
+        K.write_rows(block, odd, 100, slices, 1)
+        np.testing.assert_array_equal(wide, odd.astype(np.float64))
+        differs = odd.view(np.int32) != a.view(np.int32)
+        assert (np.abs(odd.view(np.int32) - a.view(np.int32)) <= 1).all()
+        assert (odd.view(np.int32)[differs] & 1).all()
     # rows in reverse (a negative stride), as Dask gives for x[::-1]
     back, want_back = np.empty((40, 10)), np.empty((40, 10))
     K.partial_rows(block[::-1], 100, back)

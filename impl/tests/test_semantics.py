@@ -460,3 +460,47 @@ def test_jax_subnormal_outputs_survive_flush_to_zero(dtype, jit):
     with jax.enable_x64(True):
         got = np.asarray(fn(jax.numpy.asarray(x), axis=-1))
     assert reference.ulp_error(got, x, axis=-1).max() <= 0.5
+
+
+def test_where_impl_differs_from_scipy():
+    """Every documented difference from scipy.special.log_softmax (docs/impl.md,
+    "Where impl differs from SciPy"), held both ways: SciPy's answer as measured, and
+    impl's. A SciPy release that changes one of these fails here, and the page is
+    then out of date."""
+    import warnings
+
+    sp = pytest.importorskip("scipy.special")
+
+    def scipy(x: np.ndarray, **kw: Any) -> Any:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return sp.log_softmax(x, **kw)
+
+    # a slice of one entry, +-inf: SciPy NaN (inf - inf), impl 0 (the limit)
+    for v in (inf, -inf):
+        assert np.isnan(scipy(np.array([v]))).all()
+        assert impl.log_softmax(np.array([v])).tolist() == [0.0]
+    # empty slices: SciPy raises, impl returns the empty array
+    with pytest.raises(ValueError):
+        scipy(np.zeros((2, 0)), axis=1)
+    assert impl.log_softmax(np.zeros((2, 0)), axis=1).shape == (2, 0)
+    # small integers: SciPy float16/float32, uint8 and uint16 values wrapping to -inf;
+    # impl float64, as NumPy's float functions take integers
+    for dt, scipy_dt in ((np.int8, np.float16), (np.uint8, np.float16), (np.int16, np.float32),
+                         (np.uint16, np.float32)):  # fmt: skip
+        x = np.array([1, 2, 3], dt)
+        assert scipy(x).dtype == scipy_dt
+        got = impl.log_softmax(x)
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, impl.log_softmax(x.astype(np.float64)))
+    assert np.isneginf(scipy(np.array([1, 2, 3], np.uint8))).all()
+    # bool: SciPy raises TypeError, impl takes it as 0 and 1 in float64
+    with pytest.raises(TypeError):
+        scipy(np.array([True, False]))
+    np.testing.assert_array_equal(
+        impl.log_softmax(np.array([True, False])), impl.log_softmax(np.array([1.0, 0.0]))
+    )
+    # complex: SciPy returns complex128, impl raises TypeError (log_softmax of real input)
+    assert scipy(np.array([1 + 1j, 2 + 0j])).dtype == np.complex128
+    with pytest.raises(TypeError, match="real input"):
+        impl.log_softmax(np.array([1 + 1j, 2 + 0j]))

@@ -1,0 +1,302 @@
+"""Correct rounding of impl's float32 rows (float32, float16 and bfloat16 results):
+bits against the oracle, never `ulp_error <= 0.5` (a double rounding reads as 0.5).
+
+The kernels' fast path carries a proven error bound; the rounding test sends the
+outputs it cannot decide to the slow path (impl/csrc/rounding.h, docs/impl.md
+"Correct rounding"). These tests hold the reproducers of double rounding and of the
+fast exp's error, every float16 and bfloat16 pair, random float32 pairs and the
+hardest float32 pair known, and check that a weakened bound is caught."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import impl
+import reference
+from conformance import BACKENDS, Backend
+
+_kernel = pytest.importorskip("impl._kernel")
+
+# Backends whose CPU path runs the row kernels (the others run the generic algorithm)
+KERNEL_BACKENDS = [b for b in BACKENDS if b.name in ("numpy:cpu", "torch:cpu", "jax:cpu",
+                                                     "jax:cpu:jit", "dask:cpu")]  # fmt: skip
+
+
+def _run(b: Backend, x: np.ndarray) -> np.ndarray:
+    """impl.log_softmax(x, axis=-1) on b. Dask with whole slices per block (chunks
+    along the first axis only): that runs the row kernels block by block. Where a
+    reduced axis is split, Dask combines the blocks' sums without a rounding test (not
+    correctly rounded yet: test_dask_split_axis_is_not_yet_correctly_rounded)."""
+    if b.library == "dask":
+        import dask.array as da
+
+        lazy = da.from_array(x, chunks=(7, -1))  # type: ignore[no-untyped-call]
+        return np.asarray(impl.log_softmax(lazy, axis=-1).compute())
+    return np.asarray(b.run(impl.log_softmax, x, axis=-1))
+
+
+UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _available(b: Backend) -> Backend:
+    why = b.probe()
+    if why:
+        pytest.skip(why)
+    return b
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a.view(UINT[a.dtype.itemsize])
+
+
+def _assert_bits(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    g, w = _bits(np.asarray(got)), _bits(np.asarray(want))
+    bad = np.argwhere(g != w)
+    assert bad.size == 0, f"{what}: {len(bad)} outputs differ, first at {bad[0].tolist()}"
+
+
+# The issue's reproducers: x - max on a rounding midpoint of the output and log1p(T)
+# vanishing in float64 (rounded twice: -40.0); the float32 kernel's exp missing by
+# 2^-36.89 (0.50002 ULP at index 3); and a float32 pair far apart, whose x - max is
+# not a double (2^30 - 2^-30 (1 + 2^-23), just below a float32 number)
+REPRODUCERS = [
+    ("float32", [2.0**-19, -40.0]),
+    ("float16", [2.0**-6, -40.0]),
+    ("bfloat16", [0.125, -40.0]),
+    (
+        "float32",
+        [
+            700.3890991210938,
+            700.0830688476562,
+            700.73779296875,
+            717.4591064453125,
+            700.3890991210938,
+            700.3890991210938,
+        ],
+    ),
+    ("float32", [2.0**30, -(2.0**-30) * (1 + 2.0**-23)]),
+    ("float32", [2.0**30, 2.0**-30 * (1 + 2.0**-23)]),
+    ("float16", [1024.0, 1.5 * 2.0**-10]),
+    ("bfloat16", [2.0**100, -(2.0**-30)]),
+]
+
+
+@pytest.mark.parametrize("b", KERNEL_BACKENDS, ids=[b.name for b in KERNEL_BACKENDS])
+def test_reproducers_are_correctly_rounded(b):
+    _available(b)
+    for dtype, row in REPRODUCERS:
+        if dtype not in b.dtypes:
+            continue
+        x = np.array([row, row[::-1]], dtype=reference.FORMATS[dtype].dtype)
+        want = reference.log_softmax(x, axis=-1)
+        _assert_bits(_run(b, x), want, f"{b.name} {dtype} {row}")
+
+
+@pytest.mark.parametrize("b", KERNEL_BACKENDS, ids=[b.name for b in KERNEL_BACKENDS])
+def test_float64_zero_at_the_maximum_of_an_overflowing_row(b):
+    """[1e308, -1e308]: x - max overflows to -inf, yet T = exp(-2e308) > 0, so the
+    maximum's output is -0 (it was +0 on NumPy, torch and JAX)."""
+    _available(b)
+    if "float64" not in b.dtypes:
+        pytest.skip("no float64")
+    x = np.array([[1e308, -1e308], [-1e308, 1e308], [1e308, -math.inf]])
+    got = _run(b, x)
+    want = reference.log_softmax(x, axis=-1)
+    _assert_bits(got, want, b.name)
+    assert np.signbit(got[0, 0]) and not np.signbit(got[2, 0])
+
+
+def _pairs(v: np.ndarray) -> np.ndarray:
+    return np.stack([np.zeros_like(v), v], axis=1)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_every_narrow_pair_is_correctly_rounded(dtype):
+    """[0, v] for all 65,536 v, as rows ([0, v]) and as columns, bit for bit the pair
+    oracle (itself checked against the exact engine on every one of them)."""
+    v = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(dtype)
+    want = reference.log_softmax_pairs(v)
+    _assert_bits(impl.log_softmax(_pairs(v), axis=1), want, "rows")
+    _assert_bits(impl.log_softmax(_pairs(v).T, axis=0), want.T, "columns")
+
+
+def test_random_float32_pairs_and_the_hardest_known():
+    rng = np.random.default_rng(20261206)
+    v = rng.integers(0, 2**32, size=300_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    # the hardest float32 pair known (d - L at 2^-57.0 relative from a midpoint), and
+    # the fast exp's worst (1.1e-4 ULP from one)
+    hard = np.array([0x39EA41D0, 0xB9EA41D0, 0x41D36817, 0xC1D36817], np.uint32).view(np.float32)
+    v = np.concatenate([hard, v])
+    _assert_bits(impl.log_softmax(_pairs(v), axis=1), reference.log_softmax_pairs(v), "pairs")
+
+
+def test_a_weakened_bound_is_caught():
+    """With the fast path's bound scaled down to 0 its answer is trusted everywhere,
+    and the pairs closest to a boundary come out wrong: the bound is what makes them
+    right, and this test fails if the rounding test stops being consulted."""
+    v32 = np.array([0x41D36817, 0xC1D36817, 0x39EA41D0], np.uint32).view(np.float32)
+    v64 = np.array([-6.72189340963397, -18.981935130696254])  # found by a random search
+    for v, want in ((v32, reference.log_softmax_pairs(v32)),
+                    (v64, reference.log_softmax(_pairs(v64), axis=1))):  # fmt: skip
+        _assert_bits(impl.log_softmax(_pairs(v), axis=1), want, f"{v.dtype}, bound as proven")
+        old = _kernel.set_bound_scale(0.0)
+        try:
+            got = impl.log_softmax(_pairs(v), axis=1)
+        finally:
+            _kernel.set_bound_scale(old)
+        assert (_bits(got) != _bits(want)).any(), f"{v.dtype}: a bound of 0 went unnoticed"
+
+
+def test_long_rows_take_the_slow_path_on_every_thread_count():
+    """A row long enough to be cut into segments shared by threads, holding the
+    hardest pair among masked (-inf) entries: the slow path recomputes the whole row,
+    and the bits are the oracle's for any thread count."""
+    n = 1 << 17
+    for bits in (0x39EA41D0, 0x41D36817):
+        v = np.array([bits], np.uint32).view(np.float32)[0]
+        row = np.full(n, -np.inf, np.float32)
+        row[0], row[n // 2 + 3] = 0.0, v
+        want = reference.log_softmax_pairs(np.array([v]))[0]
+        for threads in (1, 2, 3):
+            old = impl.get_num_threads()
+            impl.set_num_threads(threads)
+            try:
+                _kernel.stats(True)
+                got = impl.log_softmax(row)
+                slow = _kernel.stats()["float32"]["slow_rows"]
+            finally:
+                impl.set_num_threads(old)
+            _assert_bits(got[[0, n // 2 + 3]], want, f"threads {threads}")
+            assert np.isneginf(got[1]) and slow == 1
+
+
+def test_the_bounds_hold():
+    """The fast path's L is within its bound of log1p(T) on random rows, and the slow
+    path's within its own; exp_short's error, measured densely, is within the bound
+    rounding.h takes for it (2^-36.5), and above 2^-37 (the figure once claimed)."""
+    import mpmath
+
+    with mpmath.workprec(160):
+        _check_bounds(mpmath)
+
+
+def _check_bounds(mpmath: Any) -> None:
+    rng = np.random.default_rng(5)
+    worst = 0.0
+    for d in np.concatenate([-rng.uniform(0, 700, 4000), -rng.uniform(0, 0.2, 4000)]):
+        e = mpmath.exp(mpmath.mpf(float(d)))
+        worst = max(worst, float(abs((mpmath.mpf(_kernel.exp_short(float(d))) - e) / e)))
+    assert 2.0**-37 < worst < 2.0**-36.5
+    for trial in range(60):
+        n = int(rng.integers(2, 400))
+        row = (rng.normal(size=n) * rng.choice([0.1, 3.0, 40.0])).astype(np.float32)
+        m = float(row.max())
+        T = mpmath.fsum(mpmath.exp(mpmath.mpf(float(x)) - m) for x in row) - 1
+        L = mpmath.log1p(T)
+        sh, _, k = _kernel.partial(row, m)
+        fast = _kernel.bound_f32(sh + (k - 1), n)
+        assert abs(mpmath.mpf(fast[0]) + fast[1] - L) <= fast[2], trial
+        slow = _kernel.exact_l_f32(row, m)
+        assert abs(mpmath.mpf(slow[0]) + slow[1] - L) <= slow[2], trial
+        assert slow[2] < 2.0**-85 * float(L)
+
+
+@pytest.mark.parametrize("b", KERNEL_BACKENDS, ids=[b.name for b in KERNEL_BACKENDS])
+def test_adversarial_rows_are_correctly_rounded(b):
+    """Rows whose x - max falls on a midpoint of the output, with other entries at
+    every distance: the case double rounding hits (3 to 4% of a random adversarial
+    search before), as bits, in every narrow format the backend has."""
+    _available(b)
+    rng = np.random.default_rng(11)
+    for dtype in [d for d in ("float16", "bfloat16", "float32") if d in b.dtypes]:
+        f = reference.FORMATS[dtype]
+        p = f.precision
+        rows = []
+        for _ in range(300):
+            big = float(rng.choice([8.0, 40.0, 100.0, 1000.0]))
+            e = math.floor(math.log2(big))
+            mid = -big - 2.0 ** (e - p)  # a midpoint of the output's grid below -big
+            top = 2.0 ** (e - p)
+            rows.append([top, top + mid, top + mid * float(rng.uniform(0.5, 1.0)), top - 3.0])
+        with np.errstate(over="ignore"):
+            x = np.array(rows).astype(f.dtype)
+        x = x[np.isfinite(x.astype(np.float64)).all(axis=1)]
+        want = reference.log_softmax(x, axis=-1)
+        _assert_bits(_run(b, x), want, f"{b.name} {dtype}")
+
+
+# ---- float64 ----
+
+
+def _float64_rows(rng: np.random.Generator, nrows: int, n: int) -> np.ndarray:
+    """Rows at every scale: logits of a few units, of tens, far apart (one entry
+    dominating), and near-ties."""
+    scale = rng.choice([0.01, 1.0, 30.0, 300.0], size=(nrows, 1))
+    x = rng.normal(size=(nrows, n)) * scale
+    x[::7, 1:] = x[::7, :1] - rng.uniform(30, 700, size=(len(x[::7]), n - 1))
+    x[3::7, 1] = np.nextafter(x[3::7, 0], -np.inf)
+    return np.asarray(x, dtype=np.float64)
+
+
+@pytest.mark.parametrize("b", KERNEL_BACKENDS, ids=[b.name for b in KERNEL_BACKENDS])
+def test_float64_rows_are_correctly_rounded(b):
+    _available(b)
+    if "float64" not in b.dtypes:
+        pytest.skip("no float64")
+    x = _float64_rows(np.random.default_rng(17), 210, 6)
+    want = reference.log_softmax(x, axis=-1)
+    _assert_bits(_run(b, x), want, b.name)
+
+
+@pytest.mark.xfail(reason="Dask's split reduced axis: the blocks' sums are combined without "
+                   "a rounding test (0.50092 ULP on this row)", strict=True)  # fmt: skip
+def test_dask_split_axis_is_not_yet_correctly_rounded():
+    da = pytest.importorskip("dask.array")
+    x = _float64_rows(np.random.default_rng(17), 210, 6)[120:121]
+    got = impl.log_softmax(da.from_array(x, chunks=(1, 2)), axis=-1).compute()
+    _assert_bits(got, reference.log_softmax(x, axis=-1), "dask, split axis")
+
+
+def test_float64_bounds_hold_and_the_slow_path_decides():
+    """bound_f64 (the fast path: double-double sum, log1p_dd2) and exact_l_f64 hold
+    L within their bounds on random rows; exp_term's error, measured, is within the
+    2^-62 taken for it; pairs near a float64 midpoint of the maximum's output take the
+    slow path, and come out as the oracle's."""
+    import mpmath
+
+    with mpmath.workprec(200):
+        rng = np.random.default_rng(23)
+        worst = 0.0
+        for d in -rng.uniform(0, 64, 3000):
+            dl = float(rng.uniform(-1, 1)) * math.ulp(d) / 2
+            h, lo, K = _kernel.exp_dd(float(d), dl)
+            e = mpmath.exp(mpmath.mpf(float(d)) + dl)
+            got = (mpmath.mpf(h) + lo) * mpmath.mpf(2) ** K
+            worst = max(worst, float(abs((got - e) / e)))
+        assert worst < 2.0**-63
+        for trial in range(40):
+            n = int(rng.integers(2, 300))
+            row = rng.normal(size=n) * float(rng.choice([0.1, 3.0, 40.0]))
+            m = float(row.max())
+            T = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - m) for v in row) - 1
+            L = mpmath.log1p(T)
+            th, tl, k = _kernel.partial(row, m)
+            hi = th + (k - 1)
+            fast = _kernel.bound_f64(hi, (th - (hi - (k - 1))) + tl, n)
+            assert abs(mpmath.mpf(fast[0]) + fast[1] - L) <= fast[2], trial
+            slow = _kernel.exact_l_f64(row, m)
+            assert abs(mpmath.mpf(slow[0]) + slow[1] - L) <= slow[2], trial
+            assert slow[2] < 2.0**-85 * float(L)
+    v = -np.random.default_rng(29).uniform(0, 40, 4000)
+    x = _pairs(v)
+    _kernel.stats(True)
+    got = impl.log_softmax(x, axis=1)
+    stats = _kernel.stats()["float64"]
+    assert stats["slow_rows"] > 0 and stats["undecided"] == 0, stats
+    _assert_bits(got, reference.log_softmax(x, axis=1), "pairs")
