@@ -534,6 +534,151 @@ avx2_available(void)
 #endif
 }
 
+/* ---- the slow path's sums, four lanes (rounding.h's exact_sum_*) ---- */
+
+AVX2 static inline __m256d
+v_fast_two_sum(__m256d a, __m256d b, __m256d *lo)
+{
+    __m256d s = _mm256_add_pd(a, b);
+    *lo = _mm256_sub_pd(b, _mm256_sub_pd(s, a));
+    return s;
+}
+
+/* dd_add, lane by lane */
+AVX2 static inline __m256d
+v_dd_add(__m256d ah, __m256d al, __m256d bh, __m256d bl, __m256d *lo)
+{
+    __m256d se, s = v_two_sum(ah, bh, &se);
+    __m256d te, t = v_two_sum(al, bl, &te);
+    se = _mm256_add_pd(se, t);
+    s = v_fast_two_sum(s, se, &se);
+    se = _mm256_add_pd(se, te);
+    return v_fast_two_sum(s, se, lo);
+}
+
+/* dd_mul, lane by lane */
+AVX2 static inline __m256d
+v_dd_mul(__m256d ah, __m256d al, __m256d bh, __m256d bl, __m256d *lo)
+{
+    __m256d p = _mm256_mul_pd(ah, bh);
+    __m256d e = _mm256_fmsub_pd(ah, bh, p);
+    e = _mm256_add_pd(e, _mm256_add_pd(_mm256_mul_pd(ah, bl), _mm256_mul_pd(al, bh)));
+    return v_fast_two_sum(p, e, lo);
+}
+
+/* exp_term of rounding.h's slow path (term_dd2): exp(dh + dl) by exp_dd2's steps,
+ * lane by lane, scaled by 2^K exactly while normal (two factors below 2^-1020); the
+ * caller zeroes the lanes to drop. dh in [-746, 0]. */
+AVX2 static inline __m256d
+v_exp_dd2_scaled(__m256d dh, __m256d dl, __m256d *lo)
+{
+    __m256d ks = _mm256_fmadd_pd(dh, v_set(INV_D), v_set(SHIFTER));
+    __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
+    __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
+    __m256d Kf = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(0x1p-12)));
+    __m256i j = _mm256_and_si256(_mm256_srli_epi64(k, 6), _mm256_set1_epi64x(63));
+    __m256i i = _mm256_and_si256(k, _mm256_set1_epi64x(63));
+    __m256d r1 = _mm256_fnmadd_pd(kf, v_set(D1), dh); /* exact */
+    __m256d p2 = _mm256_mul_pd(kf, v_set(D2));
+    __m256d p2l = _mm256_fmsub_pd(kf, v_set(D2), p2);
+    __m256d rl, rh = v_two_sum(r1, _mm256_sub_pd(_mm256_setzero_pd(), p2), &rl);
+    rl = _mm256_add_pd(rl, _mm256_sub_pd(_mm256_sub_pd(dl, p2l), _mm256_mul_pd(kf, v_set(D3))));
+    rh = v_fast_two_sum(rh, rl, &rl);
+    __m256d sq = _mm256_mul_pd(rh, rh);
+    __m256d sql = _mm256_add_pd(_mm256_fmsub_pd(rh, rh, sq),
+                                _mm256_mul_pd(v_set(2.0), _mm256_mul_pd(rh, rl)));
+    /* c = r^3/6 (1 + r/4 (1 + r/5 (1 + r/6))), in exp_dd2's order */
+    __m256d c = _mm256_add_pd(v_set(1.0), _mm256_div_pd(rh, v_set(6.0)));
+    c = _mm256_add_pd(v_set(1.0), _mm256_mul_pd(_mm256_mul_pd(rh, v_set(0.2)), c));
+    c = _mm256_add_pd(v_set(1.0), _mm256_mul_pd(_mm256_mul_pd(rh, v_set(0.25)), c));
+    c = _mm256_mul_pd(rh, c);
+    c = _mm256_mul_pd(_mm256_mul_pd(c, sq), v_set(1.0 / 6.0));
+    __m256d ql, qh = v_dd_add(_mm256_mul_pd(sq, v_set(0.5)), _mm256_mul_pd(sql, v_set(0.5)), c,
+                              _mm256_setzero_pd(), &ql);
+    __m256d eml, emh = v_dd_add(rh, rl, qh, ql, &eml);
+    __m256d th = _mm256_i64gather_pd(TAB_HI, j, 8), tl = _mm256_i64gather_pd(TAB_LO, j, 8);
+    __m256d uh = _mm256_i64gather_pd(TAB2_HI, i, 8), ul = _mm256_i64gather_pd(TAB2_LO, i, 8);
+    __m256d Pl, Ph = v_dd_mul(th, tl, uh, ul, &Pl);
+    __m256d Ql, Qh = v_dd_mul(Ph, Pl, emh, eml, &Ql);
+    __m256d el, eh = v_dd_add(Ph, Pl, Qh, Ql, &el);
+    /* 2^K, or 2^(K + 600) and 2^-600 below K = -1020 */
+    __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
+    __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
+    __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
+    *lo = _mm256_mul_pd(_mm256_mul_pd(el, s1), s2);
+    return _mm256_mul_pd(_mm256_mul_pd(eh, s1), s2);
+}
+
+/* The terms of four entries (as doubles) below m, and the lanes of the sum; the same
+ * operations as term_dd2 and term_dd2_f64 lane by lane */
+AVX2 static inline void
+v_exact_step(__m256d xv, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m256i *K)
+{
+    __m256d dl, dh = v_two_diff(xv, M, NM, &dl);
+    __m256d keep = _mm256_and_pd(_mm256_cmp_pd(xv, M, _CMP_NEQ_OQ),
+                                 _mm256_cmp_pd(dh, v_set(-746.0), _CMP_GE_OQ));
+    __m256d at = _mm256_cmp_pd(xv, M, _CMP_EQ_OQ);
+    *K = _mm256_sub_epi64(*K, _mm256_castpd_si256(at));
+    /* dropped lanes computed on 0 (any value in range), then zeroed */
+    dh = _mm256_and_pd(dh, keep);
+    dl = _mm256_and_pd(dl, keep);
+    __m256d el, eh = v_exp_dd2_scaled(dh, dl, &el);
+    eh = _mm256_and_pd(eh, keep);
+    el = _mm256_and_pd(el, keep);
+    *AH = v_dd_add(*AH, *AL, eh, el, AL);
+}
+
+AVX2 static void
+v_exact_finish(__m256d AH, __m256d AL, __m256i K, dd tail, Py_ssize_t ktail, dd *T,
+               Py_ssize_t *k)
+{
+    double ah[4], al[4];
+    int64_t kk[4];
+    _mm256_storeu_pd(ah, AH);
+    _mm256_storeu_pd(al, AL);
+    _mm256_storeu_si256((__m256i *)kk, K);
+    dd s = {0.0, 0.0};
+    Py_ssize_t c = ktail;
+    for (int l = 0; l < 4; l++) {
+        s = dd_add(s, (dd){ah[l], al[l]});
+        c += (Py_ssize_t)kk[l];
+    }
+    *T = dd_add(s, tail);
+    *k = c;
+}
+
+AVX2 static void
+exact_sum_f64_avx2(const double *x, Py_ssize_t n, double m, dd *T, Py_ssize_t *k)
+{
+    const __m256d M = v_set(m), NM = v_set(-m);
+    __m256d AH = _mm256_setzero_pd(), AL = _mm256_setzero_pd();
+    __m256i K = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v_exact_step(_mm256_loadu_pd(x + i), M, NM, &AH, &AL, &K);
+    }
+    dd tail;
+    Py_ssize_t ktail;
+    exact_sum_f64_portable(x + i, n - i, m, &tail, &ktail);
+    v_exact_finish(AH, AL, K, tail, ktail, T, k);
+}
+
+AVX2 static void
+exact_sum_f32_avx2(const float *x, Py_ssize_t n, float m, dd *T, Py_ssize_t *k)
+{
+    const __m256d M = v_set((double)m), NM = v_set(-(double)m);
+    __m256d AH = _mm256_setzero_pd(), AL = _mm256_setzero_pd();
+    __m256i K = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v_exact_step(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), M, NM, &AH, &AL, &K);
+    }
+    dd tail;
+    Py_ssize_t ktail;
+    exact_sum_f32_portable(x + i, n - i, m, &tail, &ktail);
+    v_exact_finish(AH, AL, K, tail, ktail, T, k);
+}
+
 /* The code path of the maxima, the sums and the large writes: AVX2 (on: where
  * avx2_available()) or portable */
 static void
@@ -546,8 +691,12 @@ use_avx2(int on)
     stream_f64 = NULL;
     write_f32_fast = NULL;
     write_f64_fast = NULL;
+    exact_sum_f32 = exact_sum_f32_portable;
+    exact_sum_f64 = exact_sum_f64_portable;
 #ifdef HAVE_AVX2_PATH
     if (on) {
+        exact_sum_f32 = exact_sum_f32_avx2;
+        exact_sum_f64 = exact_sum_f64_avx2;
         write_f32_fast = write_f32_avx2;
         write_f64_fast = write_f64_avx2;
         partial_f64 = partial_f64_avx2;

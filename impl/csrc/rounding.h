@@ -367,19 +367,34 @@ term_dd2(float x, double md)
     return (dd){(e.hi * s1) * s2, (e.lo * s1) * s2};
 }
 
-/* The slow path's L for a float32 row (maximum m, k entries equal to it), and its
- * bound: terms within EXP_DD2_REL (or 2^-1074 absolutely, below the normal range),
- * the double-double sum within (n + 8) 2^-103, log1p_dd2 within LOG1P_DD2_REL. */
-static lbound
-exact_L_f32(const float *x, Py_ssize_t n, float m)
+/* The slow path's sums: T = the sum of exp(x - m) over the entries below m in
+ * accurate double-double, and k, the count of entries equal to m; the AVX2 versions
+ * (passes_avx2.h) where the CPU has it, four lanes then combined in order */
+typedef void (*exact_sum_f32_fn)(const float *, Py_ssize_t, float, dd *, Py_ssize_t *);
+typedef void (*exact_sum_f64_fn)(const double *, Py_ssize_t, double, dd *, Py_ssize_t *);
+
+static void
+exact_sum_f32_portable(const float *x, Py_ssize_t n, float m, dd *T, Py_ssize_t *k)
 {
     double md = (double)m;
-    dd T = {0.0, 0.0};
-    Py_ssize_t k = 0;
+    dd s = {0.0, 0.0};
+    Py_ssize_t c = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        T = dd_add(T, term_dd2(x[i], md));
-        k += x[i] == m;
+        s = dd_add(s, term_dd2(x[i], md));
+        c += x[i] == m;
     }
+    *T = s;
+    *k = c;
+}
+
+static exact_sum_f32_fn exact_sum_f32 = exact_sum_f32_portable;
+
+/* L = log1p(T + k - 1) from the slow path's sum, and its bound: terms within
+ * EXP_DD2_REL (or 2^-1074 absolutely, below the normal range), the double-double sum
+ * within (n + 8) 2^-103, log1p_dd2 within LOG1P_DD2_REL */
+static lbound
+exact_L_from(dd T, Py_ssize_t k, Py_ssize_t n)
+{
     T = dd_add(T, (dd){(double)(k - 1), 0.0});
     dd L = log1p_dd2(T.hi, T.lo);
     lbound b = {L.hi, L.lo, 0.0};
@@ -388,6 +403,16 @@ exact_L_f32(const float *x, Py_ssize_t n, float m)
         b.delta = (rel * L.hi + (double)n * 0x1p-1073) * 1.01;
     }
     return b;
+}
+
+/* The slow path's L for a float32 row (maximum m), and its bound */
+static lbound
+exact_L_f32(const float *x, Py_ssize_t n, float m)
+{
+    dd T;
+    Py_ssize_t k;
+    exact_sum_f32(x, n, m, &T, &k);
+    return exact_L_from(T, k, n);
 }
 
 /* ---- float64 rows ---- */
@@ -467,22 +492,27 @@ term_dd2_f64(double x, double m)
     return (dd){(e.hi * s1) * s2, (e.lo * s1) * s2};
 }
 
-/* The slow path's L for a float64 row, and its bound (exact_L_f32's) */
+static void
+exact_sum_f64_portable(const double *x, Py_ssize_t n, double m, dd *T, Py_ssize_t *k)
+{
+    dd s = {0.0, 0.0};
+    Py_ssize_t c = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        s = dd_add(s, term_dd2_f64(x[i], m));
+        c += x[i] == m;
+    }
+    *T = s;
+    *k = c;
+}
+
+static exact_sum_f64_fn exact_sum_f64 = exact_sum_f64_portable;
+
+/* The slow path's L for a float64 row (maximum m), and its bound */
 static lbound
 exact_L_f64(const double *x, Py_ssize_t n, double m)
 {
-    dd T = {0.0, 0.0};
-    Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        T = dd_add(T, term_dd2_f64(x[i], m));
-        k += x[i] == m;
-    }
-    T = dd_add(T, (dd){(double)(k - 1), 0.0});
-    dd L = log1p_dd2(T.hi, T.lo);
-    lbound b = {L.hi, L.lo, 0.0};
-    if (T.hi > 0.0) {
-        double rel = EXP_DD2_REL + ((double)n + 8.0) * 0x1p-103 + LOG1P_DD2_REL;
-        b.delta = (rel * L.hi + (double)n * 0x1p-1073) * 1.01;
-    }
-    return b;
+    dd T;
+    Py_ssize_t k;
+    exact_sum_f64(x, n, m, &T, &k);
+    return exact_L_from(T, k, n);
 }
