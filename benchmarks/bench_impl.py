@@ -1,7 +1,12 @@
 """impl.log_softmax against its peers, side by side in one run: medians and ratios.
 
     python benchmarks/bench_impl.py [--repeat 15] [--threads N] [--no-dask-scale]
-                                    [--states-processes 3] [--only states|passes]
+                                    [--states-processes 3] [--only states|passes|targets]
+
+Targets, in a table of their own (``--only targets``): impl on NumPy, on torch CPU
+tensors and under jax.jit, beside torch's, jax.nn's and SciPy's log_softmax and
+x.copy(), at the shapes models use and at (1, 10) (one call's fixed cost), on one
+thread and on every core, as ratios measured side by side in one run.
 
 Threads, in a table of their own: impl in NumPy with one thread, two, and every core
 this process may run on (``impl.set_num_threads``), beside SciPy (one thread) and
@@ -173,6 +178,77 @@ def _thread_rows(repeat: int) -> list[tuple[str, list[int], list[float]]]:
     return out
 
 
+# The targets' shapes: the four above, a language model's vocabulary, a small batch,
+# and one call's fixed cost
+TARGET_SHAPES = [
+    ((128, 32768), "float32"),
+    ((4096, 1024), "float32"),
+    ((1, 4194304), "float32"),
+    ((32, 50257), "float32"),
+    ((64, 1000), "float32"),
+    ((1024, 1024), "float64"),
+    ((1, 10), "float32"),
+]
+
+
+def _target_rows(repeat: int) -> list[tuple[str, int, dict[str, float]]]:
+    """Per shape and thread count (1, and every core): impl on NumPy, on torch CPU
+    tensors and under jax.jit (x64 on), beside torch.nn.functional.log_softmax,
+    jax.nn.log_softmax under jax.jit, scipy.special.log_softmax and x.copy(), all in
+    one alternating run. XLA's threads are not set per call: its rows are at every
+    core."""
+    import jax
+    import jax.numpy as jnp
+    import scipy.special
+    import torch
+
+    from impl._threads import available_cores
+
+    rng = np.random.default_rng(3)
+    out = []
+    with jax.enable_x64(True):
+        ours_j = jax.jit(lambda a: impl.log_softmax(a, axis=-1))
+        peer_j = jax.jit(lambda a: jax.nn.log_softmax(a, axis=-1))
+        for shape, dt in TARGET_SHAPES:
+            x = rng.standard_normal(shape).astype(dt)
+            t = torch.from_numpy(x.copy())
+            a = jnp.asarray(x)
+            for k in sorted({1, available_cores()}):
+                impl.set_num_threads(k)
+                torch.set_num_threads(k)
+                names = ["impl numpy", "impl torch", "torch", "impl jax", "jax.nn", "scipy",
+                         "copy"]  # fmt: skip
+                fns = [
+                    lambda x=x: impl.log_softmax(x, axis=-1),
+                    lambda t=t: impl.log_softmax(t, axis=-1),
+                    lambda t=t: torch.nn.functional.log_softmax(t, dim=-1),
+                    lambda a=a: ours_j(a).block_until_ready(),
+                    lambda a=a: peer_j(a).block_until_ready(),
+                    lambda x=x: scipy.special.log_softmax(x, axis=-1),
+                    lambda x=x: x.copy(),
+                ]
+                reps = repeat if x.size > 1000 else repeat * 20
+                out.append((f"{dt} {shape}", k, dict(zip(names, _interleaved_ms(fns, reps),
+                                                        strict=True))))  # fmt: skip
+    impl.set_num_threads(None)
+    return out
+
+
+def _print_targets(rows: list[tuple[str, int, dict[str, float]]]) -> None:
+    print("targets: impl against each library's own log_softmax, side by side (ms; ratios)")
+    print(
+        f"{'shape':<22} {'thr':>3} {'impl np':>8} {'torch':>8} {'jax.nn':>8} {'scipy':>8} "
+        f"{'copy':>7} {'impl/torch':>10} {'impl/jax.nn':>11} {'impl/scipy':>10} {'impl/copy':>9}"
+    )
+    for label, k, ms in rows:
+        print(
+            f"{label:<22} {k:>3} {ms['impl numpy']:>8.3f} {ms['torch']:>8.3f} "
+            f"{ms['jax.nn']:>8.3f} {ms['scipy']:>8.3f} {ms['copy']:>7.3f} "
+            f"{ms['impl torch'] / ms['torch']:>9.2f}x {ms['impl jax'] / ms['jax.nn']:>10.2f}x "
+            f"{ms['impl numpy'] / ms['scipy']:>9.2f}x {ms['impl numpy'] / ms['copy']:>8.2f}x"
+        )
+
+
 def _pass_rows(repeat: int) -> list[tuple[str, float]]:
     """ms of each pass of impl's float32 kernel on one thread, and of its neighbours."""
     from impl import _kernel
@@ -336,7 +412,9 @@ def main() -> None:
         help="fresh processes per process state (0: skip that table)",
     )  # fmt: skip
     p.add_argument(
-        "--only", choices=["states", "passes"], help="only the table of process states, or passes"
+        "--only",
+        choices=["states", "passes", "targets"],
+        help="only the table of process states, of passes, or of targets",
     )
     p.add_argument("--state-worker", choices=STATES, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -344,6 +422,8 @@ def main() -> None:
         return _state_worker(args.state_worker, args.repeat)
     if args.only == "passes":
         return _print_passes(_pass_rows(args.repeat))
+    if args.only == "targets":
+        return _print_targets(_target_rows(args.repeat))
     if args.only == "states" or args.states_processes > 0:
         states = _state_rows(args.repeat, max(1, args.states_processes))
         if args.only == "states":

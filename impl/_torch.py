@@ -23,10 +23,11 @@ in-place steps would refuse, and its roundings and masks have the wrong derivati
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["log_softmax_torch"]
+__all__ = ["last_axis_rows_torch", "log_softmax_torch"]
 
 
 Generic = Callable[[Any, tuple[int, ...], int, Callable[[Any, Any], Any]], Any]
@@ -40,6 +41,29 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -
     if _differentiated(torch, x):
         return _function(torch).apply(x, axes, n, generic)
     return _forward(torch, x, axes, n, generic)
+
+
+def last_axis_rows_torch(x: Any, axis: Any) -> Any:
+    """The common call without the general path's checks: a float32 or float64 CPU
+    tensor, contiguous, not empty, over its last axis, with no derivative to be asked
+    for; None for anything else, which the general path then takes. The NumPy path's
+    kernels on a zero-copy view (last_axis_rows), the result a tensor on the same
+    memory: the same results as the general path."""
+    torch = sys.modules["torch"]
+    if (
+        (type(axis) is not int and not (axis is None and x.dim() == 1))
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.device.type != "cpu"
+        or x.dim() == 0
+        or not x.is_contiguous()
+        or x.is_neg()
+        or _differentiated(torch, x)
+    ):
+        return None
+    from ._numpy import last_axis_rows
+
+    out = last_axis_rows(x.detach().numpy(), axis)
+    return None if out is None else torch.from_numpy(out)
 
 
 def _differentiated(torch: Any, x: Any) -> bool:

@@ -232,10 +232,16 @@ v_two_sum(__m256d a, __m256d b, __m256d *lo)
     return s;
 }
 
-/* write_f64 on the AVX2 path, with non-temporal stores (stream) or not: out_f64_checked
- * lane by lane, the same operations in the same order, so the same bits and the same
- * count of undecided outputs; scalar up to the first 32-byte boundary where it
- * streams, and after the last group. */
+/* write_f64 on the AVX2 path, with non-temporal stores (stream) or not, four entries
+ * at a time. y = s + e + el (split_y's parts), v = s + e rounded once, r = (s + e) - v
+ * (exact): y - v = r + el within delta. v is the answer where |r| + |el| + delta < hs
+ * (hs: half the gap to v's neighbour on r's side). Where s + e sits exactly on the
+ * midpoint (|r| = hs: one output in eight on rows of normal logits, whose x, max and
+ * L lie on grids finer than y's), el decides: past it (el of r's sign, |el| > delta),
+ * the neighbour v + 2r; short of it, v. Any other lane, or one a bound leaves open,
+ * takes out_f64_checked for its group: the answers are the correctly rounded ones
+ * wherever either decides, and out_f64_checked's everywhere else, so the same bits
+ * as the portable loop, and the same count of undecided outputs. */
 AVX2 static inline Py_ssize_t
 write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, int stream)
 {
@@ -246,55 +252,55 @@ write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, 
     Py_ssize_t unsure = write_f64_portable(x, o, i, m, L); /* to the first 32-byte boundary */
     const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-L.hi), LL = v_set(L.lo);
     const __m256d BIG = v_set(DBL_MAX), ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
-    const __m256d SIGN = v_set(-0.0), ZERO = _mm256_setzero_pd(), HALF = v_set(0.5);
-    const __m256d DELTA = v_set(L.delta), U = v_set(0x1p-52), TINY = v_set(0x1p-969);
+    const __m256d SIGN = v_set(-0.0), HALF = v_set(0.5), TINY = v_set(0x1p-969);
+    const __m256d DELTA = v_set(L.delta), U = v_set(0x1p-51);
     const __m256i EXP = _mm256_set1_epi64x(INT64_C(0x7ff) << 52);
     const __m256i MANT = _mm256_set1_epi64x((INT64_C(1) << 52) - 1);
     const __m256i E53 = _mm256_set1_epi64x(INT64_C(53) << 52);
-    const __m256d LPOS = L.hi > 0.0 ? _mm256_castsi256_pd(_mm256_set1_epi64x(-1)) : ZERO;
-    const int test = L.delta > 0.0;
     for (; i + 4 <= n; i += 4) {
         __m256d xv = _mm256_loadu_pd(x + i);
         __m256d dl, dh = v_two_diff(xv, M, NM, &dl);
         __m256d sl, sh = v_two_sum(dh, NLH, &sl);
         __m256d wl, e = v_two_sum(sl, dl, &wl);
         __m256d el = _mm256_sub_pd(wl, LL);
-        __m256d ql, v = v_two_sum(sh, e, &ql);
-        /* sg = -1 where v <= 0: p = sg ql, pl = sg el (the sign flipped by xor) */
-        __m256d neg = _mm256_and_pd(_mm256_cmp_pd(v, ZERO, _CMP_LE_OQ), SIGN);
-        __m256d pq = _mm256_xor_pd(ql, neg), pl = _mm256_xor_pd(el, neg);
-        __m256d av = _mm256_and_pd(v, ABS);
+        __m256d v = _mm256_add_pd(sh, e);
+        __m256d r = _mm256_sub_pd(e, _mm256_sub_pd(v, sh));
+        __m256d av = _mm256_and_pd(v, ABS), ar = _mm256_and_pd(r, ABS);
+        __m256d ael = _mm256_and_pd(el, ABS);
         __m256i vb = _mm256_castpd_si256(av);
         __m256d h = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_and_si256(vb, EXP), E53));
+        /* toward zero from a power of two the gap halves: r's sign against v's */
         __m256d pow2 = _mm256_castsi256_pd(
             _mm256_cmpeq_epi64(_mm256_and_si256(vb, MANT), _mm256_setzero_si256()));
-        __m256d hd = _mm256_blendv_pd(h, _mm256_mul_pd(h, HALF), pow2);
-        __m256d mu = _mm256_add_pd(_mm256_sub_pd(pq, h), pl);
-        __m256d md = _mm256_add_pd(_mm256_add_pd(pq, hd), pl);
-        __m256d apl = _mm256_and_pd(pl, ABS);
-        __m256d tu = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(_mm256_and_pd(mu, ABS), apl)));
-        __m256d td = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(_mm256_and_pd(md, ABS), apl)));
-        __m256d base = _mm256_sub_pd(_mm256_sub_pd(ZERO, dh), av); /* -dh - |v| */
-        __m256d g = _mm256_sub_pd(base, dl);
-        __m256d gu = _mm256_sub_pd(_mm256_sub_pd(base, h), dl);
-        __m256d up_sure = _mm256_and_pd(LPOS, _mm256_cmp_pd(gu, ZERO, _CMP_GE_OQ));
-        __m256d floor_ok =
-            _mm256_and_pd(LPOS, _mm256_cmp_pd(_mm256_add_pd(g, hd), ZERO, _CMP_GE_OQ));
-        __m256d go_up = _mm256_or_pd(_mm256_cmp_pd(mu, ZERO, _CMP_GT_OQ), up_sure);
-        __m256d go_dn = _mm256_andnot_pd(floor_ok, _mm256_cmp_pd(md, ZERO, _CMP_LT_OQ));
-        /* the masks are -1 as integers: bits + 1 where up, - 1 where down */
-        __m256i step = _mm256_sub_epi64(_mm256_castpd_si256(go_dn), _mm256_castpd_si256(go_up));
-        __m256d res = _mm256_or_pd(_mm256_castsi256_pd(_mm256_add_epi64(vb, step)),
-                                   _mm256_and_pd(v, SIGN));
+        __m256d inward = _mm256_xor_pd(_mm256_and_pd(r, SIGN), _mm256_and_pd(v, SIGN));
+        __m256d down = _mm256_and_pd(pow2, _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+                                               _mm256_castpd_si256(inward),
+                                               _mm256_castpd_si256(SIGN))));
+        __m256d hs = _mm256_blendv_pd(h, _mm256_mul_pd(h, HALF), down);
+        __m256d slack = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(ar, ael)));
+        __m256d inside = _mm256_cmp_pd(_mm256_add_pd(_mm256_add_pd(ar, ael), slack), hs,
+                                       _CMP_LT_OQ);
+        /* a tie of s + e, broken by el */
+        __m256d tie = _mm256_cmp_pd(ar, hs, _CMP_EQ_OQ);
+        __m256d decided = _mm256_cmp_pd(ael, slack, _CMP_GT_OQ);
+        __m256d same = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
+            _mm256_castpd_si256(_mm256_and_pd(el, SIGN)),
+            _mm256_castpd_si256(_mm256_and_pd(r, SIGN))));
+        __m256d past = _mm256_and_pd(_mm256_and_pd(tie, decided), same);
+        __m256d res = _mm256_blendv_pd(v, _mm256_add_pd(v, _mm256_add_pd(r, r)), past);
+        __m256d ok = _mm256_and_pd(_mm256_cmp_pd(av, TINY, _CMP_GE_OQ),
+                                   _mm256_or_pd(inside, _mm256_and_pd(tie, decided)));
         __m256d finite = _mm256_cmp_pd(_mm256_and_pd(sh, ABS), BIG, _CMP_LE_OQ);
         res = _mm256_blendv_pd(sh, res, finite);
-        if (test) {
-            __m256d ok = _mm256_and_pd(
-                _mm256_and_pd(_mm256_cmp_pd(av, TINY, _CMP_GE_OQ),
-                              _mm256_or_pd(_mm256_cmp_pd(_mm256_and_pd(mu, ABS), tu, _CMP_GT_OQ), up_sure)),
-                _mm256_or_pd(_mm256_cmp_pd(_mm256_and_pd(md, ABS), td, _CMP_GT_OQ), floor_ok));
-            ok = _mm256_or_pd(ok, _mm256_xor_pd(finite, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))));
-            unsure += 4 - __builtin_popcount((unsigned)_mm256_movemask_pd(ok));
+        ok = _mm256_or_pd(ok, _mm256_xor_pd(finite, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))));
+        if (_mm256_movemask_pd(ok) != 15) {
+            double lane[4];
+            for (int l = 0; l < 4; l++) {
+                int u = 0;
+                lane[l] = out_f64_checked(x[i + l], m, L.hi, L.lo, L.delta, &u);
+                unsure += u;
+            }
+            res = _mm256_loadu_pd(lane);
         }
         if (stream) {
             _mm256_stream_pd(o + i, res);

@@ -300,3 +300,44 @@ def test_float64_bounds_hold_and_the_slow_path_decides():
     stats = _kernel.stats()["float64"]
     assert stats["slow_rows"] > 0 and stats["undecided"] == 0, stats
     _assert_bits(got, reference.log_softmax(x, axis=1), "pairs")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_avx2_and_portable_writes_agree_bit_for_bit(dtype):
+    """The AVX2 writes (a cheaper test first, the full one for the groups it leaves)
+    and the portable loop give the same bits and the same count of undecided outputs,
+    to nearest and to odd, on rows whose outputs sit on midpoints often (logits on a
+    grid of 1/64) and on rows of random logits, under the fast path's bound."""
+    try:
+        before = _kernel.use("avx2")
+    except ValueError:
+        pytest.skip("this CPU has no AVX2 and FMA")
+    rng = np.random.default_rng(41)
+    undecided = 0
+    try:
+        for trial in range(200):
+            n = int(rng.integers(1, 400))
+            x = rng.normal(size=n) * float(rng.choice([0.01, 1.0, 5.0, 30.0, 300.0]))
+            if trial % 3 == 0:
+                x = np.round(x * 64) / 64
+            x = x.astype(dtype)
+            m = float(x.max())
+            th, tl, k = _kernel.partial(x, m)
+            if dtype == "float64":
+                L = _kernel.bound_f64(th + (k - 1), tl, n)
+                odds = [0]
+            else:
+                L = _kernel.bound_f32(th + (k - 1), n)
+                odds = [0, 1]
+            for odd in odds:
+                got = []
+                for path in ("avx2", "scalar"):
+                    _kernel.use(path)
+                    out = np.empty_like(x)
+                    u = _kernel.write(x, out, m, L[0], L[1], odd, L[2])
+                    got.append((_bits(out).tobytes(), u))
+                assert got[0] == got[1], (trial, odd)
+                undecided += got[0][1]
+    finally:
+        _kernel.use(before)
+    assert undecided > 0  # the undecided outputs were exercised too

@@ -504,3 +504,50 @@ def test_where_impl_differs_from_scipy():
     assert scipy(np.array([1 + 1j, 2 + 0j])).dtype == np.complex128
     with pytest.raises(TypeError, match="real input"):
         impl.log_softmax(np.array([1 + 1j, 2 + 0j]))
+
+
+def test_the_numpy_fast_path_gives_the_general_paths_bits():
+    """A C-contiguous float32/float64 NumPy array over its last axis goes straight to
+    the kernels (impl._numpy.last_axis_rows); its results, special rows included, are
+    those of the general path (taken here by a non-contiguous copy of the input)."""
+    from impl._numpy import last_axis_rows
+
+    rng = np.random.default_rng(8)
+    for dtype in ("float32", "float64"):
+        x = (rng.normal(size=(40, 17)) * 30).astype(dtype)
+        x[3, 2], x[5, 0], x[7] = nan, inf, -inf  # NaN, +inf, and a row of -inf only
+        x[9, 1:] = -inf
+        fast = last_axis_rows(x, -1)
+        assert fast is not None
+        general = impl.log_softmax(np.asfortranarray(x), axis=1)  # not C-contiguous
+        np.testing.assert_array_equal(
+            fast.view(np.uint8), np.ascontiguousarray(general).view(np.uint8)
+        )
+        np.testing.assert_array_equal(impl.log_softmax(x, axis=-1), fast)
+        unaligned = np.frombuffer(b"\0" + x.tobytes(), dtype=dtype, offset=1).reshape(x.shape)
+        for other in ((x, 0), (x, None), (x, True), (x.astype(np.float16), -1), (x[:, ::2], -1),
+                      (unaligned, -1)):  # fmt: skip
+            assert last_axis_rows(*other) is None, other[1]
+    assert last_axis_rows(np.array([1.0, 2.0]), None) is not None
+
+
+def test_the_torch_fast_path_gives_the_general_paths_bits():
+    """A contiguous float32/float64 CPU tensor over its last axis, with no derivative
+    to be asked for, goes straight to the kernels (impl._torch.last_axis_rows_torch);
+    anything else takes the general path, with the same results."""
+    torch = pytest.importorskip("torch")
+    from impl._torch import last_axis_rows_torch
+
+    rng = np.random.default_rng(9)
+    for dtype in ("float32", "float64"):
+        x = torch.from_numpy((rng.normal(size=(30, 9)) * 30).astype(dtype))
+        x[4, 1] = nan
+        fast = last_axis_rows_torch(x, -1)
+        assert fast is not None and fast.dtype == x.dtype
+        general = impl.log_softmax(x.t().contiguous().t(), axis=1)  # not contiguous
+        assert torch.equal(fast.isnan(), general.isnan())
+        assert torch.equal(fast.nan_to_num(), general.nan_to_num())
+        assert last_axis_rows_torch(x.requires_grad_(), -1) is None  # derivatives
+        assert last_axis_rows_torch(x.detach()[:, ::2], -1) is None
+        assert last_axis_rows_torch(x.detach(), 0) is None
+        assert last_axis_rows_torch(x.detach().to(torch.float16), -1) is None
