@@ -386,7 +386,8 @@ PyDoc_STRVAR(stats_doc,
 "('float32', which the narrow formats take too, and 'float64'): rows (rows written by\n"
 "rows(), and long rows), slow_rows (rows recomputed on the slow path),\n"
 "slow_elements (outputs the fast path's bound left undecided), undecided (outputs\n"
-"the slow path's bound left undecided too: none expected).");
+"the slow path's bound left undecided too: none expected), exact_rows (float32 rows\n"
+"the middle path, the float64 kernel's sum, left to the accurate one).");
 
 static PyObject *
 py_stats(PyObject *self, PyObject *args)
@@ -395,12 +396,13 @@ py_stats(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "|p", &reset)) {
         return NULL;
     }
-    static const char *names[4] = {"rows", "slow_rows", "slow_elements", "undecided"};
+    static const char *names[5] = {"rows", "slow_rows", "slow_elements", "undecided",
+                                   "exact_rows"};
     static const char *formats[2] = {"float32", "float64"};
     PyObject *d = PyDict_New();
     for (int f = 0; d != NULL && f < 2; f++) {
         PyObject *e = PyDict_New();
-        for (int k = 0; e != NULL && k < 4; k++) {
+        for (int k = 0; e != NULL && k < 5; k++) {
             uint64_t v = reset ? __atomic_exchange_n(&slow_stat[f][k], 0, __ATOMIC_RELAXED)
                                : __atomic_load_n(&slow_stat[f][k], __ATOMIC_RELAXED);
             PyObject *n = PyLong_FromUnsignedLongLong((unsigned long long)v);

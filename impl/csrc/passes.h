@@ -147,12 +147,22 @@ write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound
 /* A float32 row written again from the slow path's L, after the fast path's bound
  * left `unsure` of its outputs undecided; the count of those the slow path's bound
  * leaves undecided too joins the statistics */
+static lbound medium_L_f32(const float *x, Py_ssize_t n, float m);
+
 static void
 slow_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, Py_ssize_t unsure)
 {
     stream_fence_if_any();
-    lbound L = exact_L_f32(x, n, m);
+    /* first the float64 kernel's sum (2^-62 a term, a few ns an entry), which leaves
+     * a float32 output undecided about once in 2^36; then, for what it leaves, the
+     * accurate one */
+    lbound L = medium_L_f32(x, n, m);
     Py_ssize_t left = write_f32(x, out, out_kind, n, m, L);
+    if (left) {
+        L = exact_L_f32(x, n, m);
+        left = write_f32(x, out, out_kind, n, m, L);
+        stat_add(&slow_stat[F32][ST_EXACT_ROWS], 1);
+    }
     stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
     stat_add(&slow_stat[F32][ST_SLOW_ELEMS], (uint64_t)unsure);
     stat_add(&slow_stat[F32][ST_UNDECIDED], (uint64_t)left);
@@ -352,6 +362,32 @@ partial_f64_scalar(const double *x, Py_ssize_t n, double m, double c, dd *sum,
 
 typedef void (*partial_f64_fn)(const double *, Py_ssize_t, double, double, dd *, Py_ssize_t *);
 static partial_f64_fn partial_f64 = partial_f64_scalar;
+
+/* The middle path's L for a float32 row: its terms by the float64 kernel's exp
+ * (exp_term, within EXP_DD_REL), over the row widened to double in chunks, each
+ * chunk's sum (partial_f64's lanes) added in accurate double-double; log1p_dd2;
+ * bound_f64's bound, which holds for lanes of n/8 terms and so for these shorter */
+static lbound
+medium_L_f32(const float *x, Py_ssize_t n, float m)
+{
+    double buf[512];
+    double md = (double)m;
+    dd T = {0.0, 0.0};
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i += 512) {
+        Py_ssize_t len = n - i < 512 ? n - i : 512;
+        for (Py_ssize_t j = 0; j < len; j++) {
+            buf[j] = (double)x[i + j];
+        }
+        dd s;
+        Py_ssize_t kk;
+        partial_f64(buf, len, md, 0.0, &s, &kk);
+        T = dd_add(T, s);
+        k += kk;
+    }
+    dd t = two_sum(T.hi, (double)(k - 1));
+    return bound_f64((dd){t.hi, t.lo + T.lo}, n);
+}
 
 /* One row's output, streamed or not (streams()); the count write_f64 returns */
 static Py_ssize_t

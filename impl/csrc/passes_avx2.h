@@ -234,14 +234,15 @@ v_two_sum(__m256d a, __m256d b, __m256d *lo)
 
 /* write_f64 on the AVX2 path, with non-temporal stores (stream) or not, four entries
  * at a time. y = s + e + el (split_y's parts), v = s + e rounded once, r = (s + e) - v
- * (exact): y - v = r + el within delta. v is the answer where |r| + |el| + delta < hs
- * (hs: half the gap to v's neighbour on r's side). Where s + e sits exactly on the
- * midpoint (|r| = hs: one output in eight on rows of normal logits, whose x, max and
- * L lie on grids finer than y's), el decides: past it (el of r's sign, |el| > delta),
- * the neighbour v + 2r; short of it, v. Any other lane, or one a bound leaves open,
- * takes out_f64_checked for its group: the answers are the correctly rounded ones
- * wherever either decides, and out_f64_checked's everywhere else, so the same bits
- * as the portable loop, and the same count of undecided outputs. */
+ * (exact), rr = r + el: y - v = rr within delta and the roundings of el and rr (2^-52
+ * of |el| + |rr|). hs is half the gap to v's neighbour on rr's side (a quarter ulp
+ * below a power of two). Where |rr| is below hs by more than that, v is the answer;
+ * where it is above by more, the neighbour v + 2 hs sign(rr) (s + e on a midpoint, one
+ * output in eight on rows of normal logits whose x, max and L lie on grids finer
+ * than y's, and el past it). Any other lane takes out_f64_checked for its group: the
+ * answers are the correctly rounded ones wherever either decides, and
+ * out_f64_checked's everywhere else, so the same bits as the portable loop, and the
+ * same count of undecided outputs. */
 AVX2 static inline Py_ssize_t
 write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, int stream)
 {
@@ -253,7 +254,7 @@ write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, 
     const __m256d M = v_set(m), NM = v_set(-m), NLH = v_set(-L.hi), LL = v_set(L.lo);
     const __m256d BIG = v_set(DBL_MAX), ABS = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
     const __m256d SIGN = v_set(-0.0), HALF = v_set(0.5), TINY = v_set(0x1p-969);
-    const __m256d DELTA = v_set(L.delta), U = v_set(0x1p-51);
+    const __m256d DELTA = v_set(L.delta), U = v_set(0x1p-52);
     const __m256i EXP = _mm256_set1_epi64x(INT64_C(0x7ff) << 52);
     const __m256i MANT = _mm256_set1_epi64x((INT64_C(1) << 52) - 1);
     const __m256i E53 = _mm256_set1_epi64x(INT64_C(53) << 52);
@@ -265,31 +266,27 @@ write_f64_avx2_to(const double *x, double *o, Py_ssize_t n, double m, lbound L, 
         __m256d el = _mm256_sub_pd(wl, LL);
         __m256d v = _mm256_add_pd(sh, e);
         __m256d r = _mm256_sub_pd(e, _mm256_sub_pd(v, sh));
-        __m256d av = _mm256_and_pd(v, ABS), ar = _mm256_and_pd(r, ABS);
+        __m256d rr = _mm256_add_pd(r, el);
+        __m256d av = _mm256_and_pd(v, ABS), arr = _mm256_and_pd(rr, ABS);
         __m256d ael = _mm256_and_pd(el, ABS);
         __m256i vb = _mm256_castpd_si256(av);
         __m256d h = _mm256_castsi256_pd(_mm256_sub_epi64(_mm256_and_si256(vb, EXP), E53));
-        /* toward zero from a power of two the gap halves: r's sign against v's */
+        /* toward zero from a power of two the gap halves: rr's sign against v's */
         __m256d pow2 = _mm256_castsi256_pd(
             _mm256_cmpeq_epi64(_mm256_and_si256(vb, MANT), _mm256_setzero_si256()));
-        __m256d inward = _mm256_xor_pd(_mm256_and_pd(r, SIGN), _mm256_and_pd(v, SIGN));
+        __m256d inward = _mm256_xor_pd(_mm256_and_pd(rr, SIGN), _mm256_and_pd(v, SIGN));
         __m256d down = _mm256_and_pd(pow2, _mm256_castsi256_pd(_mm256_cmpeq_epi64(
                                                _mm256_castpd_si256(inward),
                                                _mm256_castpd_si256(SIGN))));
         __m256d hs = _mm256_blendv_pd(h, _mm256_mul_pd(h, HALF), down);
-        __m256d slack = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(ar, ael)));
-        __m256d inside = _mm256_cmp_pd(_mm256_add_pd(_mm256_add_pd(ar, ael), slack), hs,
-                                       _CMP_LT_OQ);
-        /* a tie of s + e, broken by el */
-        __m256d tie = _mm256_cmp_pd(ar, hs, _CMP_EQ_OQ);
-        __m256d decided = _mm256_cmp_pd(ael, slack, _CMP_GT_OQ);
-        __m256d same = _mm256_castsi256_pd(_mm256_cmpeq_epi64(
-            _mm256_castpd_si256(_mm256_and_pd(el, SIGN)),
-            _mm256_castpd_si256(_mm256_and_pd(r, SIGN))));
-        __m256d past = _mm256_and_pd(_mm256_and_pd(tie, decided), same);
-        __m256d res = _mm256_blendv_pd(v, _mm256_add_pd(v, _mm256_add_pd(r, r)), past);
+        __m256d slack = _mm256_add_pd(DELTA, _mm256_mul_pd(U, _mm256_add_pd(arr, ael)));
+        __m256d inside = _mm256_cmp_pd(_mm256_add_pd(arr, slack), hs, _CMP_LT_OQ);
+        __m256d past = _mm256_cmp_pd(_mm256_sub_pd(arr, slack), hs, _CMP_GT_OQ);
+        /* the neighbour on rr's side: v + 2 hs with rr's sign */
+        __m256d step = _mm256_or_pd(_mm256_add_pd(hs, hs), _mm256_and_pd(rr, SIGN));
+        __m256d res = _mm256_blendv_pd(v, _mm256_add_pd(v, step), past);
         __m256d ok = _mm256_and_pd(_mm256_cmp_pd(av, TINY, _CMP_GE_OQ),
-                                   _mm256_or_pd(inside, _mm256_and_pd(tie, decided)));
+                                   _mm256_or_pd(inside, past));
         __m256d finite = _mm256_cmp_pd(_mm256_and_pd(sh, ABS), BIG, _CMP_LE_OQ);
         res = _mm256_blendv_pd(sh, res, finite);
         ok = _mm256_or_pd(ok, _mm256_xor_pd(finite, _mm256_castsi256_pd(_mm256_set1_epi64x(-1))));

@@ -38,8 +38,8 @@ static double bound_scale = 1.0;
  * (F32: float32 rows, which the narrow formats take too; F64), for stats(); atomic:
  * the threads share them */
 enum { F32 = 0, F64 = 1 };
-enum { ST_ROWS = 0, ST_SLOW_ROWS = 1, ST_SLOW_ELEMS = 2, ST_UNDECIDED = 3 };
-static uint64_t slow_stat[2][4];
+enum { ST_ROWS = 0, ST_SLOW_ROWS = 1, ST_SLOW_ELEMS = 2, ST_UNDECIDED = 3, ST_EXACT_ROWS = 4 };
+static uint64_t slow_stat[2][5];
 
 static inline void
 stat_add(uint64_t *c, uint64_t v)
