@@ -9,8 +9,8 @@ decides it, and recompute L on the slow path for the rows where it does not
 format, this runs impl on NumPy over the family's inputs and prints the kernels'
 counters (``impl._kernel.stats()``): rows, rows recomputed on the slow path, outputs
 the fast path's bound left undecided, and outputs the slow path's left undecided too
-(none expected). Then the slow path's cost: its pass over a row (the accurate sums)
-against the fast path's whole call, in ns an entry, on one thread.
+(none expected). Then the cost of the accurate pass over a row (exact_l_*: the
+double-double exp) against the fast path's whole call, in ns an entry, on one thread.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def main() -> None:
         )
     print()
     print("cost on one thread, rows of 1,024 (ns an entry): the fast path's whole call, "
-          "and the slow path's pass over a row")  # fmt: skip
+          "and the accurate pass over a row")  # fmt: skip
     for name, fast, slow in _cost():
         print(f"{name:<9} fast {fast:>7.2f}   slow pass {slow:>7.2f}   ratio {slow / fast:>6.1f}x")
 
