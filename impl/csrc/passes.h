@@ -367,8 +367,8 @@ static partial_f64_fn partial_f64 = partial_f64_scalar;
  * (exp_term, within EXP_DD_REL), over the row widened to double in chunks, each
  * chunk's sum (partial_f64's lanes) added in accurate double-double; log1p_dd2;
  * bound_f64's bound, which holds for lanes of n/8 terms and so for these shorter */
-static lbound
-medium_L_f32(const float *x, Py_ssize_t n, float m)
+static void
+medium_sum_f32(const float *x, Py_ssize_t n, float m, dd *T_out, Py_ssize_t *k_out)
 {
     double buf[512];
     double md = (double)m;
@@ -385,8 +385,25 @@ medium_L_f32(const float *x, Py_ssize_t n, float m)
         T = dd_add(T, s);
         k += kk;
     }
+    *T_out = T;
+    *k_out = k;
+}
+
+/* L and its bound from the middle path's sum T (k entries at the maximum) */
+static lbound
+medium_L_from(dd T, Py_ssize_t k, Py_ssize_t n)
+{
     dd t = two_sum(T.hi, (double)(k - 1));
     return bound_f64((dd){t.hi, t.lo + T.lo}, n);
+}
+
+static lbound
+medium_L_f32(const float *x, Py_ssize_t n, float m)
+{
+    dd T;
+    Py_ssize_t k;
+    medium_sum_f32(x, n, m, &T, &k);
+    return medium_L_from(T, k, n);
 }
 
 /* One row's output, streamed or not (streams()); the count write_f64 returns */

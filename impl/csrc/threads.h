@@ -47,6 +47,10 @@ typedef struct {
     seg_part seg[MAX_SEGS];
 } row_job;
 
+/* The long row's passes beyond the first three (0: max; 1: partial sums; 2: output):
+ * the slow path's sums in segments */
+enum { PHASE_MEDIUM = 3, PHASE_EXACT = 4 };
+
 /* One thread's share: the rows it left to the caller */
 typedef struct {
     row_job *job;
@@ -114,6 +118,15 @@ run_segments(void *arg)
             partial_f32((const float *)x, len, (float)j->m, &T, &p->k);
             p->sum = (dd){T, 0.0};
         }
+        else if (j->phase == PHASE_MEDIUM) { /* float32 rows: the middle path's sums */
+            medium_sum_f32((const float *)x, len, (float)j->m, &p->sum, &p->k);
+        }
+        else if (j->phase == PHASE_EXACT && j->f64) {
+            exact_sum_f64((const double *)x, len, j->m, &p->sum, &p->k);
+        }
+        else if (j->phase == PHASE_EXACT) {
+            exact_sum_f32((const float *)x, len, (float)j->m, &p->sum, &p->k);
+        }
         else if (j->f64) {
             lbound L = {j->Lh, j->Ll, j->Ld};
             p->unsure = write_row_f64((const double *)x, (double *)out, len, j->m, L, j->stream);
@@ -170,6 +183,16 @@ on_threads(void *(*fn)(void *), row_job *j)
     return skipped;
 }
 
+static Py_ssize_t
+seg_unsure(const row_job *j)
+{
+    Py_ssize_t unsure = 0;
+    for (Py_ssize_t i = 0; i < j->nblocks; i++) {
+        unsure += j->seg[i].unsure;
+    }
+    return unsure;
+}
+
 /* One long row, each pass in segments shared by the threads; returns 1 where the
  * row is left to the caller (as rows_f32/rows_f64 would) */
 static Py_ssize_t
@@ -223,17 +246,40 @@ long_row(row_job *j)
     }
     j->phase = 2;
     on_threads(run_segments, j);
-    Py_ssize_t unsure = 0;
-    for (Py_ssize_t i = 0; i < j->nblocks; i++) {
-        unsure += j->seg[i].unsure;
+    int fmt = j->f64 ? F64 : F32;
+    Py_ssize_t unsure = seg_unsure(j);
+    if (unsure) {
+        /* the slow path in segments on the threads too: the middle path's sums
+         * (float32 rows), then the accurate ones where outputs are still open; each
+         * combined in order, so the same L for any count of threads */
+        stream_fence_if_any();
+        stat_add(&slow_stat[fmt][ST_SLOW_ROWS], 1);
+        stat_add(&slow_stat[fmt][ST_SLOW_ELEMS], (uint64_t)unsure);
+        for (int phase = j->f64 ? PHASE_EXACT : PHASE_MEDIUM; unsure; phase++) {
+            j->phase = phase;
+            on_threads(run_segments, j);
+            Py_ssize_t k2 = 0;
+            dd T2 = {0.0, 0.0};
+            for (Py_ssize_t i = 0; i < j->nblocks; i++) {
+                k2 += j->seg[i].k;
+                T2 = dd_add(T2, j->seg[i].sum);
+            }
+            lbound L = phase == PHASE_MEDIUM ? medium_L_from(T2, k2, j->n)
+                                             : exact_L_from(T2, k2, j->n);
+            j->Lh = L.hi;
+            j->Ll = L.lo;
+            j->Ld = L.delta;
+            j->phase = 2;
+            on_threads(run_segments, j);
+            unsure = seg_unsure(j);
+            if (phase == PHASE_EXACT) {
+                stat_add(&slow_stat[fmt][ST_EXACT_ROWS], (uint64_t)!j->f64);
+                stat_add(&slow_stat[fmt][ST_UNDECIDED], (uint64_t)unsure);
+                break;
+            }
+        }
     }
-    if (unsure && j->f64) {
-        slow_row_f64((const double *)j->x, (double *)j->out, j->n, m, unsure);
-    }
-    else if (unsure) {
-        slow_row_f32((const float *)j->x, j->out, j->out_kind, j->n, (float)m, unsure);
-    }
-    stat_add(&slow_stat[j->f64 ? F64 : F32][ST_ROWS], 1);
+    stat_add(&slow_stat[fmt][ST_ROWS], 1);
     return 0;
 }
 
