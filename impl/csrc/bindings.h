@@ -265,13 +265,9 @@ py_bound_f32(PyObject *self, PyObject *args)
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
 }
 
-PyDoc_STRVAR(exact_l_f32_doc,
-"exact_l_f32(row, m) -> (l_hi, l_lo, delta)\n\n"
-"The slow path's L = log1p(T) of one float32 row with maximum m, in accurate\n"
-"double-double, and its bound (impl/csrc/rounding.h).");
-
+/* exact_l_f32 and exact_l_f64: one contiguous row of the format, its maximum m */
 static PyObject *
-py_exact_l_f32(PyObject *self, PyObject *args)
+exact_l_of(PyObject *args, int f64)
 {
     PyObject *xo;
     double m;
@@ -282,18 +278,42 @@ py_exact_l_f32(PyObject *self, PyObject *args)
     if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
         return NULL;
     }
-    if (x.itemsize != 4 || x.format == NULL || strcmp(x.format, "f") != 0) {
+    Py_ssize_t size = f64 ? 8 : 4;
+    if (x.itemsize != size || x.format == NULL || strcmp(x.format, f64 ? "d" : "f") != 0) {
         PyBuffer_Release(&x);
-        PyErr_SetString(PyExc_TypeError, "exact_l_f32 needs a contiguous float32 row");
+        PyErr_Format(PyExc_TypeError, "exact_l_%s needs a contiguous %s row",
+                     f64 ? "f64" : "f32", f64 ? "float64" : "float32");
         return NULL;
     }
     lbound b;
     Py_BEGIN_ALLOW_THREADS
-    b = exact_L_f32((const float *)x.buf, x.len / 4, (float)m);
+    b = f64 ? exact_L_f64((const double *)x.buf, x.len / size, m)
+            : exact_L_f32((const float *)x.buf, x.len / size, (float)m);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&x);
-    stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
+    stat_add(&slow_stat[f64 ? F64 : F32][ST_SLOW_ROWS], 1);
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(exact_l_f32_doc,
+"exact_l_f32(row, m) -> (l_hi, l_lo, delta)\n\n"
+"The slow path's L = log1p(T) of one float32 row with maximum m, in accurate\n"
+"double-double, and its bound (impl/csrc/rounding.h).");
+
+static PyObject *
+py_exact_l_f32(PyObject *self, PyObject *args)
+{
+    return exact_l_of(args, 0);
+}
+
+PyDoc_STRVAR(exact_l_f64_doc,
+"exact_l_f64(row, m) -> (l_hi, l_lo, delta)\n\n"
+"The slow path's L = log1p(T) of one float64 row with maximum m, and its bound.");
+
+static PyObject *
+py_exact_l_f64(PyObject *self, PyObject *args)
+{
+    return exact_l_of(args, 1);
 }
 
 PyDoc_STRVAR(bound_f64_doc,
@@ -310,35 +330,6 @@ py_bound_f64(PyObject *self, PyObject *args)
         return NULL;
     }
     lbound b = bound_f64((dd){th, tl}, n);
-    return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
-}
-
-PyDoc_STRVAR(exact_l_f64_doc,
-"exact_l_f64(row, m) -> (l_hi, l_lo, delta)\n\n"
-"The slow path's L = log1p(T) of one float64 row with maximum m, and its bound.");
-
-static PyObject *
-py_exact_l_f64(PyObject *self, PyObject *args)
-{
-    PyObject *xo;
-    double m;
-    if (!PyArg_ParseTuple(args, "Od", &xo, &m)) {
-        return NULL;
-    }
-    Py_buffer x;
-    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        return NULL;
-    }
-    if (x.itemsize != 8 || x.format == NULL || strcmp(x.format, "d") != 0) {
-        PyBuffer_Release(&x);
-        PyErr_SetString(PyExc_TypeError, "exact_l_f64 needs a contiguous float64 row");
-        return NULL;
-    }
-    lbound b;
-    Py_BEGIN_ALLOW_THREADS
-    b = exact_L_f64((const double *)x.buf, x.len / 8, m);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
 }
 

@@ -613,7 +613,7 @@ v_exp_dd2_scaled(__m256d dh, __m256d dl, __m256d *lo)
 }
 
 /* The terms of four entries (as doubles) below m, and the lanes of the sum; the same
- * operations as term_dd2 and term_dd2_f64 lane by lane */
+ * operations as term_dd2 lane by lane */
 AVX2 static inline void
 v_exact_step(__m256d xv, __m256d M, __m256d NM, __m256d *AH, __m256d *AL, __m256i *K)
 {

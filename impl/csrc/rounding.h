@@ -347,16 +347,16 @@ log1p_dd2(double th, double tl)
     return two_sum(L0, c);
 }
 
-/* exp(x - m) of one float32 entry as double-double, 0 for x == m, for x = -inf and
- * below 2^-1075; scaled exactly while normal */
+/* exp(x - m) of one entry (a float32 one widened exactly) in accurate double-double,
+ * 0 for x == m, for x = -inf and below 2^-1075; scaled exactly while normal */
 static inline dd
-term_dd2(float x, double md)
+term_dd2(double x, double m)
 {
-    if ((double)x == md || !(x > -INFINITY)) {
+    if (x == m || !(x > -INFINITY)) {
         return (dd){0.0, 0.0};
     }
-    dd d = two_sum((double)x, -md);
-    if (d.hi < -746.0) {
+    dd d = two_sum(x, -m);
+    if (!(d.hi >= -746.0)) {
         return (dd){0.0, 0.0};
     }
     int64_t K;
@@ -373,21 +373,6 @@ term_dd2(float x, double md)
 typedef void (*exact_sum_f32_fn)(const float *, Py_ssize_t, float, dd *, Py_ssize_t *);
 typedef void (*exact_sum_f64_fn)(const double *, Py_ssize_t, double, dd *, Py_ssize_t *);
 
-static void
-exact_sum_f32_portable(const float *x, Py_ssize_t n, float m, dd *T, Py_ssize_t *k)
-{
-    double md = (double)m;
-    dd s = {0.0, 0.0};
-    Py_ssize_t c = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        s = dd_add(s, term_dd2(x[i], md));
-        c += x[i] == m;
-    }
-    *T = s;
-    *k = c;
-}
-
-static exact_sum_f32_fn exact_sum_f32 = exact_sum_f32_portable;
 
 /* L = log1p(T + k - 1) from the slow path's sum, and its bound: terms within
  * EXP_DD2_REL (or 2^-1074 absolutely, below the normal range), the double-double sum
@@ -405,15 +390,33 @@ exact_L_from(dd T, Py_ssize_t k, Py_ssize_t n)
     return b;
 }
 
-/* The slow path's L for a float32 row (maximum m), and its bound */
-static lbound
-exact_L_f32(const float *x, Py_ssize_t n, float m)
-{
-    dd T;
-    Py_ssize_t k;
-    exact_sum_f32(x, n, m, &T, &k);
-    return exact_L_from(T, k, n);
-}
+/* exact_sum_f32_portable and exact_sum_f64_portable, the pointers the AVX2 path may
+ * replace (use_avx2), and exact_L_f32 and exact_L_f64: the slow path's L for a row of
+ * the format (maximum m), and its bound */
+#define DEFINE_EXACT(SUFFIX, T)                                                            \
+    static void exact_sum_##SUFFIX##_portable(const T *x, Py_ssize_t n, T m, dd *sum,     \
+                                               Py_ssize_t *k)                            \
+    {                                                                                      \
+        dd s = {0.0, 0.0};                                                                 \
+        Py_ssize_t c = 0;                                                                  \
+        for (Py_ssize_t i = 0; i < n; i++) {                                               \
+            s = dd_add(s, term_dd2((double)x[i], (double)m));                              \
+            c += x[i] == m;                                                                \
+        }                                                                                  \
+        *sum = s;                                                                          \
+        *k = c;                                                                            \
+    }                                                                                      \
+    static exact_sum_##SUFFIX##_fn exact_sum_##SUFFIX = exact_sum_##SUFFIX##_portable;     \
+    static lbound exact_L_##SUFFIX(const T *x, Py_ssize_t n, T m)                          \
+    {                                                                                      \
+        dd sum;                                                                            \
+        Py_ssize_t k;                                                                      \
+        exact_sum_##SUFFIX(x, n, m, &sum, &k);                                             \
+        return exact_L_from(sum, k, n);                                                    \
+    }
+
+DEFINE_EXACT(f32, float)
+DEFINE_EXACT(f64, double)
 
 /* ---- float64 rows ---- */
 
@@ -473,46 +476,3 @@ out_f64_checked(double x, double m, double Lh, double Ll, double delta, int *uns
     return bits_to_double((uint64_t)((int64_t)vb + step) | sign);
 }
 
-/* exp(x - m) of one float64 entry in accurate double-double: term_dd2's */
-static inline dd
-term_dd2_f64(double x, double m)
-{
-    if (x == m || !(x > -INFINITY)) {
-        return (dd){0.0, 0.0};
-    }
-    dd d = two_sum(x, -m);
-    if (!(d.hi >= -746.0)) {
-        return (dd){0.0, 0.0};
-    }
-    int64_t K;
-    dd e = exp_dd2(d.hi, d.lo, &K);
-    int64_t low = K < -1020;
-    double s1 = pow2i(low ? K + 600 : K);
-    double s2 = low ? 0x1p-600 : 1.0;
-    return (dd){(e.hi * s1) * s2, (e.lo * s1) * s2};
-}
-
-static void
-exact_sum_f64_portable(const double *x, Py_ssize_t n, double m, dd *T, Py_ssize_t *k)
-{
-    dd s = {0.0, 0.0};
-    Py_ssize_t c = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        s = dd_add(s, term_dd2_f64(x[i], m));
-        c += x[i] == m;
-    }
-    *T = s;
-    *k = c;
-}
-
-static exact_sum_f64_fn exact_sum_f64 = exact_sum_f64_portable;
-
-/* The slow path's L for a float64 row (maximum m), and its bound */
-static lbound
-exact_L_f64(const double *x, Py_ssize_t n, double m)
-{
-    dd T;
-    Py_ssize_t k;
-    exact_sum_f64(x, n, m, &T, &k);
-    return exact_L_from(T, k, n);
-}
