@@ -22,6 +22,7 @@ Warnings that adversarial input causes on purpose (overflow to -inf) are silence
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -138,16 +139,20 @@ def last_axis_rows(x: Any, axis: Any) -> Any:
         return None
     if axis is not None and axis != -1 and axis != x.ndim - 1:
         return None
-    n = x.shape[-1]
-    rows2d = x.reshape(-1, n)
-    out = empty_out(x.shape, x.dtype)
+    return _rows_on_kernel(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+
+def _rows_on_kernel(rows2d: NDArray[Any]) -> NDArray[Any]:
+    """float32 or float64 rows (C-contiguous, aligned) through the kernels in one call,
+    which shares them (or one long row's passes) among its threads, the GIL released;
+    the rows it declines get their special values (_fill_specials)."""
+    out = empty_out(rows2d.shape, rows2d.dtype)
     # below two threads' worth (the kernels' 2^14 entries each) one thread: no need to
     # ask the machine (a system call) for the cores
-    small = x.size < _TWO_THREADS
+    small = rows2d.size < _TWO_THREADS
     threads = 1 if small or getattr(_serial, "on", False) else get_num_threads()
-    if _kernel.rows(rows2d, out.reshape(-1, n), n, threads):
-        with np.errstate(all="ignore"):
-            _fill_specials(rows2d, out.reshape(-1, n))
+    if _kernel.rows(rows2d, out, rows2d.shape[1], threads):
+        _fill_specials(rows2d, out)
     return out
 
 
@@ -200,13 +205,8 @@ def _blocked(x: NDArray[Any], axes: tuple[int, ...], n: int) -> NDArray[Any] | N
     out: NDArray[Any] | None
     if _kernel is None:
         out = _numpy_blocks(rows2d, n)
-    elif rows2d.dtype in (np.float32, np.float64):
-        # one call: the kernel shares the rows (or one long row's passes) with a
-        # thread of its own, the GIL released for the whole call
-        out = empty_out(rows2d.shape, rows2d.dtype)
-        threads = 1 if getattr(_serial, "on", False) else get_num_threads()
-        if _kernel.rows(rows2d, out, n, threads):
-            _fill_specials(rows2d, out)
+    elif rows2d.dtype in _ROW_DTYPES:
+        out = _rows_on_kernel(rows2d)
     elif n > _BLOCK:
         out = _long_rows(rows2d)
     else:
@@ -293,7 +293,8 @@ def _fill_specials(rows2d: NDArray[Any], out: NDArray[Any]) -> None:
     bad |= np.isneginf(rows2d).all(axis=1)
     if bad.any():
         n = rows2d.shape[1]
-        out[bad] = log_softmax_generic(np, rows2d[bad], (1,), n, np.float64, round_narrow)
+        with np.errstate(all="ignore"):  # inf - inf on purpose
+            out[bad] = log_softmax_generic(np, rows2d[bad], (1,), n, np.float64, round_narrow)
 
 
 def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
@@ -339,11 +340,7 @@ def _long_rows(rows2d: NDArray[Any]) -> NDArray[Any] | None:
 
         if any(_map(write, segs)):
             exact: tuple[float, float, float] = _kernel.exact_l_f32(_kernel_input(row), m)
-
-            def rewrite(s: tuple[int, int], L: tuple[float, float, float] = exact) -> int:
-                return write(s, L=L)
-
-            _map(rewrite, segs)
+            _map(functools.partial(write, L=exact), segs)
     return out
 
 

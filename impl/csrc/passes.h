@@ -101,13 +101,6 @@ stream_fence(void)
 #endif
 }
 
-/* Before a row is written again over stores that may have been non-temporal */
-static inline void
-stream_fence_if_any(void)
-{
-    stream_fence();
-}
-
 /* y = (x - m) - L for each entry, rounded to the output once and correctly where the
  * bound L.delta decides it (round_f32_checked); returns how many it left undecided
  * (each written as the nearest to the fast path's value): the caller then recomputes
@@ -152,7 +145,7 @@ static lbound medium_L_f32(const float *x, Py_ssize_t n, float m);
 static void
 slow_row_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, Py_ssize_t unsure)
 {
-    stream_fence_if_any();
+    stream_fence(); /* the row's first writes may have been non-temporal */
     /* first the float64 kernel's sum (2^-62 a term, a few ns an entry), which leaves
      * a float32 output undecided about once in 2^36; then, for what it leaves, the
      * accurate one */
@@ -179,9 +172,8 @@ static stream_f64_fn stream_f64 = NULL;
  * the AVX2 path is in use (float32 rows take the checked writes, which do not stream).
  * A caller that streams calls stream_fence() before it returns. */
 static inline int
-streams(int f64, int out_kind, size_t bytes)
+streams(int f64, size_t bytes)
 {
-    (void)out_kind;
     return f64 && stream_f64 != NULL && bytes >= STREAM_MIN_BYTES;
 }
 
@@ -292,7 +284,7 @@ write_f64(const double *x, double *out, Py_ssize_t n, double m, lbound L)
 static void
 slow_row_f64(const double *x, double *out, Py_ssize_t n, double m, Py_ssize_t unsure)
 {
-    stream_fence_if_any();
+    stream_fence(); /* the row's first writes may have been non-temporal */
     lbound L = exact_L_f64(x, n, m);
     Py_ssize_t left = write_f64(x, out, n, m, L);
     stat_add(&slow_stat[F64][ST_SLOW_ROWS], 1);
@@ -389,21 +381,13 @@ medium_sum_f32(const float *x, Py_ssize_t n, float m, dd *T_out, Py_ssize_t *k_o
     *k_out = k;
 }
 
-/* L and its bound from the middle path's sum T (k entries at the maximum) */
-static lbound
-medium_L_from(dd T, Py_ssize_t k, Py_ssize_t n)
-{
-    dd t = two_sum(T.hi, (double)(k - 1));
-    return bound_f64((dd){t.hi, t.lo + T.lo}, n);
-}
-
 static lbound
 medium_L_f32(const float *x, Py_ssize_t n, float m)
 {
     dd T;
     Py_ssize_t k;
     medium_sum_f32(x, n, m, &T, &k);
-    return medium_L_from(T, k, n);
+    return bound_f64_sum(T, k, n);
 }
 
 /* One row's output, streamed or not (streams()); the count write_f64 returns */
@@ -456,9 +440,7 @@ rows_f64(const double *x, double *out, Py_ssize_t nrows, Py_ssize_t n, int32_t *
             row_f64_tiny(xr, orow, n, m);
             continue;
         }
-        dd t = two_sum(T.hi, (double)(k - 1));
-        Py_ssize_t unsure =
-            write_row_f64(xr, orow, n, m, bound_f64((dd){t.hi, t.lo + T.lo}, n), stream);
+        Py_ssize_t unsure = write_row_f64(xr, orow, n, m, bound_f64_sum(T, k, n), stream);
         if (unsure) {
             slow_row_f64(xr, orow, n, m, unsure);
         }

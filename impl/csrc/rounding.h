@@ -440,6 +440,16 @@ bound_f64(dd T, Py_ssize_t n)
     return b;
 }
 
+/* bound_f64 of the sum T (over the entries below the maximum) plus k - 1, for k
+ * entries at the maximum: the float64 rows' fast path, and the float32 rows' middle
+ * path */
+static lbound
+bound_f64_sum(dd T, Py_ssize_t k, Py_ssize_t n)
+{
+    dd t = two_sum(T.hi, (double)(k - 1));
+    return bound_f64((dd){t.hi, t.lo + T.lo}, n);
+}
+
 /* One float64 output: y = (x - m) - L rounded to nearest, from split_y's parts: v =
  * s + e rounded once (the fast answer), rho = |y| - |v| = p + pl in magnitudes (p the
  * TwoSum error of v, exact), midpoints h above |v| and hd below (h = ulp(v) / 2; a

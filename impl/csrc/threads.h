@@ -43,7 +43,8 @@ typedef struct {
     /* one long row: the pass under way (0: max; 1: partial sums; 2: output) and
      * each segment's results */
     int phase;
-    double m, Lh, Ll, Ld; /* Ld: the bound on L (rounding.h) */
+    double m;
+    lbound L; /* L = log1p(T) and its bound (rounding.h) */
     seg_part seg[MAX_SEGS];
 } row_job;
 
@@ -128,12 +129,10 @@ run_segments(void *arg)
             exact_sum_f32((const float *)x, len, (float)j->m, &p->sum, &p->k);
         }
         else if (j->f64) {
-            lbound L = {j->Lh, j->Ll, j->Ld};
-            p->unsure = write_row_f64((const double *)x, (double *)out, len, j->m, L, j->stream);
+            p->unsure = write_row_f64((const double *)x, (double *)out, len, j->m, j->L, j->stream);
         }
         else {
-            lbound L = {j->Lh, j->Ll, j->Ld};
-            p->unsure = write_f32((const float *)x, out, j->out_kind, len, (float)j->m, L);
+            p->unsure = write_f32((const float *)x, out, j->out_kind, len, (float)j->m, j->L);
         }
     }
     if (j->phase == 2 && j->stream) {
@@ -147,7 +146,7 @@ static Py_ssize_t
 rows_one_thread(row_job *j)
 {
     size_t out_bytes = (size_t)(j->nrows * j->n) * out_size(j->f64, j->out_kind);
-    j->stream = streams(j->f64, j->out_kind, out_bytes);
+    j->stream = streams(j->f64, out_bytes);
     Py_ssize_t skipped = some_rows(j, 0, j->nrows);
     if (j->stream) {
         stream_fence();
@@ -226,24 +225,11 @@ long_row(row_job *j)
         acc_dd(&T.hi, &T.lo, j->seg[i].sum.hi, j->seg[i].sum.lo);
     }
     T = two_sum(T.hi, T.lo);
-    j->Ll = 0.0;
-    if (j->f64) {
-        if (k == 1 && T.hi < 0x1p-960) {
-            row_f64_tiny((const double *)j->x, (double *)j->out, j->n, m);
-            return 0;
-        }
-        dd t = two_sum(T.hi, (double)(k - 1));
-        lbound L = bound_f64((dd){t.hi, t.lo + T.lo}, j->n);
-        j->Lh = L.hi;
-        j->Ll = L.lo;
-        j->Ld = L.delta;
+    if (j->f64 && k == 1 && T.hi < 0x1p-960) {
+        row_f64_tiny((const double *)j->x, (double *)j->out, j->n, m);
+        return 0;
     }
-    else {
-        lbound L = bound_f32(T.hi + (double)(k - 1), j->n);
-        j->Lh = L.hi;
-        j->Ll = L.lo;
-        j->Ld = L.delta;
-    }
+    j->L = j->f64 ? bound_f64_sum(T, k, j->n) : bound_f32(T.hi + (double)(k - 1), j->n);
     j->phase = 2;
     on_threads(run_segments, j);
     int fmt = j->f64 ? F64 : F32;
@@ -252,7 +238,7 @@ long_row(row_job *j)
         /* the slow path in segments on the threads too: the middle path's sums
          * (float32 rows), then the accurate ones where outputs are still open; each
          * combined in order, so the same L for any count of threads */
-        stream_fence_if_any();
+        stream_fence(); /* the first writes may have been non-temporal */
         stat_add(&slow_stat[fmt][ST_SLOW_ROWS], 1);
         stat_add(&slow_stat[fmt][ST_SLOW_ELEMS], (uint64_t)unsure);
         for (int phase = j->f64 ? PHASE_EXACT : PHASE_MEDIUM; unsure; phase++) {
@@ -264,11 +250,8 @@ long_row(row_job *j)
                 k2 += j->seg[i].k;
                 T2 = dd_add(T2, j->seg[i].sum);
             }
-            lbound L = phase == PHASE_MEDIUM ? medium_L_from(T2, k2, j->n)
-                                             : exact_L_from(T2, k2, j->n);
-            j->Lh = L.hi;
-            j->Ll = L.lo;
-            j->Ld = L.delta;
+            j->L = phase == PHASE_MEDIUM ? bound_f64_sum(T2, k2, j->n)
+                                         : exact_L_from(T2, k2, j->n);
             j->phase = 2;
             on_threads(run_segments, j);
             unsure = seg_unsure(j);
@@ -301,7 +284,7 @@ rows_threads(row_job *j, int threads)
     }
     size_t isize = j->f64 ? sizeof(double) : sizeof(float);
     size_t out_bytes = (size_t)total * out_size(j->f64, j->out_kind);
-    j->stream = streams(j->f64, j->out_kind, out_bytes / (size_t)j->nthreads);
+    j->stream = streams(j->f64, out_bytes / (size_t)j->nthreads);
     if (j->nrows == 1) {
         return long_row(j);
     }
