@@ -235,13 +235,14 @@ exp_dd_parts(double dh, double dl, double *hi_out, double *lo_out, int64_t *K)
      * or off by less than 2^-74 where |r| < 2 |kf C2|) with the small parts */
     double rh = fma(-kf, C2, r);
     double rl = fma(-kf, C3, fma(-kf, C2, r - rh)) + dl;
-    double q = 1.0 / 720.0;
+    double q = 1.0 / 5040.0;
+    q = fma(q, rh, 1.0 / 720.0);
     q = fma(q, rh, 1.0 / 120.0);
     q = fma(q, rh, 1.0 / 24.0);
     q = fma(q, rh, 1.0 / 6.0);
     q = fma(q, rh, 0.5);
     q = q * (rh * rh);
-    double ql = fma(rl, rh, rl) + q; /* exp(rh + rl) = 1 + rh + ql */
+    double ql = fma(rl, rh + q, rl) + q; /* exp(rh + rl) = (1 + rh + q)(1 + rl) = 1 + rh + ql */
     double th = TAB_HI[j], tl = TAB_LO[j];
     double P = th * rh;
     double pe2 = fma(th, rh, -P);

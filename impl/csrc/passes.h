@@ -63,17 +63,27 @@ finish_lanes8(const double acc[8])
 }
 
 /* Sum of exp(x - m) over the entries below m in eight lanes (entry i in lane i % 8,
- * the last n % 8 in lane 0), and the count of entries equal to m */
+ * the last n % 8 in lane 0), and the count of entries equal to m. Each lane sums its
+ * terms in blocks of SUM_BLOCK / 8 from zero and adds each block's sum to its total:
+ * a term passes through at most SUM_BLOCK / 8 + n / SUM_BLOCK additions, not n / 8
+ * (bound_f32's count; 2^-41.8 relative for a row of 4 million, 2^-34 without). */
 HOT static void
 partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
 {
     double acc[LANES] = {0.0};
     double md = (double)m;
     Py_ssize_t count = 0, i = 0;
-    for (; i + LANES <= n; i += LANES) {
+    while (i + LANES <= n) {
+        Py_ssize_t end = n - i >= SUM_BLOCK ? i + SUM_BLOCK : i + (n - i) / LANES * LANES;
+        double part[LANES] = {0.0};
+        for (; i < end; i += LANES) {
+            for (int l = 0; l < LANES; l++) {
+                part[l] += term_f32(x[i + l], md);
+                count += x[i + l] == m;
+            }
+        }
         for (int l = 0; l < LANES; l++) {
-            acc[l] += term_f32(x[i + l], md);
-            count += x[i + l] == m;
+            acc[l] += part[l];
         }
     }
     for (; i < n; i++) {
@@ -125,13 +135,25 @@ write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound
             unsure += u;
         }
     }
-    else {
+    else if (out_kind == OUT_F32_ODD) {
         float *o = (float *)out;
-        int odd = out_kind == OUT_F32_ODD;
         for (Py_ssize_t i = 0; i < n; i++) {
             int u = 0;
-            o[i] = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, odd, &u);
+            o[i] = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 1, &u);
             unsure += u;
+        }
+    }
+    else {
+        float *o = (float *)out;
+        f32_filter c = filter_consts(m, L);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            float r;
+            if (!filter_f32(x[i], c, &r)) {
+                int u = 0;
+                r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 0, &u);
+                unsure += u;
+            }
+            o[i] = r;
         }
     }
     return unsure;

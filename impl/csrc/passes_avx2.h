@@ -69,13 +69,14 @@ v_exp_reduce(__m256d a, __m256d al, __m256d *rh_out, __m256d *rl_out, __m256d *K
 AVX2 static inline void
 v_exp_finish(__m256d rh, __m256d rl, const int64_t jj[4], __m256d *hi_out, __m256d *lo_out)
 {
-    __m256d q = v_set(1.0 / 720.0);
+    __m256d q = v_set(1.0 / 5040.0);
+    q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 720.0));
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 120.0));
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 24.0));
     q = _mm256_fmadd_pd(q, rh, v_set(1.0 / 6.0));
     q = _mm256_fmadd_pd(q, rh, v_set(0.5));
     q = _mm256_mul_pd(q, _mm256_mul_pd(rh, rh));
-    __m256d ql = _mm256_add_pd(_mm256_fmadd_pd(rl, rh, rl), q);
+    __m256d ql = _mm256_add_pd(_mm256_fmadd_pd(rl, _mm256_add_pd(rh, q), rl), q);
     __m256d th = _mm256_setr_pd(TAB_HI[jj[0]], TAB_HI[jj[1]], TAB_HI[jj[2]], TAB_HI[jj[3]]);
     __m256d tl = _mm256_setr_pd(TAB_LO[jj[0]], TAB_LO[jj[1]], TAB_LO[jj[2]], TAB_LO[jj[3]]);
     __m256d P = _mm256_mul_pd(th, rh);
@@ -128,8 +129,9 @@ v_exp_dd_parts(__m256d a, __m256d al, __m256d *hi_out, __m256d *lo_out, __m256d 
 DEFINE_MAX_AVX2(max_f64_avx2, double, __m256d, pd, 4)
 DEFINE_MAX_AVX2(max_f32_avx2, float, __m256, ps, 8)
 
-/* write_f32 on the AVX2 path, four entries at a time, with the rounding test in a
- * cheap form on v = ((x - m) - L_hi) - L_lo in double (three roundings: within
+/* write_f32 on the AVX2 path: rounding to nearest into float32 goes to
+ * write_f32_near_avx2; the rest (to odd, and into float64 for float16 and bfloat16
+ * outputs) four entries at a time, with the rounding test in a cheap form on v = ((x - m) - L_hi) - L_lo in double (three roundings: within
  * 2^-51 |v| of (x - m) - L, as |x - m| <= |v|): the exact value lies within
  * tol = delta + 2^-51 |v| of v. Where |v| is in float32's normal range, v's 29 low
  * bits (those float32 drops) give its distance, in units of ulp(v), to the float32
@@ -141,9 +143,75 @@ DEFINE_MAX_AVX2(max_f32_avx2, float, __m256, ps, 8)
  * A group with an entry this cannot settle goes through out_f32_checked entry by entry
  * (the full test); both give the correctly rounded answer wherever they settle, so the
  * same bits. One conversion to float32 per group: the loop is bound by them. */
+/* filter_f32 on eight lanes, the same operations; returns the lanes it settles as a
+ * mask of bits and their answers in *res */
+AVX2 static inline int
+v_filter_f32(__m256 xv, __m256 CH, __m256 NCH, __m256 CL, __m256 K, __m256 *res)
+{
+    const __m256 ABS = _mm256_castsi256_ps(_mm256_set1_epi32(INT32_MAX));
+    const __m256 NINF = _mm256_set1_ps(-INFINITY);
+    __m256 s = _mm256_sub_ps(xv, CH);
+    __m256 bb = _mm256_sub_ps(s, xv);
+    __m256 se = _mm256_add_ps(_mm256_sub_ps(xv, _mm256_sub_ps(s, bb)), _mm256_sub_ps(NCH, bb));
+    __m256 e = _mm256_sub_ps(se, CL);
+    __m256 v = _mm256_add_ps(s, e);
+    __m256 b2 = _mm256_sub_ps(v, s);
+    __m256 r2 = _mm256_add_ps(_mm256_sub_ps(s, _mm256_sub_ps(v, b2)), _mm256_sub_ps(e, b2));
+    __m256 av = _mm256_and_ps(v, ABS);
+    __m256 pred = _mm256_castsi256_ps(_mm256_sub_epi32(_mm256_castps_si256(av), _mm256_set1_epi32(1)));
+    __m256 half = _mm256_mul_ps(_mm256_sub_ps(av, pred), _mm256_set1_ps(0.5f));
+    __m256 slack = _mm256_add_ps(_mm256_mul_ps(_mm256_and_ps(e, ABS), _mm256_set1_ps(0x1p-23f)), K);
+    __m256 tot = _mm256_add_ps(_mm256_and_ps(r2, ABS), slack);
+    __m256 ninf = _mm256_cmp_ps(xv, NINF, _CMP_EQ_OQ);
+    __m256 ok = _mm256_or_ps(_mm256_cmp_ps(tot, half, _CMP_LT_OQ), ninf);
+    *res = _mm256_blendv_ps(v, NINF, ninf);
+    return _mm256_movemask_ps(ok);
+}
+
+/* write_f32's rounding to nearest into float32 on the AVX2 path: filter_f32 on eight
+ * lanes, two vectors a step; a lane it leaves goes to out_f32_checked, as in the
+ * portable loop */
+AVX2 static Py_ssize_t
+write_f32_near_avx2(const float *x, float *o, Py_ssize_t n, float m, lbound L)
+{
+    f32_filter c = filter_consts(m, L);
+    const __m256 CH = _mm256_set1_ps(c.ch), NCH = _mm256_set1_ps(-c.ch);
+    const __m256 CL = _mm256_set1_ps(c.cl), K = _mm256_set1_ps(c.k);
+    double md = (double)m;
+    Py_ssize_t i = 0, unsure = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 r0, r1;
+        int k0 = v_filter_f32(_mm256_loadu_ps(x + i), CH, NCH, CL, K, &r0);
+        int k1 = v_filter_f32(_mm256_loadu_ps(x + i + 8), CH, NCH, CL, K, &r1);
+        _mm256_storeu_ps(o + i, r0);
+        _mm256_storeu_ps(o + i + 8, r1);
+        int open = (~(k0 | (k1 << 8))) & 0xffff;
+        while (open) {
+            int l = __builtin_ctz(open);
+            open &= open - 1;
+            int u = 0;
+            o[i + l] = out_f32_checked(x[i + l], md, L.hi, L.lo, L.delta, 0, &u);
+            unsure += u;
+        }
+    }
+    for (; i < n; i++) {
+        float r;
+        if (!filter_f32(x[i], c, &r)) {
+            int u = 0;
+            r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 0, &u);
+            unsure += u;
+        }
+        o[i] = r;
+    }
+    return unsure;
+}
+
 AVX2 static Py_ssize_t
 write_f32_avx2(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound L)
 {
+    if (out_kind == OUT_F32) {
+        return write_f32_near_avx2(x, (float *)out, n, m, L);
+    }
     const __m256d MD = v_set((double)m), LH = v_set(L.hi), LL = v_set(L.lo);
     const __m256d DELTA = v_set(L.delta), REL = v_set(0x1p-51);
     const __m256d TINY = v_set(0x1p-126), BIG = v_set(FLT_MAX), NINF = v_set(-INFINITY);
@@ -500,6 +568,59 @@ v_term_f32(__m128 x, __m256d md)
     return _mm256_andnot_pd(_mm256_cmp_pd(d, _mm256_add_pd(d, d), _CMP_EQ_OQ), v); /* term_f32 */
 }
 
+/* v_term_f32 on SUM_WAYS vectors at once, step by step: one vector's exponential is a
+ * chain of about 25 dependent operations, longer than the scheduler can overlap with
+ * the next vector's when they come one after another; interleaved, each step offers
+ * SUM_WAYS independent operations. The same operations on each lane as v_term_f32. */
+#define SUM_WAYS 2
+AVX2 static inline void
+v_terms_f32(const __m256d *d, __m256d *t)
+{
+    __m256d ks[SUM_WAYS], kf[SUM_WAYS], r[SUM_WAYS], p[SUM_WAYS], s[SUM_WAYS];
+    __m256i k[SUM_WAYS];
+    const __m256 tab = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_4));
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        __m256d dc = _mm256_max_pd(d[q], v_set(-700.0));
+        ks[q] = _mm256_fmadd_pd(dc, v_set(INV_L4), v_set(SHIFTER));
+        kf[q] = _mm256_sub_pd(ks[q], v_set(SHIFTER));
+        k[q] = _mm256_sub_epi64(_mm256_castpd_si256(ks[q]), _mm256_castpd_si256(v_set(SHIFTER)));
+        r[q] = _mm256_fnmadd_pd(kf[q], v_set(L4_LO), _mm256_fnmadd_pd(kf[q], v_set(L4_HI), dc));
+        p[q] = _mm256_fmadd_pd(v_set(1.0 / 720.0), r[q], v_set(1.0 / 120.0));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0 / 24.0));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0 / 6.0));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(0.5));
+        __m256i j2 = _mm256_slli_epi64(_mm256_and_si256(k[q], _mm256_set1_epi64x(3)), 1);
+        __m256i idx = _mm256_or_si256(
+            j2, _mm256_slli_epi64(_mm256_add_epi64(j2, _mm256_set1_epi64x(1)), 32));
+        __m256i e = _mm256_srli_epi64(_mm256_add_epi64(k[q], _mm256_set1_epi64x(1023 * 4)), 2);
+        s[q] = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
+        ks[q] = _mm256_castps_pd(_mm256_permutevar8x32_ps(tab, idx)); /* now 2^(j/4) */
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < SUM_WAYS; q++) {
+        __m256d v = _mm256_mul_pd(_mm256_mul_pd(p[q], ks[q]), s[q]);
+        t[q] = _mm256_andnot_pd(_mm256_cmp_pd(d[q], _mm256_add_pd(d[q], d[q]), _CMP_EQ_OQ), v);
+    }
+}
+
 AVX2 static void
 partial_f32_avx2(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
 {
@@ -507,11 +628,35 @@ partial_f32_avx2(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t 
     const __m256d MD = v_set((double)m);
     __m256d A0 = _mm256_setzero_pd(), A1 = _mm256_setzero_pd();
     Py_ssize_t count = 0, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 X = _mm256_loadu_ps(x + i);
-        count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
-        A0 = _mm256_add_pd(A0, v_term_f32(_mm256_castps256_ps128(X), MD));
-        A1 = _mm256_add_pd(A1, v_term_f32(_mm256_extractf128_ps(X, 1), MD));
+    /* entry i in lane i % 8 (A0: lanes 0 to 3, A1: 4 to 7), each lane's terms added
+     * in the entries' order in blocks of SUM_BLOCK, as partial_f32_scalar does */
+    while (i + 8 <= n) {
+        Py_ssize_t end = n - i >= SUM_BLOCK ? i + SUM_BLOCK : i + (n - i) / 8 * 8;
+        __m256d B0 = _mm256_setzero_pd(), B1 = _mm256_setzero_pd();
+        for (; i + 4 * SUM_WAYS <= end; i += 4 * SUM_WAYS) {
+            __m256d d[SUM_WAYS], t[SUM_WAYS];
+#pragma GCC unroll 4
+            for (int q = 0; q < SUM_WAYS; q += 2) {
+                __m256 X = _mm256_loadu_ps(x + i + 4 * q);
+                count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
+                d[q] = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(X)), MD);
+                d[q + 1] = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(X, 1)), MD);
+            }
+            v_terms_f32(d, t);
+#pragma GCC unroll 4
+            for (int q = 0; q < SUM_WAYS; q += 2) {
+                B0 = _mm256_add_pd(B0, t[q]);
+                B1 = _mm256_add_pd(B1, t[q + 1]);
+            }
+        }
+        for (; i < end; i += 8) {
+            __m256 X = _mm256_loadu_ps(x + i);
+            count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
+            B0 = _mm256_add_pd(B0, v_term_f32(_mm256_castps256_ps128(X), MD));
+            B1 = _mm256_add_pd(B1, v_term_f32(_mm256_extractf128_ps(X, 1), MD));
+        }
+        A0 = _mm256_add_pd(A0, B0);
+        A1 = _mm256_add_pd(A1, B1);
     }
     double acc[8];
     _mm256_storeu_pd(acc, A0);

@@ -16,6 +16,8 @@
  * 2^-36.88 relative, its roundings add under 2^-49; measured max 2^-36.891
  * (impl/tests/test_rounding.py checks the measured figure against this bound). libm's
  * log1p: within 1 ULP (glibc's documented bound; 2 taken). */
+/* The float32 rows' sums run in blocks of SUM_BLOCK entries (partial_f32_*) */
+#define SUM_BLOCK 2048
 #define EXP_SHORT_REL 0x1.6a09e667f3bcdp-37 /* 2^-36.5 */
 #define LOG1P_REL 0x1p-51
 #define U53 0x1p-53
@@ -24,11 +26,14 @@
  * times larger */
 #define EXP_DD2_REL 0x1p-91
 #define LOG1P_DD2_REL 0x1p-87
-/* The float64 rows' terms (exp_term, dd_math.h): measured within 2^-64.0 relatively
- * for d in [-64, 0] (2^-60.0 below -600, where a term is under e^-600 of T's 1);
- * taken as 2^-62 for every term at or above -64 and 2^-59 below, where all of them
- * together are under n e^-64 2^-59 of T */
-#define EXP_DD_REL 0x1p-62
+/* The float64 rows' terms (exp_term, dd_math.h): the Taylor remainder r^8/8! at
+ * |r| <= ln2/128 is 2^-75.3, the low part's product rl (rh + q) keeps rl's terms to
+ * 2^-44 2^-23 (|rl| <= ulp(700)); the roundings of q rh^2, ql and lo, about 2^-69
+ * each, dominate: measured within 2^-67.3 relatively for d in [-700, 0] (40,000
+ * points, half with r at the ends of its range: test_float64_bounds_hold...);
+ * taken as 2^-66. (Before the rl q term and r^7/7!, 2^-60.1 near -700, 2^-64.0 in
+ * [-64, 0], and taken as 2^-62.) */
+#define EXP_DD_REL 0x1p-66
 
 /* A multiplier on the fast path's bound, 1 except in the test that checks a weakened
  * bound is caught (set_bound_scale) */
@@ -148,6 +153,67 @@ out_f32_checked(float x, double md, double Lh, double Ll, double delta, int odd,
     return round_f32_checked(y, delta, Lh > 0.0, odd, unsure);
 }
 
+/* The cheap first test of a float32 output rounded to nearest, in float32 arithmetic
+ * (eight lanes to a vector on AVX2, no conversions). Per row, C = m + L is held as
+ * ch + cl (two floats) and k bounds, rounded up, the rest: delta, the part of C that
+ * ch + cl drop (2^-48 |C| at most) and an absolute 2^-100 (roundings near the
+ * subnormals, even with flush-to-zero set). Per entry:
+ *   x - ch = s + se exactly (TwoSum), e = fl(se - cl) (within 2^-24 |e|),
+ *   r = fl(s + e), r2 = (s + e) - r exactly (TwoSum),
+ * so |y - r - r2| <= slack = fl(2^-23 |e| + k) (the product exact but below 2^-126,
+ * where it is under k's 2^-100 anyway; the sum rounds down by 2^-24 at most, and k
+ * already holds a factor 1 + 2^-20). y lies strictly inside r's rounding interval
+ * where |r2| + slack, rounded (monotonic: it reaches a float32 bound only if the exact
+ * sum does), is below half the gap from |r| to its predecessor, the smaller of r's two
+ * gaps: r is the correctly rounded y. r = 0, an infinity or a NaN anywhere (x - ch
+ * overflowing, x = -inf) fail the test; -inf entries are settled apart. Where the test
+ * fails, out_f32_checked decides (both the portable and the AVX2 loops do exactly
+ * this, so the same bits and the same count of undecided outputs). */
+typedef struct {
+    float ch, cl, k;
+} f32_filter;
+
+static inline f32_filter
+filter_consts(float m, lbound L)
+{
+    dd C = two_sum((double)m, L.hi);
+    double cll = C.lo + L.lo;            /* within 2^-53 |cll| */
+    float ch = (float)C.hi;
+    double rem = ((double)C.hi - (double)ch) + cll; /* the bracket exact; 2^-53 |rem| */
+    float cl = (float)rem;
+    double k = L.delta + fabs(rem - (double)cl) + 0x1p-51 * (fabs(rem) + fabs(cll)) + 0x1p-100;
+    k *= 1.0 + 0x1p-20;
+    float kf = (float)k;
+    kf = (double)kf < k ? nextafterf(kf, INFINITY) : kf;
+    return (f32_filter){ch, cl, kf};
+}
+
+static inline uint32_t
+float_to_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* 1 and *r where the test settles x's output, 0 where out_f32_checked must */
+static inline int
+filter_f32(float x, f32_filter c, float *r)
+{
+    float s = x - c.ch;
+    float bb = s - x;
+    float se = (x - (s - bb)) + (-c.ch - bb);
+    float e = se - c.cl;
+    float v = s + e;
+    float b2 = v - s;
+    float r2 = (s - (v - b2)) + (e - b2);
+    float av = fabsf(v);
+    float gap = av - bits_to_float(float_to_bits(av) - 1u);
+    float slack = fabsf(e) * 0x1p-23f + c.k;
+    *r = x == -INFINITY ? x : v;
+    return (fabsf(r2) + slack < gap * 0.5f) || x == -INFINITY;
+}
+
 /* ---- the fast path's bound ---- */
 
 /* L = log1p(T) for the float32 kernel's T (the sum of exp_short over the entries below
@@ -166,7 +232,9 @@ bound_f32(double T, Py_ssize_t n)
         b.delta = 0.0;
         return b;
     }
-    double j = (double)n / 8.0 + 64.0;
+    /* additions a term passes through: SUM_BLOCK / 8 in its lane's block, one per
+     * block after, the tail, the lanes' and the segments' combination (64) */
+    double j = (double)(n < SUM_BLOCK ? n : SUM_BLOCK) / 8.0 + (double)(n / SUM_BLOCK) + 65.0;
     double gam = j * U53 / (1.0 - j * U53);
     double eT = (EXP_SHORT_REL + gam) * (1.0 + EXP_SHORT_REL) * T * (1.0 + gam) +
                 (double)n * 0x1p-1009;
