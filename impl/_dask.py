@@ -9,11 +9,16 @@ block's maxima m_b and partial sums S_b relative to them on one visit to each ro
 with the count k_b of maximal entries and of special values (per slice and block: a
 small array). The kernels combine these per block of slices into the maximum m and
 L = log1p(T), T = sum_b exp(m_b - m) (S_b + [m_b < m] k_b) + (k - 1): in float64 for
-the narrow formats, in double-double for float64 (exp in double-words, 2^-62). The
-second pass writes the output; slices with NaN or +inf get the special-value answers.
-float64 slices whose terms would all be subnormal are summed relative to their second
-largest entry, as in the NumPy path. The graph has one layer of tasks per pass and a
-small one between: no task holds more than its block and the small per-slice arrays.
+the narrow formats, in double-double for float64 (exp in double-words, 2^-66), with a
+bound on L's error. The second pass writes the output under the rounding test, and
+counts per slice the outputs it leaves open; slices with NaN or +inf get the
+special-value answers. For the slices with an open output (rare), a slow pass sums
+each block again in accurate double-double (exact_rows), combines those sums to L
+with the slow path's bound (exact_l_from) and writes the slice again: correctly
+rounded, as the row kernels are (docs/impl.md, "Correct rounding"). float64 slices
+whose terms would all be subnormal are summed relative to their second largest entry,
+as in the NumPy path. The graph has one layer of tasks per pass and small ones
+between: no task holds more than its block and the small per-slice arrays.
 Blocks of other libraries (CuPy), or a build without the kernels, take the generic
 algorithm.
 """
@@ -53,9 +58,12 @@ _TINY_T = 2.0**-960  # below it, a float64 sum is redone relative to its second 
 # (impl/csrc/blocks.h: partial_rows)
 _PARTS = 10
 # per slice: L hi, L lo, count of +inf, the special answer (NaN; or a slice of one
-# entry), the maximum, and whether the float64 sum was redone (impl/csrc/blocks.h:
-# combine_rows)
-_SLICE = 6
+# entry), the maximum, whether the float64 sum was redone, the bound on L's error, and
+# the slice's length (impl/csrc/blocks.h: combine_rows)
+_SLICE = 8
+# per slice and block, from the slow pass: its accurate sum hi and lo, and its count
+# of entries at the slice's maximum (NaN where the slice needs no slow pass)
+_EXACT = 3
 
 
 def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,11 +145,55 @@ def _split(x: Any, axes: tuple[int, ...]) -> Any:
         dtype=np.float64,
         meta=np.empty((0,) * (ndim - len(axes) + 1)),
     )
-    return da.blockwise(
+    # The write, with the rounding test under each slice's bound: each task gives its
+    # output block and, per slice, the count of outputs the test left open there
+    written = da.blockwise(
         _write_block,
         out_index,
         xk,
         out_index,
+        per_slice,
+        kept_index + value,
+        concatenate=True,
+        align_arrays=False,
+        axes=axes,
+        out_dtype=x.dtype,
+        dtype=x.dtype,
+        meta=x._meta,
+    )
+    ones = {names[a]: 1 for a in axes}
+    # The slow pass, for the slices with an output left open in any of their blocks
+    # (none, mostly: then these tasks only look at the counts): each block's accurate
+    # sum, then those of every block of a slice combined to L and the slice written
+    # again. The first reads the counts of every block of its slices from the write's
+    # results as they are (concatenate=False: lists of them, nested by reduced axis)
+    opened_index = "".join(names[ndim + a] if a in axes else names[a] for a in range(ndim))
+    exact = da.blockwise(
+        _exact_block,
+        out_index + part,
+        xk,
+        out_index,
+        written,
+        opened_index,
+        per_slice,
+        kept_index + value,
+        concatenate=False,
+        align_arrays=False,
+        new_axes={part: _EXACT},
+        adjust_chunks=ones,
+        axes=axes,
+        dtype=np.float64,
+        meta=np.empty((0,) * (ndim + 1)),
+    )
+    return da.blockwise(
+        _fix_block,
+        out_index,
+        written,
+        out_index,
+        xk,
+        out_index,
+        exact,
+        opened_index + part,
         per_slice,
         kept_index + value,
         concatenate=True,
@@ -258,25 +310,101 @@ def _tiny_log1p(blocks: Any, m: float) -> float:
 
 
 @_quiet
-def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> Any:
+def _write_block(b: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any) -> tuple[Any, Any]:
     """per_slice: _finish_block's values for the slices of b. The kernels' write_rows
-    writes the output, special values (docs/specification.md) too."""
+    writes the output, special values (docs/specification.md) too, with the rounding
+    test under each slice's bound; returns the output block and, per slice (b's shape
+    with the reduced axes of length 1), the count of outputs the test left open."""
     _kernel = _kernels()
     rows, perm = _block_rows(b, axes)
+    shape = [1 if a in axes else b.shape[a] for a in range(b.ndim)]
     if rows.size == 0:  # chunks of size 0
-        return np.empty(b.shape, dtype=out_dtype)
+        return np.empty(b.shape, dtype=out_dtype), np.zeros(shape)
+    slices = np.ascontiguousarray(per_slice.reshape(-1, _SLICE))
+    out, unsure = _write_rows(rows, slices, out_dtype)
+    return _from_rows(out, b.shape, perm), _unrows(unsure, shape, perm, 1)[..., 0]
+
+
+def _write_rows(rows: Any, slices: Any, out_dtype: Any) -> tuple[Any, Any]:
+    """write_rows into a new array of out_dtype; and the counts of open outputs"""
     direct = np.dtype(out_dtype) == rows.dtype
     out = empty_out(rows.shape, rows.dtype if direct else _wide_out(out_dtype))
-    slices = np.ascontiguousarray(per_slice.reshape(-1, _SLICE))
+    unsure = np.zeros(rows.shape[0])
     # narrow formats (rows widened to float32): float64, or float32 rounded to odd,
     # then rounded to nearest in the narrow format, which is one rounding
-    _kernel.write_rows(
-        rows, out, rows.shape[1], slices, int(not direct and out.dtype == np.float32)
-    )
+    odd = int(not direct and out.dtype == np.float32)
+    _kernels().write_rows(rows, out, rows.shape[1], slices, odd, unsure)
     if not direct:
         wide, out = out, empty_out(rows.shape, out_dtype)
         np.copyto(out, wide, casting="unsafe")
-    return _from_rows(out, b.shape, perm)
+    return out, unsure
+
+
+def _open_slices(counts: Any, axes: tuple[int, ...]) -> Any:
+    """Per slice (in rows order), whether any of its blocks left an output open"""
+    return np.asarray(counts).sum(axis=axes).reshape(-1) > 0
+
+
+def _counts(written: Any, axes: tuple[int, ...], depth: int = 0) -> Any:
+    """The open-output counts of _write_block's results for every block of some
+    slices, given as lists nested one level per reduced axis (in axis order), joined
+    into one array: b's shape with the reduced axes of length nb"""
+    if isinstance(written, list):
+        return np.concatenate([_counts(w, axes, depth + 1) for w in written], axis=axes[depth])
+    return written[1]
+
+
+@_quiet
+def _exact_block(b: Any, written: Any, per_slice: Any, axes: tuple[int, ...]) -> Any:
+    """The slow pass's sums over block b for its slices with an output left open
+    (written: _write_block's results for every block of b's slices, as _counts takes
+    them), relative to the slice's maximum: the kernels' exact_rows. NaN for the other
+    slices."""
+    shape = [1 if a in axes else b.shape[a] for a in range(b.ndim)]
+    per_slice = per_slice[0]  # one block along the values' axis, in a list
+    opened = _open_slices(_counts(written, axes), axes)
+    out = np.full((opened.size, _EXACT), np.nan)
+    if opened.any() and b.size:
+        rows, perm = _block_rows(b, axes)
+        slices = per_slice.reshape(-1, _SLICE)
+        ms = np.ascontiguousarray(np.where(opened, slices[:, 4], np.nan))
+        _kernels().exact_rows(rows, rows.shape[1], ms, out)
+        return _unrows(out, shape, perm, _EXACT)
+    kept = [i for i in range(b.ndim) if i not in axes]
+    return _unrows(out, shape, kept + list(axes), _EXACT)
+
+
+@_quiet
+def _fix_block(
+    written: Any, b: Any, exact: Any, per_slice: Any, axes: tuple[int, ...], out_dtype: Any
+) -> Any:
+    """The output block o that _write_block gave (written: o and its counts), with the
+    slices the rounding test left open written again from the slow pass's L: the
+    blocks' accurate sums (exact: every block's, the reduced axes whole) combined in
+    double-double, L and its bound by exact_l_from."""
+    o = written[0]
+    ndim = b.ndim
+    kept = [i for i in range(ndim) if i not in axes]
+    nk = math.prod(exact.shape[a] for a in kept)
+    nb = math.prod(exact.shape[a] for a in axes)
+    e = np.transpose(exact, kept + list(axes) + [ndim]).reshape(nk, nb, _EXACT)
+    opened = np.flatnonzero(~np.isnan(e[:, 0, 0]))
+    if opened.size == 0 or b.size == 0:
+        return o
+    _kernel = _kernels()
+    slices = np.array(per_slice.reshape(-1, _SLICE)[opened])
+    for i, r in enumerate(opened):
+        hi, lo = _dd_sum([(h, low) for h, low in e[r, :, :2].tolist()])
+        k = int(e[r, :, 2].sum())
+        slices[i, 0], slices[i, 1], slices[i, 6] = _kernel.exact_l_from(
+            hi, lo, k, int(slices[i, 7])
+        )
+    rows, perm = _block_rows(b, axes)
+    fixed, unsure = _write_rows(np.ascontiguousarray(rows[opened]), slices, out_dtype)
+    _kernel.note_slow(rows.dtype == np.float64, opened.size, int(unsure.sum()))
+    out_rows, _ = _as_rows(np.array(o), axes)  # a copy: o is another task's result
+    out_rows[opened] = fixed
+    return _from_rows(out_rows, b.shape, perm)
 
 
 def _dd_sum(parts: list[tuple[Any, Any]]) -> tuple[Any, Any]:

@@ -169,6 +169,9 @@ py_partial_rows(PyObject *self, PyObject *args)
  * at the maximum, where T underflowed, is -0: its exact value is negative. */
 enum { ANSWER_NAN = 1, ANSWER_ONE_ENTRY = 2, ANSWER_NEGATIVE = 3 };
 
+/* Values per slice between combine_rows and write_rows (impl/_dask.py's _SLICE) */
+#define SLICE_VALUES 8
+
 /* The answer held in a float64 slot: one of the codes, NaN for any other nonzero
  * value (compared, not converted: a NaN or a huge value in the slot is no int) */
 static inline int
@@ -200,23 +203,24 @@ DEFINE_SPECIAL_ROW(special_row_f32_wide, float, double)
 DEFINE_SPECIAL_ROW(special_row_f64, double, double)
 
 PyDoc_STRVAR(write_rows_doc,
-"write_rows(x, out, n, slices, odd=0)\n\n"
+"write_rows(x, out, n, slices, odd=0, unsure=None)\n\n"
 "The Dask path's second pass over a block: write() for each length-n row of x\n"
 "(C-contiguous, or 2-D with contiguous rows a stride apart) into the C-contiguous\n"
-"out, with slices (float64, C-contiguous, 6 per row: L hi, L lo, count of +inf,\n"
-"special answer as combine_rows gives it, m, and one not read here); a slice with a\n"
-"+inf or a special answer gets the special values. odd=1 as in rows().");
+"out, with slices (float64, C-contiguous, 8 per row as combine_rows gives them: L hi,\n"
+"L lo, count of +inf, special answer, m, redo, delta, n); a slice with a +inf or a\n"
+"special answer gets the special values. odd=1 as in rows(). unsure (float64, one\n"
+"per row) gets the count of outputs the rounding test left open under delta.");
 
 static PyObject *
 py_write_rows(PyObject *self, PyObject *args)
 {
-    PyObject *xo, *oo, *so;
+    PyObject *xo, *oo, *so, *uo = Py_None;
     Py_ssize_t n;
     int odd = 0;
-    if (!PyArg_ParseTuple(args, "OOnO|i", &xo, &oo, &n, &so, &odd)) {
+    if (!PyArg_ParseTuple(args, "OOnO|iO", &xo, &oo, &n, &so, &odd, &uo)) {
         return NULL;
     }
-    Py_buffer x, o, sl;
+    Py_buffer x, o, sl, ub = {0};
     int kx, ko;
     Py_ssize_t nrows, stride;
     if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
@@ -233,18 +237,30 @@ py_write_rows(PyObject *self, PyObject *args)
     }
     ko = kind_of(&o);
     const char *problem = NULL;
+    if (uo != Py_None) {
+        if (PyObject_GetBuffer(uo, &ub, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+            PyBuffer_Release(&x);
+            PyBuffer_Release(&o);
+            PyBuffer_Release(&sl);
+            return NULL;
+        }
+        if (kind_of(&ub) != 'd' || !holds(ub.len, nrows, 8)) {
+            problem = "unsure must be float64, one value per row";
+        }
+    }
     if (ko == 0 || (kx == 'd' && ko != 'd') || !holds(o.len / o.itemsize, nrows, n)) {
         problem = "out must be C-contiguous float32 or float64 (float64 for float64 x), one "
                   "entry per entry of x's rows";
     }
-    else if (kind_of(&sl) != 'd' || !holds(sl.len, nrows, 48)) {
-        problem = "slices must be float64, 6 values per row";
+    else if (kind_of(&sl) != 'd' || !holds(sl.len, nrows, SLICE_VALUES * 8)) {
+        problem = "slices must be float64, 8 values per row";
     }
     else if (odd && (kx != 'f' || ko != 'f')) {
         problem = ODD_PROBLEM;
     }
     if (problem == NULL) {
         const double *sv = sl.buf;
+        double *uv = ub.buf; /* NULL where not asked for */
         int out_kind = out_kind_of(ko, odd);
         size_t osize = out_size(kx == 'd', out_kind);
         size_t row_bytes = (size_t)n * x.itemsize;
@@ -256,8 +272,12 @@ py_write_rows(PyObject *self, PyObject *args)
             }
             const void *row = (const char *)x.buf + r * step;
             void *orow = (char *)o.buf + (size_t)(r * n) * osize;
-            const double *v = sv + 6 * r;
+            const double *v = sv + SLICE_VALUES * r;
             int answer = answer_of(v[3]);
+            Py_ssize_t unsure = 0;
+            if (uv) {
+                uv[r] = 0.0;
+            }
             if (v[2] > 0.0 || (answer != 0 && answer != ANSWER_NEGATIVE)) {
                 if (kx == 'd') {
                     special_row_f64(row, orow, n, v[2], answer);
@@ -270,11 +290,18 @@ py_write_rows(PyObject *self, PyObject *args)
                 }
                 continue;
             }
+            /* the rounding test under the slice's bound v[6]; a slice whose float64
+             * sum was redone (v[5]: T below 2^-960, its L from tiny_log) is not
+             * tested (its outputs below 2^-969 never settle) */
+            double delta = v[5] != 0.0 ? 0.0 : v[6];
             if (kx == 'f') {
-                write_f32(row, orow, out_kind, n, (float)v[4], (lbound){v[0], 0.0, 0.0});
+                unsure = write_f32(row, orow, out_kind, n, (float)v[4], (lbound){v[0], v[1], delta});
             }
             else {
-                write_f64(row, orow, n, v[4], (lbound){v[0], v[1], 0.0});
+                unsure = write_f64(row, orow, n, v[4], (lbound){v[0], v[1], delta});
+            }
+            if (uv && v[5] == 0.0) {
+                uv[r] = (double)unsure;
             }
             if (answer == ANSWER_NEGATIVE) {
                 negative_zeros(orow, osize, n);
@@ -285,6 +312,9 @@ py_write_rows(PyObject *self, PyObject *args)
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
     PyBuffer_Release(&sl);
+    if (uo != Py_None) {
+        PyBuffer_Release(&ub);
+    }
     if (problem) {
         PyErr_SetString(PyExc_ValueError, problem);
         return NULL;
@@ -298,14 +328,15 @@ py_write_rows(PyObject *self, PyObject *args)
  * Python), its maximum m_j}, its sum S relative to m_j. With m the largest m_j, the blocks at m
  * bring S, those below it exp(m_j - m) (S + k_j), and log1p of T = that sum + (k - 1),
  * k the count of maximal entries of the slice. float32 slices in double (exp and
- * log1p from libm, 2^-52 against the 2^-37 of the terms); float64 in double-double,
- * exp(m_j - m) with m_j - m exact (TwoSum) by exp_dd (2^-62), the products exact but
+ * log1p from libm, 2^-52 against the 2^-36.5 of the terms); float64 in double-double,
+ * exp(m_j - m) with m_j - m exact (TwoSum) by exp_dd (2^-66), the products exact but
  * for their last rounding (also on the subnormal grid: 2^-114 of a T of 2^-960 and
  * more). Per slice, res gets {L hi, L lo, count of +inf, the special answer (0: none,
  * ANSWER_NAN: a NaN, or -inf only; ANSWER_ONE_ENTRY: a slice of one entry;
  * ANSWER_NEGATIVE: a finite entry below the maximum, in a block below it or in the
- * maximum's own, with a sum or a second entry, c_b), m, and 1
- * where the float64 sum is to be redone: one maximal entry and T below 2^-960}. The
+ * maximum's own, with a sum or a second entry, c_b), m, 1 where the float64 sum is
+ * to be redone (one maximal entry and T below 2^-960), the bound delta on L's error
+ * (for write_rows' rounding test), and the slice's length n}. The
  * slice's length is the blocks' sum (Dask may not know it before); with no NaN, m is
  * -inf only where every entry is -inf (empty blocks bring -inf). */
 static void
@@ -326,6 +357,7 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
         below |= (b[9] < m && b[9] > -INFINITY) || (b[9] == m && (b[0] > 0.0 || b[6] > -INFINITY));
     }
     dd L = {0.0, 0.0};
+    double delta = 0.0;
     int redo = 0;
     if (!f64) {
         double T = 0.0;
@@ -338,7 +370,13 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
                 T += exp(b[9] - m) * (b[0] + b[2]);
             }
         }
-        L.hi = log1p(T + (k - 1.0));
+        /* each block's scaling: exp within 1 ULP, the sum S + k and the product
+         * rounded once each; the blocks' sum and the k - 1 one rounding each; and
+         * below exp(-708) up to 2^-1074 absolutely a block */
+        double more = (4.0 + (double)nb) * 0x1p-52;
+        lbound b = bound_f32_more(T + (k - 1.0), (Py_ssize_t)n, more);
+        L.hi = b.hi;
+        delta = b.delta + (double)nb * 0x1p-1070;
     }
     else {
         double hi = k - 1.0, lo = 0.0;
@@ -368,7 +406,14 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
         }
         double th = hi + lo, tl = lo - (th - hi); /* Fast2Sum */
         if (th >= 0.0 && isfinite(th)) {
-            L = log1p_dd(th, tl);
+            /* bound_f64's bound for the blocks' sums, plus the scaling of those below
+             * m: exp_dd within EXP_DD_REL, the products within 2^-104 and the blocks'
+             * double-double sum within nb 2^-104 relatively, and each block's scaling
+             * below the normal range 2^-1074 absolutely */
+            lbound b = bound_f64((dd){th, tl}, (Py_ssize_t)n);
+            L = (dd){b.hi, b.lo};
+            delta = b.delta + ((EXP_DD_REL + ((double)nb + 2.0) * 0x1p-104) * L.hi +
+                               (double)nb * 0x1p-1072) * 1.01 * bound_scale;
             redo = k == 1.0 && th < 0x1p-960;
         }
         else { /* a special slice: decided by the rules below */
@@ -385,14 +430,17 @@ combine_row(const double *p, Py_ssize_t nb, int f64, double *res)
                               : 0;
     res[4] = m;
     res[5] = redo;
+    res[6] = delta;
+    res[7] = n;
 }
 
 PyDoc_STRVAR(combine_rows_doc,
 "combine_rows(parts, nb, f64, res)\n\n"
 "The Dask path's combination of the partial sums of the nb blocks of each slice:\n"
 "parts (float64, C-contiguous, 10 values per slice and block), res\n"
-"(float64, 6 per slice): L hi, L lo, count of +inf, special answer (1: NaN, 2: a\n"
-"slice of one entry, 3: a finite entry below the maximum), maximum, redo.");
+"(float64, 8 per slice): L hi, L lo, count of +inf, special answer (1: NaN, 2: a\n"
+"slice of one entry, 3: a finite entry below the maximum), maximum, redo, the bound\n"
+"on L's error, the slice's length.");
 
 static PyObject *
 py_combine_rows(PyObject *self, PyObject *args)
@@ -411,23 +459,135 @@ py_combine_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&p);
         return NULL;
     }
-    Py_ssize_t rows = r.len / (6 * 8); /* rows * 80 is no larger than a buffer */
-    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || r.len != rows * 6 * 8 ||
+    Py_ssize_t rows = r.len / (SLICE_VALUES * 8); /* rows * 80 is no larger than a buffer */
+    if (kind_of(&p) != 'd' || kind_of(&r) != 'd' || nb <= 0 || r.len != rows * SLICE_VALUES * 8 ||
         !holds(p.len, rows * 80, nb)) {
         PyBuffer_Release(&p);
         PyBuffer_Release(&r);
         PyErr_SetString(PyExc_ValueError, "combine_rows needs float64 parts of 10 values per "
-                                          "slice and block, and res of 6 per slice");
+                                          "slice and block, and res of 8 per slice");
         return NULL;
     }
     const double *pv = p.buf;
     double *rv = r.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < rows; i++) {
-        combine_row(pv + i * nb * 10, nb, f64, rv + 6 * i);
+        combine_row(pv + i * nb * 10, nb, f64, rv + SLICE_VALUES * i);
     }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&p);
     PyBuffer_Release(&r);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(exact_rows_doc,
+"exact_rows(x, n, ms, parts)\n\n"
+"The Dask path's slow pass over a block, for the slices whose outputs write_rows left\n"
+"open: for each length-n row r of x (as partial_rows takes it) with ms[r] not NaN,\n"
+"parts[3 r ...] gets the slow path's sum of exp(x - ms[r]) over the entries below\n"
+"ms[r] (the slice's maximum) in accurate double-double, hi and lo, and the count of\n"
+"entries equal to it; NaN, NaN, 0 for the other rows. ms and parts float64.");
+
+static PyObject *
+py_exact_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *mo, *po;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnOO", &xo, &n, &mo, &po)) {
+        return NULL;
+    }
+    Py_buffer x, mb, p;
+    int kx;
+    Py_ssize_t nrows, stride;
+    if (rows_view(xo, n, &x, &kx, &nrows, &stride) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(mo, &mb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(po, &p, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&mb);
+        return NULL;
+    }
+    const char *problem = NULL;
+    if (kind_of(&mb) != 'd' || !holds(mb.len, nrows, 8)) {
+        problem = "ms must be float64, one value per row";
+    }
+    else if (kind_of(&p) != 'd' || !holds(p.len, nrows, 24)) {
+        problem = "parts must be float64, 3 values per row";
+    }
+    if (problem == NULL) {
+        const double *ms = mb.buf;
+        double *pv = p.buf;
+        Py_ssize_t step = stride * x.itemsize;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < nrows; r++) {
+            const void *row = (const char *)x.buf + r * step;
+            double *v = pv + 3 * r;
+            dd sum = {NAN, NAN};
+            Py_ssize_t k = 0;
+            if (!isnan(ms[r])) {
+                if (kx == 'f') {
+                    exact_sum_f32(row, n, (float)ms[r], &sum, &k);
+                }
+                else {
+                    exact_sum_f64(row, n, ms[r], &sum, &k);
+                }
+                stat_add(&slow_stat[kx == 'f' ? F32 : F64][ST_EXACT_ROWS], 1);
+            }
+            v[0] = sum.hi;
+            v[1] = sum.lo;
+            v[2] = (double)k;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&mb);
+    PyBuffer_Release(&p);
+    if (problem) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(exact_l_from_doc,
+"exact_l_from(t_hi, t_lo, k, n) -> (l_hi, l_lo, delta)\n\n"
+"L = log1p(T + k - 1) from the slow path's double-double sum T of a slice of n\n"
+"entries, k of them at its maximum, and the bound on L's error (exact_L_from).");
+
+static PyObject *
+py_exact_l_from(PyObject *self, PyObject *args)
+{
+    double th, tl;
+    Py_ssize_t k, n;
+    if (!PyArg_ParseTuple(args, "ddnn", &th, &tl, &k, &n)) {
+        return NULL;
+    }
+    lbound b = exact_L_from((dd){th, tl}, k, n);
+    return Py_BuildValue("(ddd)", b.hi, b.lo, b.delta);
+}
+
+PyDoc_STRVAR(note_slow_doc,
+"note_slow(f64, rows, undecided)\n\n"
+"Adds to stats() the Dask path's slow pass: rows written again from it, and the\n"
+"outputs even it left open.");
+
+static PyObject *
+py_note_slow(PyObject *self, PyObject *args)
+{
+    int f64;
+    Py_ssize_t rows, undecided;
+    if (!PyArg_ParseTuple(args, "pnn", &f64, &rows, &undecided)) {
+        return NULL;
+    }
+    if (rows < 0 || undecided < 0) {
+        PyErr_SetString(PyExc_ValueError, "note_slow needs counts of 0 or more");
+        return NULL;
+    }
+    stat_add(&slow_stat[f64 ? F64 : F32][ST_SLOW_ROWS], (uint64_t)rows);
+    stat_add(&slow_stat[f64 ? F64 : F32][ST_UNDECIDED], (uint64_t)undecided);
     Py_RETURN_NONE;
 }

@@ -223,7 +223,18 @@ filter_f32(float x, f32_filter c, float *r)
  * (eight lanes, up to 32 segments, the tie count; gamma(j) = j u / (1 - j u)).
  * log1p's error in L is that error divided by 1 + T, plus libm's own. */
 static inline lbound
+bound_f32_more(double T, Py_ssize_t n, double more);
+
+static inline lbound
 bound_f32(double T, Py_ssize_t n)
+{
+    return bound_f32_more(T, n, 0.0);
+}
+
+/* bound_f32 where T carries `more` relative error besides (the Dask path's blocks:
+ * the scaling of each block's sum, and their sum) */
+static inline lbound
+bound_f32_more(double T, Py_ssize_t n, double more)
 {
     lbound b;
     b.hi = log1p(T);
@@ -236,7 +247,7 @@ bound_f32(double T, Py_ssize_t n)
      * block after, the tail, the lanes' and the segments' combination (64) */
     double j = (double)(n < SUM_BLOCK ? n : SUM_BLOCK) / 8.0 + (double)(n / SUM_BLOCK) + 65.0;
     double gam = j * U53 / (1.0 - j * U53);
-    double eT = (EXP_SHORT_REL + gam) * (1.0 + EXP_SHORT_REL) * T * (1.0 + gam) +
+    double eT = (EXP_SHORT_REL + gam + more) * (1.0 + EXP_SHORT_REL) * T * (1.0 + gam) +
                 (double)n * 0x1p-1009;
     double lo = T - eT > 0.0 ? T - eT : 0.0;
     b.delta = (eT / (1.0 + lo) + LOG1P_REL * b.hi) * (1.0 + 0x1p-40) * bound_scale;

@@ -272,7 +272,7 @@ def test_row_passes_read_blocks_in_place(dtype):
         hi, lo, k = K.partial(copy[r], float(copy[r].max()))
         assert got[r, :3].tolist() == [hi, lo, k] and got[r, 3:5].tolist() == [0, 0]
     # per slice: L hi, L lo, count of +inf, special answer (1: NaN), m, (not read)
-    slices = np.zeros((40, 6))
+    slices = np.zeros((40, 8))  # combine_rows: 8 values per slice
     slices[:, 0] = np.log1p(np.maximum(got[:, 0] + got[:, 2] - 1, 0))
     slices[:, 4] = got[:, 9]
     slices[special, 2:4] = [[0, 1], [1, 0], [2, 0], [0, 1]]
@@ -316,7 +316,7 @@ def test_row_passes_read_blocks_in_place(dtype):
         K.partial_rows(big[:, ::2], 150, got)
     with pytest.raises(ValueError, match="10 values per row"):
         K.partial_rows(block, 100, got[:, :9].copy())
-    with pytest.raises(ValueError, match="6 values per row"):
+    with pytest.raises(ValueError, match="8 values per row"):
         K.write_rows(block, a, 100, slices[:, :5].copy())
 
 
@@ -372,20 +372,20 @@ def test_kernel_rejects_bad_buffers():
     # sizes whose products overflow: refused (found by a sanitizer build, where they
     # read and wrote past the buffers)
     with pytest.raises(ValueError, match="10 values per"):
-        K.combine_rows(np.zeros((1, 10)), 2**60 + 1, True, np.empty((1, 6)))
+        K.combine_rows(np.zeros((1, 10)), 2**60 + 1, True, np.empty((1, 8)))
     many = np.lib.stride_tricks.as_strided(x[0, :1], shape=(2**60 + 1, 1), strides=(0, 4))
     with pytest.raises(ValueError, match="10 values per row"):
         K.partial_rows(many, 1, np.empty((1, 10)))
     with pytest.raises(ValueError, match="one entry per entry"):
-        K.write_rows(many, np.empty((1, 1), np.float32), 1, np.empty((1, 6)))
+        K.write_rows(many, np.empty((1, 1), np.float32), 1, np.empty((1, 8)))
     with pytest.raises(ValueError, match="shift"):
         K.partial(x[0], 0.0, -1.0)
     with pytest.raises(ValueError, match="non-negative"):
         K.log1p_dd(-1.0, 0.0)
     with pytest.raises(ValueError, match="10 values per"):
-        K.combine_rows(np.zeros((4, 3, 10)), 2, True, np.empty((4, 6)))
+        K.combine_rows(np.zeros((4, 3, 10)), 2, True, np.empty((4, 8)))
     with pytest.raises(ValueError, match="10 values per"):
-        K.combine_rows(np.zeros((4, 2, 10), np.float32), 2, True, np.empty((4, 6)))
+        K.combine_rows(np.zeros((4, 2, 10), np.float32), 2, True, np.empty((4, 8)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -542,3 +542,29 @@ def test_numpy_fallback_without_kernels(dtype, monkeypatch):
         got = impl.log_softmax(row)
         worst = max(worst, float(np.nanmax(reference.ulp_error(got, row))))
     assert worst <= (1.5 if dtype == "float64" else 0.501), worst
+
+
+def test_the_dask_slow_pass_bindings_refuse_bad_arguments():
+    """write_rows' unsure counts, exact_rows and note_slow: sizes and kinds checked
+    with a message naming the problem, nothing read or written past a buffer."""
+    K = pytest.importorskip("impl._kernel")
+    x = np.zeros((3, 4), np.float32)
+    slices = np.zeros((3, 8))
+    with pytest.raises(ValueError, match="unsure must be float64, one value per row"):
+        K.write_rows(x, np.empty((3, 4), np.float32), 4, slices, 0, np.empty(2))
+    with pytest.raises(ValueError, match="unsure must be float64"):
+        K.write_rows(x, np.empty((3, 4), np.float32), 4, slices, 0, np.empty(3, np.float32))
+    with pytest.raises(ValueError, match="ms must be float64, one value per row"):
+        K.exact_rows(x, 4, np.zeros(2), np.empty((3, 3)))
+    with pytest.raises(ValueError, match="parts must be float64, 3 values per row"):
+        K.exact_rows(x, 4, np.zeros(3), np.empty((3, 2)))
+    with pytest.raises(ValueError, match="counts of 0 or more"):
+        K.note_slow(True, -1, 0)
+    # rows marked NaN get no sum; the others the slow path's, as exact_l_f32 takes it
+    row = np.array([[0.0, -1.0, -2.0, 0.0]], np.float32)
+    parts = np.empty((1, 3))
+    K.exact_rows(row, 4, np.array([np.nan]), parts)
+    assert np.isnan(parts[0, :2]).all() and parts[0, 2] == 0
+    K.exact_rows(row, 4, np.array([0.0]), parts)
+    assert parts[0, 2] == 2
+    assert K.exact_l_from(parts[0, 0], parts[0, 1], 2, 4)[:2] == K.exact_l_f32(row[0], 0.0)[:2]

@@ -29,9 +29,8 @@ KERNEL_BACKENDS = [b for b in BACKENDS if b.name in ("numpy:cpu", "torch:cpu", "
 
 def _run(b: Backend, x: np.ndarray) -> np.ndarray:
     """impl.log_softmax(x, axis=-1) on b. Dask with whole slices per block (chunks
-    along the first axis only): that runs the row kernels block by block. Where a
-    reduced axis is split, Dask combines the blocks' sums without a rounding test (not
-    correctly rounded yet: test_dask_split_axis_is_not_yet_correctly_rounded)."""
+    along the first axis only): that runs the row kernels block by block
+    (test_dask_split_axis_is_correctly_rounded splits the reduced axis)."""
     if b.library == "dask":
         import dask.array as da
 
@@ -140,8 +139,7 @@ def test_a_weakened_bound_is_caught():
     """With the fast path's bound scaled down to 0 its answer is trusted everywhere,
     and the pairs closest to a boundary come out wrong: the bound is what makes them
     right, and this test fails if the rounding test stops being consulted."""
-    v32 = np.array([0x41D36817, 0xC1D36817, 0x39EA41D0], np.uint32).view(np.float32)
-    v64 = np.array([-1.631472862690675, -27.77302290422139])  # a random search's, of 2M
+    v32, v64 = HARD_F32, np.array(HARD_F64)
     for v, want in ((v32, reference.log_softmax_pairs(v32)),
                     (v64, reference.log_softmax(_pairs(v64), axis=1))):  # fmt: skip
         _assert_bits(impl.log_softmax(_pairs(v), axis=1), want, f"{v.dtype}, bound as proven")
@@ -215,20 +213,26 @@ def test_adversarial_rows_are_correctly_rounded(b):
     _available(b)
     rng = np.random.default_rng(11)
     for dtype in [d for d in ("float16", "bfloat16", "float32") if d in b.dtypes]:
-        f = reference.FORMATS[dtype]
-        p = f.precision
-        rows = []
-        for _ in range(300):
-            big = float(rng.choice([8.0, 40.0, 100.0, 1000.0]))
-            e = math.floor(math.log2(big))
-            mid = -big - 2.0 ** (e - p)  # a midpoint of the output's grid below -big
-            top = 2.0 ** (e - p)
-            rows.append([top, top + mid, top + mid * float(rng.uniform(0.5, 1.0)), top - 3.0])
-        with np.errstate(over="ignore"):
-            x = np.array(rows).astype(f.dtype)
-        x = x[np.isfinite(x.astype(np.float64)).all(axis=1)]
+        x = _adversarial_rows(rng, dtype)
         want = reference.log_softmax(x, axis=-1)
         _assert_bits(_run(b, x), want, f"{b.name} {dtype}")
+
+
+def _adversarial_rows(rng: np.random.Generator, dtype: str) -> np.ndarray:
+    """300 rows of 4 in dtype: x - max on a midpoint of the output's grid, the other
+    entries at every distance"""
+    f = reference.FORMATS[dtype]
+    p = f.precision
+    rows = []
+    for _ in range(300):
+        big = float(rng.choice([8.0, 40.0, 100.0, 1000.0]))
+        e = math.floor(math.log2(big))
+        mid = -big - 2.0 ** (e - p)  # a midpoint of the output's grid below -big
+        top = 2.0 ** (e - p)
+        rows.append([top, top + mid, top + mid * float(rng.uniform(0.5, 1.0)), top - 3.0])
+    with np.errstate(over="ignore"):
+        x = np.array(rows).astype(f.dtype)
+    return np.asarray(x[np.isfinite(x.astype(np.float64)).all(axis=1)])
 
 
 # ---- float64 ----
@@ -254,15 +258,62 @@ def test_float64_rows_are_correctly_rounded(b):
     _assert_bits(_run(b, x), want, b.name)
 
 
-@pytest.mark.xfail(reason="Dask's split reduced axis: the blocks' sums are combined without "
-                   "a rounding test (0.50092 ULP on this row)", strict=True)  # fmt: skip
-def test_dask_split_axis_is_not_yet_correctly_rounded():
-    da = pytest.importorskip("dask.array")
-    # a row of _float64_rows's that a search of 20,000 found wrong on the split path
+def _split_dask(x: np.ndarray, chunks: Any, axis: Any = -1) -> np.ndarray:
+    import dask.array as da
+
+    lazy = da.from_array(x, chunks=chunks)  # type: ignore[no-untyped-call]
+    return np.asarray(impl.log_softmax(lazy, axis=axis).compute())
+
+
+# pairs whose float64 answer is wrong under a bound of 0 (a random search's, of 2M),
+# and the hardest float32 pairs
+HARD_F64 = [-1.631472862690675, -27.77302290422139, -11.529337494312028]
+HARD_F32 = np.array([0x41D36817, 0xC1D36817, 0x39EA41D0], np.uint32).view(np.float32)
+
+
+def test_dask_split_axis_is_correctly_rounded():
+    """Dask with the reduced axis split over blocks: the blocks' sums are combined
+    with a bound on L's error, the write tests every output under it, and the slices
+    it leaves open are summed again on the slow path block by block and written
+    again. Bits against the oracle: the adversarial rows in each narrow format, rows
+    of every scale, the hardest pairs (which take the slow pass), a row a search of
+    20,000 found wrong before, and three reduced axes out of three, split."""
+    pytest.importorskip("dask.array")
+    rng = np.random.default_rng(11)
+    for dtype in ("float16", "bfloat16", "float32"):
+        x = _adversarial_rows(rng, dtype)
+        _assert_bits(_split_dask(x, (50, 1)), reference.log_softmax(x, axis=-1), dtype)
+    x = _float64_rows(np.random.default_rng(17), 210, 6)
+    _assert_bits(_split_dask(x, (30, 2)), reference.log_softmax(x, axis=-1), "float64")
     x = np.array([[5.500085080230128, 6.752437348092327, 10.620563940643141,
                    15.69290464868597, 4.166901514720963, -33.50049552198146]])  # fmt: skip
-    got = impl.log_softmax(da.from_array(x, chunks=(1, 2)), axis=-1).compute()
-    _assert_bits(got, reference.log_softmax(x, axis=-1), "dask, split axis")
+    _assert_bits(_split_dask(x, (1, 2)), reference.log_softmax(x, axis=-1), "the row")
+    for v, fmt in ((np.array(HARD_F64), "float64"), (HARD_F32, "float32")):
+        x = _pairs(v)
+        _kernel.stats(True)
+        got = _split_dask(x, (1, 1))
+        stats = _kernel.stats()[fmt]
+        _assert_bits(got, reference.log_softmax(x, axis=-1), f"hard pairs, {fmt}")
+        assert stats["exact_rows"] >= 2 * len(v) and stats["undecided"] == 0, stats
+    y = np.random.default_rng(3).standard_normal((6, 5, 9)).astype(np.float32)
+    for axes in [(0, 2), (1,), (0, 1, 2)]:
+        got = _split_dask(y, (2, 2, 4), axes)
+        _assert_bits(got, reference.log_softmax(y, axis=axes), f"axes {axes}")
+
+
+def test_dask_split_axis_weakened_bound_is_caught():
+    """The Dask path's bound (combine_rows) is what makes the hardest float64 pairs
+    right when split: scaled to 0, they come out wrong."""
+    pytest.importorskip("dask.array")
+    x = _pairs(np.array(HARD_F64))
+    want = reference.log_softmax(x, axis=-1)
+    _assert_bits(_split_dask(x, (1, 1)), want, "bound as proven")
+    old = _kernel.set_bound_scale(0.0)
+    try:
+        got = _split_dask(x, (1, 1))
+    finally:
+        _kernel.set_bound_scale(old)
+    assert (_bits(got) != _bits(want)).any(), "a bound of 0 went unnoticed"
 
 
 def test_float64_bounds_hold_and_the_slow_path_decides():
@@ -298,10 +349,8 @@ def test_float64_bounds_hold_and_the_slow_path_decides():
             slow = _kernel.exact_l_f64(row, m)
             assert abs(mpmath.mpf(slow[0]) + slow[1] - L) <= slow[2], trial
             assert slow[2] < 2.0**-85 * float(L)
-    # pairs whose fast answer is wrong under a bound of 0 (a random search's, of 2M):
-    # near a midpoint, so the fast path's test leaves them open; and random pairs
-    v = np.concatenate([[-1.631472862690675, -27.77302290422139, -11.529337494312028],
-                        -np.random.default_rng(29).uniform(0, 40, 4000)])  # fmt: skip
+    # HARD_F64 (near a midpoint: the fast path's test leaves them open), random pairs
+    v = np.concatenate([HARD_F64, -np.random.default_rng(29).uniform(0, 40, 4000)])
     x = _pairs(v)
     _kernel.stats(True)
     got = impl.log_softmax(x, axis=1)
