@@ -11,6 +11,7 @@ from typing import Any
 import array_api_compat as compat
 
 from ._generic import log_softmax_generic
+from ._host import host_fix
 
 __all__ = ["log_softmax"]
 
@@ -172,12 +173,14 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
         import numpy as np
 
         with np.errstate(all="ignore"):
-            return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+            return log_softmax_generic(
+                xp, x, axes, n, _wide_dtype(xp, x), fix=host_fix(xp, x, axes)
+            )
     if n is not None and compat.is_jax_namespace(xp):
         from ._jax import log_softmax_jax
 
         return log_softmax_jax(xp, x, axes, n, _wide_dtype(xp, x))
-    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x))
+    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x), fix=host_fix(xp, x, axes))
 
 
 def _slice_size(x: Any, axes: tuple[int, ...]) -> int | None:
@@ -203,10 +206,13 @@ def _generic(
     cast: Callable[[Any, Any], Any] | None,
 ) -> Any:
     """The generic algorithm with its last rounding ``cast``, for the paths that fall
-    back to it (PyTorch's, Dask's); a zero-size x is copied."""
+    back to it (PyTorch's, Dask's); a zero-size x is copied. Eager namespaces get the
+    host's kernels for the outputs its rounding test leaves open (impl/_host.py); Dask
+    (blocks other than NumPy's) does not."""
     if _has_zero_size(x):
         return xp.astype(x, x.dtype, copy=True)
-    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x), cast)
+    fix = None if compat.is_dask_namespace(xp) else host_fix(xp, x, axes)
+    return log_softmax_generic(xp, x, axes, n, _wide_dtype(xp, x), cast, fix=fix)
 
 
 def _has_zero_size(x: Any) -> bool:

@@ -8,7 +8,10 @@ With m the slice maximum, d = x - m, k the number of maximal entries and
 
 nothing saturates: the maximal entries never enter T as exp(0) = 1, so a T of 1e-300
 is kept instead of vanishing in 1 + T. Narrow formats are computed in a wider one
-(float64 where the device has it) and rounded once. Where there is no wider format
+(float64 where the device has it) as a double-word with a bound on its error,
+rounded once, and tested against the narrow format's rounding boundaries; a caller's
+``fix`` decides the outputs the test leaves open (impl/_host.py: the row kernels on
+the host), which makes them correctly rounded. Where there is no wider format
 (float64; float32 on a device without float64) the precise core below does the work
 in double-words (``_dfloat``), and four things matter, each measured by the oracle:
 
@@ -119,6 +122,7 @@ def log_softmax_generic(
     cast: Callable[[Any, Any], Any] | None = None,
     scale2: Callable[[Any, Any], Any] | None = None,
     opaque: Callable[[Any], Any] | None = None,
+    fix: Callable[[Any, Any], Any] | None = None,
 ) -> Any:
     """log_softmax of a real floating array ``x`` over ``axis`` (a tuple), computed in
     dtype ``wide`` and returned in x's dtype. ``n`` is the number of elements per
@@ -131,7 +135,12 @@ def log_softmax_generic(
     once (default: that product), where the result may be subnormal. A third is for
     compilers that simplify floating-point expressions with constants in them:
     ``opaque(a)`` is ``a`` hidden from the compiler (XLA: an optimization barrier),
-    applied to the constants that enter an error-free transformation."""
+    applied to the constants that enter an error-free transformation.
+
+    Narrow formats (computed in a wider one) are tested for correct rounding where
+    ``fix`` is given: ``fix(out, open)`` gets the result and the mask of outputs the
+    test could not prove (almost never any), and returns the result with those
+    decided (the callers: the row kernels on the host)."""
     out_dtype = x.dtype
     # The maximum, the comparisons and the count of maximal entries are exact in the
     # input's own format, and cheaper there (XLA's float64 reductions on CPU are
@@ -151,29 +160,78 @@ def log_softmax_generic(
     xs = xp.where(finite, xw, m)
     ninf = const(xp, xw, -math.inf)
     k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
-    if wide == out_dtype and (wide == xp.float64 or wide == xp.float32):
-        # no wider format to hide in: the precise core
-        name = "float64" if wide == xp.float64 else "float32"
-        out = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
-    else:
-        if wide == xp.float64 or "bfloat16" not in str(out_dtype):
-            d = xs - m  # the wider range holds any difference of narrow values
-        else:
-            d, _ = _two_diff(xp, xs, m)  # bfloat16 in float32: same range, may overflow
+    if not (wide == xp.float64 or wide == xp.float32):
+        # NumPy's long double (x87's 80 bits, or binary128), computed in itself
+        d = xs - m
         e = xp.where(below, xp.exp(d), xp.zeros_like(d))
-        T = xp.sum(e, axis=axis, keepdims=True) + (k - 1)
-        out = d - xp.log1p(T)
+        out = d - xp.log1p(xp.sum(e, axis=axis, keepdims=True) + (k - 1))
         # T > 0 where an entry lies below the maximum, even where the sum underflows
         # (e^-800): the maximum's output is negative then, and a 0 there is -0
         negative = xp.any(below, axis=axis, keepdims=True) & (out == 0)
         out = xp.where(negative, const(xp, out, -0.0), out)
+        return special_values(xp, x, xp.where(x == -math.inf, ninf, out), axis, n)
+    name = "float64" if wide == xp.float64 else "float32"
+    size = n if n is not None else math.prod(int(s) for s in x.shape)
+    if wide == xp.float64 and out_dtype != wide:
+        # Narrow formats in float64: d = x - m exact, the namespace's exp and log1p
+        # (within LIBM_ULP of float64's ULP: impl/tests/test_rounding.py checks this
+        # machine's), T as a double-word sum, L's low part from T's, out = d - L as a
+        # double-word; the bound on its error for the rounding test below
+        d = xs - m
+        e = xp.where(below, xp.exp(d), xp.zeros_like(d))
+        S_hi, S_lo = sum_dw(xp, e, xp.zeros_like(e), axis)
+        T_hi, T_lo = two_sum(xp, k - 1, S_hi)
+        T_hi, T_lo = fast_two_sum(T_hi, T_lo + S_lo)
+        L = xp.log1p(T_hi)
+        out_hi, t = two_sum(xp, d, -L)
+        out_lo = t - T_lo / (1.0 + T_hi)
+        # T > 0 where an entry lies below the maximum, even where the sum underflows
+        # (e^-800): the maximum's output is negative then, and a 0 there is -0
+        negative = xp.any(below, axis=axis, keepdims=True) & (out_hi == 0) & (out_lo == 0)
+        out_hi = xp.where(negative, const(xp, out_hi, -0.0), out_hi)
+        lib = LIBM_ULP * 2.0**-53
+        # L's error: log1p's, T's relative one (exp's and the double-word sum's) over
+        # 1 + T <= L's, and the low part's second-order term; out_lo's own rounding;
+        # terms flushed or rounded below the normal range
+        err = (2 * lib + (size + 2) * 2.0**-104) * L + 2.0**-52 * xp.abs(out_lo)
+        err = err + size * 2.0**-1021
+    else:
+        # The precise core in the working format: L and out = d - L carried as
+        # double-words (out_hi + out_lo), then rounded once to it
+        out_hi, out_lo, L = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
+        rel = ERR_REL[name] + size * SUM_REL[name]
+        err = rel * (xp.abs(out_hi) + L) + ERR_ABS[name]
+    # (where lo is 0, hi as it is: a subnormal hi + 0 would flush under XLA on CPU,
+    # and -0 + 0 is +0)
+    out = xp.where(out_lo == 0, out_hi, out_hi + out_lo)
     out = xp.where(x == -math.inf, ninf, out)
-    if wide != out_dtype:
-        # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
-        # round to -inf; saying so before the cast keeps it from overflowing.
-        out = xp.where(out <= -_overflow_threshold(out_dtype), ninf, out)
+    if wide == out_dtype:  # float64, or float32 on a device without float64
+        return special_values(xp, x, out, axis, n)
+    # Values at or beyond the narrow format's overflow threshold (max + ulp/2) round to
+    # -inf; saying so before the cast keeps it from overflowing.
+    thr = _overflow_threshold(out_dtype)
+    out = xp.where(out <= -thr, ninf, out)
     narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
-    return special_values(xp, x, narrow, axis, n)
+    narrow = special_values(xp, x, narrow, axis, n)
+    if fix is None:
+        return narrow
+    # The rounding test: out_hi + out_lo is within err of the exact value; where a
+    # rounding boundary of the narrow format lies that close, fix decides
+    # (docs/impl.md, "Correct rounding"). Where out (rounded once to the working
+    # format) lies exactly on a midpoint of the narrow format and out_lo across it (x -
+    # max on a midpoint, L far below its last bit: one output in two of such rows),
+    # the cast's tie went to the even neighbour, not always the right one: the other
+    # neighbour, 2 out - back, is tested too, and taken where it is proven.
+    err = err * _err_scale
+    open_, take = rounding_open(xp, out_hi, out_lo, out, narrow, err, out_dtype, thr)
+    proper = finite & xp.all(finite | (x == -math.inf), axis=axis, keepdims=True)
+    take = take & proper
+    back = xp.astype(narrow, out.dtype)
+    other_w = xp.where(take, 2.0 * out - back, back)
+    other = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
+    narrow = xp.where(take, other, narrow)
+    open_ = open_ & proper & ~take
+    return fix(narrow, open_)
 
 
 # (precision, emax) of the formats computed in a wider one
@@ -189,6 +247,73 @@ def _overflow_threshold(dtype: Any) -> float:
     return math.ldexp(2.0 - math.ldexp(1.0, -p), emax)
 
 
+# The precise core's error in out = d - L, relative to |out| + L, measured against
+# mpmath (impl/tests/test_rounding.py, test_the_generic_cores_parts_hold_their_bounds:
+# exp_parts within 2^-75.8 and log1p_dw within 2^-68.5 in float64; 2^-45.8 and 2^-39.0
+# in float32), taken with a margin; the double-word sum's n 2^-2p of T; the
+# double-word out's own roundings (2^-2p); and an absolute part: the maximum's output
+# of a slice whose T is taken relative to its second entry is rounded once in the
+# working format (T < e^-600 in float64, e^-40 in float32).
+ERR_REL = {"float64": 2.0**-64, "float32": 2.0**-36}
+# Narrow formats in float64 take the namespace's own exp and log1p, taken to be within
+# this many of float64's ULP (CUDA documents 1 for both, glibc 1, Sleef's u10 1.0;
+# impl/tests/test_rounding.py measures NumPy's, torch's and XLA's here)
+LIBM_ULP = 4.0
+SUM_REL = {"float64": 2.0**-104, "float32": 2.0**-46}
+ERR_ABS = {"float64": 2.0**-900, "float32": 2.0**-80}
+_err_scale = 1.0  # 1 but in the tests that weaken the bound or force the fix
+
+
+def rounding_open(
+    xp: Any, hi: Any, lo: Any, out: Any, r: Any, err: Any, dtype: Any, thr: float
+) -> tuple[Any, Any]:
+    """Where the exact value y, known to lie within ``err`` of hi + lo (a double-word
+    in the working format), may round to something other than ``r`` (the narrow
+    ``dtype``). With back = r widened (exact), r is y's rounding wherever
+    |(hi - back) + lo| + err is below half the gap on y's side of r: 2^(e - p) for
+    e = floor(log2 |r|) (log2 nudged up by 2^-40, so that a power of two's is its
+    exponent; a value below one is off its power by far more than log2's error), half
+    that inward from a power of two (the gap halves there), and the subnormal spacing
+    below the normal range. -inf (overflow) stands where hi + err is beyond the
+    overflow threshold. Returns that mask, and where the neighbour of r across the
+    midpoint that out (hi + lo rounded once) sits on is proven instead."""
+    text = str(dtype)
+    name = "bfloat16" if "bfloat16" in text else "float16" if "float16" in text else "float32"
+    p, emax = _NARROW[name]
+    emin = 1 - emax
+    f = fmt("float64" if hi.dtype == xp.float64 else "float32")
+    back = xp.astype(r, hi.dtype)
+    mag = xp.abs(back)
+    big = xp.isinf(back)
+    zero = xp.zeros_like(back)
+    lg = xp.log2(xp.where((mag > 0) & ~big, mag, xp.ones_like(mag)))
+    low = const(xp, lg, float(emin))
+    e = xp.where(mag > 0, xp.maximum(xp.floor(lg + 2.0**-40), low), low)
+    h_up = pow2(xp, e - float(p), hi, f)  # half the gap above |r|
+    # |a + lo| + err < half for a = hi - back (exact), as an exact margin g = half - |a|
+    # (Sterbenz) against lo's pull: +|lo| where lo points away from back or outweighs
+    # a, -|lo| where it points back; its one rounding allowed for with 2^-(p - 2).
+    # half: on y's side (outward: |y| > |r|) the gap above; inward, the one below
+    a = hi - xp.where(big, hi, back)
+    inward = ((a + lo) * xp.where(big, zero, back)) <= 0
+    pow2_r = mag == h_up * float(2**p)
+    half = xp.where(inward & pow2_r, 0.5 * h_up, h_up)
+    g = half - xp.abs(a)
+    away = (a * lo >= 0) | (xp.abs(lo) > xp.abs(a))
+    lhs = xp.where(away, xp.abs(lo), -xp.abs(lo)) + err
+    lhs = lhs + xp.abs(lhs) * 2.0 ** -(f.precision - 2)
+    sure = xp.where(big, hi + err < -thr, lhs < g)
+    # out (hi + lo rounded once) exactly on the midpoint between r and its neighbour,
+    # and hi + lo past it by more than err: the neighbour, 2 out - r, is y's rounding
+    # (the cast's tie went to the even side); no other boundary lies between
+    fine = ~big & xp.isfinite(out)
+    mid = xp.where(fine, out - xp.where(fine, back, zero), zero)
+    z = xp.where(fine, (hi - xp.where(fine, out, zero)) + lo, zero)
+    past = (z * mid > 0) & (xp.abs(z) - xp.abs(z) * 2.0 ** -(f.precision - 2) > err)
+    take = ~sure & ~big & (xp.abs(mid) == half) & past
+    return ~sure, take
+
+
 def _precise_core(
     xp: Any,
     x: Any,
@@ -199,7 +324,9 @@ def _precise_core(
     name: str,
     scale2: Callable[[Any, Any], Any] | None,
     opaque: Callable[[Any], Any] | None,
-) -> Any:
+) -> tuple[Any, Any, Any]:
+    """out = x - m - log1p(T) as a double-word hi + lo (one rounding of it gives the
+    result), and L = log1p(T)'s high part"""
     f = fmt(name)
     zero = xp.zeros_like(x)
     ninf = const(xp, x, -math.inf)
@@ -234,14 +361,16 @@ def _precise_core(
     neg_T = -_scale_once(xp, bh, bl, gq, f, _PRESCALE[name], scale2)
     L_hi = xp.where(scaled, -neg_T, L_hi)
     L_lo = xp.where(scaled, zero, L_lo)
-    # out = (ah + al) - (L_hi + L_lo) with one rounding
+    # out = (ah + al) - (L_hi + L_lo) = s + (t + (al - L_lo)), for one rounding
     ah, al = _two_diff(xp, x, m)
     fin = xp.isfinite(ah)
     a0 = xp.where(fin, ah, zero)
     s, t = two_sum(xp, a0, -L_hi)
-    out = xp.where(fin, s + (t + (al - L_lo)), ah)
+    lo = xp.where(fin, t + (al - L_lo), zero)
     # log1p(T) = T there; said directly, so a subnormal T is not rounded twice
-    return xp.where(scaled & (x == m), neg_T, out)
+    at = scaled & (x == m)
+    hi = xp.where(at, neg_T, xp.where(fin, s, ah))
+    return hi, xp.where(at, zero, lo), L_hi
 
 
 def _scale_once(

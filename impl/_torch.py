@@ -2,9 +2,11 @@
 
 CPU tensors run the NumPy path's compiled kernels on a zero-copy NumPy view
 (bfloat16 through its 16-bit pattern), and the result comes back as a tensor without
-a copy. On other devices, finite float16/bfloat16/float32 input runs the short
-algorithm in float64 with torch's own fused, threaded kernels; anything else
-(float64, NaN or infinities, devices without float64) takes the generic algorithm.
+a copy. On other devices the generic algorithm runs (narrow formats in float64 where
+the device has it, with the rounding test, and the host's kernels for the outputs it
+leaves open: impl/_host.py). The short algorithm in float64 with torch's fused
+kernels, which ran here before, depends on the device's exp, sum and log1p and has
+no bound to test against.
 
 Where a derivative is asked for (an input that requires grad with grad mode on, a
 forward-mode dual level, or a torch.func transform: grad, vjp, jvp, vmap), the call goes
@@ -53,7 +55,7 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
     if (
         (type(axis) is not int and not (axis is None and x.dim() == 1))
         or x.dtype not in (torch.float32, torch.float64)
-        or x.device.type != "cpu"
+        or not _on_numpy(x)  # (a module global: impl/tests/device_paths.py forces it)
         or x.dim() == 0
         or not x.is_contiguous()
         or x.is_neg()
@@ -88,28 +90,7 @@ def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic
         return _via_numpy(torch, x, axes, n)
     if x.device.type == "meta":  # no data (shape inference): the result's metadata
         return torch.empty_like(x, memory_format=torch.contiguous_format)
-    if (
-        x.dtype not in (torch.float16, torch.bfloat16, torch.float32)
-        or x.device.type == "mps"  # no float64 there
-        or x.numel() == 0
-        or n == 1
-        or not bool(torch.isfinite(x).all())
-    ):
-        return generic(x, axes, n, lambda v, dtype: _round_narrow(torch, v, dtype))
-    dims = list(axes)
-    d = x.to(torch.float64)
-    d -= d.amax(dim=dims, keepdim=True)
-    at_max = d == 0.0
-    e = d.exp().masked_fill_(at_max, 0.0)
-    T = e.sum(dim=dims, keepdim=True)
-    k = at_max.sum(dim=dims, keepdim=True)
-    T += k - 1
-    L = T.log1p_()
-    d -= L
-    # an entry below the maximum makes T > 0 even where its sum underflows (e^-800):
-    # the maximum's output is negative then, and where L is 0 it is -0
-    d.masked_fill_(at_max & ((L == 0.0) & (k < n)), -0.0)
-    return _round_narrow(torch, d, x.dtype)
+    return generic(x, axes, n, lambda v, dtype: _round_narrow(torch, v, dtype))
 
 
 def _round_narrow(torch: Any, d: Any, dtype: Any) -> Any:

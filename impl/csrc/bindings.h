@@ -145,7 +145,7 @@ py_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t skipped;
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     row_job job = {.x = x.buf, .out = o.buf, .nrows = count / n, .n = n, .f64 = kx == 'd',
                    .out_kind = out_kind_of(ko, odd)};
     if (threads >= 2 && (kx == 'd' || ko == 'f')) {
@@ -154,7 +154,7 @@ py_rows(PyObject *self, PyObject *args)
     else {
         skipped = rows_one_thread(&job);
     }
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
     return PyLong_FromSsize_t(skipped);
@@ -193,14 +193,14 @@ py_partial(PyObject *self, PyObject *args)
     }
     Py_ssize_t count = x.len / x.itemsize, k = 0;
     dd s = {0.0, 0.0};
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     if (kx == 'f') {
         partial_f32((const float *)x.buf, count, (float)m, &s.hi, &k);
     }
     else {
         partial_f64((const double *)x.buf, count, m, c, &s, &k);
     }
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&x);
     return Py_BuildValue("ddn", s.hi, s.lo, k);
 }
@@ -235,14 +235,14 @@ py_write(PyObject *self, PyObject *args)
     }
     Py_ssize_t unsure = 0;
     lbound L = {lh, ll, delta};
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     if (kx == 'f') {
         unsure = write_f32((const float *)x.buf, o.buf, out_kind_of(ko, odd), count, (float)m, L);
     }
     else {
         unsure = write_f64((const double *)x.buf, (double *)o.buf, count, m, L);
     }
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
     return PyLong_FromSsize_t(unsure);
@@ -261,7 +261,9 @@ py_bound_f32(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "dn", &T, &n)) {
         return NULL;
     }
+    unsigned int csr = fp_enter();
     lbound b = bound_f32(T, n);
+    fp_leave(csr);
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
 }
 
@@ -286,10 +288,10 @@ exact_l_of(PyObject *args, int f64)
         return NULL;
     }
     lbound b;
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     b = f64 ? exact_L_f64((const double *)x.buf, x.len / size, m)
             : exact_L_f32((const float *)x.buf, x.len / size, (float)m);
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&x);
     stat_add(&slow_stat[f64 ? F64 : F32][ST_SLOW_ROWS], 1);
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
@@ -329,7 +331,9 @@ py_bound_f64(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "ddn", &th, &tl, &n)) {
         return NULL;
     }
+    unsigned int csr = fp_enter();
     lbound b = bound_f64((dd){th, tl}, n);
+    fp_leave(csr);
     return Py_BuildValue("ddd", b.hi, b.lo, b.delta);
 }
 
@@ -349,7 +353,9 @@ py_exp_dd2(PyObject *self, PyObject *args)
         return NULL;
     }
     int64_t K;
+    unsigned int csr = fp_enter();
     dd e = exp_dd2(h, l, &K);
+    fp_leave(csr);
     return Py_BuildValue("ddL", e.hi, e.lo, (long long)K);
 }
 
@@ -367,7 +373,9 @@ py_log1p_dd2(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "log1p_dd2 needs a finite hi >= 0");
         return NULL;
     }
+    unsigned int csr = fp_enter();
     dd r = log1p_dd2(h, l);
+    fp_leave(csr);
     return Py_BuildValue("dd", r.hi, r.lo);
 }
 
@@ -449,7 +457,9 @@ py_log1p_dd(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "log1p_dd needs a finite, non-negative argument");
         return NULL;
     }
+    unsigned int csr = fp_enter();
     dd r = log1p_dd(h, l);
+    fp_leave(csr);
     return Py_BuildValue("dd", r.hi, r.lo);
 }
 
@@ -470,7 +480,10 @@ py_tiny_log(PyObject *self, PyObject *args)
         return NULL;
     }
     dd S = {sh, sl};
-    return PyFloat_FromDouble(tiny_log1p(c, S));
+    unsigned int csr = fp_enter();
+    double r = tiny_log1p(c, S);
+    fp_leave(csr);
+    return PyFloat_FromDouble(r);
 }
 
 PyDoc_STRVAR(exp_dd_doc,
@@ -488,7 +501,9 @@ py_exp_dd(PyObject *self, PyObject *args)
         return NULL;
     }
     int64_t K;
+    unsigned int csr = fp_enter();
     dd r = exp_dd_scaled(h, l, &K);
+    fp_leave(csr);
     return Py_BuildValue("ddL", r.hi, r.lo, (long long)K);
 }
 

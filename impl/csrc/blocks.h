@@ -123,7 +123,7 @@ py_partial_rows(PyObject *self, PyObject *args)
     double *pv = p.buf;
     size_t row_bytes = (size_t)n * x.itemsize;
     Py_ssize_t step = stride * x.itemsize; /* bytes; negative for rows in reverse */
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     for (Py_ssize_t r = 0; r < nrows; r++) {
         if (stride != n && r + PREFETCH_AHEAD < nrows) {
             prefetch_row((const char *)x.buf + (r + PREFETCH_AHEAD) * step, row_bytes);
@@ -156,7 +156,7 @@ py_partial_rows(PyObject *self, PyObject *args)
         v[6] = -INFINITY;
         v[7] = v[8] = 0.0;
     }
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&x);
     PyBuffer_Release(&p);
     Py_RETURN_NONE;
@@ -265,7 +265,7 @@ py_write_rows(PyObject *self, PyObject *args)
         size_t osize = out_size(kx == 'd', out_kind);
         size_t row_bytes = (size_t)n * x.itemsize;
         Py_ssize_t step = stride * x.itemsize;
-        Py_BEGIN_ALLOW_THREADS
+        KERNEL_BEGIN
         for (Py_ssize_t r = 0; r < nrows; r++) {
             if (stride != n && r + PREFETCH_AHEAD < nrows) {
                 prefetch_row((const char *)x.buf + (r + PREFETCH_AHEAD) * step, row_bytes);
@@ -307,7 +307,7 @@ py_write_rows(PyObject *self, PyObject *args)
                 negative_zeros(orow, osize, n);
             }
         }
-        Py_END_ALLOW_THREADS
+        KERNEL_END
     }
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
@@ -470,11 +470,11 @@ py_combine_rows(PyObject *self, PyObject *args)
     }
     const double *pv = p.buf;
     double *rv = r.buf;
-    Py_BEGIN_ALLOW_THREADS
+    KERNEL_BEGIN
     for (Py_ssize_t i = 0; i < rows; i++) {
         combine_row(pv + i * nb * 10, nb, f64, rv + SLICE_VALUES * i);
     }
-    Py_END_ALLOW_THREADS
+    KERNEL_END
     PyBuffer_Release(&p);
     PyBuffer_Release(&r);
     Py_RETURN_NONE;
@@ -522,7 +522,7 @@ py_exact_rows(PyObject *self, PyObject *args)
         const double *ms = mb.buf;
         double *pv = p.buf;
         Py_ssize_t step = stride * x.itemsize;
-        Py_BEGIN_ALLOW_THREADS
+        KERNEL_BEGIN
         for (Py_ssize_t r = 0; r < nrows; r++) {
             const void *row = (const char *)x.buf + r * step;
             double *v = pv + 3 * r;
@@ -541,7 +541,7 @@ py_exact_rows(PyObject *self, PyObject *args)
             v[1] = sum.lo;
             v[2] = (double)k;
         }
-        Py_END_ALLOW_THREADS
+        KERNEL_END
     }
     PyBuffer_Release(&x);
     PyBuffer_Release(&mb);
@@ -566,7 +566,9 @@ py_exact_l_from(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "ddnn", &th, &tl, &k, &n)) {
         return NULL;
     }
+    unsigned int csr = fp_enter();
     lbound b = exact_L_from((dd){th, tl}, k, n);
+    fp_leave(csr);
     return Py_BuildValue("(ddd)", b.hi, b.lo, b.delta);
 }
 

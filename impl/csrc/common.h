@@ -22,3 +22,42 @@
 #endif
 
 #define LANES 8
+
+/* The kernels' floating-point environment: IEEE arithmetic whatever the caller's
+ * thread has set. XLA runs its CPU threads with subnormals flushed to zero (FTZ) and
+ * read as zero (DAZ), torch.set_flush_denormal(True) sets both, and fesetround can
+ * change the rounding direction: each would change the kernels' results (a subnormal
+ * result is a correctly rounded one, and every bound assumes rounding to nearest).
+ * fp_enter clears FTZ and DAZ and sets rounding to nearest, returning the caller's
+ * state for fp_leave. Threads started in between inherit the state set
+ * (pthread_create copies the floating-point environment). */
+static inline unsigned int
+fp_enter(void)
+{
+#if defined(__SSE2__)
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr & ~(0x8000u | 0x0040u | 0x6000u)); /* FTZ, DAZ, rounding control */
+    return csr;
+#else
+    return 0;
+#endif
+}
+
+static inline void
+fp_leave(unsigned int csr)
+{
+#if defined(__SSE2__)
+    _mm_setcsr(csr);
+#else
+    (void)csr;
+#endif
+}
+
+/* Py_BEGIN_ALLOW_THREADS and Py_END_ALLOW_THREADS around the kernels' work, with
+ * their floating-point environment set inside */
+#define KERNEL_BEGIN                                                                       \
+    Py_BEGIN_ALLOW_THREADS                                                                 \
+    unsigned int kernel_csr_ = fp_enter();
+#define KERNEL_END                                                                         \
+    fp_leave(kernel_csr_);                                                                 \
+    Py_END_ALLOW_THREADS

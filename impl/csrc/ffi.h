@@ -166,17 +166,10 @@ ffi_log_softmax(ffi_call_frame *cf)
     }
     row_job job = {.x = x->data, .out = o->data, .bad = bad, .nrows = nrows, .n = n,
                    .f64 = x->dtype == FFI_F64, .out_kind = odd ? OUT_F32_ODD : OUT_F32};
-#if defined(__SSE2__)
-    /* XLA runs its CPU threads with subnormals flushed to zero (FTZ) and read as zero
-     * (DAZ); the kernels need IEEE arithmetic (a subnormal result is a correctly
-     * rounded one). Threads started here inherit the state set here. */
-    unsigned int csr = _mm_getcsr();
-    _mm_setcsr(csr & ~(0x8000u | 0x0040u));
+    /* XLA runs its CPU threads with subnormals flushed to zero: fp_enter (common.h) */
+    unsigned int csr = fp_enter();
     rows_threads(&job, __atomic_load_n(&default_threads, __ATOMIC_RELAXED));
-    _mm_setcsr(csr);
-#else
-    rows_threads(&job, __atomic_load_n(&default_threads, __ATOMIC_RELAXED));
-#endif
+    fp_leave(csr);
     /* The rows the kernels declined are all special-valued: their outputs are exact */
     for (Py_ssize_t r = 0; r < nrows; r++) {
         if (bad[r]) {

@@ -53,6 +53,8 @@ def test_gpu_paths_are_the_other_paths():
     x = da.ones((2, 6), chunks=(1, 3))
     with device_paths.gpu_paths():
         assert not _torch._on_numpy(torch.ones(2))
+        # the common call's shortcut to the kernels too
+        assert _torch.last_axis_rows_torch(torch.ones(2, 3), -1) is None
         assert not _jax.cpu_kernel_registered()
         out = jax.jit(device_paths.log_softmax).lower(jax.numpy.ones((2, 3))).as_text()
         generic = impl.log_softmax(x, axis=1)
