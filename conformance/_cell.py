@@ -107,11 +107,16 @@ def failed(spec: CellSpec, reason: str, seconds: float = 0.0) -> dict[str, Any]:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, SyntaxError) and exc.filename:
-        text = f"{type(exc).__name__}: {exc.msg} ({exc.filename}, line {exc.lineno})"
-    else:
-        text = f"{type(exc).__name__}: {exc}".strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
+    """One line for an exception a candidate raised, whatever its __str__ does"""
+    name = type(exc).__name__
+    try:
+        if isinstance(exc, SyntaxError) and exc.filename:
+            text = f"{name}: {exc.msg} ({exc.filename}, line {exc.lineno})"
+        else:
+            text = f"{name}: {exc}".strip()
+    except BaseException as inner:  # a __str__ that raises (or exits)
+        text = f"{name} (its message raised {type(inner).__name__})"
+    return (text.splitlines() or [name])[0][:300]
 
 
 def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:

@@ -1,8 +1,9 @@
 """What judged a cell, as one digest stored in its record (the ``judge`` column).
 
-A cell's verdict is a function of its inputs, the candidate, the harness and oracle
-that scored it, the budget, the library versions, the platform the library computed on
-and the recorded settings (the environment variables libraries read). ``run --resume``
+A cell's verdict is a function of its inputs, the candidate (the sources of its
+top-level package), the harness and oracle that scored it, the budget, the library
+versions, the platform the library computed on, the recorded settings (the
+environment variables libraries read) and the run's limits (the timeout). ``run --resume``
 reuses a finished cell only when its digest is the one the run would give it now;
 anything else is rerun.
 """
@@ -35,11 +36,14 @@ def inputs_digest(cases: Sequence[Any]) -> str:
 
 
 def candidate_digest(c: Candidate) -> str:
-    """A hash of the candidate's source, found without importing it: its module file,
-    or every source file of its package (tests left out). Empty where unknown."""
+    """A hash of the candidate's source, found without importing it: its module file
+    alone where it is a top-level module, else every source file of its top-level
+    package (tests left out), so that a helper module beside it (mypkg.helpers for
+    mypkg.mod:fn) is part of the verdict too. Empty where unknown."""
     try:
         module, _ = split_target(c.target)
-        where = locate(module)
+        top = module.split(".")[0]
+        where = locate(top) if top != module else locate(module)
     except ValueError:
         return ""
     if where is None or not where.exists():
@@ -67,11 +71,14 @@ def candidate_digest(c: Candidate) -> str:
 
 
 def cell_judge(
-    settings: dict[str, Any], key: str, budget: float, inputs: str, candidate: str, platform: str
-) -> str:
+    settings: dict[str, Any], key: str, budget: float, inputs: str, candidate: str,
+    platform: str, limits: dict[str, Any] | None = None,
+) -> str:  # fmt: skip
+    """limits: the run's settings that can change a verdict besides those (the timeout:
+    a cell that timed out under a shorter one is not this run's verdict)"""
     blob = json.dumps(
         {"settings": settings, "cell": key, "budget": budget, "inputs": inputs,
-         "candidate": candidate, "platform": platform},
+         "candidate": candidate, "platform": platform, "limits": limits or {}},
         sort_keys=True,
     )  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -350,7 +350,7 @@ def _sweep(
     def judge(s: CellSpec) -> str:
         return cell_judge(
             setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
-            cand_digests[s.candidate.name], platform[s.backend.name],
+            cand_digests[s.candidate.name], platform[s.backend.name], {"timeout": cfg.timeout},
         )  # fmt: skip
 
     judges = {s.key: judge(s) for s in cells}

@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from . import _fpenv
 from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
@@ -114,6 +115,21 @@ def _library_state() -> dict[str, Any]:
     return s
 
 
+# The settings' values in a library as it is imported, for a library that the
+# candidate imports only when called (absent from the snapshot): a change is judged
+# against these, not against its absence
+_DEFAULTS: dict[str, Any] = {
+    "torch default dtype": "torch.float32",
+    "torch deterministic": False,
+    "torch float32 matmul precision": "highest",
+    "jax_disable_jit": False,
+    "jax_numpy_rank_promotion": "allow",
+    "jax_default_matmul_precision": None,
+    "jax_numpy_dtype_promotion": "standard",
+    "jax_enable_x64": os.environ.get("JAX_ENABLE_X64", "").lower() in ("1", "true", "yes"),
+}
+
+
 class _Guard:
     """The process as the worker left it before the first cell; after each cell, what
     the candidate changed (findings, where the change is a defect of the candidate, and
@@ -126,6 +142,8 @@ class _Guard:
     def check(self, raw: Raw) -> str | None:
         changed = []
         state = _library_state()
+        for k in state.keys() - self.state.keys():  # a library imported since
+            self.state[k] = _DEFAULTS.get(k, state[k])
         for k in sorted(set(state) | set(self.state)):
             if state.get(k) != self.state.get(k):
                 changed.append(f"{k} {self.state.get(k)!r} -> {state.get(k)!r}")
@@ -220,6 +238,7 @@ def worker_main(
         fn: Callable[..., Any] | None = None
         failure: str | None = None
         guard: _Guard | None = None
+        at_import: list[str] = []
         while True:
             try:
                 msg = conn.recv()
@@ -230,10 +249,18 @@ def worker_main(
             spec: CellSpec = msg[1]
             if guard is None:
                 conn.send(("phase", "importing the candidate"))
+                env = _fpenv.capture()  # before the import: a module may change it there
                 try:
                     fn = cand.load()
                 except (Exception, SystemExit) as exc:
                     failure = load_error(spec, exc)
+                changed = env.differences(_fpenv.capture())
+                if changed:  # undone, and a finding of every cell this worker runs
+                    env.restore()
+                    at_import.append(
+                        "changed the floating-point environment when imported: "
+                        + ", ".join(changed)
+                    )
                 conn.send(("phase", "starting the backend"))
                 try:
                     _warm(b)
@@ -246,6 +273,7 @@ def worker_main(
                 raw = Raw(error=failure or "no candidate")
             else:
                 raw = execute(spec, fn)
+            raw.findings[:0] = at_import
             why = guard.check(raw)
             conn.send(("done", spec.key, raw))
             if why is not None:

@@ -53,6 +53,22 @@ def returns_str(x, axis=None):
     return "not an array"
 
 
+class _Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no message")
+
+
+def bad_message(x, axis=None):
+    raise _Unprintable()
+
+
+def lazy_torch(x, axis=None):
+    import impl
+    import torch  # first imported here, after the worker's snapshot
+
+    return impl.log_softmax(x, axis=axis)
+
+
 def returns_object(x, axis=None):
     out = np.empty(np.shape(x), dtype=object)
     out[...] = 0.0
@@ -61,12 +77,21 @@ def returns_object(x, axis=None):
 
 AT_IMPORT = {
     "hostile_exit": "import os\nos._exit(3)\n",
+    # sets the rounding mode when imported, and computes under it
+    "hostile_rounds_at_import": (
+        "import ctypes, ctypes.util\n"
+        f"ctypes.CDLL(ctypes.util.find_library('m')).fesetround({_UPWARD})\n"
+        "import numpy as np\n"
+        "def f(x, axis=None):\n"
+        "    m = np.max(x, axis=axis, keepdims=True)\n"
+        "    return (x - m) - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))\n"
+    ),
     "hostile_hang": "import time\ntime.sleep(600)\n",
     "hostile_syntax": "def f(x, axis=None):\n    return x +\n",
 }
 CALLS = (
     "segfault", "exits", "hang_with_child", "rounding_up", "leftover_threads",
-    "returns_none", "returns_str", "returns_object",
+    "returns_none", "returns_str", "returns_object", "bad_message", "lazy_torch",
 )  # fmt: skip
 
 

@@ -92,6 +92,22 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
         assert "timeout" in why["hostile.calls:hang_with_child", fam]
         assert status["hostile.calls:rounding_up", fam] == "fail"
         assert "rounding mode to nearest -> upward" in why["hostile.calls:rounding_up", fam]
+        # the same at import, before any guard's snapshot: undone, and a finding
+        assert status["hostile_rounds_at_import:f", fam] == "fail"
+        assert (
+            "changed the floating-point environment when imported: rounding mode"
+            in (why["hostile_rounds_at_import:f", fam])
+        )
+        # an exception whose message raises is an error of the cell, not the harness's
+        assert status["hostile.calls:bad_message", fam] == "error"
+        assert (
+            "_Unprintable (its message raised RuntimeError)"
+            in why["hostile.calls:bad_message", fam]
+        )
+        # torch first imported by the candidate's call: its defaults are no change
+        assert status["hostile.calls:lazy_torch", fam] == "pass", why[
+            "hostile.calls:lazy_torch", fam
+        ]
         # a return that is not an array is a finding, not a crash of the harness
         for t, text in (
             ("leftover_threads", "returned NoneType, expected an array"),

@@ -167,3 +167,34 @@ def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path
     # a damaged entry and an entry of another oracle version are recomputed too
     oc.path(normal).write_bytes(b"PK\x03\x04 truncated")
     assert not oc.valid(normal) and oc.get(normal).shape == normal.x.shape
+
+
+def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_path):
+    """A cell finished under another --timeout is not this run's verdict (a timeout
+    under a shorter one would be kept forever), nor one whose candidate's package has
+    changed anywhere: mypkg.mod:fn with mypkg.helpers edited."""
+    pkg = tmp_path / "src" / "mypkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("import impl\nls = impl.log_softmax\n")
+    (pkg / "mod.py").write_text(
+        "from .helpers import ls\n\ndef fn(x, axis=None):\n    return ls(x, axis=axis)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'src'}{os.pathsep}{os.getcwd()}"}
+    res, cache = tmp_path / "res", tmp_path / "cache"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return cli(
+            "run", "--candidates", "mypkg.mod:fn", "--backends", "numpy:cpu", "--dtypes",
+            "float32", "--families", "normal,specials", "--results", str(res), "--cache",
+            str(cache), "--no-progress", *extra, env=env,
+        )  # fmt: skip
+
+    assert run("--timeout", "30").returncode == 0
+    r = run("--resume", "--timeout", "30")
+    assert "(2 already done)" in r.stderr, r.stderr
+    r = run("--resume", "--timeout", "45")
+    assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
+    (pkg / "helpers.py").write_text("import impl\nls = impl.log_softmax  # edited\n")
+    r = run("--resume", "--timeout", "45")
+    assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
