@@ -442,6 +442,41 @@ class Supervisor:
             w.conn.close()
         self.busy.clear()
         self.idle.clear()
+        kill_strays()
+
+
+def kill_strays() -> int:
+    """Kill what the fork server adopted (it is the subreaper of the workers: a
+    process detached from a worker that died lands there) apart from its live
+    workers; how many. Called when a supervisor closes, with its workers gone."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if not pid:
+        return 0
+    workers = {p.pid for p in multiprocessing.active_children()}
+    strays = []
+    for kid in _children(pid):
+        if kid not in workers and not (set(_ancestors(kid)) & workers):
+            strays.append(kid)
+    for kid in strays:
+        try:
+            os.kill(kid, getattr(signal, "SIGKILL", signal.SIGTERM))
+        except OSError:
+            pass
+    return len(strays)
+
+
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        out.append(pid)
+    return out
 
 
 def supervise(cells: Iterable[CellSpec], **kwargs: Any) -> None:

@@ -14,7 +14,10 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before SciPy's first import
 # server forks before any library runs, and the children never share those threads.
 warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
 
-import conformance._worker  # noqa: E402, F401  (numpy, ml_dtypes, reference, the harness)
+import conformance._worker  # noqa: E402  (numpy, ml_dtypes, reference, the harness)
+
+# the server dies with the sweep, and takes every process below it along
+conformance._worker.guard_fork_server()
 
 # the libraries of the sweep's backends (set by the supervisor for this server only)
 _MODULES = {

@@ -32,18 +32,65 @@ from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
 
-__all__ = ["die_with_parent", "library_info", "probe_main", "worker_main"]
+__all__ = [
+    "adopt_orphans", "die_with_parent", "guard_fork_server", "library_info", "probe_main",
+    "worker_main",
+]  # fmt: skip
+
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) on Linux; False elsewhere or where it fails"""
+    if sys.platform != "linux":
+        return False
+    try:
+        import ctypes
+
+        return int(ctypes.CDLL(None).prctl(option, value)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def die_with_parent() -> None:
     """SIGKILL to this process when its parent dies (Linux; elsewhere nothing)."""
-    if sys.platform == "linux":
-        try:
-            import ctypes
+    _prctl(_PR_SET_PDEATHSIG, 9)
 
-            ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-        except (OSError, AttributeError):
-            pass
+
+def adopt_orphans() -> None:
+    """This process becomes the child subreaper of its subtree (Linux): a process a
+    descendant detaches (fork, setsid, fork) is reparented here, not to init, so that
+    the guard after each cell sees it and kill_tree reaches it."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def guard_fork_server() -> None:
+    """In the fork server (from _preload): when the sweep that started it dies, even by
+    SIGKILL, it kills every process below it (the workers, what they started, and the
+    daemons they detached, which it adopts as subreaper) and exits. Before, a hanging
+    worker held the server's liveness pipe open, and the server waited for it while
+    the worker waited for the server's death: both, and their children, outlived a
+    kill -9 of run. (A thread of the sweep that ends also sends the signal; the
+    parent is then still the same process, and nothing happens.)"""
+    if sys.platform != "linux":
+        return
+    import signal
+
+    parent = os.getppid()
+
+    def stop(signum: int, frame: Any) -> None:
+        if os.getppid() == parent:
+            return
+        _kill(_children(os.getpid()))
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    adopt_orphans()
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the sweep died before the request took
+        stop(int(signal.SIGTERM), None)
 
 
 def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None) -> None:
@@ -55,7 +102,11 @@ def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = 
             os.setsid()
     except OSError:  # already a group leader
         pass
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the fork server's handler is its own
     die_with_parent()  # the fork server, which dies with the sweep
+    adopt_orphans()
     if where is not None:
         cwd, path, env = where
         try:

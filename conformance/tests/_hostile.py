@@ -62,6 +62,19 @@ def bad_message(x, axis=None):
     raise _Unprintable()
 
 
+def detached_daemon(x, axis=None):
+    import impl
+
+    pid = os.fork()
+    if pid == 0:  # fork, setsid, fork: the grandchild belongs to no one
+        os.setsid()
+        if os.fork() == 0:
+            os.execvp("sleep", ["sleep", "613"])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return impl.log_softmax(x, axis=axis)
+
+
 def lazy_torch(x, axis=None):
     import impl
     import torch  # first imported here, after the worker's snapshot
@@ -92,6 +105,7 @@ AT_IMPORT = {
 CALLS = (
     "segfault", "exits", "hang_with_child", "rounding_up", "leftover_threads",
     "returns_none", "returns_str", "returns_object", "bad_message", "lazy_torch",
+    "detached_daemon",
 )  # fmt: skip
 
 

@@ -38,13 +38,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
     sys.path.remove(str(root))
 
 
-def _sleepers() -> list[int]:
-    """Live `sleep 611` processes (the hostile candidate's child)."""
+def _sleepers(seconds: str = "611") -> list[int]:
+    """Live `sleep 611` processes (the hostile candidate's child; 613: its daemon)."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
             try:
-                if Path(f"/proc/{d}/cmdline").read_bytes() == b"sleep\x00611\x00":
+                if Path(f"/proc/{d}/cmdline").read_bytes() == f"sleep\x00{seconds}\x00".encode():
                     out.append(int(d))
             except OSError:
                 pass
@@ -118,6 +118,13 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
             assert status[f"hostile.calls:{t}", fam] == "fail", t
             assert text in why[f"hostile.calls:{t}", fam], t
     assert not _sleepers(), "a timed-out candidate's child process survived"
+    # a daemon detached with fork, setsid, fork is adopted by its worker, noted, killed
+    notes = mixed.set_index(["candidate", "family"])["notes"]
+    assert (
+        "left 1 child processes running (killed)"
+        in notes["hostile.calls:detached_daemon", "normal"]
+    )
+    assert not _sleepers("613"), "a detached daemon survived the sweep"
     print(f"mixed sweep: {len(mixed)} cells in {elapsed:.1f}s")
 
 
@@ -218,3 +225,50 @@ def test_the_plugin_survives_a_segfault_and_a_hang(hostile, tmp_path):
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl: Linux only")
+def test_kill_9_of_run_leaves_no_process_behind(hostile, tmp_path):
+    """run killed with SIGKILL while a candidate hangs with a child: the fork server
+    (its parent-death signal) kills every process below it, the hanging worker and
+    its child included, and exits. Before, all three lived on."""
+    import signal
+
+    root, _ = hostile
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.getcwd()}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "conformance", "run", "--candidates",
+         "hostile.calls:hang_with_child", "--backends", "numpy:cpu", "--dtypes", "float32",
+         "--families", "normal", "--results", str(tmp_path / "res"), "--cache",
+         str(tmp_path / "cache"), "--no-progress", "--timeout", "120"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _sleepers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sleepers(), "the candidate's child never started"
+        below = _descendants(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in below) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [p for p in below if _alive(p)]
+        assert not left and not _sleepers(), f"{len(left)} processes outlived run"
+    finally:
+        proc.kill()
+
+
+def _descendants(pid: int) -> list[int]:
+    from conformance._worker import _children
+
+    return _children(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
