@@ -25,7 +25,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,14 @@ def _code(name: str) -> str:
     fence = "`" * (run + 1)
     pad = " " if run else ""
     return f"{fence}{pad}{name}{pad}{fence}"
+
+
+def _md_text(text: str) -> str:
+    """Text a candidate controls (a reason, a note) as plain Markdown text: HTML's
+    special characters as entities (no <script>, no raw tag), and Markdown's link,
+    emphasis and code characters backslash-escaped (no [x](javascript:...))."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]()#|!])", r"\\\1", text)
 
 
 def _rst_text(name: str) -> str:
@@ -104,12 +112,14 @@ def _summary_rows(table: Any) -> list[list[str]]:
     return rows
 
 
-def findings(table: Any) -> list[str]:
+def findings(table: Any, name: Callable[[str], str] = str) -> list[str]:
     """What the sweep found, a sentence per candidate, from the table: its worst error
-    per format where it has one, the family that shows it, and its failures."""
+    per format where it has one, the family that shows it, and its failures. ``name``
+    writes a candidate's name (for Markdown: _md_text, the name being the user's)."""
     out = []
-    for c in _order(table):
-        t = table[table["candidate"] == c]
+    for cand in _order(table):
+        t = table[table["candidate"] == cand]
+        c = name(cand)
         ran = t[t["status"] != "not run"]
         n = {s: int((t["status"] == s).sum()) for s in ("pass", "fail", "error")}
         if ran.empty:
@@ -262,7 +272,8 @@ def _candidate_md(table: Any, c: str) -> str:
         bad["_w"] = bad["worst_ulp"].fillna(-1.0)
         for _, r in bad.sort_values("_w", ascending=False).head(20).iterrows():
             out.append(
-                f"- **{r['backend']} {r['dtype']} {r['family']}**: {r['status']}: {r['reason']}"
+                f"- **{r['backend']} {r['dtype']} {r['family']}**: {r['status']}: "
+                f"{_md_text(str(r['reason']))}"
             )
             if isinstance(r["worst_input"], str) and r["worst_input"].startswith("["):
                 hexes = json.loads(r["worst_input"])
@@ -577,7 +588,9 @@ def write_report(
         cells = supports[c]
         md += ["", f"## {_code(c)}", "", markdown_table(cells)]
         notes = [
-            f"- {lib} {dev}: {cell.detail}" for (lib, dev), cell in cells.items() if cell.detail
+            f"- {lib} {dev}: {_md_text(cell.detail)}"
+            for (lib, dev), cell in cells.items()
+            if cell.detail
         ]
         if notes:
             md += ["", *notes[:12]]
@@ -626,7 +639,8 @@ def write_report(
     )
     idx += ["", "## Findings", ""]
     found = findings(table) + [f"Exhaustive float32: {r.sentence()}." for r in ex_rows]
-    idx += [f"- {line}" for line in found]
+    idx += [f"- {line}" for line in findings(table, _md_text)]
+    idx += [f"- Exhaustive float32: {r.sentence()}." for r in ex_rows]
     idx += [
         "",
         "## What ran",
@@ -665,7 +679,7 @@ def write_report(
         idx += ["", _md_table(SUITE_HEADER, [[_code(r[0]), *r[1:]] for r in suites]), ""]
         if details:
             idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
-            idx += [f"- {d}" for d in details]
+            idx += [f"- {_md_text(d)}" for d in details]
             idx.append("")
     if ex_rows:
         idx += ["## Exhaustive float32", "", *_exhaustive_md(ex_rows)]

@@ -126,12 +126,21 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     # every user string is escaped: a candidate named like markup stays text
     t = pd.read_parquet(results / "results.parquet")
     t.loc[t.candidate == "scipy", "candidate"] = "<script>alert(1)</script>"
+    # and a reason a candidate controls (its exception's message) is text in Markdown too
+    bad = t.index[t.candidate == "<script>alert(1)</script>"][0]
+    t.loc[bad, ["status", "reason"]] = "error", "<script>x()</script> [go](javascript:x())"
     evil = tmp_path / "evil"
     evil.mkdir()
     t.to_parquet(evil / "results.parquet")
     write_report(evil, tmp_path / "evil-out")
     html = (tmp_path / "evil-out" / "index.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+    for md in (tmp_path / "evil-out").glob("*.md"):
+        # outside code spans (`<script>` there is shown, not run)
+        text = re.sub(r"(`+).*?\1", "", md.read_text())
+        assert "<script>" not in text and "](javascript:" not in text, md.name
+    pages = " ".join(md.read_text() for md in (tmp_path / "evil-out").glob("*.md"))
+    assert "&lt;script&gt;x\\(\\)" in pages  # the reason is there, as text
 
 
 def _chromium() -> str:
