@@ -154,8 +154,13 @@ class ResultsDir:
         try:
             if exclusive:
                 self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            else:  # a reader creates nothing: no lock file, no run has ever held it
+                fd = os.open(p, os.O_RDWR)
         except OSError as exc:
+            if not exclusive and isinstance(exc, FileNotFoundError):
+                yield
+                return
             if exclusive:
                 raise ResultsError(
                     f"results directory {str(self.path)!r} is not writable: {exc}"

@@ -198,3 +198,19 @@ def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_p
     (pkg / "helpers.py").write_text("import impl\nls = impl.log_softmax  # edited\n")
     r = run("--resume", "--timeout", "45")
     assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
+
+
+def test_report_and_gate_create_nothing_in_a_directory_that_is_not_the_harnesss(tmp_path):
+    """A directory holding only a results table (copied from a run, say) is read by
+    report and gate without a .lock left in it: run refuses such a directory as not the
+    harness's, and readers should not write into it either."""
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    assert _run(res, cache).returncode == 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    shutil.copy(res / "results.parquet", plain / "results.parquet")
+    shutil.copy(res / "fingerprint.json", plain / "fingerprint.json")
+    r = cli("report", "--results", str(plain), "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    cli("gate", "--results", str(plain), "--baseline", str(tmp_path / "b.json"), "--update")
+    assert sorted(p.name for p in plain.iterdir()) == ["fingerprint.json", "results.parquet"]
