@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import math
@@ -231,8 +232,20 @@ class ResultsDir:
 
     # -- cells ------------------------------------------------------------------------
     def write_cell(self, rec: dict[str, Any]) -> None:
+        """The cell's file, atomically; a ResultsError naming the disk's problem (a full
+        disk, an unwritable directory) where it cannot be written: the sweep stops
+        there, and --resume goes on from the cells already written."""
         name = cell_file_name(record_key(rec))
-        _write_atomic(self.cells / name, json.dumps(rec, sort_keys=True).encode())
+        try:
+            _write_atomic(self.cells / name, json.dumps(rec, sort_keys=True).encode())
+        except OSError as exc:
+            what = errno.errorcode.get(exc.errno or 0, "")
+            raise ResultsError(
+                f"cannot write a cell's result to {str(self.cells)!r}: "
+                f"{exc.strerror or exc}{f' ({what})' if what else ''}; the cells written so "
+                "far are kept: free space or fix the directory's permissions, then run "
+                "again with --resume"
+            ) from None
 
     def read_cells(
         self, names: Iterable[str] | None = None

@@ -214,3 +214,39 @@ def test_report_and_gate_create_nothing_in_a_directory_that_is_not_the_harnesss(
     assert r.returncode == 0, r.stderr
     cli("gate", "--results", str(plain), "--baseline", str(tmp_path / "b.json"), "--update")
     assert sorted(p.name for p in plain.iterdir()) == ["fingerprint.json", "results.parquet"]
+
+
+def test_a_full_disk_stops_the_run_with_a_message_that_says_so(tmp_path, monkeypatch):
+    """A cell file that cannot be written (ENOSPC here; EACCES alike) stops the sweep
+    with one line naming the disk's problem and what to do, not 'N cells have no
+    result' or a traceback; the cells written before it stay for --resume."""
+    import errno as errno_
+
+    from conformance import RunConfig, _results, backend, candidate, run
+    from conformance._results import ResultsError
+
+    written = []
+    real = _results._write_atomic
+
+    def full_after_two(path: Path, data: bytes) -> None:
+        if path.parent.name == "cells":
+            if len(written) >= 2:
+                raise OSError(errno_.ENOSPC, "No space left on device")
+            written.append(path)
+        real(path, data)
+
+    monkeypatch.setattr(_results, "_write_atomic", full_after_two)
+    cfg = RunConfig(
+        candidates=[candidate("impl")], backends=[backend("numpy:cpu")],
+        dtypes=["float32", "float64"], families=[family("normal"), family("specials")],
+        jobs=1, results=tmp_path / "res", cache=tmp_path / "cache", progress=False,
+        isolation="none",
+    )  # fmt: skip
+    try:
+        run(cfg, log=lambda s: None)
+    except ResultsError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("the run went on")
+    assert "No space left on device (ENOSPC)" in message and "--resume" in message
+    assert len(list((tmp_path / "res" / "cells").glob("*.json"))) == 2
