@@ -225,7 +225,7 @@ def test_a_full_disk_stops_the_run_with_a_message_that_says_so(tmp_path, monkeyp
     from conformance import RunConfig, _results, backend, candidate, run
     from conformance._results import ResultsError
 
-    written = []
+    written: list[Path] = []
     real = _results._write_atomic
 
     def full_after_two(path: Path, data: bytes) -> None:
