@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 import reference
 
-from . import _fpenv
+from . import _fpenv, _limits
 from ._backends import Backend
 from ._budgets import Budgets
 from ._candidates import Candidate
@@ -107,8 +107,11 @@ def failed(spec: CellSpec, reason: str, seconds: float = 0.0) -> dict[str, Any]:
 
 
 def _message(exc: BaseException) -> str:
-    """One line for an exception a candidate raised, whatever its __str__ does"""
+    """One line for an exception a candidate raised, whatever its __str__ does (a
+    MemoryError under the worker's limit says so first)"""
     name = type(exc).__name__
+    if isinstance(exc, MemoryError) and _limits.memory_limit():
+        name = f"memory limit ({_limits.memory_limit() / 2**30:.3g} GiB): {name}"
     try:
         if isinstance(exc, SyntaxError) and exc.filename:
             text = f"{name}: {exc.msg} ({exc.filename}, line {exc.lineno})"

@@ -137,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         profile=args.profile, jobs=args.jobs, results=Path(args.results), resume=args.resume,
         timeout=args.timeout, cache=Path(args.cache), budgets=budgets,
         progress=False if args.no_progress else None, isolation=args.isolation,
-        scheduler=args.scheduler, routes=_routes(args.resource),
+        scheduler=args.scheduler, routes=_routes(args.resource), memory=args.memory,
     )  # fmt: skip
     try:
         table = run(cfg)
@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="keep finished cells, run the rest")
     r.add_argument("--timeout", type=float, default=300.0,
                    help="seconds per cell before its worker is killed (default: 300)")  # fmt: skip
+    r.add_argument("--memory", type=_memory_arg, default=None,
+                   help="address space per worker, e.g. 8G or 512M; 'none' for no limit "
+                        "(default: the machine's memory over --jobs, 4G at least)")  # fmt: skip
     r.add_argument("--cache", default=str(default_cache_dir()),
                    help="oracle cache directory (default: %(default)s)")  # fmt: skip
     r.add_argument("--budgets", help="budgets TOML (default: conformance/data/budgets.toml)")
@@ -380,3 +383,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cells are kept; rerun with --resume", file=sys.stderr)
         return 130
+
+
+def _memory_arg(text: str) -> int:
+    """--memory: bytes, with a K, M, G or T suffix (powers of 1024); none: no limit"""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    if t in ("NONE", "0"):
+        return 0
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if t and t[-1] in scale:
+            return int(float(t[:-1]) * scale[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--memory {text!r}: a size such as 8G or 512M, or 'none'"
+        ) from None

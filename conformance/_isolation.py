@@ -46,6 +46,7 @@ __all__ = ["Supervisor", "probe", "start_server", "supervise"]
 
 _PRELOAD = "conformance._preload"
 _PRELOAD_ENV = "CONFORMANCE_PRELOAD"  # the libraries _preload imports (server only)
+MEMORY_ENV = "CONFORMANCE_WORKER_MEMORY"  # a worker's limit, in bytes (_worker._start)
 _SETUP = ("importing the candidate", "starting the backend")
 _server: tuple[str, frozenset[str]] | None = None  # (environment, libraries) it started with
 _orphans: list[int] = []  # detached servers, reaped when they exit
@@ -179,9 +180,11 @@ def _start_process(proc: Any) -> None:
         proc.start()
 
 
-def _spawn(target: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
+def _spawn(target: Callable[..., Any], args: tuple[Any, ...], memory: int = 0) -> tuple[Any, Any]:
     ctx = _context()
     env = {k: v for k, v in os.environ.items() if k != _PRELOAD_ENV}
+    if memory > 0:  # the worker limits its own address space (_worker._start)
+        env[MEMORY_ENV] = str(memory)
     args = (*args, (os.getcwd(), list(sys.path), env))
     parent, child = ctx.Pipe(duplex=True)
     proc = ctx.Process(target=target, args=(child, *args), daemon=True)
@@ -274,9 +277,10 @@ class Supervisor:
         self, *, jobs: int, timeout: float, log_dir: Path, xla_cache: Path,
         on_result: OnResult, on_start: Callable[[CellSpec], None] | None = None,
         keep_idle: int = 0, fresh_per_cell: bool = False,
-        target: Callable[..., Any] = worker_main,
+        target: Callable[..., Any] = worker_main, memory: int = 0,
     ) -> None:  # fmt: skip
         self.target = target  # the worker's main (a test may give one that misbehaves)
+        self.memory = memory  # bytes of address space per worker; 0: no limit
         self.jobs, self.timeout = max(1, jobs), timeout
         self.log_dir, self.xla_cache = log_dir, xla_cache
         self.on_result, self.on_start = on_result, on_start
@@ -302,7 +306,9 @@ class Supervisor:
         log = self.log_dir / f"worker-{self.n_logs:04d}-{_slug(g[0])}-{_slug(g[1])}.log"
         log.write_bytes(b"")
         proc, conn = _spawn(
-            self.target, (spec.candidate, spec.backend, str(log), str(self.xla_cache))
+            self.target,
+            (spec.candidate, spec.backend, str(log), str(self.xla_cache)),
+            self.memory,
         )
         return _Worker(g, proc, conn, log)
 

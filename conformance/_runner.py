@@ -87,6 +87,26 @@ class RunConfig:
     isolation: str = "worker"  # "worker": one per candidate x backend; "cell"; "none"
     scheduler: str | None = None  # a Dask scheduler's address, or "local[:N]" (_distributed)
     routes: dict[str, str] = field(default_factory=dict)  # backend -> worker resource
+    # bytes of address space per worker (RLIMIT_AS); None: default_memory(jobs); 0: none
+    memory: int | None = None
+
+
+_GIB = 1 << 30
+
+
+def default_memory(jobs: int) -> int:
+    """A worker's share of the machine's memory: its physical memory over the jobs, and
+    4 GiB at least (the backend libraries a worker has imported map 1 to 3 GiB of
+    address space before a cell runs); 0 (no limit) where the machine does not say."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 0
+    return max(int(total) // max(1, jobs), 4 * _GIB)
+
+
+def memory_of(cfg: RunConfig) -> int:
+    return default_memory(cfg.jobs) if cfg.memory is None else max(0, cfg.memory)
 
 
 def plan(cfg: RunConfig) -> list[CellSpec]:
@@ -350,7 +370,9 @@ def _sweep(
     def judge(s: CellSpec) -> str:
         return cell_judge(
             setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
-            cand_digests[s.candidate.name], platform[s.backend.name], {"timeout": cfg.timeout},
+            cand_digests[s.candidate.name], platform[s.backend.name],
+            {"timeout": cfg.timeout, "memory": cfg.memory},  # as given (the default
+            # follows --jobs, which must not change a verdict)
         )  # fmt: skip
 
     judges = {s.key: judge(s) for s in cells}
@@ -363,6 +385,7 @@ def _sweep(
             "dtypes": list(cfg.dtypes),
             "families": [f.name for f in cfg.families],
             "jobs": cfg.jobs,
+            "memory_per_worker": memory_of(cfg),
             "timeout_s": cfg.timeout,
             "isolation": cfg.isolation,
             "budgets": {
@@ -496,7 +519,7 @@ def _execute(
     from ._isolation import supervise
 
     supervise(
-        cells, jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs,
+        cells, jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs, memory=memory_of(cfg),
         xla_cache=Path(cfg.cache) / "xla", on_result=on_result,
         on_start=lambda s: progress.update(None, s.key), fresh_per_cell=cfg.isolation == "cell",
     )  # fmt: skip

@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import _fpenv
+from . import _fpenv, _limits
 from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
@@ -116,6 +116,7 @@ def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = 
         sys.path[:] = path
         os.environ.clear()
         os.environ.update(env)
+    _limits.limit_memory(os.environ.pop("CONFORMANCE_WORKER_MEMORY", ""))
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)

@@ -62,6 +62,13 @@ def bad_message(x, axis=None):
     raise _Unprintable()
 
 
+def huge_allocation(x, axis=None):
+    import impl
+
+    scratch = np.empty(3 << 30, np.uint8)  # 3 GiB of address space, never touched
+    return impl.log_softmax(x, axis=axis) + 0 * scratch[0]
+
+
 def big_endian(x, axis=None):
     import impl
 
@@ -112,7 +119,7 @@ AT_IMPORT = {
 CALLS = (
     "segfault", "exits", "hang_with_child", "rounding_up", "leftover_threads",
     "returns_none", "returns_str", "returns_object", "bad_message", "lazy_torch",
-    "detached_daemon", "big_endian",
+    "detached_daemon", "big_endian", "huge_allocation",
 )  # fmt: skip
 
 

@@ -274,3 +274,28 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2 :].split()[0] != b"Z"
+
+
+def test_a_worker_past_its_memory_limit_errs_alone(hostile, tmp_path):
+    """--memory limits each worker's address space: a candidate that allocates past it
+    gets 'error: memory limit (2 GiB): MemoryError ...' in its cells, instead of the
+    kernel's OOM killer choosing among the machine's processes; impl beside it passes.
+    The limit is recorded in the fingerprint and is part of every cell's judge."""
+    _, targets = hostile
+    cands = [Candidate(t, t) for t in targets if t.endswith("huge_allocation")]
+    t = run(
+        _config(tmp_path, [*cands, candidate("impl")], "mem", memory=2 << 30), log=lambda s: None
+    )
+    why = t.set_index(["candidate", "family"])["reason"]
+    status = t.set_index(["candidate", "family"])["status"]
+    for fam in ("normal", "specials"):
+        assert status["hostile.calls:huge_allocation", fam] == "error"
+        assert "memory limit (2 GiB): MemoryError" in why["hostile.calls:huge_allocation", fam]
+        assert status["impl", fam] == "pass"
+    import json
+
+    fp = json.loads((tmp_path / "mem" / "fingerprint.json").read_text())
+    assert fp["run"]["memory_per_worker"] == 2 << 30
+    # without the limit, the same allocation is no error
+    t = run(_config(tmp_path, cands, "nomem", memory=0), log=lambda s: None)
+    assert (t.status == "pass").all(), t.reason.tolist()
