@@ -116,6 +116,26 @@ stream_fence(void)
  * (each written as the nearest to the fast path's value): the caller then recomputes
  * L on the slow path and writes the row again. OUT_F64 writes the float32 rounded to
  * odd, widened (exact), for a cast to float16 that then rounds once. */
+/* Rounding to nearest into float32, entry by entry: filter_f32, and out_f32_checked for
+ * what it leaves (the AVX2 loop's tail too) */
+static Py_ssize_t
+write_f32_near_portable(const float *x, float *o, Py_ssize_t n, float m, lbound L)
+{
+    f32_filter c = filter_consts(m, L);
+    double md = (double)m;
+    Py_ssize_t unsure = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float r;
+        if (!filter_f32(x[i], c, &r)) {
+            int u = 0;
+            r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 0, &u);
+            unsure += u;
+        }
+        o[i] = r;
+    }
+    return unsure;
+}
+
 typedef Py_ssize_t (*write_f32_fn)(const float *, void *, int, Py_ssize_t, float, lbound);
 static write_f32_fn write_f32_fast = NULL; /* the AVX2 version, set at import */
 
@@ -144,17 +164,7 @@ write_f32(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound
         }
     }
     else {
-        float *o = (float *)out;
-        f32_filter c = filter_consts(m, L);
-        for (Py_ssize_t i = 0; i < n; i++) {
-            float r;
-            if (!filter_f32(x[i], c, &r)) {
-                int u = 0;
-                r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 0, &u);
-                unsure += u;
-            }
-            o[i] = r;
-        }
+        unsure = write_f32_near_portable(x, (float *)out, n, m, L);
     }
     return unsure;
 }

@@ -194,16 +194,7 @@ write_f32_near_avx2(const float *x, float *o, Py_ssize_t n, float m, lbound L)
             unsure += u;
         }
     }
-    for (; i < n; i++) {
-        float r;
-        if (!filter_f32(x[i], c, &r)) {
-            int u = 0;
-            r = out_f32_checked(x[i], md, L.hi, L.lo, L.delta, 0, &u);
-            unsure += u;
-        }
-        o[i] = r;
-    }
-    return unsure;
+    return unsure + write_f32_near_portable(x + i, o + i, n - i, m, L);
 }
 
 AVX2 static Py_ssize_t
@@ -533,54 +524,21 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
     finish_sum(ah, al, sum);
     *at_max = count;
 }
-/* exp_short on four lanes; the table 2^(j/4) lives in one register */
-AVX2 static inline __m256d
-v_exp_short(__m256d d)
-{
-    __m256d dc = _mm256_max_pd(d, v_set(-700.0));
-    __m256d ks = _mm256_fmadd_pd(dc, v_set(INV_L4), v_set(SHIFTER));
-    __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
-    __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-    __m256d r = _mm256_fnmadd_pd(kf, v_set(L4_LO), _mm256_fnmadd_pd(kf, v_set(L4_HI), dc));
-    __m256d p = v_set(1.0 / 720.0);
-    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 120.0));
-    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 24.0));
-    p = _mm256_fmadd_pd(p, r, v_set(1.0 / 6.0));
-    p = _mm256_fmadd_pd(p, r, v_set(0.5));
-    p = _mm256_fmadd_pd(p, r, v_set(1.0));
-    p = _mm256_fmadd_pd(p, r, v_set(1.0));
-    /* 2^(j/4), j = k & 3: a 32-bit permute picks the two halves of entry j */
-    __m256i j2 = _mm256_slli_epi64(_mm256_and_si256(k, _mm256_set1_epi64x(3)), 1);
-    __m256i idx = _mm256_or_si256(j2, _mm256_slli_epi64(_mm256_add_epi64(j2, _mm256_set1_epi64x(1)), 32));
-    __m256 tab = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_4));
-    __m256d tj = _mm256_castps_pd(_mm256_permutevar8x32_ps(tab, idx));
-    /* 2^(k >> 2), k >> 2 in [-253, 0]: the shift of k + 1023 * 4 is logical */
-    __m256i e = _mm256_srli_epi64(_mm256_add_epi64(k, _mm256_set1_epi64x(1023 * 4)), 2);
-    __m256d scale = _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
-    return _mm256_mul_pd(_mm256_mul_pd(p, tj), scale);
-}
-
-AVX2 static inline __m256d
-v_term_f32(__m128 x, __m256d md)
-{
-    __m256d d = _mm256_sub_pd(_mm256_cvtps_pd(x), md);
-    __m256d v = v_exp_short(d);
-    return _mm256_andnot_pd(_mm256_cmp_pd(d, _mm256_add_pd(d, d), _CMP_EQ_OQ), v); /* term_f32 */
-}
-
-/* v_term_f32 on SUM_WAYS vectors at once, step by step: one vector's exponential is a
- * chain of about 25 dependent operations, longer than the scheduler can overlap with
- * the next vector's when they come one after another; interleaved, each step offers
- * SUM_WAYS independent operations. The same operations on each lane as v_term_f32. */
-#define SUM_WAYS 2
+/* term_f32 (exp_short, and 0 for d = 0 and -inf) on `ways` vectors of four lanes at
+ * once, step by step: one vector's exponential is a chain of about 25 dependent
+ * operations, longer than the scheduler can overlap with the next vector's when they
+ * come one after another; interleaved, each step offers `ways` independent operations
+ * (a constant where it is called: the loops unroll). The table 2^(j/4) lives in one
+ * register. */
+#define SUM_WAYS 4
 AVX2 static inline void
-v_terms_f32(const __m256d *d, __m256d *t)
+v_terms_f32(const __m256d *d, __m256d *t, int ways)
 {
     __m256d ks[SUM_WAYS], kf[SUM_WAYS], r[SUM_WAYS], p[SUM_WAYS], s[SUM_WAYS];
     __m256i k[SUM_WAYS];
     const __m256 tab = _mm256_castpd_ps(_mm256_loadu_pd(EXP2_4));
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         __m256d dc = _mm256_max_pd(d[q], v_set(-700.0));
         ks[q] = _mm256_fmadd_pd(dc, v_set(INV_L4), v_set(SHIFTER));
         kf[q] = _mm256_sub_pd(ks[q], v_set(SHIFTER));
@@ -589,15 +547,15 @@ v_terms_f32(const __m256d *d, __m256d *t)
         p[q] = _mm256_fmadd_pd(v_set(1.0 / 720.0), r[q], v_set(1.0 / 120.0));
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0 / 24.0));
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0 / 6.0));
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(0.5));
         __m256i j2 = _mm256_slli_epi64(_mm256_and_si256(k[q], _mm256_set1_epi64x(3)), 1);
         __m256i idx = _mm256_or_si256(
@@ -607,15 +565,15 @@ v_terms_f32(const __m256d *d, __m256d *t)
         ks[q] = _mm256_castps_pd(_mm256_permutevar8x32_ps(tab, idx)); /* now 2^(j/4) */
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0));
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         p[q] = _mm256_fmadd_pd(p[q], r[q], v_set(1.0));
     }
 #pragma GCC unroll 4
-    for (int q = 0; q < SUM_WAYS; q++) {
+    for (int q = 0; q < ways; q++) {
         __m256d v = _mm256_mul_pd(_mm256_mul_pd(p[q], ks[q]), s[q]);
         t[q] = _mm256_andnot_pd(_mm256_cmp_pd(d[q], _mm256_add_pd(d[q], d[q]), _CMP_EQ_OQ), v);
     }
@@ -642,7 +600,7 @@ partial_f32_avx2(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t 
                 d[q] = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(X)), MD);
                 d[q + 1] = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(X, 1)), MD);
             }
-            v_terms_f32(d, t);
+            v_terms_f32(d, t, SUM_WAYS);
 #pragma GCC unroll 4
             for (int q = 0; q < SUM_WAYS; q += 2) {
                 B0 = _mm256_add_pd(B0, t[q]);
@@ -652,8 +610,12 @@ partial_f32_avx2(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t 
         for (; i < end; i += 8) {
             __m256 X = _mm256_loadu_ps(x + i);
             count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
-            B0 = _mm256_add_pd(B0, v_term_f32(_mm256_castps256_ps128(X), MD));
-            B1 = _mm256_add_pd(B1, v_term_f32(_mm256_extractf128_ps(X, 1), MD));
+            __m256d d[2] = {_mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(X)), MD),
+                            _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(X, 1)), MD)};
+            __m256d t[2];
+            v_terms_f32(d, t, 2);
+            B0 = _mm256_add_pd(B0, t[0]);
+            B1 = _mm256_add_pd(B1, t[1]);
         }
         A0 = _mm256_add_pd(A0, B0);
         A1 = _mm256_add_pd(A1, B1);
