@@ -40,7 +40,7 @@ from typing import Any
 
 from ._backends import Backend
 from ._cell import CellSpec, Raw
-from ._worker import _children, log_tail, probe_main, worker_main
+from ._worker import _children, _kill, log_tail, probe_main, worker_main
 
 __all__ = ["Supervisor", "probe", "start_server", "supervise"]
 
@@ -459,30 +459,11 @@ def kill_strays() -> int:
     pid = getattr(server, "_forkserver_pid", None)
     if not pid:
         return 0
-    workers = {p.pid for p in multiprocessing.active_children()}
-    strays = []
-    for kid in _children(pid):
-        if kid not in workers and not (set(_ancestors(kid)) & workers):
-            strays.append(kid)
-    for kid in strays:
-        try:
-            os.kill(kid, getattr(signal, "SIGKILL", signal.SIGTERM))
-        except OSError:
-            pass
+    workers = {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+    theirs = {kid for w in workers for kid in _children(w)}
+    strays = [kid for kid in _children(pid) if kid not in workers and kid not in theirs]
+    _kill(strays)
     return len(strays)
-
-
-def _ancestors(pid: int) -> list[int]:
-    out = []
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-            pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        out.append(pid)
-    return out
 
 
 def supervise(cells: Iterable[CellSpec], **kwargs: Any) -> None:
