@@ -142,6 +142,7 @@ def test_a_distributed_sweep_is_the_local_sweep_cell_for_cell(cluster, tmp_path)
     pd.testing.assert_frame_equal(local.drop(columns="seconds"), again.drop(columns="seconds"))
 
 
+@pytest.mark.extended
 def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeypatch):
     """numpy:cpu routed to the resource only worker A has: every call ran on A (one
     cell a batch: three batches, which two idle workers would share); a backend routed
@@ -199,6 +200,7 @@ def _remote_processes() -> list[int]:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.extended
 def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
     """SIGKILL to the worker running the first batch, once the candidate has been
     called there: its batch runs on the other worker, the table is complete and equal

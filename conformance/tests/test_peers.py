@@ -51,6 +51,7 @@ def test_opinfo_samples_are_torchs_own(opinfo):
     assert opinfo.cases("float16")[1].x.tobytes() == cases[1].x.tobytes()  # seeded
 
 
+@pytest.mark.extended
 def test_the_oracle_decides_where_torchs_assert_close_is_wrong(opinfo, tmp_path):
     """impl passes the oracle on every sample; torch's assert_close rejects two
     float16 samples, where torch's own expected value is the one far off. torch's
@@ -85,6 +86,7 @@ def test_gradcheck_fails_a_candidate_with_a_wrong_derivative(opinfo, tmp_path):
     assert "of 7 samples pass" in rec["notes"] and "7 of 7" not in rec["notes"]
 
 
+@pytest.mark.extended
 def test_the_checks_calls_are_guarded_like_the_others(opinfo, tmp_path):
     """A candidate that changes the rounding mode only inside gradcheck's calls: the
     change is a finding and is undone, as for any call of the candidate."""
@@ -106,6 +108,7 @@ def test_a_family_that_cannot_run_here_is_not_run_with_its_reason(tmp_path):
     assert rec["status"] == "not run" and rec["reason"] == "no expecttest here"
 
 
+@pytest.mark.extended
 def test_scipy_suite_runs_scipys_tests_on_the_candidate(tmp_path):
     fam = family("scipy-suite")
     why = fam.why_not()

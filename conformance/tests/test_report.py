@@ -161,6 +161,7 @@ def _browse(chromium: str, page: Path, *what: str) -> str:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120).stdout
 
 
+@pytest.mark.extended
 def test_the_html_page_renders_in_headless_chromium(results, tmp_path):
     chromium = _chromium()
     out = tmp_path / "reports"
