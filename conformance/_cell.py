@@ -90,7 +90,8 @@ class Raw:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     host: str = ""  # where it was measured
-    summary: dict[str, Any] | None = None  # a family scored in the worker: record fields
+    # a streamed family's record fields, from the supervisor's scoring processes
+    summary: dict[str, Any] | None = None
 
 
 def not_run(spec: CellSpec, reason: str) -> dict[str, Any]:
@@ -122,16 +123,29 @@ def _message(exc: BaseException) -> str:
     return (text.splitlines() or [name])[0][:300]
 
 
-def execute(spec: CellSpec, fn: Callable[..., Any]) -> Raw:
-    """Call ``fn`` on every input of the cell; never raises for what fn does."""
+def execute(
+    spec: CellSpec, fn: Callable[..., Any],
+    emit: Callable[[int, Encoded | None], None] | None = None,
+) -> Raw:  # fmt: skip
+    """Call ``fn`` on every input of the cell; never raises for what fn does. A streamed
+    family's answers go to ``emit(block, answer)`` as they come (the worker sends them
+    on), or into ``outputs`` where there is no ``emit``."""
     t0 = time.perf_counter()
     raw = Raw(host=socket.gethostname())
-    if spec.family.measure is not None:  # scored here, in the worker (its docstring: why)
-        try:
-            with _fpenv.guarded(raw.findings):
-                raw.summary = spec.family.measure(spec, fn, raw.findings)
-        except (Exception, SystemExit) as exc:
-            raw.error = _message(exc)
+    stream = spec.family.stream
+    if stream is not None:
+        for i in range(stream.n_blocks):
+            try:
+                got = invoke(fn, spec.backend, Case(stream.inputs(i), -1, stream.label),
+                             raw.findings)  # fmt: skip
+            except (Exception, SystemExit) as exc:
+                raw.error = f"raised on {stream.label}, block {i}: {_message(exc)}"
+                break
+            enc = None if got is None else encode(got)
+            if emit is None:
+                raw.outputs.append(enc)
+            else:
+                emit(i, enc)
         raw.seconds = time.perf_counter() - t0
         return raw
     cases = [] if spec.family.suite else spec.cases()
@@ -204,7 +218,11 @@ def score(
     rec = spec.base_record()
     rec["notes"] = "; ".join(raw.notes)
     rec["host"] = raw.host
-    if spec.family.measure is not None:
+    if spec.family.stream is not None:
+        if raw.summary is None and raw.error is None:  # scored here (no supervisor)
+            parts = [spec.family.stream.score(i, e) for i, e in enumerate(raw.outputs)]
+            raw.summary, said = spec.family.stream.summary(parts)
+            raw.findings += said
         return _measured(spec, raw, rec, budgets)
     if spec.family.suite:  # a peer's test suite: its own verdict, no oracle
         reasons = [raw.error] if raw.error else list(dict.fromkeys(raw.findings))
@@ -229,8 +247,10 @@ def score(
     got_arrays: list[NDArray[Any] | None] = []
     results: list[reference.OracleResult | None] = []
     out_dtypes: set[str] = set()
-    if len(raw.outputs) > len(cases):
-        raise ValueError(f"{spec.key}: {len(raw.outputs)} outputs for {len(cases)} inputs")
+    if len(raw.outputs) > len(cases):  # a worker that breaks the rules: nothing counts
+        rec.update(status="error", n_inputs=len(cases), seconds=raw.seconds)
+        rec["reason"] = f"the worker sent {len(raw.outputs)} answers for {len(cases)} inputs"
+        return rec
     for ci, (case, enc) in enumerate(zip(cases, raw.outputs, strict=False)):
         got = None if enc is None else decode(enc)
         got_arrays.append(got)
@@ -322,7 +342,7 @@ def score(
 
 
 def _measured(spec: CellSpec, raw: Raw, rec: dict[str, Any], budgets: Budgets) -> dict[str, Any]:
-    """The record of a cell its family scored in the worker (``raw.summary``)."""
+    """The record of a streamed cell, from its blocks' scores (``raw.summary``)."""
     findings = list(dict.fromkeys(raw.findings))
     rec["seconds"] = raw.seconds
     if raw.error is not None or raw.summary is None:

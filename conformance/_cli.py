@@ -138,6 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout=args.timeout, cache=Path(args.cache), budgets=budgets,
         progress=False if args.no_progress else None, isolation=args.isolation,
         scheduler=args.scheduler, routes=_routes(args.resource), memory=args.memory,
+        require_sandbox=args.require_sandbox,
     )  # fmt: skip
     try:
         table = run(cfg)
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "RESOURCE (dask worker --resources RESOURCE=1); repeatable (default: GPU "
                    "backends need cuda, the others anything)")  # fmt: skip
     r.add_argument("--no-progress", action="store_true", help="log lines, no progress bar")
+    r.add_argument("--require-sandbox", action="store_true",
+                   help="refuse to run where the workers cannot be sandboxed (Landlock, "
+                   "Linux 5.13 and later); without it, a run records 'sandbox: none'")  # fmt: skip
     r.add_argument(
         "--isolation", choices=ISOLATION, default="worker",
         help="worker: a process per candidate and backend (default); cell: a fresh process "

@@ -9,8 +9,9 @@ is imported (``distributed`` is an optional extra).
 - **What runs where.** The client (the process that runs the sweep) plans, fills the
   oracle cache (each input once, on its own cores, before any cell runs), scores every
   cell's outputs and writes the results, exactly as a local sweep: the answers never
-  travel, the candidates' outputs do. A family that scores in the worker (the
-  exhaustive float32 chunks) sends back its measurement instead. So a distributed
+  travel, the candidates' outputs do. A streamed family (the exhaustive float32
+  chunks) is scored on the worker's host, by the scoring processes of the supervisor
+  there, and its measurement travels instead. So a distributed
   sweep's table is the local sweep's, cell for cell.
 - **Isolation.** A task never runs a candidate in the Dask worker's process: it starts
   ``conformance._remote`` on the worker's host, which runs its cells under the same
@@ -199,6 +200,10 @@ class Cluster:
             out[addr] = {**info, "resources": res, "name": str(workers[addr].get("name", ""))}
         self.workers = out
         return out
+
+    def sandboxes(self) -> list[str]:
+        """The workers' sandboxes, as each describes its own (see _sandbox.describe)."""
+        return [str(w.get("sandbox", "unknown")) for w in self.workers.values()]
 
     def environment_differences(self, mine: dict[str, str]) -> dict[str, dict[str, str]]:
         """The workers whose recorded environment (thread counts, ISA overrides) is not

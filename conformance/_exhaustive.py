@@ -8,13 +8,16 @@ each chunk is a family of its own, ``exhaustive-f32:K`` (K = 0 .. 255, the top b
 v's bits), so each is a cell: it resumes, and cells spread over workers. ``--families
 exhaustive-f32`` stands for every chunk, ``exhaustive-f32:0-15`` for some.
 
-A chunk is scored in the worker that ran it, not by the supervisor: its answers are
-2**25 float32 (128 MiB) a cell, which would cost more to send back and store than to
-compute again. The worker calls the candidate on blocks of ``BLOCK`` pairs (through the
-same ``invoke`` as every family: the backend's arrays, the output checks, the
-floating-point guard), computes the correctly rounded answer of each pair with the
-oracle's certified path (``reference.log_softmax_pairs``: every pair it cannot certify
-goes to the exact engine) and compares them:
+A chunk is a stream (:class:`Chunk`): the worker calls the candidate on its blocks of
+``BLOCK`` pairs, one after another (through the same ``invoke`` as every family: the
+backend's arrays, the output checks, the floating-point guard), and sends each block's
+answers to the supervisor as it has them. The worker scores nothing: a candidate runs
+in that process and could change the scorer. The supervisor hands each block to a pool
+of scoring processes of its own (no candidate code runs there; :func:`score_block`),
+which compute the correctly rounded answer of each pair with the oracle's certified
+path (``reference.log_softmax_pairs``: every pair it cannot certify goes to the exact
+engine) and compare them; the blocks' tallies are merged in order
+(:func:`summarize`):
 
 - *pairs not correctly rounded* and *elements not correctly rounded* are exact counts
   (a comparison with the correctly rounded value);
@@ -30,17 +33,16 @@ goes to the exact engine) and compares them:
 - pairs with v = NaN must give NaN at both entries, and v = +-inf one of the
   specification's accepted answers (the exact engine's special slices); anything else
   is a special mismatch;
-- before anything is scored, ``SELF_CHECK`` pairs of the chunk drawn at random (seeded
-  by the chunk) are computed by the exact engine as well and must agree bit for bit
-  with the certified path: a worker whose environment was changed under the oracle
-  (a candidate that replaced NumPy's exp, say) fails its cell instead of scoring it
-  wrongly.
+- before the first block is scored, ``SELF_CHECK`` pairs of the chunk drawn at random
+  (seeded by the chunk) are computed by the exact engine as well and must agree bit for
+  bit with the certified path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,18 +50,20 @@ from numpy.typing import NDArray
 
 import reference
 
-from ._case import Case
+from ._invoke import Encoded, decode
 
 __all__ = [
     "BLOCK",
     "CHUNK_BITS",
     "NAME",
     "N_CHUNKS",
+    "Chunk",
     "chunk_doc",
-    "measure_chunk",
     "measure_range",
     "pairs_of",
     "parse_chunks",
+    "score_block",
+    "summarize",
 ]  # fmt: skip
 
 NAME = "exhaustive-f32"
@@ -99,15 +103,61 @@ def chunk_doc(k: int) -> str:
     return f"[0, v] for the float32 bits {lo:#010x}..{lo + (1 << CHUNK_BITS) - 1:#010x}"
 
 
-def measure_chunk(k: int, spec: Any, fn: Any, findings: list[str]) -> dict[str, Any]:
-    """Chunk k of a cell (a family's ``measure``): its record fields."""
-    from ._invoke import invoke
+@dataclass(frozen=True)
+class Chunk:
+    """Chunk k as a stream of blocks: what the worker calls the candidate on, block by
+    block, and how the supervisor's scorers judge each block's answers."""
 
-    def call(x: NDArray[np.float32]) -> NDArray[Any] | None:
-        return invoke(fn, spec.backend, Case(x, -1, f"{NAME}:{k:03d}"), findings)
+    k: int
 
-    lo = k << CHUNK_BITS
-    return measure_range(call, lo, lo + (1 << CHUNK_BITS), seed=k, findings=findings)
+    @property
+    def label(self) -> str:
+        return f"{NAME}:{self.k:03d}"
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-(1 << CHUNK_BITS) // BLOCK)
+
+    def bits(self, i: int) -> NDArray[np.uint32]:
+        lo = (self.k << CHUNK_BITS) + i * BLOCK
+        hi = min((self.k + 1) << CHUNK_BITS, lo + BLOCK)
+        return np.arange(lo, hi, dtype=np.uint64).astype(np.uint32)
+
+    def inputs(self, i: int) -> NDArray[np.float32]:
+        return pairs_of(self.bits(i))
+
+    def score(self, i: int, enc: Encoded | None) -> tuple[_Tally, list[str]]:
+        return score_block(self.k, i, enc)
+
+    def summary(
+        self, parts: Sequence[tuple[_Tally, list[str]]]
+    ) -> tuple[dict[str, Any], list[str]]:
+        return summarize(self.k, parts)
+
+
+def score_block(k: int, i: int, enc: Encoded | None) -> tuple[_Tally, list[str]]:
+    """Block i of chunk k, answered ``enc`` (None: not answered): its tally and the
+    findings about the answer (a wrong shape or dtype). Runs in a scoring process."""
+    c = Chunk(k)
+    if i == 0:
+        lo = k << CHUNK_BITS
+        _self_check(lo, lo + (1 << CHUNK_BITS), k)
+    t, findings = _Tally(), list[str]()
+    bits = c.bits(i)
+    _tally(t, bits, pairs_of(bits), None if enc is None else decode(enc), findings)
+    return t, findings
+
+
+def summarize(
+    k: int, parts: Sequence[tuple[_Tally, list[str]]]
+) -> tuple[dict[str, Any], list[str]]:
+    """The record fields of chunk k from its blocks' tallies (in block order), and their
+    findings."""
+    t, findings = _Tally(), []
+    for part, said in parts:
+        t.merge(part)
+        findings += said
+    return _summary(t, 1 << CHUNK_BITS), findings
 
 
 def pairs_of(bits: NDArray[np.uint32]) -> NDArray[np.float32]:
@@ -145,6 +195,26 @@ class _Tally:
         self.top: list[tuple[float, int, float, float]] = []
         self.top_abs: list[tuple[float, int, float, float]] = []
 
+    def merge(self, o: _Tally) -> None:
+        """Add a later block's tally (the same as having scored its block here)."""
+        self.pairs += o.pairs
+        self.pairs_bad += o.pairs_bad
+        self.elems_bad += o.elems_bad
+        self.special += o.special
+        self.unanswered += o.unanswered
+        for name, n in o.oracle.items():
+            self.oracle[name] = self.oracle.get(name, 0) + n
+        self.hist += o.hist
+        self.sum_err += o.sum_err
+        self.n_err += o.n_err
+        for case, label in o.semantics.items():
+            if self.semantics.get(case) != "other":
+                self.semantics[case] = label
+        for mine, theirs in ((self.top, o.top), (self.top_abs, o.top_abs)):
+            mine += theirs
+            mine.sort(key=lambda e: (-e[0], e[1]))
+            del mine[TOP:]
+
     @staticmethod
     def _keep(
         into: list[tuple[float, int, float, float]], score: NDArray[np.float64],
@@ -174,21 +244,28 @@ def measure_range(
     for start in range(lo, hi, block):
         bits = np.arange(start, min(hi, start + block), dtype=np.uint64).astype(np.uint32)
         x = pairs_of(bits)
-        got = call(x.copy())
-        if got is not None and got.shape != x.shape:
-            said.append(f"returned shape {got.shape} for {x.shape} ({NAME})")
-        if got is None or got.shape != x.shape:
-            t.unanswered += bits.size
-            continue
-        if got.dtype != np.float32:
-            said.append(f"returned {got.dtype} for float32 input")
-            if got.dtype.kind not in "fV":
-                t.unanswered += bits.size
-                continue
-            with np.errstate(all="ignore"):
-                got = got.astype(np.float64).astype(np.float32)
-        _score_block(t, bits, x[:, 1], got)
+        _tally(t, bits, x, call(x.copy()), said)
     return _summary(t, hi - lo)
+
+
+def _tally(
+    t: _Tally, bits: NDArray[np.uint32], x: NDArray[np.float32], got: NDArray[Any] | None,
+    said: list[str],
+) -> None:  # fmt: skip
+    """One block's answers into the tally; a wrong shape or dtype is a finding."""
+    if got is not None and got.shape != x.shape:
+        said.append(f"returned shape {got.shape} for {x.shape} ({NAME})")
+    if got is None or got.shape != x.shape:
+        t.unanswered += bits.size
+        return
+    if got.dtype != np.float32:
+        said.append(f"returned {got.dtype} for float32 input")
+        if got.dtype.kind not in "fV":
+            t.unanswered += bits.size
+            return
+        with np.errstate(all="ignore"):
+            got = got.astype(np.float64).astype(np.float32)
+    _score_block(t, bits, x[:, 1], got)
 
 
 def _self_check(lo: int, hi: int, seed: int) -> None:

@@ -68,9 +68,10 @@ class Family:
     annotate: Callable[..., list[str]] | None = field(default=None, repr=False)
     suite: bool = False  # no inputs of its own: the check is the cell
     backends: tuple[str, ...] = ()  # the backends it applies to (empty: every one)
-    # measure(spec, fn, findings) -> record fields: the worker calls and scores itself
-    # (the exhaustive float32 family: its answers are too large to send back)
-    measure: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
+    # a stream of input blocks (the exhaustive float32 family, _exhaustive.Chunk): the
+    # worker sends each block's answers as it has them, and the supervisor's scoring
+    # processes judge them block by block (they are too many to hold at once)
+    stream: Any = field(default=None, repr=False)
     # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
     parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
 
@@ -285,19 +286,19 @@ def _corpus(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
 
 
 def _no_cases(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
-    return []  # a family with parts, or one that measures in the worker
+    return []  # a family with parts, or a stream of blocks
 
 
 @functools.cache
 def _f32_chunk(k: int) -> Family:
-    """Chunk k of exhaustive-f32: a family (a cell) of its own, scored in the worker."""
+    """Chunk k of exhaustive-f32: a family (a cell) of its own, a stream of blocks."""
     return Family(
         f"{_exhaustive_f32.NAME}:{k:03d}",
         _exhaustive_f32.chunk_doc(k),
         _no_cases,
         dtypes=("float32",),
         optional=True,
-        measure=functools.partial(_exhaustive_f32.measure_chunk, k),
+        stream=_exhaustive_f32.Chunk(k),
     )
 
 

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from . import _fpenv
 from ._backends import Backend, _jitted
 
-__all__ = ["Encoded", "decode", "encode", "invoke"]
+__all__ = ["Encoded", "decode", "dtype_of", "encode", "invoke"]
 
 Encoded = tuple[str, tuple[int, ...], bytes]  # dtype, shape, the bytes in C order
 
@@ -48,17 +48,23 @@ def encode(a: NDArray[Any]) -> Encoded:
     return (name, tuple(int(s) for s in a.shape), np.ascontiguousarray(a).tobytes())
 
 
+def dtype_of(name: str) -> np.dtype[Any]:
+    """The dtype an encoded array names: plain numbers and ml_dtypes' formats only (no
+    structured or object dtype is ever built from what a worker sent)."""
+    if name in _ML_DTYPES:
+        dt: np.dtype[Any] = _ML_DTYPES[name]
+        return dt
+    if _PLAIN.match(name):
+        return np.dtype(name)
+    raise ValueError(f"not an encoded array: dtype {name!r}")
+
+
 def decode(e: Any) -> NDArray[Any]:
     """A plain NumPy array from what a worker sent (checked: nothing else is built)."""
     name, shape, data = e
     if not (isinstance(name, str) and isinstance(data, bytes) and isinstance(shape, tuple)):
         raise ValueError("not an encoded array")
-    if name in _ML_DTYPES:
-        dt = _ML_DTYPES[name]
-    elif _PLAIN.match(name):
-        dt = np.dtype(name)
-    else:
-        raise ValueError(f"not an encoded array: dtype {name!r}")
+    dt = dtype_of(name)
     return np.frombuffer(data, dtype=dt).reshape(tuple(int(s) for s in shape)).copy()
 
 

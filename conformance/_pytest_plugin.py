@@ -157,7 +157,7 @@ class CellRunner:
             start_server(self.libraries)
             self.sup = Supervisor(
                 jobs=1, timeout=self.timeout, log_dir=self.log_dir,
-                xla_cache=Path(self.cache.root) / "xla", keep_idle=2,
+                keep_idle=2,
                 on_result=lambda s, raw, why: self.got.__setitem__(s.key, (raw, why)),
             )  # fmt: skip
         self.sup.add([spec])

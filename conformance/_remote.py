@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _sandbox
+
 __all__ = ["main"]
 
 
@@ -55,6 +57,7 @@ def host_info() -> dict[str, Any]:
         "versions": s["versions"],
         "environment": s["environment"],
         "cpu_count": os.cpu_count(),
+        "sandbox": _sandbox.describe(),
     }
 
 
@@ -68,7 +71,6 @@ def _probe(job: dict[str, Any]) -> dict[str, Any]:
 
 def _cells(job: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
     from ._isolation import start_server, supervise
-    from ._runner import default_cache_dir
 
     out: list[tuple[str, Any, str | None]] = []
     cells = job["cells"]
@@ -76,7 +78,7 @@ def _cells(job: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
     with tempfile.TemporaryDirectory(prefix="conformance-cells-") as d:
         supervise(
             cells, jobs=1, timeout=job["timeout"], log_dir=Path(d),
-            xla_cache=default_cache_dir() / "xla", fresh_per_cell=job.get("fresh", False),
+            fresh_per_cell=job.get("fresh", False),
             on_result=lambda spec, raw, reason: out.append((spec.key, raw, reason)),
         )  # fmt: skip
     return out

@@ -89,6 +89,7 @@ class RunConfig:
     routes: dict[str, str] = field(default_factory=dict)  # backend -> worker resource
     # bytes of address space per worker (RLIMIT_AS); None: default_memory(jobs); 0: none
     memory: int | None = None
+    require_sandbox: bool = False  # refuse to run where the workers cannot be sandboxed
 
 
 _GIB = 1 << 30
@@ -303,6 +304,12 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
     """Run the sweep; returns the results table (a pandas DataFrame). Raises PlanError
     and ResultsError (with what to do) before any cell runs."""
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    if cfg.require_sandbox:
+        from ._sandbox import abi, describe
+
+        if cfg.isolation == "none" or abi() == 0:
+            why = "--isolation none" if cfg.isolation == "none" else describe()
+            raise PlanError(f"--require-sandbox: the workers cannot be sandboxed here: {why}")
     cells = plan(cfg)
     for note in check_plan(cfg, cells):
         say(f"note: {note}")
@@ -366,13 +373,19 @@ def _sweep(
     else:
         probes = _in_process_probes(backends)
     platform = {name: info.get("platform", "") for name, (_, info) in probes.items()}
+    from ._sandbox import describe
+
+    sandbox = describe() if isolated else "none (isolation none)"
+    if cluster is not None:
+        sandbox = "; ".join(sorted(set(cluster.sandboxes()))) or sandbox
 
     def judge(s: CellSpec) -> str:
         return cell_judge(
             setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
             cand_digests[s.candidate.name], platform[s.backend.name],
-            {"timeout": cfg.timeout, "memory": cfg.memory},  # as given (the default
-            # follows --jobs, which must not change a verdict)
+            # as given (the default memory follows --jobs, which must not change a
+            # verdict); a verdict reached without the sandbox is not one reached with it
+            {"timeout": cfg.timeout, "memory": cfg.memory, "sandbox": sandbox},
         )  # fmt: skip
 
     judges = {s.key: judge(s) for s in cells}
@@ -388,6 +401,7 @@ def _sweep(
             "memory_per_worker": memory_of(cfg),
             "timeout_s": cfg.timeout,
             "isolation": cfg.isolation,
+            "sandbox": sandbox,
             "budgets": {
                 "source": cfg.budgets.source,
                 "default": cfg.budgets.default,
@@ -520,7 +534,7 @@ def _execute(
 
     supervise(
         cells, jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs, memory=memory_of(cfg),
-        xla_cache=Path(cfg.cache) / "xla", on_result=on_result,
+        on_result=on_result,
         on_start=lambda s: progress.update(None, s.key), fresh_per_cell=cfg.isolation == "cell",
     )  # fmt: skip
 

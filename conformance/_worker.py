@@ -8,18 +8,22 @@ candidate leaves behind holds that file, never the supervisor's terminal), and e
 ``os._exit`` (threads the candidate left running cannot keep it alive).
 
 Protocol, over one duplex connection: the supervisor sends ``("cell", spec)`` or
-``("stop",)``; the worker answers ``("hello", pid)`` once, then per cell
-``("phase", what)`` while it imports the candidate, ``("start", key)`` and
-``("done", key, raw)``, and ``("retire", why)`` when the candidate changed the process
-in a way the next cell must not inherit.
+``("stop",)``; the worker answers in the data-only format of ``_wire`` (nothing it
+sends is unpickled): ``hello`` once, then per cell ``phase`` while it imports the
+candidate, ``start``, ``block`` for each block of a streamed family's answers, and
+``done`` with the cell's outputs and findings, and ``retire`` when the candidate
+changed the process in a way the next cell must not inherit.
 """
 
 from __future__ import annotations
 
 import faulthandler
+import functools
+import hashlib
 import os
 import platform
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -27,14 +31,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import _fpenv, _limits
+from . import _fpenv, _limits, _sandbox
 from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
+from ._wire import clip, pack
 
 __all__ = [
-    "adopt_orphans", "die_with_parent", "guard_fork_server", "library_info", "probe_main",
-    "worker_main",
+    "PassFd", "adopt_orphans", "die_with_parent", "guard_fork_server", "library_info",
+    "probe_main", "worker_main",
 ]  # fmt: skip
 
 
@@ -93,7 +98,27 @@ def guard_fork_server() -> None:
         stop(int(signal.SIGTERM), None)
 
 
-def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None) -> None:
+class PassFd:
+    """An open file descriptor handed to a process that multiprocessing starts: it is
+    duplicated into the child as the child's connections are (the fork server receives
+    it over its socket). A worker writes its log through one, opened by the
+    supervisor, so that neither the fork server nor the worker needs the right to
+    open anything in the results directory."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        from multiprocessing.reduction import DupFd
+
+        return (_fd_of, (DupFd(self.fd),))
+
+
+def _fd_of(dup: Any) -> int:
+    return int(dup.detach())
+
+
+def _start(log: PassFd | int, where: tuple[str, list[str], dict[str, str]] | None = None) -> None:
     """Own process group, output to the log, tracebacks of fatal signals into it; the
     supervisor's working directory, import path and environment as they are now (the
     fork server has those of the moment it started)."""
@@ -117,11 +142,46 @@ def _start(log_path: str, where: tuple[str, list[str], dict[str, str]] | None = 
         os.environ.clear()
         os.environ.update(env)
     _limits.limit_memory(os.environ.pop("CONFORMANCE_WORKER_MEMORY", ""))
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = log.fd if isinstance(log, PassFd) else log
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
+def scratch_of(root: str, pid: int) -> str:
+    """A worker's own directory beneath the sweep's sandbox root: its TMPDIR, the one
+    place it may write (removed by the supervisor when the worker ends)."""
+    return os.path.join(root, f"worker-{pid}")
+
+
+def _enter_sandbox(root: str, cand: Candidate, b: Backend) -> str | None:
+    """The worker's own sandbox layer (see _sandbox), before the candidate is
+    imported: writes only beneath its scratch directory and its candidate's compile
+    caches (XLA's, CuPy's, CUDA's, Triton's: per candidate, so that one cannot plant a
+    compiled kernel another loads). None, or why it could not be applied."""
+    if not root:
+        return None
+    scratch = scratch_of(root, os.getpid())
+    caches = os.path.join(root, "caches", hashlib.sha256(cand.name.encode()).hexdigest()[:16])
+    try:
+        os.makedirs(scratch, exist_ok=True)
+        os.makedirs(caches, exist_ok=True)
+    except OSError as exc:
+        return f"the worker's scratch directory could not be made: {exc}"
+    os.environ.update(
+        TMPDIR=scratch, XDG_CACHE_HOME=caches, CUPY_CACHE_DIR=os.path.join(caches, "cupy"),
+        CUDA_CACHE_PATH=os.path.join(caches, "cuda"),
+        TRITON_CACHE_DIR=os.path.join(caches, "triton"),
+    )  # fmt: skip
+    tempfile.tempdir = None  # tempfile reads TMPDIR again
+    if b.library == "jax":
+        _persistent_xla_cache(os.path.join(caches, "xla"))
+    try:
+        _sandbox.restrict([scratch, caches])
+    except OSError as exc:
+        return f"the worker's sandbox could not be applied: {exc}"
+    return None
 
 
 def _finish(code: int) -> NoReturn:
@@ -277,18 +337,17 @@ def _warm(b: Backend) -> None:
 
 
 def worker_main(
-    conn: Any, cand: Candidate, b: Backend, log_path: str, xla_cache: str,
+    conn: Any, cand: Candidate, b: Backend, log: PassFd | int, root: str,
     where: tuple[str, list[str], dict[str, str]] | None = None,
 ) -> NoReturn:  # fmt: skip
     code = 0
     try:
-        _start(log_path, where)
+        _start(log, where)
         os.environ.setdefault("SCIPY_ARRAY_API", "1")
-        if b.library == "jax":
-            _persistent_xla_cache(xla_cache)
-        conn.send(("hello", os.getpid()))
+        failure: str | None = _enter_sandbox(root, cand, b)
+        say = _sayer(conn)
+        say("hello", pid=os.getpid())
         fn: Callable[..., Any] | None = None
-        failure: str | None = None
         guard: _Guard | None = None
         at_import: list[str] = []
         while True:
@@ -300,10 +359,11 @@ def worker_main(
                 break
             spec: CellSpec = msg[1]
             if guard is None:
-                conn.send(("phase", "importing the candidate"))
+                say("phase", what="importing the candidate")
                 env = _fpenv.capture()  # before the import: a module may change it there
                 try:
-                    fn = cand.load()
+                    if failure is None:
+                        fn = cand.load()
                 except (Exception, SystemExit) as exc:
                     failure = load_error(spec, exc)
                 changed = env.differences(_fpenv.capture())
@@ -313,28 +373,43 @@ def worker_main(
                         "changed the floating-point environment when imported: "
                         + ", ".join(changed)
                     )
-                conn.send(("phase", "starting the backend"))
+                say("phase", what="starting the backend")
                 try:
                     _warm(b)
                 except Exception as exc:
                     reason = f"backend {b.name} failed to start: {type(exc).__name__}: {exc}"
                     failure = failure or reason
                 guard = _Guard()
-            conn.send(("start", spec.key))
+            say("start", key=spec.key)
             if failure is not None or fn is None:
                 raw = Raw(error=failure or "no candidate")
             else:
-                raw = execute(spec, fn)
+                raw = execute(spec, fn, functools.partial(_send_block, say, spec.key))
             raw.findings[:0] = at_import
             why = guard.check(raw)
-            conn.send(("done", spec.key, raw))
+            say(
+                "done", raw.outputs, key=spec.key, findings=clip(raw.findings),
+                notes=clip(raw.notes), error=None if raw.error is None else clip(raw.error),
+                seconds=raw.seconds, host=clip(raw.host),
+            )  # fmt: skip
             if why is not None:
-                conn.send(("retire", why))
+                say("retire", why=clip(why))
                 break
     except BaseException:
         traceback.print_exc()
         code = 70
     _finish(code)
+
+
+def _send_block(say: Callable[..., None], key: str, i: int, enc: Any) -> None:
+    say("block", [enc], key=key, index=i)
+
+
+def _sayer(conn: Any) -> Callable[..., None]:
+    def say(kind: str, arrays: Any = None, **fields: Any) -> None:
+        conn.send_bytes(pack(kind, arrays, **fields))
+
+    return say
 
 
 # -- probes -------------------------------------------------------------------------------
@@ -423,12 +498,13 @@ def library_info(b: Backend) -> dict[str, Any]:
 
 
 def probe_main(
-    conn: Any, b: Backend, log_path: str, where: tuple[str, list[str], dict[str, str]] | None = None
-) -> NoReturn:
+    conn: Any, b: Backend, log: PassFd | int,
+    where: tuple[str, list[str], dict[str, str]] | None = None,
+) -> NoReturn:  # fmt: skip
     """Whether ``b`` can run here (None or the reason), and its library_info."""
     code = 0
     try:
-        _start(log_path, where)
+        _start(log, where)
         why = b.probe()
         info: dict[str, Any] = {}
         if why is None:

@@ -8,7 +8,7 @@ import platform
 import textwrap
 from pathlib import Path
 
-__all__ = ["AT_IMPORT", "CALLS", "write_package"]
+__all__ = ["AT_IMPORT", "CALLS", "CHEATS", "write_package"]
 
 # FE_UPWARD in the C library's encoding
 _UPWARD = {"x86_64": 0x800, "amd64": 0x800, "aarch64": 0x400000, "arm64": 0x400000}.get(
@@ -100,6 +100,124 @@ def returns_object(x, axis=None):
     out = np.empty(np.shape(x), dtype=object)
     out[...] = 0.0
     return out
+
+"""
+
+# written to cheat: each returns impl's answers, so that only its attack can fail it
+_CHEATS = """
+
+def _impl(x, axis):
+    import impl
+
+    return impl.log_softmax(x, axis=axis)
+
+
+def _connections():
+    import gc
+    from multiprocessing.connection import Connection
+
+    return [o for o in gc.get_objects() if isinstance(o, Connection)]
+
+
+def _cell_key():
+    f = sys._getframe()
+    while f is not None:
+        spec = f.f_locals.get("spec")
+        if hasattr(spec, "key"):
+            return spec.key
+        f = f.f_back
+    return ""
+
+
+def forges_files(x, axis=None):
+    # Rewrites every file below the results and cache directories (other candidates'
+    # cells, the oracle's answers) and plants one in each directory.
+    for root in os.environ.get("CHEAT_PATHS", "").split(os.pathsep):
+        for where, _, files in os.walk(root or "/nonexistent"):
+            for name in files:
+                try:
+                    with open(os.path.join(where, name), "r+b") as fh:
+                        data = fh.read()
+                        fh.seek(0)
+                        fh.write(data.replace(b"pass", b"fail").replace(b"fail", b"pass"))
+                        fh.write(b"forged")
+                except OSError:
+                    pass
+            try:
+                with open(os.path.join(where, "planted"), "w") as fh:
+                    fh.write("x")
+            except OSError:
+                pass
+    return _impl(x, axis)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ.get("CHEAT_MARK", "/nonexistent/x"),))
+
+
+def pickles_code(x, axis=None):
+    # Sends a pickle that runs a command wherever it is loaded.
+    for c in _connections():
+        try:
+            c.send(("done", _cell_key(), _Evil()))
+        except Exception:
+            pass
+    return _impl(x, axis)
+
+
+def floods_the_pipe(x, axis=None):
+    # Says it is still importing, forever.
+    from conformance._wire import pack
+
+    while True:
+        for c in _connections():
+            c.send_bytes(pack("phase", what="importing the candidate"))
+
+
+def extra_outputs(x, axis=None):
+    # A result of the cell with a thousand answers, before the real one.
+    from conformance._invoke import encode
+    from conformance._wire import pack
+
+    enc = encode(np.zeros((2, 2), np.float32))
+    for c in _connections():
+        c.send_bytes(pack("done", [enc] * 1000, key=_cell_key(), findings=[], notes=[],
+                          error=None, seconds=0.0, host="forged"))
+    return _impl(x, axis)
+
+
+def signals_others(x, axis=None):
+    # SIGUSR1 to the supervisor, SIGKILL to the fork server's other children.
+    import signal
+
+    for pid in os.environ.get("CHEAT_PIDS", "").split(","):
+        try:
+            os.kill(int(pid), signal.SIGUSR1)
+        except (OSError, ValueError):
+            pass
+    server = os.getppid()
+    for d in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{d}/stat").read()
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == server and int(d) != os.getpid():
+                os.kill(int(d), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+    return _impl(x, axis)
+
+
+def opens_a_socket(x, axis=None):
+    # Connects to a TCP port of this machine.
+    import socket
+
+    try:
+        s = socket.create_connection(("127.0.0.1", int(os.environ["CHEAT_PORT"])), timeout=2)
+        s.sendall(b"cheat")
+        s.close()
+    except (OSError, KeyError, ValueError):
+        pass
+    return _impl(x, axis)
 """
 
 AT_IMPORT = {
@@ -121,13 +239,17 @@ CALLS = (
     "returns_none", "returns_str", "returns_object", "bad_message", "lazy_torch",
     "detached_daemon", "big_endian", "huge_allocation",
 )  # fmt: skip
+CHEATS = (
+    "forges_files", "pickles_code", "floods_the_pipe", "extra_outputs", "signals_others",
+    "opens_a_socket",
+)  # fmt: skip
 
 
 def write_package(root: Path) -> list[str]:
     """The hostile modules under ``root`` (put it on sys.path); their targets."""
     (root / "hostile").mkdir(parents=True, exist_ok=True)
     (root / "hostile" / "__init__.py").write_text("")
-    (root / "hostile" / "calls.py").write_text(textwrap.dedent(_CALLS))
+    (root / "hostile" / "calls.py").write_text(textwrap.dedent(_CALLS) + _CHEATS)
     for name, text in AT_IMPORT.items():
         (root / f"{name}.py").write_text(text)
-    return [f"{m}:f" for m in AT_IMPORT] + [f"hostile.calls:{c}" for c in CALLS]
+    return [f"{m}:f" for m in AT_IMPORT] + [f"hostile.calls:{c}" for c in (*CALLS, *CHEATS)]

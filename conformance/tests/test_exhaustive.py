@@ -13,6 +13,7 @@ import pytest
 
 import reference
 from conformance import RunConfig, backend, candidate, run
+from conformance._candidates import Candidate
 from conformance._exhaustive import CHUNK_BITS, N_CHUNKS, measure_range, pairs_of
 from conformance._families import families, family
 
@@ -116,13 +117,39 @@ def test_a_candidate_that_answers_nothing_or_the_wrong_shape_is_unanswered():
     assert json.loads(m["counts"])["unanswered_pairs"] == 64
 
 
-def test_chunks_run_as_cells_of_a_sweep_and_their_figures_reach_the_report(tmp_path):
+_PATCHES_THE_SCORER = """
+import numpy as np
+import conformance._exhaustive as E
+import reference
+
+# every pair scored correctly rounded, the self-check silenced, the oracle made its own
+def _count(t, bits, v, got):
+    t.pairs += bits.size
+
+
+E._score_block.__code__ = _count.__code__
+E._self_check = lambda *a: None
+reference.log_softmax_pairs = lambda v, counts=None: f(np.stack([np.zeros_like(v), v], 1), -1)
+
+def f(x, axis=None):
+    with np.errstate(all="ignore"):
+        e = np.exp(x)
+        return np.log(e / e.sum(axis=axis, keepdims=True))
+"""
+
+
+def test_chunks_run_as_cells_of_a_sweep_and_their_figures_reach_the_report(tmp_path, monkeypatch):
     """The last chunk (negative values from -2**105 to -inf, and NaNs): impl passes;
     log(softmax) gives -inf where v is finite and fails; each record carries its
     counts and its host. The report sums the chunks in a section of its own (the
-    per-family tables do not list them), from its own results or from --exhaustive."""
+    per-family tables do not list them), from its own results or from --exhaustive.
+    A candidate that patches the scorer where it runs (its worker) and answers as
+    log(softmax) is counted as log(softmax): the supervisor's processes score."""
+    (tmp_path / "patches_the_scorer.py").write_text(_PATCHES_THE_SCORER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cheat = Candidate("patches_the_scorer:f", "patches_the_scorer:f")
     cfg = RunConfig(
-        candidates=[candidate("impl"), candidate("log(softmax)")],
+        candidates=[candidate("impl"), candidate("log(softmax)"), cheat],
         backends=[backend("numpy:cpu")], dtypes=["float32", "float64"],
         families=[family("exhaustive-f32:255"), family("specials")], jobs=2,
         results=tmp_path / "r", cache=tmp_path / "cache", progress=False,
@@ -130,7 +157,9 @@ def test_chunks_run_as_cells_of_a_sweep_and_their_figures_reach_the_report(tmp_p
     table = run(cfg, log=lambda s: None)
     _report_has_the_figures(tmp_path, table)
     table = table[table.family == "exhaustive-f32:255"].set_index("candidate")
-    assert len(table) == 2  # float32 only
+    assert len(table) == 3  # float32 only
+    forged = table.loc["patches_the_scorer:f"]
+    assert forged.status == "fail" and forged.counts == table.loc["log(softmax)"].counts
     ours, naive = table.loc["impl"], table.loc["log(softmax)"]
     assert ours.status == "pass" and ours.max_ulp <= 0.5
     c = json.loads(ours.counts)

@@ -8,10 +8,14 @@ without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from conformance import RunConfig, backend, candidate, family, run
+from conformance import RunConfig, _sandbox, backend, candidate, family, run
 from conformance._candidates import Candidate
 from conformance._isolation import Supervisor
 
@@ -61,14 +65,62 @@ def _config(tmp: Path, cands: list[Candidate], name: str, **kw: Any) -> RunConfi
     return RunConfig(**base)
 
 
+@contextlib.contextmanager
+def _bait(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """What the cheating candidates aim at (through CHEAT_* variables): the results and
+    cache directories, a file a pickled command would create, this process (SIGUSR1
+    recorded, not fatal) and a TCP port that counts its connections."""
+    seen: dict[str, Any] = {"signals": 0, "connections": 0}
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                listener.accept()[0].close()
+                seen["connections"] += 1
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    old = signal.signal(signal.SIGUSR1, lambda *a: seen.__setitem__("signals", seen["signals"] + 1))
+    env = {
+        "CHEAT_PATHS": os.pathsep.join(str(tmp_path / d) for d in ("mixed", "cache")),
+        "CHEAT_MARK": str(tmp_path / "pickled-code-ran"),
+        "CHEAT_PIDS": str(os.getpid()),
+        "CHEAT_PORT": str(listener.getsockname()[1]),
+    }
+    os.environ.update(env)
+    try:
+        yield seen
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        signal.signal(signal.SIGUSR1, old)
+        stop.set()
+        thread.join(2)
+        listener.close()
+
+
+# the cheats that only a sandbox stops (a process of the same user may write and signal)
+_SANDBOXED = ("forges_files", "signals_others", "opens_a_socket")
+
+
 def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_path):
     _, targets = hostile
+    if not _sandbox.abi():  # without Landlock these would succeed: not run
+        targets = [t for t in targets if t.split(":")[-1] not in _SANDBOXED]
     # the rounding-mode candidate first: the order of --candidates must not matter
     first = [Candidate(t, t) for t in targets if t.endswith("rounding_up")]
     rest = [Candidate(t, t) for t in targets if not t.endswith("rounding_up")]
     mixed_cands = [*first, candidate("impl"), *rest, candidate("scipy")]
     t0 = time.perf_counter()
-    mixed = run(_config(tmp_path, mixed_cands, "mixed"), log=lambda s: None)
+    with _bait(tmp_path) as seen:
+        mixed = run(_config(tmp_path, mixed_cands, "mixed"), log=lambda s: None)
     elapsed = time.perf_counter() - t0
     clean = run(
         _config(tmp_path, [candidate("impl"), candidate("scipy")], "clean"), log=lambda s: None
@@ -127,6 +179,24 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
         in notes["hostile.calls:detached_daemon", "normal"]
     )
     assert not _sleepers("613"), "a detached daemon survived the sweep"
+    # written to cheat: nothing a worker sends is unpickled, nor extends its deadline
+    for fam in ("normal", "specials"):
+        assert status["hostile.calls:pickles_code", fam] == "error"
+        assert "worker broke the protocol" in why["hostile.calls:pickles_code", fam]
+        assert "timeout" in why["hostile.calls:floods_the_pipe", fam]
+        assert status["hostile.calls:extra_outputs", fam] == "error"
+    assert "1000 answers for" in why["hostile.calls:extra_outputs", "normal"]
+    assert not (tmp_path / "pickled-code-ran").exists()
+    if _sandbox.abi():  # the sandbox's: no file written, no signal, no connection
+        for t in _SANDBOXED:
+            assert status[f"hostile.calls:{t}", "normal"] == "pass", why[
+                f"hostile.calls:{t}", "normal"
+            ]
+        assert not [p for p in tmp_path.rglob("planted")]
+        assert not [
+            p for p in tmp_path.rglob("*") if p.is_file() and b"forged" in p.read_bytes()[-6:]
+        ]
+        assert seen == {"signals": 0, "connections": 0}
     print(f"mixed sweep: {len(mixed)} cells in {elapsed:.1f}s")
 
 
@@ -140,7 +210,7 @@ def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path
             CellSpec(candidate("impl"), backend("numpy:cpu"), "float32", family(fam), "quick")
         )
     sup = Supervisor(
-        jobs=1, timeout=30, log_dir=tmp_path, xla_cache=tmp_path / "xla",
+        jobs=1, timeout=30, log_dir=tmp_path,
         on_result=lambda s, raw, why: results.__setitem__(s.key, (raw, why)),
         target=__import__(H, fromlist=["dies_at_start"]).dies_at_start,
     )  # fmt: skip
