@@ -28,7 +28,9 @@ def test_a_result_goes_through_as_the_arrays_and_texts_it_holds():
     msg = unpack(pack("done", [encode(a), None], key="k", findings=["f"], notes=[],
                       error=None, seconds=1.5, host="h"))  # fmt: skip
     assert msg.kind == "done" and msg.fields["findings"] == ["f"] and msg.fields["error"] is None
-    name, shape, data = msg.arrays[0]
+    first = msg.arrays[0]
+    assert first is not None
+    name, shape, data = first
     assert (name, shape) == ("<f4", (2, 3)) and bytes(data) == a.tobytes()
     assert msg.arrays[1] is None
 
