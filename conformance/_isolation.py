@@ -577,7 +577,14 @@ class Supervisor:
             kill_tree(w.proc)
             return f"worker broke the protocol: {exc}"
         except (EOFError, OSError):
-            return _describe(kill_tree(w.proc))
+            # the connection ended: a worker that died, or one whose candidate closed
+            # its file descriptors (then the kill below is not its cause)
+            w.proc.join(1)
+            code = w.proc.exitcode
+            kill_tree(w.proc)
+            if code is None:
+                return "worker closed its connection to the supervisor (killed)"
+            return _describe(code)
         return None
 
     def _step(self) -> None:

@@ -207,6 +207,13 @@ def signals_others(x, axis=None):
     return _impl(x, axis)
 
 
+def closes_fds(x, axis=None):
+    # Closes every file descriptor above the standard ones (the worker's connection
+    # among them), then hangs.
+    os.closerange(3, 4096)
+    time.sleep(600)
+
+
 def opens_a_socket(x, axis=None):
     # Connects to a TCP port of this machine.
     import socket
@@ -241,7 +248,7 @@ CALLS = (
 )  # fmt: skip
 CHEATS = (
     "forges_files", "pickles_code", "floods_the_pipe", "extra_outputs", "signals_others",
-    "opens_a_socket",
+    "opens_a_socket", "closes_fds",
 )  # fmt: skip
 
 

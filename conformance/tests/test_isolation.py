@@ -185,6 +185,8 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
         assert "worker broke the protocol" in why["hostile.calls:pickles_code", fam]
         assert "timeout" in why["hostile.calls:floods_the_pipe", fam]
         assert status["hostile.calls:extra_outputs", fam] == "error"
+        # not "signal 9": that is the supervisor's kill, not the cause
+        assert "worker closed its connection" in why["hostile.calls:closes_fds", fam]
     assert "1000 answers for" in why["hostile.calls:extra_outputs", "normal"]
     assert not (tmp_path / "pickled-code-ran").exists()
     if _sandbox.abi():  # the sandbox's: no file written, no signal, no connection
