@@ -165,7 +165,7 @@ class CellRunner:
         raw, why = self.got.pop(spec.key)
         if raw is None:
             return failed(spec, why or "no result")
-        return score(spec, raw, spec.cases(), self.cache.get, self.budgets)
+        return score(spec, raw, spec.cases(), self.cache.get, self.budgets, self.cache.recompute)
 
     def close(self) -> None:
         if self.sup is not None:

@@ -478,7 +478,12 @@ def _sweep(
                 rec = failed(spec, reason or "no result")
             else:
                 rec = score(
-                    spec, raw, units[(spec.family.name, spec.dtype)], cache.get, cfg.budgets
+                    spec,
+                    raw,
+                    units[(spec.family.name, spec.dtype)],
+                    cache.get,
+                    cfg.budgets,
+                    cache.recompute,
                 )
             commit(rec)
             progress.update(rec)

@@ -4,6 +4,7 @@ reuses a cell only when everything that judged it is unchanged."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+import reference
 from conformance import family
 from conformance._oracle_cache import OracleCache
 
@@ -152,6 +155,7 @@ def test_resume_reruns_cells_judged_under_other_budgets(tmp_path):
 def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path):
     res, cache = tmp_path / "res", tmp_path / "cache"
     assert _run(res, cache).returncode == 0
+    clean = _table(res)
     oc = OracleCache(cache)
     (normal,) = family("normal").cases("float32")
     dominant = family("dominant").cases("float32")[0]
@@ -167,6 +171,25 @@ def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path
     # a damaged entry and an entry of another oracle version are recomputed too
     oc.path(normal).write_bytes(b"PK\x03\x04 truncated")
     assert not oc.valid(normal) and oc.get(normal).shape == normal.x.shape
+    # values changed with the entry's key and version intact (a poisoned cache): each
+    # cell's worst slice is computed again, and the entry is recomputed and replaced
+    for case in [normal, *family("normal").cases("float64")]:
+        good, version, tag = reference.OracleResult.load_tagged(oc.path(case))
+        assert version == reference.ORACLE_VERSION and tag
+        bad = dataclasses.replace(
+            good, expected=np.nextafter(good.expected, np.inf).astype(good.expected.dtype)
+        )
+        bad.save(oc.path(case), tag=tag)
+        assert oc.valid(case)
+    r = _run(res, cache)
+    assert r.returncode == 0, r.stderr
+    again = _table(res)
+    assert "oracle cache entries failed their check" in r.stderr, r.stderr
+    notes = again.set_index(["family", "dtype"]).notes
+    assert "differed from the oracle's at its worst slice: recomputed" in notes["normal", "float32"]
+    pd.testing.assert_frame_equal(again.drop(columns="notes"), clean.drop(columns="notes"))
+    truth = reference.evaluate(normal.x, axis=normal.axis).expected
+    assert oc.get(normal).expected.tobytes() == truth.tobytes()  # replaced
 
 
 def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_path):
