@@ -52,9 +52,20 @@ from typing import Any
 from ._backends import Backend
 from ._cell import CellSpec, Raw
 from ._wire import MAX_FRAME, Message, ProtocolError, unpack
-from ._worker import PassFd, _children, _kill, log_tail, probe_main, scratch_of, worker_main
+from ._worker import (
+    PassFd,
+    _children,
+    _kill,
+    candidate_probe_main,
+    log_tail,
+    probe_main,
+    scratch_of,
+    worker_main,
+)  # fmt: skip
 
-__all__ = ["Supervisor", "probe", "sandbox_root", "start_server", "supervise"]
+__all__ = [
+    "Supervisor", "probe", "probe_candidates", "sandbox_root", "start_server", "supervise",
+]  # fmt: skip
 
 _PRELOAD = "conformance._preload"
 _PRELOAD_ENV = "CONFORMANCE_PRELOAD"  # the libraries _preload imports (server only)
@@ -213,7 +224,7 @@ def _start_process(proc: Any) -> None:
 def _spawn(
     target: Callable[..., Any], args: tuple[Any, ...], log: Path, memory: int = 0
 ) -> tuple[Any, Any]:
-    """A process running ``target(connection, *args, log's fd, ..., where)``; its
+    """A process running ``target(connection, *args, log's fd, where)``; its
     connection. The log file is opened here and handed over open."""
     ctx = _context()
     env = {k: v for k, v in os.environ.items() if k not in (_PRELOAD_ENV, _ROOT_ENV)}
@@ -222,7 +233,7 @@ def _spawn(
     parent, child = ctx.Pipe(duplex=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
     try:
-        args = (child, *args[:2], PassFd(fd), *args[2:], (os.getcwd(), list(sys.path), env))
+        args = (child, *args, PassFd(fd), (os.getcwd(), list(sys.path), env))
         proc = ctx.Process(target=target, args=args, daemon=True)
         try:
             _start_process(proc)
@@ -281,6 +292,49 @@ def probe(
                     + (f"; last output: {tail}" if tail else ""),
                     {},
                 )
+    return out
+
+
+def probe_candidates(
+    cands: Iterable[Any], timeout: float, log_dir: Path
+) -> dict[str, tuple[str | None, bool, list[str]]]:
+    """For each candidate, imported in a sandboxed process of its own (as its workers
+    will): (the import's error or None, whether its function was found, the files of
+    the modules it loaded). A probe that dies or hangs says so as its error."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = {}
+    for c in cands:
+        log = log_dir / f"candidate-{_slug(c.name)}.log"
+        running[c.name] = (*_spawn(candidate_probe_main, (c, sandbox_root()), log), log)
+    out: dict[str, tuple[str | None, bool, list[str]]] = {}
+    deadline = time.monotonic() + timeout
+    while running:
+        ready = wait(
+            [x for p, c, _ in running.values() for x in (c, p.sentinel)],
+            timeout=max(0.0, deadline - time.monotonic()),
+        )
+        for name, (p, c, log) in list(running.items()):
+            answered = c in ready or p.sentinel in ready
+            if not answered and time.monotonic() < deadline:
+                continue
+            msg = None
+            try:
+                if answered and c.poll():
+                    msg = unpack(c.recv_bytes(MAX_FRAME))
+            except (EOFError, OSError, ProtocolError):
+                pass
+            code = kill_tree(p)
+            c.close()
+            del running[name]
+            if msg is not None and msg.kind == "candidate":
+                f = msg.fields
+                out[name] = (f["error"], bool(f["found"]), list(f["files"]))
+            elif not answered:
+                out[name] = (f"import: no answer after {timeout:g}s", False, [])
+            else:
+                tail = log_tail(log)
+                out[name] = (f"import: {_describe(code)}" + (f"; {tail}" if tail else ""),
+                             False, [])  # fmt: skip
     return out
 
 

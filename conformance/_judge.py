@@ -1,9 +1,11 @@
 """What judged a cell, as one digest stored in its record (the ``judge`` column).
 
 A cell's verdict is a function of its inputs, the candidate (the sources of its
-top-level package), the harness and oracle that scored it, the budget, the library
-versions, the platform the library computed on, the recorded settings (the
-environment variables libraries read) and the run's limits (the timeout). ``run --resume``
+top-level package, and its import closure: every module it loads, found by a probe
+that imports it in a sandboxed process), the harness and oracle that scored it, the
+budget, the library versions, the platform the library computed on, the recorded
+settings (the environment variables libraries read) and the run's limits (the timeout,
+the memory cap, the sandbox). ``run --resume``
 reuses a finished cell only when its digest is the one the run would give it now;
 anything else is rerun.
 """
@@ -20,7 +22,7 @@ import numpy as np
 
 from ._candidates import Candidate, locate, split_target
 
-__all__ = ["candidate_digest", "cell_judge", "inputs_digest"]
+__all__ = ["candidate_digest", "cell_judge", "closure_digest", "inputs_digest"]
 
 _SOURCES = {".py", ".so", ".pyd", ".c", ".h", ".pyx"}
 _MAX_FILES = 400
@@ -67,6 +69,42 @@ def candidate_digest(c: Candidate) -> str:
             h.update(f.read_bytes())
         except OSError:
             continue
+    return h.hexdigest()[:16]
+
+
+def closure_digest(files: Sequence[str]) -> str:
+    """A hash of a candidate's import closure (``_worker.loaded_files``, reported by its
+    probe): each file's content, and for a package installed in site-packages the
+    version of the distribution that provides it (hashing torch's 2,000 files would
+    cost seconds a run). The files are read here, by the supervisor."""
+    from importlib import metadata
+
+    try:
+        owners = metadata.packages_distributions()
+    except Exception:
+        owners = {}
+    h = hashlib.sha256()
+    for f in sorted(set(files)):
+        p = Path(f)
+        parent = p.parent.name
+        if parent in ("site-packages", "dist-packages"):
+            top = p.name.split(".")[0]
+            dists = owners.get(top, [])
+            versions = []
+            for d in sorted(set(dists)):
+                try:
+                    versions.append(f"{d}=={metadata.version(d)}")
+                except Exception:
+                    versions.append(f"{d}==?")
+            h.update(f"{p.name}|{','.join(versions) or '?'}\n".encode())
+            if not dists and p.is_file():  # a single-file module with no distribution
+                h.update(p.read_bytes())
+            continue
+        try:
+            h.update(f"{f}\n".encode())
+            h.update(p.read_bytes())
+        except OSError:
+            h.update(b"unreadable\n")
     return h.hexdigest()[:16]
 
 

@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +34,7 @@ from ._budgets import Budgets
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, failed, not_run, score
 from ._families import Case, Family, expand
-from ._judge import candidate_digest, cell_judge, inputs_digest
+from ._judge import candidate_digest, cell_judge, closure_digest, inputs_digest
 from ._oracle_cache import OracleCache
 from ._results import ResultsDir, cell_file_name, table_from
 
@@ -315,23 +316,62 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
         say(f"note: {note}")
     rd = ResultsDir(cfg.results)
     rd.check_usable()
+    closures = _closures(cfg, cells)  # before anything is written: a missing function
     with rd.lock(exclusive=True):
         for note in rd.prepare(fresh=not cfg.resume):
             say(f"note: {note}")
         if cfg.scheduler is None:
-            return _sweep(cfg, cells, rd, say, None)
+            return _sweep(cfg, cells, rd, say, None, closures)
         from ._distributed import SchedulerError, connect
 
         try:
             with connect(cfg.scheduler, cfg.routes, cfg.jobs) as cluster:
-                return _sweep(cfg, cells, rd, say, cluster)
+                return _sweep(cfg, cells, rd, say, cluster, closures)
         except SchedulerError as exc:
             raise PlanError(str(exc)) from None
 
 
+def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
+    """Each candidate's import closure, as a digest (_judge.closure_digest), from a
+    probe that imports it the way its workers will (sandboxed, in a process of its
+    own; in this process with --isolation none). PlanError, in one line, for a
+    candidate whose module imports but has no such function: its every cell would be
+    an error."""
+    names = {s.candidate.name for s in cells}
+    cands = [c for c in cfg.candidates if c.name in names]
+    probes: dict[str, tuple[str | None, bool, list[str]]] = {}
+    if cfg.isolation == "none":
+        from ._worker import loaded_files
+
+        for c in cands:
+            try:
+                c.load()
+                probes[c.name] = (None, True, loaded_files())
+            except Exception as exc:
+                probes[c.name] = (f"import: {type(exc).__name__}: {exc}", False, [])
+    else:
+        from ._isolation import probe_candidates, start_server
+
+        if cfg.scheduler is None:  # the server the sweep will use, its libraries loading
+            start_server({s.backend.library for s in cells})
+        with tempfile.TemporaryDirectory(prefix="conformance-candidates-") as d:
+            probes = probe_candidates(cands, cfg.timeout, Path(d))
+    absent = [
+        f"{name}: {why.split(': ', 2)[-1]}"
+        for name, (why, _, _) in probes.items()
+        if why is not None and why.startswith("function: ")
+    ]
+    if absent:
+        raise PlanError("no such function: " + "; ".join(absent))
+    return {
+        name: closure_digest(files) if why is None else f"not imported: {why}"
+        for name, (why, _, files) in probes.items()
+    }
+
+
 def _sweep(
     cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None],
-    cluster: Any,
+    cluster: Any, closures: dict[str, str],
 ) -> Any:  # fmt: skip
     from ._fingerprint import environment, settings
 
@@ -350,7 +390,10 @@ def _sweep(
         if (s.family.name, s.dtype) not in units:
             units[(s.family.name, s.dtype)] = s.cases()
     digests = {u: inputs_digest(cases) for u, cases in units.items()}
-    cand_digests = {c.name: candidate_digest(c) for c in cfg.candidates}
+    # the candidate's package, and every module it loads (its import closure)
+    cand_digests = {
+        c.name: candidate_digest(c) + "|" + closures.get(c.name, "") for c in cfg.candidates
+    }
 
     backends = list({s.backend.name: s.backend for s in cells}.values())
     if cluster is not None:

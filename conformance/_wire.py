@@ -18,7 +18,9 @@ anything is read):
 
 The kinds: ``hello`` (pid), ``phase`` (what), ``start`` (key), ``block`` (key, index,
 array: one block of a streamed family's answers), ``done`` (key, the cell's findings,
-notes, error, seconds, host and outputs) and ``retire`` (why).
+notes, error, seconds, host and outputs) and ``retire`` (why); a candidate's probe
+sends ``candidate`` (the import's error, whether the function was found, the files of
+the modules loaded).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = ["MAX_FRAME", "Message", "ProtocolError", "clip", "pack", "unpack"]
 MAX_HEADER = 1 << 20
 MAX_FRAME = 1 << 30  # a cell's answers: the largest family sends about 64 MiB
 _MAX_TEXT = 4000  # characters of one finding, note or reason
-_MAX_ITEMS = 2000  # findings or notes of one cell
+_MAX_ITEMS = 20_000  # findings or notes of one cell, files of an import
 _MAX_ARRAYS = 100_000
 
 
@@ -90,6 +92,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "host": "text",
     },
     "retire": {"why": "text"},
+    "candidate": {"error": "text?", "found": "int", "files": "texts"},
 }
 _WITH_ARRAYS = {"block": 1, "done": None}  # how many arrays (None: any number)
 

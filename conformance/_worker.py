@@ -38,8 +38,8 @@ from ._cell import CellSpec, Raw, execute, load_error
 from ._wire import clip, pack
 
 __all__ = [
-    "PassFd", "adopt_orphans", "die_with_parent", "guard_fork_server", "library_info",
-    "probe_main", "worker_main",
+    "PassFd", "adopt_orphans", "candidate_probe_main", "die_with_parent",
+    "guard_fork_server", "library_info", "loaded_files", "probe_main", "worker_main",
 ]  # fmt: skip
 
 
@@ -155,7 +155,7 @@ def scratch_of(root: str, pid: int) -> str:
     return os.path.join(root, f"worker-{pid}")
 
 
-def _enter_sandbox(root: str, cand: Candidate, b: Backend) -> str | None:
+def _enter_sandbox(root: str, cand: Candidate, b: Backend | None) -> str | None:
     """The worker's own sandbox layer (see _sandbox), before the candidate is
     imported: writes only beneath its scratch directory and its candidate's compile
     caches (XLA's, CuPy's, CUDA's, Triton's: per candidate, so that one cannot plant a
@@ -175,7 +175,7 @@ def _enter_sandbox(root: str, cand: Candidate, b: Backend) -> str | None:
         TRITON_CACHE_DIR=os.path.join(caches, "triton"),
     )  # fmt: skip
     tempfile.tempdir = None  # tempfile reads TMPDIR again
-    if b.library == "jax":
+    if b is not None and b.library == "jax":
         _persistent_xla_cache(os.path.join(caches, "xla"))
     try:
         _sandbox.restrict([scratch, caches])
@@ -337,7 +337,7 @@ def _warm(b: Backend) -> None:
 
 
 def worker_main(
-    conn: Any, cand: Candidate, b: Backend, log: PassFd | int, root: str,
+    conn: Any, cand: Candidate, b: Backend, root: str, log: PassFd | int,
     where: tuple[str, list[str], dict[str, str]] | None = None,
 ) -> NoReturn:  # fmt: skip
     code = 0
@@ -413,6 +413,71 @@ def _sayer(conn: Any) -> Callable[..., None]:
 
 
 # -- probes -------------------------------------------------------------------------------
+
+
+def _stdlib() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    return tuple(
+        os.path.realpath(paths[k]) + os.sep for k in ("stdlib", "platstdlib") if k in paths
+    )
+
+
+def loaded_files() -> list[str]:
+    """Where this process's modules came from, outside the standard library: each
+    file, except that a package installed in site-packages is its top-level folder
+    (its distribution's version identifies it; see _judge.closure_digest)."""
+    std = _stdlib()
+    out: set[str] = set()
+    for m in list(sys.modules.values()):
+        f = getattr(m, "__file__", None)
+        if not isinstance(f, str) or not f:
+            continue
+        f = os.path.realpath(f)
+        if f.startswith(std) and "site-packages" not in f and "dist-packages" not in f:
+            continue
+        parts = f.split(os.sep)
+        for i, p in enumerate(parts):
+            if p in ("site-packages", "dist-packages") and i + 1 < len(parts):
+                f = os.sep.join(parts[: i + 2])
+                break
+        out.add(f)
+    return sorted(out)
+
+
+def candidate_probe_main(
+    conn: Any, cand: Candidate, root: str, log: PassFd | int,
+    where: tuple[str, list[str], dict[str, str]] | None = None,
+) -> NoReturn:  # fmt: skip
+    """In a worker's sandbox: import the candidate, and say whether that worked,
+    whether its function is there, and the files of the modules loaded (its import
+    closure, for the judge's digest)."""
+    code = 0
+    try:
+        _start(log, where)
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")
+        error = _enter_sandbox(root, cand, None)
+        found = 0
+        if error is None:
+            try:
+                cand.load()
+                found = 1
+            except (AttributeError, TypeError) as exc:
+                # the module imported, and has no such function (load_target's words),
+                # or something in its import raised
+                said = str(exc)
+                absent = " has no attribute " in said and said.endswith(f"({cand.target!r})")
+                absent |= said == f"{cand.target!r} is not callable"
+                error = f"{'function' if absent else 'import'}: {type(exc).__name__}: {said}"
+            except (Exception, SystemExit) as exc:
+                error = f"import: {type(exc).__name__}: {exc}"
+        _sayer(conn)("candidate", error=None if error is None else clip(error), found=found,
+                     files=clip(loaded_files()))  # fmt: skip
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    _finish(code)
 
 
 def _isa() -> str:

@@ -195,11 +195,14 @@ def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path
 def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_path):
     """A cell finished under another --timeout is not this run's verdict (a timeout
     under a shorter one would be kept forever), nor one whose candidate's package has
-    changed anywhere: mypkg.mod:fn with mypkg.helpers edited."""
+    changed anywhere: mypkg.mod:fn with mypkg.helpers edited, nor one whose import
+    closure changed: a module of another package that it imports (sharedlib). A
+    function its module lacks is a one-line error before anything is touched."""
     pkg = tmp_path / "src" / "mypkg"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "helpers.py").write_text("import impl\nls = impl.log_softmax\n")
+    (tmp_path / "src" / "sharedlib.py").write_text("SCALE = 1.0\n")
+    (pkg / "helpers.py").write_text("import impl\nimport sharedlib\nls = impl.log_softmax\n")
     (pkg / "mod.py").write_text(
         "from .helpers import ls\n\ndef fn(x, axis=None):\n    return ls(x, axis=axis)\n"
     )
@@ -218,9 +221,28 @@ def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_p
     assert "(2 already done)" in r.stderr, r.stderr
     r = run("--resume", "--timeout", "45")
     assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
-    (pkg / "helpers.py").write_text("import impl\nls = impl.log_softmax  # edited\n")
+    (pkg / "helpers.py").write_text("import impl\nimport sharedlib\nls = impl.log_softmax  # ed\n")
     r = run("--resume", "--timeout", "45")
     assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
+    (tmp_path / "src" / "sharedlib.py").write_text("SCALE = 1.0  # edited\n")
+    r = run("--resume", "--timeout", "45")
+    assert "2 finished cells were judged under other settings" in r.stderr, r.stderr
+    before = (res / "results.parquet").read_bytes()
+    r = cli(
+        "run", "--candidates", "mypkg.mod:nofn", "--backends", "numpy:cpu", "--results",
+        str(res), "--cache", str(cache), "--no-progress", env=env,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "no such function: mypkg.mod:nofn: module 'mypkg.mod' has no attribute 'nofn' "
+            "('mypkg.mod:nofn')"
+        )
+    ), r.stderr
+    assert "Traceback" not in r.stderr
+    assert (res / "results.parquet").read_bytes() == before  # the last results are kept
 
 
 def test_report_and_gate_create_nothing_in_a_directory_that_is_not_the_harnesss(tmp_path):
