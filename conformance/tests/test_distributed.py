@@ -113,6 +113,7 @@ def _live_workers(address: str) -> int:
         return len(client.scheduler_info(n_workers=-1)["workers"])
 
 
+@pytest.mark.extended
 def test_a_distributed_sweep_is_the_local_sweep_cell_for_cell(cluster, tmp_path):
     """Same plan, local pool and cluster: every column but the time equal; a crashing
     candidate costs its cells on the cluster as locally (and no worker); the local

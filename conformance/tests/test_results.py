@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import reference
 from conformance import family
@@ -98,6 +99,7 @@ def test_damaged_cells_are_recomputed_on_resume_and_named_by_gate_and_report(tmp
     pd.testing.assert_frame_equal(whole, _table(res))
 
 
+@pytest.mark.extended
 def test_a_fresh_run_removes_only_what_the_harness_wrote(tmp_path):
     res, cache = tmp_path / "res", tmp_path / "cache"
     assert _run(res, cache).returncode == 0
@@ -133,6 +135,7 @@ def test_a_plan_with_no_cells_is_an_error_before_anything_is_touched(tmp_path):
     assert r.returncode == 2 and "have no inputs in float32" in r.stderr
 
 
+@pytest.mark.extended
 def test_resume_reruns_cells_judged_under_other_budgets(tmp_path):
     res, cache = tmp_path / "res", tmp_path / "cache"
     assert _run(res, cache).returncode == 0
@@ -245,6 +248,7 @@ def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_p
     assert (res / "results.parquet").read_bytes() == before  # the last results are kept
 
 
+@pytest.mark.extended
 def test_report_and_gate_create_nothing_in_a_directory_that_is_not_the_harnesss(tmp_path):
     """A directory holding only a results table (copied from a run, say) is read by
     report and gate without a .lock left in it: run refuses such a directory as not the

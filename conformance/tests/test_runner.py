@@ -74,6 +74,7 @@ def _sweep_cmd(results: Path, cache: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.extended
 def test_kill_9_then_resume_gives_the_uninterrupted_table(tmp_path):
     env = {**os.environ, "CONFORMANCE_TEST_DELAY": "0.4"}
     cache = tmp_path / "cache"
@@ -102,6 +103,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_table(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.extended
 def test_cli_errors_name_the_problem_and_the_valid_choices(tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
