@@ -185,7 +185,7 @@ def _search(args: argparse.Namespace) -> int:
         res = search(
             cand, b, args.dtype, seconds=seconds, examples=args.examples,
             strategy=args.strategy, corpus=args.corpus, seed=args.seed,
-            log=lambda s: print(s, file=sys.stderr, flush=True),
+            log=lambda s: print(s, file=sys.stderr, flush=True), timeout=args.timeout,
         )  # fmt: skip
     except (RuntimeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--corpus", help="corpus file (default: conformance/data/worst_cases.jsonl)")
     s.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
+    s.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds a call may take in its worker before it is killed and "
+                   "counts as an infinite error (default: 60)")  # fmt: skip
     rp = sub.add_parser("report", help="Markdown, reST and HTML reports from a results table")
     rp.add_argument("--results", default="results",
                     help="results directory of a sweep (default: results)")  # fmt: skip

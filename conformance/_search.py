@@ -3,14 +3,21 @@ where a candidate is least accurate. The worst row of a search, when it beats th
 cell's known worst error (the corpus's worst entry for that candidate, backend and
 dtype), is appended to the corpus (conformance/data/worst_cases.jsonl: one JSON object per
 line, the row in hex floats), which the ``corpus`` family replays in every sweep and
-every test run."""
+every test run.
+
+The candidate is called in a worker of its own, as in a sweep (sandboxed, under the
+same timeout, killed and replaced when it crashes or hangs): Hypothesis drives from
+this process and scores each answer here, where no candidate code runs. An example
+whose call raised, crashed or timed out counts as an infinite error."""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +33,8 @@ from reference import FORMATS, Format
 from ._backends import Backend
 from ._candidates import Candidate
 from ._corpus import CORPUS, load_corpus
-from ._families import Case
-from ._invoke import invoke
+from ._families import Case, Family
+from ._invoke import decode, invoke
 
 __all__ = ["CORPUS", "SearchResult", "load_corpus", "search"]
 
@@ -102,6 +109,50 @@ class _BudgetSpent(Exception):
     pass
 
 
+def _one_row(data: bytes, dtype: str, fmt: Format, profile: str, rng: Any) -> list[Case]:
+    """A family's build for one searched row (picklable: it travels to the worker)."""
+    x = np.frombuffer(data, dtype=FORMATS[dtype].dtype).copy()
+    return [Case(x, -1, "search")]
+
+
+class _InWorker:
+    """The candidate's calls, one cell per example, in a worker of its own (a
+    Supervisor that keeps its worker between examples). Returns the answer as a plain
+    array, or None with ``why`` set where the call raised, crashed or timed out."""
+
+    def __init__(self, cand: Candidate, b: Backend, dtype: str, timeout: float) -> None:
+        from ._isolation import Supervisor, start_server
+
+        start_server({b.library})
+        self.cand, self.b, self.dtype = cand, b, dtype
+        self.logs = tempfile.TemporaryDirectory(prefix="conformance-search-")
+        self.answers: dict[str, tuple[Any, str | None]] = {}
+        self.why = ""
+        self.sup = Supervisor(
+            jobs=1, timeout=timeout, log_dir=Path(self.logs.name), keep_idle=1,
+            on_result=lambda spec, raw, reason: self.answers.__setitem__(spec.key, (raw, reason)),
+        )  # fmt: skip
+
+    def __call__(self, x: NDArray[Any]) -> NDArray[Any] | None:
+        from ._cell import CellSpec
+
+        build = functools.partial(_one_row, x.tobytes(), self.dtype)
+        fam = Family("search", "one searched row", build, dtypes=(self.dtype,))
+        spec = CellSpec(self.cand, self.b, self.dtype, fam, "quick")
+        self.sup.add([spec])
+        self.sup.run()
+        raw, reason = self.answers.pop(spec.key, (None, "no answer"))
+        if raw is None or raw.error is not None or not raw.outputs or raw.outputs[0] is None:
+            self.why = reason or (raw.error if raw is not None else "") or "no array"
+            return None
+        self.why = ""
+        return decode(raw.outputs[0])
+
+    def close(self) -> None:
+        self.sup.close()
+        self.logs.cleanup()
+
+
 def search(
     cand: Candidate,
     b: Backend,
@@ -114,9 +165,13 @@ def search(
     corpus: str | os.PathLike[str] | None = None,
     seed: int | None = 0,
     log: Callable[[str], None] | None = None,
+    timeout: float = 60.0,
+    isolated: bool = True,
 ) -> SearchResult:
     """Search one candidate x backend x dtype for up to ``seconds`` (or ``examples``
-    examples); append every input that beats the known worst to the corpus."""
+    examples); append every input that beats the known worst to the corpus. Each call
+    runs in a worker (``isolated``; in this process otherwise, for a debugger), killed
+    after ``timeout`` seconds."""
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
     from hypothesis import strategies as st
@@ -139,16 +194,25 @@ def search(
         ),
         default=0.0,
     )
-    fn = cand.load()
+    call: Callable[[NDArray[Any]], NDArray[Any] | None]
+    worker: _InWorker | None = None
+    if isolated:
+        call = worker = _InWorker(cand, b, dtype, timeout)
+    else:
+        fn = cand.load()
+
+        def call(x: NDArray[Any]) -> NDArray[Any] | None:
+            try:
+                return invoke(fn, b, Case(x, -1, "search"), [])
+            except Exception:
+                return None
+
     state: dict[str, Any] = {"best": known, "row": None, "worst": 0.0, "n": 0, "saved": 0}
     t0 = time.perf_counter()
 
     def score(x: NDArray[Any]) -> float:
-        findings: list[str] = []
-        try:
-            got = invoke(fn, b, Case(x, -1, "search"), findings)
-        except Exception:
-            return math.inf  # raising on a finite row is the worst answer there is
+        # raising, crashing or hanging on a finite row is the worst answer there is
+        got = call(x)
         if got is None or got.shape != x.shape:
             return math.inf
         with np.errstate(all="ignore"):
@@ -201,6 +265,9 @@ def search(
         probe()
     except _BudgetSpent:
         pass
+    finally:
+        if worker is not None:
+            worker.close()
     if state.get("best_row") is not None:  # beat the known worst: kept in the corpus
         save(state["best_row"], state["best"], state["best_which"])
     return SearchResult(

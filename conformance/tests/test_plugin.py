@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conformance import backend, candidate, family
+from conformance._candidates import Candidate
 from conformance._search import load_corpus, search
 
 PKG = """
@@ -87,6 +89,26 @@ def test_search_finds_and_keeps_a_saturating_input(tmp_path):
     )  # fmt: skip
     assert again.known == res.ulp and again.saved == 0
     assert len(load_corpus(corpus)) == 1
+
+
+def test_search_calls_the_candidate_in_a_worker(tmp_path, monkeypatch):
+    """A candidate that segfaults or hangs ends its calls, not the search (before: the
+    search ran it in-process, exit 139 with no message, and a hang ignored --budget)."""
+    (tmp_path / "searched.py").write_text(
+        "import os, signal, time\n"
+        "def segv(x, axis=None):\n    os.kill(os.getpid(), signal.SIGSEGV)\n"
+        "def hang(x, axis=None):\n    time.sleep(600)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    corpus = tmp_path / "corpus.jsonl"
+    segv = Candidate("searched:segv", "searched:segv")
+    res = search(segv, backend("numpy:cpu"), "float32", examples=4, corpus=corpus)
+    assert res.examples == 4 and res.ulp == float("inf")
+    t0 = time.monotonic()
+    hang = Candidate("searched:hang", "searched:hang")
+    res = search(hang, backend("numpy:cpu"), "float32", seconds=1, timeout=3, corpus=corpus)
+    assert time.monotonic() - t0 < 30 and res.ulp == float("inf")
+    assert res.examples >= 1
 
 
 def test_the_committed_corpus_is_replayed_as_a_family():
