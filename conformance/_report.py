@@ -492,6 +492,11 @@ def _oracle_prose(info: dict[str, Any]) -> str:
     )
 
 
+def _sandbox_prose(run: dict[str, Any]) -> str:
+    """The run's sandbox as recorded; a run from before the sandbox had none."""
+    return str(run.get("sandbox", "none (not recorded)"))
+
+
 def _devices_prose(devices: dict[str, list[str]]) -> str:
     """The fingerprint's devices per backend in words: each device with its backends."""
     if not devices:
@@ -652,6 +657,7 @@ def write_report(
         f"- Oracle: {_oracle_prose(env.get('oracle', {}))}",
         f"- Devices: {_devices_prose(env.get('devices', {}))}",
         f"- Backends: {', '.join(run.get('backends', []))}",
+        f"- Workers: isolation {run.get('isolation', '?')}, sandbox {_sandbox_prose(run)}",
         "",
         "## Summary",
         "",
@@ -794,7 +800,8 @@ def _html(
         "<h1>log_softmax accuracy report</h1>",
         f"<p>Profile {_h(run.get('profile', '?'))}, {len(table)} cells. "
         f"CPU: {_h(env.get('cpu', '?'))}. Oracle: {_h(_oracle_prose(env.get('oracle', {})))}. "
-        f"Devices: {_h(_devices_prose(env.get('devices', {})))}.</p>",
+        f"Devices: {_h(_devices_prose(env.get('devices', {})))}. "
+        f"Sandbox: {_h(_sandbox_prose(run))}.</p>",
         "<h2>Findings</h2><ul>",
         *(f"<li>{_h(line)}</li>" for line in found),
         "</ul>",

@@ -21,9 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import reference
 from conformance import RunConfig, _sandbox, backend, candidate, family, run
 from conformance._candidates import Candidate
 from conformance._isolation import Supervisor
@@ -122,9 +124,24 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
     with _bait(tmp_path) as seen:
         mixed = run(_config(tmp_path, mixed_cands, "mixed"), log=lambda s: None)
     elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
     clean = run(
-        _config(tmp_path, [candidate("impl"), candidate("scipy")], "clean"), log=lambda s: None
+        _config(tmp_path, [candidate("impl"), candidate("scipy")], "clean",
+                cache=tmp_path / "cache-clean"),
+        log=lambda s: None,
+    )  # fmt: skip
+    clean_s = time.perf_counter() - t0
+    # the oracle's cache the cheats aimed at holds what a clean sweep's holds
+    entries = sorted(p.relative_to(tmp_path / "cache-clean")
+                     for p in (tmp_path / "cache-clean").rglob("*.npz"))  # fmt: skip
+    assert entries and entries == sorted(
+        p.relative_to(tmp_path / "cache") for p in (tmp_path / "cache").rglob("*.npz")
     )
+    for e in entries:
+        a = reference.OracleResult.load_tagged(tmp_path / "cache" / e)
+        b = reference.OracleResult.load_tagged(tmp_path / "cache-clean" / e)
+        assert a[1:] == b[1:] and a[0].expected.tobytes() == b[0].expected.tobytes(), e
+        assert np.array_equal(a[0].residual, b[0].residual, equal_nan=True), e
     ours = mixed[mixed.candidate.isin(["impl", "scipy"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(
         ours.drop(columns="seconds"), clean.drop(columns="seconds").reset_index(drop=True)
@@ -199,7 +216,9 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
             p for p in tmp_path.rglob("*") if p.is_file() and b"forged" in p.read_bytes()[-6:]
         ]
         assert seen == {"signals": 0, "connections": 0}
-    print(f"mixed sweep: {len(mixed)} cells in {elapsed:.1f}s")
+    print(
+        f"mixed sweep: {len(mixed)} cells in {elapsed:.1f}s; clean: {len(clean)} in {clean_s:.1f}s"
+    )
 
 
 def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path):

@@ -108,6 +108,10 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     # findings in words at the top, from the data; the fingerprint's records in prose
     top = readme.split("## What ran")[0]
     assert "## Findings" in top
+    from conformance import _sandbox
+
+    # the sandbox the workers ran in, as the run recorded it
+    assert f"- Workers: isolation worker, sandbox {_sandbox.describe()}" in readme
     assert re.search(r"- impl is within 0\.\d+ ULP on every cell that ran", top), top
     assert re.search(r"- scipy reaches [0-9.e+]+ ULP in float64 \(dominant\)", top), top
     assert "Oracle: the " in readme and "oracle version" in readme and '{"' not in readme
