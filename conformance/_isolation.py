@@ -252,17 +252,13 @@ def _spawn(
 # -- probes -------------------------------------------------------------------------------
 
 
-def probe(
-    backends: Iterable[Backend], timeout: float, log_dir: Path
-) -> dict[str, tuple[str | None, dict[str, Any]]]:
-    """For each backend, in a process of its own: None or why it cannot run here, and
-    its library_info. A probe that crashes or hangs is that backend's reason."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    running = {}
-    for b in backends:
-        log = log_dir / f"probe-{_slug(b.name)}.log"
-        running[b.name] = (*_spawn(probe_main, (b,), log), log)
-    out: dict[str, tuple[str | None, dict[str, Any]]] = {}
+def _answers(
+    running: dict[str, tuple[Any, Any, Path]], timeout: float, read: Callable[[Any], Any]
+) -> dict[str, tuple[Any, str]]:
+    """Each process's one answer (``read(connection)``; None where it sent none), and
+    why there is none: its death (with its log's last lines) or the deadline. Each is
+    killed with its children once it answered, died or ran past the deadline."""
+    out: dict[str, tuple[Any, str]] = {}
     deadline = time.monotonic() + timeout
     while running:
         ready = wait(
@@ -275,23 +271,37 @@ def probe(
                 continue
             msg = None
             try:
-                msg = c.recv() if answered and c.poll() else None
-            except (EOFError, OSError):
+                if answered and c.poll():
+                    msg = read(c)
+            except (EOFError, OSError, ProtocolError):
                 pass
             code = kill_tree(p)  # done, dead or past the deadline: and its children
             c.close()
             del running[name]
-            if msg is not None and msg[0] == "probe":
-                out[name] = (msg[1], msg[2])
-            elif not answered:
-                out[name] = (f"probing {name}: no answer after {timeout:g}s", {})
-            else:
+            why = f"no answer after {timeout:g}s"
+            if answered:
                 tail = log_tail(log)
-                out[name] = (
-                    f"probing {name}: {_describe(code).replace('worker', 'probe', 1)}"
-                    + (f"; last output: {tail}" if tail else ""),
-                    {},
-                )
+                why = _describe(code) + (f"; last output: {tail}" if tail else "")
+            out[name] = (msg, why)
+    return out
+
+
+def probe(
+    backends: Iterable[Backend], timeout: float, log_dir: Path
+) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """For each backend, in a process of its own: None or why it cannot run here, and
+    its library_info. A probe that crashes or hangs is that backend's reason."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running = {}
+    for b in backends:
+        log = log_dir / f"probe-{_slug(b.name)}.log"
+        running[b.name] = (*_spawn(probe_main, (b,), log), log)
+    out: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for name, (msg, why) in _answers(running, timeout, lambda c: c.recv()).items():
+        if msg is not None and msg[0] == "probe":
+            out[name] = (msg[1], msg[2])
+        else:
+            out[name] = (f"probing {name}: {why.replace('worker', 'probe', 1)}", {})
     return out
 
 
@@ -307,34 +317,14 @@ def probe_candidates(
         log = log_dir / f"candidate-{_slug(c.name)}.log"
         running[c.name] = (*_spawn(candidate_probe_main, (c, sandbox_root()), log), log)
     out: dict[str, tuple[str | None, bool, list[str]]] = {}
-    deadline = time.monotonic() + timeout
-    while running:
-        ready = wait(
-            [x for p, c, _ in running.values() for x in (c, p.sentinel)],
-            timeout=max(0.0, deadline - time.monotonic()),
-        )
-        for name, (p, c, log) in list(running.items()):
-            answered = c in ready or p.sentinel in ready
-            if not answered and time.monotonic() < deadline:
-                continue
-            msg = None
-            try:
-                if answered and c.poll():
-                    msg = unpack(c.recv_bytes(MAX_FRAME))
-            except (EOFError, OSError, ProtocolError):
-                pass
-            code = kill_tree(p)
-            c.close()
-            del running[name]
-            if msg is not None and msg.kind == "candidate":
-                f = msg.fields
-                out[name] = (f["error"], bool(f["found"]), list(f["files"]))
-            elif not answered:
-                out[name] = (f"import: no answer after {timeout:g}s", False, [])
-            else:
-                tail = log_tail(log)
-                out[name] = (f"import: {_describe(code)}" + (f"; {tail}" if tail else ""),
-                             False, [])  # fmt: skip
+    for name, (msg, why) in _answers(
+        running, timeout, lambda c: unpack(c.recv_bytes(MAX_FRAME))
+    ).items():
+        if msg is not None and msg.kind == "candidate":
+            f = msg.fields
+            out[name] = (f["error"], bool(f["found"]), list(f["files"]))
+        else:
+            out[name] = (f"import: {why}", False, [])
     return out
 
 
