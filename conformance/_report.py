@@ -539,13 +539,28 @@ def _exhaustive_page(rows: list[Any]) -> str:
     return "\n".join(md) + "\n"
 
 
+REPORT_FILES = ".report-files"  # what write_report wrote, for a fresh run to remove
+
+
 def write_report(
     results: str | os.PathLike[str], out: str | os.PathLike[str],
     exhaustive: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:  # fmt: skip
     """Every report file from ``results`` (a runner's results directory) into ``out``;
     the exhaustive float32 figures from its own chunk cells and from the results
-    directories in ``exhaustive``."""
+    directories in ``exhaustive``. The files written are listed in ``out/.report-files``
+    (a fresh run into ``results`` removes a report there, and only its files)."""
+    written = _write_report(results, out, exhaustive)
+    root = Path(out)
+    names = sorted({p.relative_to(root).as_posix() for p in written})
+    _write(root / REPORT_FILES, json.dumps(names, indent=0) + "\n")
+    return written
+
+
+def _write_report(
+    results: str | os.PathLike[str], out: str | os.PathLike[str],
+    exhaustive: Sequence[str | os.PathLike[str]] = (),
+) -> list[Path]:  # fmt: skip
     from ._exhaustive_report import exhaustive_rows, is_chunk, load_exhaustive
     from ._results import ResultsError, load_results
 

@@ -216,6 +216,7 @@ class ResultsDir:
         except OSError as exc:
             raise ResultsError(f"results directory {str(p)!r} cannot be used: {exc}") from None
         if fresh:
+            notes += self._replacing()
             removed = left = 0
             for d, pattern in ((self.cells, _CELL), (self.logs, _LOG)):
                 for f in d.iterdir():
@@ -228,6 +229,35 @@ class ResultsDir:
                 (p / name).unlink(missing_ok=True)
             if left:
                 notes.append(f"{left} files in {p} that this harness did not write were left")
+        return notes
+
+    def _replacing(self) -> list[str]:
+        """Before a fresh run: what it replaces, in words, and the report of the results
+        it replaces removed (the files that report listed as its own, nothing else)."""
+        notes = []
+        fp = self.read_fingerprint() or {}
+        cells = len(list(self.cells.glob("*.json")))
+        if cells or fp:
+            when = fp.get("run", {}).get("finished") or "an unfinished run"
+            notes.append(f"replacing the results of {when}: {cells} cell" + "s" * (cells != 1))
+        report = self.path / "report"
+        try:
+            listed = json.loads((report / ".report-files").read_text())
+        except (OSError, ValueError):
+            return notes
+        gone = 0
+        for name in listed if isinstance(listed, list) else []:
+            f = report / str(name)
+            if ".." not in Path(str(name)).parts and f.is_file():
+                f.unlink()
+                gone += 1
+        (report / ".report-files").unlink(missing_ok=True)
+        for d in sorted((x for x in report.rglob("*") if x.is_dir()), reverse=True):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # emptied folders of the report (img/, candidates/)
+        with contextlib.suppress(OSError):
+            report.rmdir()
+        notes.append(f"removed the {gone} files of the report of those results")
         return notes
 
     # -- cells ------------------------------------------------------------------------

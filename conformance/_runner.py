@@ -331,6 +331,11 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
             raise PlanError(str(exc)) from None
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 worker', '2 workers' (the run's header said '1 workers')"""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
     """Each candidate's import closure, as a digest (_judge.closure_digest), from a
     probe that imports it the way its workers will (sandboxed, in a process of its
@@ -480,9 +485,9 @@ def _sweep(
             )
     todo = [s for s in cells if names[s.key] not in done]
     where = (
-        f"{cfg.jobs} jobs"
+        plural(cfg.jobs, "job")
         if cluster is None
-        else f"{len(cluster.workers)} workers of {fp['cluster']['scheduler']}"
+        else f"{plural(len(cluster.workers), 'worker')} of {fp['cluster']['scheduler']}"
     )
     say(
         f"{len(cells)} cells ({len(cells) - len(todo)} already done), profile {cfg.profile}, "

@@ -299,3 +299,33 @@ def test_a_full_disk_stops_the_run_with_a_message_that_says_so(tmp_path, monkeyp
         raise AssertionError("the run went on")
     assert "No space left on device (ENOSPC)" in message and "--resume" in message
     assert len(list((tmp_path / "res" / "cells").glob("*.json"))) == 2
+
+
+def test_a_fresh_run_says_what_it_replaces_and_removes_that_runs_report(tmp_path):
+    """Running into an existing results directory replaced it without a word, and left
+    the old report beside the new results."""
+    from conformance._report import write_report
+    from conformance._results import ResultsDir
+
+    res, cache = tmp_path / "res", tmp_path / "cache"
+    r = cli(
+        "run", "--candidates", "impl", "--backends", "numpy:cpu", "--dtypes", "float32",
+        "--families", "normal", "--results", str(res), "--cache", str(cache), "--no-progress",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "replacing" not in r.stderr
+    written = write_report(res, res / "report")
+    mine = res / "report" / "my-notes.md"
+    mine.write_text("kept")
+    finished = json.loads((res / "fingerprint.json").read_text())["run"]["finished"]
+    notes = ResultsDir(res).prepare(fresh=True)
+    assert f"replacing the results of {finished}: 1 cell" in notes, notes
+    assert f"removed the {len(written)} files of the report of those results" in notes, notes
+    assert not any(p.exists() for p in written) and mine.read_text() == "kept"
+    assert not (res / "report" / "img").exists()
+
+
+def test_the_runs_header_counts_in_words():
+    from conformance._runner import plural
+
+    assert [plural(n, "worker") for n in (0, 1, 2)] == ["0 workers", "1 worker", "2 workers"]
