@@ -316,8 +316,10 @@ def _kill(pids: list[int]) -> None:
 
 
 def _persistent_xla_cache(path: str) -> None:
-    """XLA's compilations on disk beside the oracle's answers: a later worker loads them
-    instead of compiling every shape of every candidate again."""
+    """XLA's compilations on disk, in the candidate's cache directory under the sweep's
+    scratch root: a later worker of the same candidate (after a retirement or a crash)
+    loads them instead of compiling every shape again. They last as long as the sweep's
+    process: a cache that outlived it would be one that every candidate could write."""
     try:
         import jax
 
