@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,21 @@ def conformance_runner(
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before anything imports scipy
+    given = config.getoption("candidate", None)
+    if not given:
+        return
+    # candidates are found from where pytest was started, as `python -m conformance run`
+    # finds them (plain `pytest` does not put that folder on sys.path)
+    here = str(config.invocation_params.dir)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from ._candidates import candidate
+
+    for c in given:
+        try:
+            candidate(c)
+        except (KeyError, ImportError, ValueError) as exc:  # one line, no traceback
+            raise pytest.UsageError(f"--candidate {c}: {exc}") from None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -54,6 +54,27 @@ def _pytest(project: Path, cand: str, cache: Path) -> subprocess.CompletedProces
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True, env=env)
 
 
+def test_the_readme_line_runs_from_the_projects_folder(project, tmp_path):
+    """`pytest --pyargs conformance --candidate mypkg.module:fn`, run from the folder
+    that holds mypkg/ with the plain `pytest` command (which, unlike `python -m
+    pytest`, does not put that folder on sys.path): the candidate is found there. A
+    wrong one is a one-line usage error."""
+    exe = Path(sys.executable).with_name("pytest")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    base = [str(exe), "--pyargs", "conformance", "--backends", "numpy:cpu", "--dtypes",
+            "float32", "--families", "normal", "--oracle-cache", str(tmp_path / "cache"),
+            "-p", "no:cacheprovider", "-q"]  # fmt: skip
+    ok = subprocess.run([*base, "--candidate", "mypkg.lsm:good"], cwd=project,
+                        capture_output=True, text=True, env=env)  # fmt: skip
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    bad = subprocess.run([*base, "--candidate", "mypkg.nomodule:good"], cwd=project,
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 4, bad.stdout[-2000:] + bad.stderr[-2000:]
+    said = [s for s in bad.stderr.splitlines() if s.strip()]
+    assert len(said) == 1 and said[0].startswith("ERROR: --candidate mypkg.nomodule:good: "), said
+    assert "no module named 'mypkg.nomodule'" in said[0]
+
+
 def test_another_project_runs_the_suite_on_its_own_function(project, tmp_path):
     bad = _pytest(project, "mypkg.lsm:naive", tmp_path)
     assert bad.returncode == 1, bad.stdout[-3000:] + bad.stderr[-2000:]
