@@ -331,6 +331,15 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
             raise PlanError(str(exc)) from None
 
 
+def not_run_here(unrun: dict[str, int]) -> str:
+    """The cells that cannot run here, in one line: '1,294 not run here: 1,240 (no CUDA
+    device), 54 (...)', the most common reasons first."""
+    top = sorted(unrun.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{n:,} ({why})" for why, n in top[:4]]
+    more = f", and {len(top) - 4} other reasons" if len(top) > 4 else ""
+    return f"{sum(unrun.values()):,} not run here: " + ", ".join(parts) + more
+
+
 def plural(n: int, noun: str) -> str:
     """'1 worker', '2 workers' (the run's header said '1 workers')"""
     return f"{n} {noun}{'s' * (n != 1)}"
@@ -502,6 +511,7 @@ def _sweep(
 
     unavailable = {f.name: f.why_not() for f in cfg.families}
     runnable = []
+    unrun: dict[str, int] = {}  # why -> cells
     for s in todo:
         why = probes[s.backend.name][0]
         if why is None and s.dtype not in s.backend.dtypes:
@@ -510,15 +520,16 @@ def _sweep(
             why = unavailable[s.family.name]
         if why is not None:
             commit(not_run(s, why))
+            unrun[why] = unrun.get(why, 0) + 1
         else:
             runnable.append(s)
+    if unrun:  # counted apart: the progress counts the cells that run
+        say(not_run_here(unrun))
     if runnable:
         _oracle_pass(
             {(s.family.name, s.dtype): units[(s.family.name, s.dtype)] for s in runnable}, cfg, say
         )
-        progress = _Progress(
-            len(cells), len(cells) - len(runnable), cfg.progress, [s.family.name for s in runnable]
-        )
+        progress = _Progress(len(runnable), 0, cfg.progress, [s.family.name for s in runnable])
         cache = OracleCache(cfg.cache)
 
         def on_result(spec: CellSpec, raw: Raw | None, reason: str | None) -> None:

@@ -326,6 +326,11 @@ def test_a_fresh_run_says_what_it_replaces_and_removes_that_runs_report(tmp_path
 
 
 def test_the_runs_header_counts_in_words():
-    from conformance._runner import plural
+    from conformance._runner import not_run_here, plural
 
     assert [plural(n, "worker") for n in (0, 1, 2)] == ["0 workers", "1 worker", "2 workers"]
+    # cells this machine cannot run are counted apart, not into the progress
+    said = not_run_here({"torch:cuda: no CUDA device": 1240, "cupy is not installed": 54})
+    assert said == (
+        "1,294 not run here: 1,240 (torch:cuda: no CUDA device), 54 (cupy is not installed)"
+    )
