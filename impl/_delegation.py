@@ -101,6 +101,20 @@ def _is_bfloat16(dtype: Any) -> bool:
     return "bfloat16" in str(dtype)
 
 
+_FAST: dict[str, Any] = {}
+
+
+def _fast(module: str, name: str) -> Any:
+    """A fast path's function, imported at its first call (torch's only where torch is
+    used) and kept: an import statement costs about a microsecond a call."""
+    f = _FAST.get(name)
+    if f is None:
+        import importlib
+
+        f = _FAST[name] = getattr(importlib.import_module(f"impl.{module}"), name)
+    return f
+
+
 def log_softmax(x: Any, axis: Any = None) -> Any:
     """Logarithm of softmax, accurate where ``d - log(sum(exp(d)))`` saturates.
 
@@ -123,15 +137,11 @@ def log_softmax(x: Any, axis: Any = None) -> Any:
     # last axis (the same results as the path below, without its checks)
     kind = type(x)
     if kind.__module__ == "numpy":
-        from ._numpy import last_axis_rows
-
-        out = last_axis_rows(x, axis)
+        out = _fast("_numpy", "last_axis_rows")(x, axis)
         if out is not None:
             return out
     elif kind.__module__ == "torch" and kind.__name__ == "Tensor":
-        from ._torch import last_axis_rows_torch
-
-        out = last_axis_rows_torch(x, axis)
+        out = _fast("_torch", "last_axis_rows_torch")(x, axis)
         if out is not None:
             return out
     if not compat.is_array_api_obj(x):

@@ -146,10 +146,11 @@ def _rows_on_kernel(rows2d: NDArray[Any]) -> NDArray[Any]:
     """float32 or float64 rows (C-contiguous, aligned) through the kernels in one call,
     which shares them (or one long row's passes) among its threads, the GIL released;
     the rows it declines get their special values (_fill_specials)."""
-    out = empty_out(rows2d.shape, rows2d.dtype)
+    small = rows2d.size < _TWO_THREADS
+    # a small output needs none of empty_out's alignment (its own checks cost 2 us)
+    out = np.empty_like(rows2d) if small else empty_out(rows2d.shape, rows2d.dtype)
     # below two threads' worth (the kernels' 2^14 entries each) one thread: no need to
     # ask the machine (a system call) for the cores
-    small = rows2d.size < _TWO_THREADS
     threads = 1 if small or getattr(_serial, "on", False) else get_num_threads()
     if _kernel.rows(rows2d, out, rows2d.shape[1], threads):
         _fill_specials(rows2d, out)

@@ -62,10 +62,22 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
         or _differentiated(torch, x)
     ):
         return None
-    from ._numpy import last_axis_rows
-
-    out = last_axis_rows(x.detach().numpy(), axis)
+    out = _rows()(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
     return None if out is None else torch.from_numpy(out)
+
+
+def _rows() -> Any:
+    """_numpy.last_axis_rows, imported once (an import statement in the call costs
+    about 1 us of the fast path's few)."""
+    global _last_axis_rows
+    if _last_axis_rows is None:
+        from ._numpy import last_axis_rows
+
+        _last_axis_rows = last_axis_rows
+    return _last_axis_rows
+
+
+_last_axis_rows: Any = None
 
 
 def _differentiated(torch: Any, x: Any) -> bool:
@@ -82,7 +94,21 @@ def _differentiated(torch: Any, x: Any) -> bool:
 
 def _on_numpy(x: Any) -> bool:
     """Whether x runs on the NumPy path's kernels (CPU tensors of the four formats)."""
-    return x.device.type == "cpu" and str(x.dtype) in _NUMPY_VIEW
+    return bool(x.is_cpu) and x.dtype in _numpy_view()
+
+
+def _numpy_view() -> frozenset[Any]:
+    """The torch dtypes of _NUMPY_VIEW (str(dtype) costs a microsecond a call)."""
+    global _numpy_view_dtypes
+    if _numpy_view_dtypes is None:
+        torch = sys.modules["torch"]
+        _numpy_view_dtypes = frozenset(
+            getattr(torch, name.split(".", 1)[1]) for name in _NUMPY_VIEW
+        )
+    return _numpy_view_dtypes
+
+
+_numpy_view_dtypes: frozenset[Any] | None = None
 
 
 def _forward(torch: Any, x: Any, axes: tuple[int, ...], n: int, generic: Generic) -> Any:
