@@ -49,6 +49,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from . import _sandbox
 from ._backends import Backend
 from ._cell import CellSpec, Raw
 from ._wire import MAX_FRAME, Message, ProtocolError, unpack
@@ -144,7 +145,9 @@ def start_server(libraries: Iterable[str] = ()) -> None:
     _reap()
     want = frozenset(libraries)
     root = sandbox_root()
-    key = _env_key() + root  # the server's sandbox allows writes beneath the root alone
+    # the server's sandbox allows writes beneath the root (and the directories a user
+    # added) alone: a server started for others is not this one
+    key = _env_key() + root + os.environ.get(_sandbox.WRITABLE_ENV, "")
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     running = getattr(server, "_forkserver_pid", None) is not None
     if _server is not None and running:
@@ -222,11 +225,13 @@ def _start_process(proc: Any) -> None:
 
 
 def _spawn(
-    target: Callable[..., Any], args: tuple[Any, ...], log: Path, memory: int = 0
-) -> tuple[Any, Any]:
+    target: Callable[..., Any], args: tuple[Any, ...], log: Path, memory: int = 0,
+    fresh: bool = False,
+) -> tuple[Any, Any]:  # fmt: skip
     """A process running ``target(connection, *args, log's fd, where)``; its
-    connection. The log file is opened here and handed over open."""
-    ctx = _context()
+    connection. The log file is opened here and handed over open. ``fresh``: a new
+    interpreter (spawned), not a fork of the server with its preloaded libraries."""
+    ctx = mp.get_context("spawn") if fresh else _context()
     env = {k: v for k, v in os.environ.items() if k not in (_PRELOAD_ENV, _ROOT_ENV)}
     if memory > 0:  # the worker limits its own address space (_worker._start)
         env[MEMORY_ENV] = str(memory)
@@ -310,12 +315,16 @@ def probe_candidates(
 ) -> dict[str, tuple[str | None, bool, list[str]]]:
     """For each candidate, imported in a sandboxed process of its own (as its workers
     will): (the import's error or None, whether its function was found, the files of
-    the modules it loaded). A probe that dies or hangs says so as its error."""
+    the modules it loaded). A probe that dies or hangs says so as its error. Each is a
+    new interpreter, not a fork of the server: what a server preloaded for one sweep
+    and not another (torch and what it imports) must not change a candidate's
+    closure."""
     log_dir.mkdir(parents=True, exist_ok=True)
     running = {}
     for c in cands:
         log = log_dir / f"candidate-{_slug(c.name)}.log"
-        running[c.name] = (*_spawn(candidate_probe_main, (c, sandbox_root()), log), log)
+        proc, conn = _spawn(candidate_probe_main, (c, sandbox_root()), log, fresh=True)
+        running[c.name] = (proc, conn, log)
     out: dict[str, tuple[str | None, bool, list[str]]] = {}
     for name, (msg, why) in _answers(
         running, timeout, lambda c: unpack(c.recv_bytes(MAX_FRAME))

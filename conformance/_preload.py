@@ -46,6 +46,6 @@ for _name in _names:
 # server's socket from a worker (each worker adds a narrower layer of its own)
 if _root:
     try:
-        conformance._sandbox.restrict([_root])
+        conformance._sandbox.restrict([_root, *conformance._sandbox.extra_writable()])
     except OSError as _exc:  # the workers' own layers say so, cell by cell
         print(f"conformance: the fork server's sandbox failed: {_exc}", flush=True)

@@ -36,7 +36,12 @@ import platform
 import sys
 from collections.abc import Iterable
 
-__all__ = ["abi", "describe", "restrict"]
+__all__ = ["WRITABLE_ENV", "abi", "describe", "extra_writable", "restrict"]
+
+# directories every worker may write besides its own (os.pathsep between them): for a
+# candidate that keeps files of its own somewhere; every candidate of the sweep can
+# write there too, so it is part of the sandbox's description (and of each verdict)
+WRITABLE_ENV = "CONFORMANCE_SANDBOX_WRITABLE"
 
 # system call numbers: the same on every architecture (the generic table)
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
@@ -100,6 +105,11 @@ def abi() -> int:
     return _abi
 
 
+def extra_writable() -> list[str]:
+    """The directories of CONFORMANCE_SANDBOX_WRITABLE, as absolute paths."""
+    return [os.path.abspath(p) for p in os.environ.get(WRITABLE_ENV, "").split(os.pathsep) if p]
+
+
 def describe() -> str:
     """What the sandbox is on this machine, for the fingerprint and the report."""
     v = abi()
@@ -115,7 +125,9 @@ def describe() -> str:
         parts.append("tcp")
     if v >= _SCOPE[1]:
         parts.append("signals")
-    return f"landlock abi {v}: " + ", ".join(parts)
+    extra = extra_writable()
+    also = f"; also writable: {', '.join(extra)}" if extra else ""
+    return f"landlock abi {v}: " + ", ".join(parts) + also
 
 
 def _write_rights(v: int) -> int:

@@ -178,7 +178,7 @@ def _enter_sandbox(root: str, cand: Candidate, b: Backend | None) -> str | None:
     if b is not None and b.library == "jax":
         _persistent_xla_cache(os.path.join(caches, "xla"))
     try:
-        _sandbox.restrict([scratch, caches])
+        _sandbox.restrict([scratch, caches, *_sandbox.extra_writable()])
     except OSError as exc:
         return f"the worker's sandbox could not be applied: {exc}"
     return None

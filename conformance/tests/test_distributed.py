@@ -58,7 +58,10 @@ def _start_cluster(root: Path, resources: dict[str, str]) -> _Cluster:
     where = root / "where.txt"
     logs = root / "logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, "CONFORMANCE_TEST_WHERE": str(where)}
+    # where_am_i writes ``where``: the workers' sandbox lets them (the variable is
+    # part of the sandbox's description, so the local sweeps compared set it too)
+    env = {**os.environ, "CONFORMANCE_TEST_WHERE": str(where),
+           "CONFORMANCE_SANDBOX_WRITABLE": str(root)}  # fmt: skip
     with open(logs / "scheduler.log", "wb") as log:
         sched = subprocess.Popen(
             [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -89,11 +92,14 @@ def _start_cluster(root: Path, resources: dict[str, str]) -> _Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Cluster]:
-    c = _start_cluster(tmp_path_factory.mktemp("cluster"), {"A": "fake=1", "B": ""})
-    try:
-        yield c
-    finally:
-        c.stop()
+    root = tmp_path_factory.mktemp("cluster")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(root))  # as the cluster's (above)
+        c = _start_cluster(root, {"A": "fake=1", "B": ""})
+        try:
+            yield c
+        finally:
+            c.stop()
 
 
 def _config(tmp_path: Path, name: str, **kw: Any) -> RunConfig:
@@ -206,6 +212,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
     """SIGKILL to the worker running the first batch, once the candidate has been
     called there: its batch runs on the other worker, the table is complete and equal
     to a local sweep's, and nothing the killed worker started is left running."""
+    monkeypatch.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(tmp_path / "cluster"))
     c = _start_cluster(tmp_path / "cluster", {"A": "", "B": ""})
     try:
         monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "0.2")

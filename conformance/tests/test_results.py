@@ -334,3 +334,21 @@ def test_the_runs_header_counts_in_words():
     assert said == (
         "1,294 not run here: 1,240 (torch:cuda: no CUDA device), 54 (cupy is not installed)"
     )
+
+
+def test_a_candidates_closure_does_not_depend_on_what_the_server_preloaded(tmp_path):
+    """The candidates' probe is a new interpreter: forked from the fork server, it
+    listed torch (and what torch imports) after a sweep that preloaded torch, and not
+    otherwise, and a resume reran every cell for nothing."""
+    from conformance import candidate
+    from conformance._isolation import probe_candidates, start_server
+    from conformance._judge import closure_digest
+
+    digests = []
+    for libs in ({"numpy"}, {"numpy", "torch"}):
+        start_server(libs)
+        ((why, found, files),) = probe_candidates([candidate("impl")], 120, tmp_path).values()
+        assert why is None and found and files
+        assert not any(f.endswith(os.sep + "torch") for f in files)
+        digests.append(closure_digest(files))
+    assert digests[0] == digests[1]
