@@ -57,7 +57,7 @@ from ._worker import (
     PassFd,
     _children,
     _kill,
-    candidate_probe_main,
+    candidates_probe_main,
     log_tail,
     probe_main,
     scratch_of,
@@ -315,25 +315,37 @@ def probe_candidates(
 ) -> dict[str, tuple[str | None, bool, list[str]]]:
     """For each candidate, imported in a sandboxed process of its own (as its workers
     will): (the import's error or None, whether its function was found, the files of
-    the modules it loaded). A probe that dies or hangs says so as its error. Each is a
-    new interpreter, not a fork of the server: what a server preloaded for one sweep
-    and not another (torch and what it imports) must not change a candidate's
-    closure."""
+    the modules it loaded). One new interpreter, not the fork server, forks a child a
+    candidate (_worker.candidates_probe_main): what a server preloaded for one sweep
+    and not another (torch, and what torch imports) must not change a closure. A
+    probe that dies or hangs says so as its error."""
+    cands = list(cands)
     log_dir.mkdir(parents=True, exist_ok=True)
-    running = {}
-    for c in cands:
-        log = log_dir / f"candidate-{_slug(c.name)}.log"
-        proc, conn = _spawn(candidate_probe_main, (c, sandbox_root()), log, fresh=True)
-        running[c.name] = (proc, conn, log)
+    log = log_dir / "candidates-probe.log"
+    proc, conn = _spawn(candidates_probe_main, (cands, sandbox_root(), timeout), log, fresh=True)
     out: dict[str, tuple[str | None, bool, list[str]]] = {}
-    for name, (msg, why) in _answers(
-        running, timeout, lambda c: unpack(c.recv_bytes(MAX_FRAME))
-    ).items():
-        if msg is not None and msg.kind == "candidate":
-            f = msg.fields
-            out[name] = (f["error"], bool(f["found"]), list(f["files"]))
-        else:
-            out[name] = (f"import: {why}", False, [])
+    names = {c.name for c in cands}
+    deadline = time.monotonic() + timeout + 120  # and the interpreter's own start
+    why = f"no answer after {timeout:g}s"
+    try:
+        while names - out.keys():
+            ready = wait([conn, proc.sentinel], timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            try:
+                m = unpack(conn.recv_bytes(MAX_FRAME))
+            except (EOFError, OSError, ProtocolError):
+                tail = log_tail(log)
+                why = _describe(proc.exitcode) + (f"; last output: {tail}" if tail else "")
+                break
+            f = m.fields
+            if m.kind == "probed" and f["name"] in names:
+                out[f["name"]] = (f["error"], bool(f["found"]), list(f["files"]))
+    finally:
+        kill_tree(proc)
+        conn.close()
+    for n in names - out.keys():
+        out[n] = (f"import: {why}", False, [])
     return out
 
 

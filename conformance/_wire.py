@@ -93,6 +93,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
     },
     "retire": {"why": "text"},
     "candidate": {"error": "text?", "found": "int", "files": "texts"},
+    "probed": {"name": "text", "error": "text?", "found": "int", "files": "texts"},
 }
 _WITH_ARRAYS = {"block": 1, "done": None}  # how many arrays (None: any number)
 

@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -35,10 +36,10 @@ from . import _fpenv, _limits, _sandbox
 from ._backends import Backend
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, execute, load_error
-from ._wire import clip, pack
+from ._wire import MAX_FRAME, ProtocolError, clip, pack, unpack
 
 __all__ = [
-    "PassFd", "adopt_orphans", "candidate_probe_main", "die_with_parent",
+    "PassFd", "adopt_orphans", "candidates_probe_main", "die_with_parent",
     "guard_fork_server", "library_info", "loaded_files", "probe_main", "worker_main",
 ]  # fmt: skip
 
@@ -448,17 +449,12 @@ def loaded_files() -> list[str]:
     return sorted(out)
 
 
-def candidate_probe_main(
-    conn: Any, cand: Candidate, root: str, log: PassFd | int,
-    where: tuple[str, list[str], dict[str, str]] | None = None,
-) -> NoReturn:  # fmt: skip
-    """In a worker's sandbox: import the candidate, and say whether that worked,
-    whether its function is there, and the files of the modules loaded (its import
-    closure, for the judge's digest)."""
+def _probe_one(w: int, cand: Candidate, root: str) -> NoReturn:
+    """In a child of the candidates' probe: this candidate imported in a worker's
+    sandbox; what it loaded, written to ``w`` (data only)."""
     code = 0
     try:
-        _start(log, where)
-        os.environ.setdefault("SCIPY_ARRAY_API", "1")
+        os.setsid()
         error = _enter_sandbox(root, cand, None)
         found = 0
         if error is None:
@@ -474,8 +470,80 @@ def candidate_probe_main(
                 error = f"{'function' if absent else 'import'}: {type(exc).__name__}: {said}"
             except (Exception, SystemExit) as exc:
                 error = f"import: {type(exc).__name__}: {exc}"
-        _sayer(conn)("candidate", error=None if error is None else clip(error), found=found,
-                     files=clip(loaded_files()))  # fmt: skip
+        data = pack("candidate", error=None if error is None else clip(error), found=found,
+                    files=clip(loaded_files()))  # fmt: skip
+        view = memoryview(data)
+        while view:
+            view = view[os.write(w, view) :]
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    _finish(code)
+
+
+def candidates_probe_main(
+    conn: Any, cands: list[Candidate], root: str, timeout: float, log: PassFd | int,
+    where: tuple[str, list[str], dict[str, str]] | None = None,
+) -> NoReturn:  # fmt: skip
+    """A new interpreter that has imported the harness alone: for each candidate, a
+    child of its own (forked, sandboxed) imports it, and says whether that worked,
+    whether the function is there, and the files of the modules loaded (its import
+    closure, for the judge's digest). Being a new interpreter, not the fork server, it
+    has not preloaded what one sweep's libraries pulled in and another's did not. A
+    child past ``timeout`` is killed. One ``probed`` message a candidate."""
+    import select
+    import signal
+
+    code = 0
+    try:
+        _start(log, where)
+        os.environ.setdefault("SCIPY_ARRAY_API", "1")
+        say = _sayer(conn)
+        running: dict[int, tuple[int, Candidate, bytearray, float]] = {}
+        for c in cands:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _probe_one(w, c, root)
+            os.close(w)
+            running[r] = (pid, c, bytearray(), time.monotonic() + timeout)
+        while running:
+            wait_s = max(0.0, min(d for *_, d in running.values()) - time.monotonic())
+            ready, _, _ = select.select(list(running), [], [], wait_s)
+            for r in list(running):
+                pid, c, got, deadline = running[r]
+                chunk = os.read(r, 1 << 20) if r in ready else None
+                if chunk and len(got) + len(chunk) <= MAX_FRAME:
+                    got += chunk
+                    continue
+                if chunk is None and time.monotonic() < deadline:
+                    continue
+                # ended (EOF), over the size, or past the deadline
+                del running[r]
+                os.close(r)
+                late = chunk is None
+                for kill, target in ((os.killpg, pid), (os.kill, pid)):
+                    try:
+                        kill(target, signal.SIGKILL)
+                    except OSError:
+                        pass
+                _, status = os.waitpid(pid, 0)
+                error, found, files = f"import: no answer after {timeout:g}s", 0, []
+                if not late:
+                    try:
+                        m = unpack(bytes(got))
+                        if m.kind != "candidate":
+                            raise ProtocolError(m.kind)
+                        error, found, files = (
+                            m.fields["error"],
+                            m.fields["found"],
+                            m.fields["files"],
+                        )
+                    except ProtocolError:
+                        why = os.waitstatus_to_exitcode(status)
+                        error = f"import: the probe ended with {why} and no answer"
+                say("probed", name=c.name, error=error, found=found, files=files)
     except BaseException:
         traceback.print_exc()
         code = 70
