@@ -112,6 +112,7 @@ def _bait(tmp_path: Path) -> Iterator[dict[str, Any]]:
 _SANDBOXED = ("forges_files", "signals_others", "opens_a_socket")
 
 
+@pytest.mark.extended
 def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_path):
     _, targets = hostile
     if not _sandbox.abi():  # without Landlock these would succeed: not run

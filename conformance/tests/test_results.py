@@ -195,6 +195,7 @@ def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path
     assert oc.get(normal).expected.tobytes() == truth.tobytes()  # replaced
 
 
+@pytest.mark.extended
 def test_resume_reruns_cells_judged_under_another_timeout_or_helper_module(tmp_path):
     """A cell finished under another --timeout is not this run's verdict (a timeout
     under a shorter one would be kept forever), nor one whose candidate's package has
