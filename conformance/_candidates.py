@@ -33,6 +33,7 @@ __all__ = [
     "check_target",
     "known_candidates",
     "locate",
+    "missing_function",
 ]
 
 ENTRY_POINT_GROUP = "log_softmax_conformance.candidates"
@@ -131,6 +132,15 @@ def load_target(target: str) -> Callable[..., Any]:
     if not callable(obj):
         raise TypeError(f"{target!r} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def missing_function(exc: BaseException, target: str) -> bool:
+    """Whether ``exc``, raised by load_target(target), says that the module imported
+    and holds no such function (the two messages above), not that its import failed."""
+    said = str(exc)
+    if isinstance(exc, AttributeError):
+        return " has no attribute " in said and said.endswith(f"({target!r})")
+    return isinstance(exc, TypeError) and said == f"{target!r} is not callable"
 
 
 # -- adapters to fn(x, axis=...) --------------------------------------------------------

@@ -52,6 +52,7 @@ from typing import Any
 from . import _sandbox
 from ._backends import Backend
 from ._cell import CellSpec, Raw
+from ._limits import physical_memory
 from ._wire import MAX_FRAME, Message, ProtocolError, unpack
 from ._worker import (
     PassFd,
@@ -182,6 +183,12 @@ def _describe(code: int | None) -> str:
     return f"worker exited with code {code}"
 
 
+def _death(code: int | None, log: Path) -> str:
+    """How a process ended, and what it last wrote to its log."""
+    tail = log_tail(log)
+    return _describe(code) + (f"; last output: {tail}" if tail else "")
+
+
 def kill_tree(proc: Any) -> int | None:
     """Kill a worker, its process group and every descendant; its exit code."""
     pid = proc.pid
@@ -283,11 +290,7 @@ def _answers(
             code = kill_tree(p)  # done, dead or past the deadline: and its children
             c.close()
             del running[name]
-            why = f"no answer after {timeout:g}s"
-            if answered:
-                tail = log_tail(log)
-                why = _describe(code) + (f"; last output: {tail}" if tail else "")
-            out[name] = (msg, why)
+            out[name] = (msg, _death(code, log) if answered else f"no answer after {timeout:g}s")
     return out
 
 
@@ -335,8 +338,7 @@ def probe_candidates(
             try:
                 m = unpack(conn.recv_bytes(MAX_FRAME))
             except (EOFError, OSError, ProtocolError):
-                tail = log_tail(log)
-                why = _describe(proc.exitcode) + (f"; last output: {tail}" if tail else "")
+                why = _death(proc.exitcode, log)
                 break
             f = m.fields
             if m.kind == "probed" and f["name"] in names:
@@ -387,10 +389,7 @@ def _queue_limit(jobs: int) -> int:
     """Blocks queued for the scorers: 8 a scorer (at 2 a scorer the workers waited on
     them, and the exhaustive family took 1.25 times as long here; at 8, 1.05 to 1.2),
     within an eighth of the machine's memory."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 8 << 30
+    ram = physical_memory() or 8 << 30
     return max(2, min(8 * jobs, ram // 8 // _BLOCK_BYTES))
 
 
@@ -409,11 +408,6 @@ def _scorer_start() -> None:
         libc.mallopt(-2, 1 << 26)  # M_TOP_PAD
     except (OSError, AttributeError):
         pass
-
-
-def _score(stream: Any, i: int, enc: Any) -> Any:
-    """In a scoring process: one block of a streamed cell (see _exhaustive.score_block)."""
-    return stream.score(i, enc)
 
 
 class Supervisor:
@@ -440,6 +434,7 @@ class Supervisor:
         self.strikes: dict[tuple[str, str], int] = {}
         self.n_logs = 0
         self.streams: dict[str, _Stream] = {}
+        self.queue_limit = _queue_limit(self.jobs)  # blocks queued for the scorers
         self.pool: Any = None  # the scoring processes, started at the first block
         self.wake_r, self.wake_w = os.pipe()  # a block scored wakes the loop
         os.set_blocking(self.wake_w, False)
@@ -518,7 +513,7 @@ class Supervisor:
         w.last = time.monotonic()
         st = self.streams.setdefault(spec.key, _Stream(spec))
         with without_main():  # the pool spawns its processes as blocks come
-            fut = self._pool().submit(_score, stream, i, msg.arrays[0])
+            fut = self._pool().submit(stream.score, i, msg.arrays[0])
         fut.add_done_callback(self._wake)
         st.futures[i] = fut
 
@@ -551,7 +546,7 @@ class Supervisor:
         """Blocks waiting for a scorer beyond what the pool may queue: read no more for
         now (the workers wait at their next block)."""
         waiting = sum(not f.done() for st in self.streams.values() for f in st.futures.values())
-        return waiting >= _queue_limit(self.jobs)
+        return waiting >= self.queue_limit
 
     def _fail_group(self, g: tuple[str, str], first: CellSpec | None, reason: str) -> None:
         rest = self.pending.pop(g, deque())

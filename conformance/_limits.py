@@ -4,7 +4,7 @@ them and the cell (_cell) reads them, and neither imports the other's way."""
 
 from __future__ import annotations
 
-__all__ = ["limit_memory", "memory_limit"]
+__all__ = ["limit_memory", "memory_limit", "physical_memory"]
 
 _memory_limit = 0  # this worker's address-space limit in bytes (0: none)
 
@@ -31,3 +31,13 @@ def limit_memory(text: str) -> None:
 def memory_limit() -> int:
     """This worker's address-space limit in bytes (0: none)"""
     return _memory_limit
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes; 0 where it does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0

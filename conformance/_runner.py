@@ -35,6 +35,7 @@ from ._candidates import Candidate
 from ._cell import CellSpec, Raw, failed, not_run, score
 from ._families import Case, Family, expand
 from ._judge import candidate_digest, cell_judge, closure_digest, inputs_digest
+from ._limits import physical_memory
 from ._oracle_cache import OracleCache
 from ._results import ResultsDir, cell_file_name, table_from
 
@@ -100,11 +101,8 @@ def default_memory(jobs: int) -> int:
     """A worker's share of the machine's memory: its physical memory over the jobs, and
     4 GiB at least (the backend libraries a worker has imported map 1 to 3 GiB of
     address space before a cell runs); 0 (no limit) where the machine does not say."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return 0
-    return max(int(total) // max(1, jobs), 4 * _GIB)
+    total = physical_memory()
+    return max(total // max(1, jobs), 4 * _GIB) if total else 0
 
 
 def memory_of(cfg: RunConfig) -> int:

@@ -118,7 +118,7 @@ def _one_row(data: bytes, dtype: str, fmt: Format, profile: str, rng: Any) -> li
 class _InWorker:
     """The candidate's calls, one cell per example, in a worker of its own (a
     Supervisor that keeps its worker between examples). Returns the answer as a plain
-    array, or None with ``why`` set where the call raised, crashed or timed out."""
+    array, or None where the call raised, crashed or timed out."""
 
     def __init__(self, cand: Candidate, b: Backend, dtype: str, timeout: float) -> None:
         from ._isolation import Supervisor, start_server
@@ -127,7 +127,6 @@ class _InWorker:
         self.cand, self.b, self.dtype = cand, b, dtype
         self.logs = tempfile.TemporaryDirectory(prefix="conformance-search-")
         self.answers: dict[str, tuple[Any, str | None]] = {}
-        self.why = ""
         self.sup = Supervisor(
             jobs=1, timeout=timeout, log_dir=Path(self.logs.name), keep_idle=1,
             on_result=lambda spec, raw, reason: self.answers.__setitem__(spec.key, (raw, reason)),
@@ -141,11 +140,9 @@ class _InWorker:
         spec = CellSpec(self.cand, self.b, self.dtype, fam, "quick")
         self.sup.add([spec])
         self.sup.run()
-        raw, reason = self.answers.pop(spec.key, (None, "no answer"))
+        raw, _ = self.answers.pop(spec.key, (None, "no answer"))
         if raw is None or raw.error is not None or not raw.outputs or raw.outputs[0] is None:
-            self.why = reason or (raw.error if raw is not None else "") or "no array"
             return None
-        self.why = ""
         return decode(raw.outputs[0])
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _fpenv, _limits, _sandbox
 from ._backends import Backend
-from ._candidates import Candidate
+from ._candidates import Candidate, missing_function
 from ._cell import CellSpec, Raw, execute, load_error
 from ._wire import MAX_FRAME, ProtocolError, clip, pack, unpack
 
@@ -461,15 +461,9 @@ def _probe_one(w: int, cand: Candidate, root: str) -> NoReturn:
             try:
                 cand.load()
                 found = 1
-            except (AttributeError, TypeError) as exc:
-                # the module imported, and has no such function (load_target's words),
-                # or something in its import raised
-                said = str(exc)
-                absent = " has no attribute " in said and said.endswith(f"({cand.target!r})")
-                absent |= said == f"{cand.target!r} is not callable"
-                error = f"{'function' if absent else 'import'}: {type(exc).__name__}: {said}"
             except (Exception, SystemExit) as exc:
-                error = f"import: {type(exc).__name__}: {exc}"
+                what = "function" if missing_function(exc, cand.target) else "import"
+                error = f"{what}: {type(exc).__name__}: {exc}"
         data = pack("candidate", error=None if error is None else clip(error), found=found,
                     files=clip(loaded_files()))  # fmt: skip
         view = memoryview(data)

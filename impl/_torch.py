@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._numpy import last_axis_rows  # the fast path's kernels (an import in the call: 1 us)
+
 __all__ = ["last_axis_rows_torch", "log_softmax_torch"]
 
 
@@ -62,22 +64,8 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
         or _differentiated(torch, x)
     ):
         return None
-    out = _rows()(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
+    out = last_axis_rows(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
     return None if out is None else torch.from_numpy(out)
-
-
-def _rows() -> Any:
-    """_numpy.last_axis_rows, imported once (an import statement in the call costs
-    about 1 us of the fast path's few)."""
-    global _last_axis_rows
-    if _last_axis_rows is None:
-        from ._numpy import last_axis_rows
-
-        _last_axis_rows = last_axis_rows
-    return _last_axis_rows
-
-
-_last_axis_rows: Any = None
 
 
 def _differentiated(torch: Any, x: Any) -> bool:
