@@ -11,6 +11,12 @@ counters (``impl._kernel.stats()``): rows, rows recomputed on the slow path, out
 the fast path's bound left undecided, and outputs the slow path's left undecided too
 (none expected). Then the cost of the accurate pass over a row (exact_l_*: the
 double-double exp) against the fast path's whole call, in ns an entry, on one thread.
+
+Then the generic algorithm (array-api-strict here; the GPU paths run it too), on the
+same inputs: the outputs its rounding test left open, and the calls that had to go to
+the host for them (``impl/_host.py``), on array-api-strict's CPU device (narrow formats
+and float32 in float64, float64 in double-words) and on its device without float64
+(float32 in double-words).
 """
 
 from __future__ import annotations
@@ -52,6 +58,63 @@ def _family_rows(profile: str) -> list[tuple[str, str, dict[str, int]]]:
                 for c in cases:
                     impl.log_softmax(c.x, axis=c.axis)
             out.append((fam.name, fmt, _counts(_kernel, fmt)))
+    return out
+
+
+def _generic_rows(profile: str) -> list[tuple[str, str, str, int, int, int, int]]:
+    """(inputs, device, format, calls, calls that went to the host, outputs, outputs
+    left open) for the generic algorithm on array-api-strict"""
+    import array_api_strict as xps
+
+    from impl import _delegation, _host
+
+    tally = {"calls": 0, "open": 0}
+    real = _host.host_fix
+
+    def counting(xp: Any, x: Any, axes: tuple[int, ...]) -> Any:
+        fix = real(xp, x, axes)
+
+        def count(out: Any, open_: Any) -> Any:
+            n = int(xp.sum(xp.astype(open_, xp.int32)))
+            tally["calls"] += n > 0
+            tally["open"] += n
+            return out if fix is None or n == 0 else fix(out, open_)
+
+        return count
+
+    inputs: list[tuple[str, str, list[tuple[np.ndarray, Any]]]] = []
+    for fam in FAMILIES:
+        if fam.name in SKIP or fam.why_not() is not None:
+            continue
+        for fmt in ("float32", "float64"):
+            try:
+                cases = fam.cases(fmt, profile)
+            except Exception:  # a family without this format's inputs
+                continue
+            if cases:
+                inputs.append((fam.name, fmt, [(c.x, c.axis) for c in cases]))
+    rng = np.random.default_rng(2)
+    for fmt in ("float32", "float64"):
+        for scale in (1.0, 5.0, 30.0):
+            xs = [(rng.standard_normal((256, 1024)) * scale).astype(fmt) for _ in range(4)]
+            inputs.append((f"random (256, 1024) x 4, sd {scale:g}", fmt, [(x, -1) for x in xs]))
+    out = []
+    _delegation.host_fix = counting
+    try:
+        for name, fmt, cases in inputs:
+            for device in ("CPU_DEVICE", "no_float64"):
+                if device == "no_float64" and fmt == "float64":
+                    continue
+                tally.update(calls=0, open=0)
+                size = 0
+                with np.errstate(all="ignore"):
+                    for x, axis in cases:
+                        a = xps.asarray(x, device=xps.Device(device))
+                        impl.log_softmax(a, axis=axis)
+                        size += x.size
+                out.append((name, device, fmt, len(cases), tally["calls"], size, tally["open"]))
+    finally:
+        _delegation.host_fix = real
     return out
 
 
@@ -120,6 +183,13 @@ def main() -> None:
           "and the accurate pass over a row")  # fmt: skip
     for name, fast, slow in _cost():
         print(f"{name:<9} fast {fast:>7.2f}   slow pass {slow:>7.2f}   ratio {slow / fast:>6.1f}x")
+    print()
+    print("the generic algorithm on array-api-strict: calls that went to the host, and the "
+          "outputs its rounding test left open")  # fmt: skip
+    print(f"{'inputs':<42} {'device':<11} {'format':<8} {'calls':>6} {'to host':>8} "
+          f"{'outputs':>9} {'open':>6}")  # fmt: skip
+    for name, device, fmt, calls, hosted, size, n_open in _generic_rows(args.profile):
+        print(f"{name:<42} {device:<11} {fmt:<8} {calls:>6} {hosted:>8} {size:>9} {n_open:>6}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,10 @@ __all__ = [
     "two_sum",
 ]
 
-_TABLE_BITS = 6  # exp reduces by ln2 / 64: r in [-ln2/128, ln2/128]
+# exp reduces by ln2 / 2**table_bits: float32 by ln2/64 (r within ln2/128 = 2**-7.5),
+# float64 by ln2/1024 (r within 2**-11.5: the cubic term r**3/6 < 2**-37.1, so its
+# roundings cost 2**-88.5 of the result; with ln2/64 they cost 2**-76.5)
+_TABLE_BITS = {"float32": 6, "float64": 10}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Format:
     precision: int
     emin: int  # exponent of the smallest normal number
     split: float  # Veltkamp: 2**ceil(p/2) + 1
-    c: tuple[float, float, float, float]  # ln2/64, c[0] and c[1] short: k * c[i] exact
+    table_bits: int  # exp's argument reduction by ln2 / 2**table_bits
+    c: tuple[float, float, float, float]  # that step, c[0] and c[1] short: k * c[i] exact
     k_max: int  # |k| <= k_max keeps those products exact
     exp_coeffs: tuple[float, ...]  # 1/3!, 1/4!, ... for the cubic-and-up tail
     log1p_coeffs: tuple[float, ...]  # 1/3, -1/4, 1/5, ... for the cubic-and-up tail
@@ -55,7 +59,7 @@ class Format:
     @property
     def exp_domain(self) -> float:
         """exp_parts takes arguments down to minus this."""
-        return self.k_max * math.log(2.0) / (1 << _TABLE_BITS) - 1.0
+        return self.k_max * math.log(2.0) / (1 << self.table_bits) - 1.0
 
 
 def _round(value: decimal.Decimal | float, name: str) -> float:
@@ -76,18 +80,25 @@ def _short(value: decimal.Decimal, bits: int) -> float:
 def fmt(name: str) -> Format:
     """The constants of ``name`` ("float32" or "float64")."""
     p = {"float32": 24, "float64": 53}[name]
-    k_bits = 14 if name == "float32" else 17  # |k| < 2**k_bits: |d| <= 177 / 1419
+    bits = _TABLE_BITS[name]
+    # |k| < 2**k_bits: |d| <= 176 (float32), 2838 (float64)
+    k_bits = 14 if name == "float32" else 22
     with decimal.localcontext(decimal.Context(prec=80)):
-        c = decimal.Decimal(2).ln() / (1 << _TABLE_BITS)
+        c = decimal.Decimal(2).ln() / (1 << bits)
         c1 = _short(c, p - k_bits)
         c2 = _short(c - decimal.Decimal(c1), p - k_bits)
         c3 = _round(c - decimal.Decimal(c1) - decimal.Decimal(c2), name)
         c4 = _round(c - decimal.Decimal(c1) - decimal.Decimal(c2) - decimal.Decimal(c3), name)
-    # |r| <= ln2/128 = 2**-7.5: r**n / n! kept while above 2**(-p - 30)
-    n_exp = 6 if name == "float32" else 10
+    # r**n / n! kept while above 2**(-p - 40) for |r| <= ln2 / 2**(bits + 1): up to
+    # r**6/6! in float32 (2**-45.0 / 720), r**7/7! in float64 (2**-80.7 / 5040)
+    n_exp = 6 if name == "float32" else 7
     exp_coeffs = tuple(_round(1.0 / math.factorial(i), name) for i in range(3, n_exp + 1))
-    # log1p(T) = T - T**2/2 + T**3/3 - ... for T < 2**-8, kept while above 2**(-p - 16)
-    n_log = 6 if name == "float32" else 10
+    # log1p(T) = T - T**2/2 + T**3/3 - ... below series_below (float32 2**-8, float64
+    # 2**-12), kept while T**(n-1)/n is above 2**(-p - 16) (float32) and 2**-96
+    # (float64). float64's series stops at 2**-12, where its cubic term's roundings
+    # (4 ulp of T**3/3 = 2**-25.6 T) and the Newton step's (exp_parts' 2**-88 over
+    # L = 2**-12) both stay near 2**-76 of L.
+    n_log = 6 if name == "float32" else 9
     log1p_coeffs = tuple(_round((-1.0) ** (i + 1) / i, name) for i in range(3, n_log + 1))
     emax = 127 if name == "float32" else 1023
     return Format(
@@ -95,23 +106,25 @@ def fmt(name: str) -> Format:
         precision=p,
         emin=-126 if name == "float32" else -1022,
         split=float((1 << ((p + 1) // 2)) + 1),
+        table_bits=bits,
         c=(c1, c2, c3, c4),
         k_max=(1 << k_bits) - 1,
         exp_coeffs=exp_coeffs,
         log1p_coeffs=log1p_coeffs,
-        series_below=2.0**-8,
+        series_below=2.0**-8 if name == "float32" else 2.0**-12,
         p2_range=(-(emax + p + 1), emax),
     )
 
 
 @functools.lru_cache(maxsize=2)
 def _exp_table(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """2**(j/64) = hi + lo for j = 0..63, good to 2**(-2p)."""
+    """2**(j/N) = hi + lo for j = 0..N-1 (N = 2**table_bits), good to 2**(-2p)."""
     hi, lo = [], []
-    with decimal.localcontext(decimal.Context(prec=80)):
+    n = 1 << _TABLE_BITS[name]
+    with decimal.localcontext(decimal.Context(prec=40)):
         ln2 = decimal.Decimal(2).ln()
-        for j in range(1 << _TABLE_BITS):
-            v = (ln2 * j / (1 << _TABLE_BITS)).exp()
+        for j in range(n):
+            v = (ln2 * j / n).exp()
             h = _round(v, name)
             hi.append(h)
             lo.append(_round(v - decimal.Decimal(h), name))
@@ -181,18 +194,20 @@ def pow2(xp: Any, q: Any, like: Any, f: Format) -> Any:
 
 
 def exp_parts(xp: Any, dh: Any, dl: Any, f: Format) -> tuple[Any, Any, Any]:
-    """exp(dh + dl) == (hi + lo) * 2**q, relative error below 2**(-p - 20), for
-    -exp_domain <= dh <= 0 (176 for float32, 1418 for float64) and |dl| <= ulp(dh).
-    hi + lo lies in [0.99, 2.02); q is an integer-valued float <= 0.
+    """exp(dh + dl) == (hi + lo) * 2**q for -exp_domain <= dh <= 0 (176 for float32,
+    2838 for float64) and |dl| <= ulp(dh), relative error below 2**(-p - 20) in
+    float32 and 2**-86 in float64 (2**-88.5 from the cubic term's roundings). hi + lo
+    lies in [0.99, 2.02); q is an integer-valued float <= 0.
 
-    dh = k ln2/64 + r with ln2/64 in four parts (the first two products exact, the
-    third made exact), exp(r) by its Taylor series with the quadratic term exact,
-    and 2**(j/64) from a table of double-word values.
+    dh = k ln2/N + r (N = 2**table_bits) with ln2/N in four parts (the first two
+    products exact, the third made exact), exp(r) by its Taylor series with the
+    quadratic term exact, and 2**(j/N) from a table of double-word values.
     """
     c1, c2, c3, c4 = f.c
-    k = xp.round(dh * (float(1 << _TABLE_BITS) / math.log(2.0)))
-    q = xp.floor(k * (1.0 / (1 << _TABLE_BITS)))
-    j = k - q * float(1 << _TABLE_BITS)
+    n = float(1 << f.table_bits)
+    k = xp.round(dh * (n / math.log(2.0)))
+    q = xp.floor(k * (1.0 / n))
+    j = k - q * n
     r1 = dh - k * c1  # exact: Sterbenz
     rh, rl = two_sum(xp, r1, -(k * c2))  # k * c2 exact
     p3h, p3l = two_prod(xp, k, const(xp, dh, c3), f)
@@ -223,10 +238,10 @@ def exp_parts(xp: Any, dh: Any, dl: Any, f: Format) -> tuple[Any, Any, Any]:
 def log1p_dw(
     xp: Any, th: Any, tl: Any, f: Format, opaque: Callable[[Any], Any] | None = None
 ) -> tuple[Any, Any]:
-    """log1p(th + tl) == hi + lo, relative error below 2**(-p - 12), for
-    0 <= T < 2**60 with |tl| <= ulp(th).
+    """log1p(th + tl) == hi + lo, relative error below 2**(-p - 12) in float32 and
+    2**-75 in float64, for 0 <= T < 2**60 with |tl| <= ulp(th).
 
-    Below 2**-8 the series; above, one Newton step on exp(L) = 1 + T from the
+    Below ``series_below`` the series; above, one Newton step on exp(L) = 1 + T from the
     namespace's own log1p: L = L0 + ((1 + T) exp(-L0) - 1), with exp(-L0) double-word
     and the product formed exactly, so the step's own error is ~2**(-2p) and the
     seed's error enters squared.
@@ -239,14 +254,14 @@ def log1p_dw(
     if opaque is not None:
         one = opaque(one)
     small = th < f.series_below
-    # series: T - T**2/2 + T**3 (1/3 - T/4 + ...), and tl (1 - T)
+    # series: T - T**2/2 + T**3 (1/3 - T/4 + ...), and tl (1 - T + T**2)
     ts = xp.where(small, th, xp.zeros_like(th))
     tail = const(xp, th, f.log1p_coeffs[-1])
     for coeff in reversed(f.log1p_coeffs[:-1]):
         tail = tail * ts + coeff
-    sh, sl = two_prod(xp, ts, ts, f)  # T**2, exact: its half is up to 2**-9 T
+    sh, sl = two_prod(xp, ts, ts, f)  # T**2, exact: its half is below T * series_below / 2
     series_h, e = two_sum(xp, ts, -0.5 * sh)
-    series_l = e + ((tl - tl * ts) - 0.5 * sl + sh * (ts * tail))
+    series_l = e + ((tl - tl * (ts - ts * ts)) - 0.5 * sl + sh * (ts * tail))
     series_h, series_l = fast_two_sum(series_h, series_l)
     # Newton from the seed; T clipped into exp_parts' domain where the series applies
     tn = xp.where(small, one, th)

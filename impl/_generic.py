@@ -198,30 +198,39 @@ def log_softmax_generic(
     else:
         # The precise core in the working format: L and out = d - L carried as
         # double-words (out_hi + out_lo), then rounded once to it
-        out_hi, out_lo, L = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
+        out_hi, out_lo, L, scaled = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
+        # d = x - m is exact, so L carries the error, relative to L; out's double-word
+        # adds its own two roundings below its last bit (2^-(2p - 3) of |out| covers
+        # them)
         rel = ERR_REL[name] + size * SUM_REL[name]
-        err = rel * (xp.abs(out_hi) + L) + ERR_ABS[name]
+        p = fmt(name).precision
+        err = rel * L + xp.abs(out_hi) * 2.0 ** -(2 * p - 3)
+        err = err + xp.where(scaled, const(xp, err, ERR_ABS[name]), xp.zeros_like(err))
     # (where lo is 0, hi as it is: a subnormal hi + 0 would flush under XLA on CPU,
     # and -0 + 0 is +0)
     out = xp.where(out_lo == 0, out_hi, out_hi + out_lo)
     out = xp.where(x == -math.inf, ninf, out)
     if wide == out_dtype:  # float64, or float32 on a device without float64
-        return special_values(xp, x, out, axis, n)
-    # Values at or beyond the narrow format's overflow threshold (max + ulp/2) round to
-    # -inf; saying so before the cast keeps it from overflowing.
-    thr = _overflow_threshold(out_dtype)
-    out = xp.where(out <= -thr, ninf, out)
-    narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
-    narrow = special_values(xp, x, narrow, axis, n)
+        # out is hi + lo rounded once; -inf only where hi is (x - max beyond the range)
+        thr = float(xp.finfo(out_dtype).max)
+        narrow = special_values(xp, x, out, axis, n)
+    else:
+        # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
+        # round to -inf; saying so before the cast keeps it from overflowing.
+        thr = _overflow_threshold(out_dtype)
+        out = xp.where(out <= -thr, ninf, out)
+        narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
+        narrow = special_values(xp, x, narrow, axis, n)
     if fix is None:
         return narrow
     # The rounding test: out_hi + out_lo is within err of the exact value; where a
-    # rounding boundary of the narrow format lies that close, fix decides
+    # rounding boundary of the output format lies that close, fix decides
     # (docs/impl.md, "Correct rounding"). Where out (rounded once to the working
     # format) lies exactly on a midpoint of the narrow format and out_lo across it (x -
     # max on a midpoint, L far below its last bit: one output in two of such rows),
     # the cast's tie went to the even neighbour, not always the right one: the other
-    # neighbour, 2 out - back, is tested too, and taken where it is proven.
+    # neighbour, 2 out - back, is tested too, and taken where it is proven. (Where
+    # the output format is the working one, out is never on a midpoint of it.)
     err = err * _err_scale
     open_, take = rounding_open(xp, out_hi, out_lo, out, narrow, err, out_dtype, thr)
     proper = finite & xp.all(finite | (x == -math.inf), axis=axis, keepdims=True)
@@ -234,27 +243,33 @@ def log_softmax_generic(
     return fix(narrow, open_)
 
 
-# (precision, emax) of the formats computed in a wider one
-_NARROW = {"float16": (11, 15), "bfloat16": (8, 127), "float32": (24, 127)}
+# (precision, emax) of the output formats
+_NARROW = {"float16": (11, 15), "bfloat16": (8, 127), "float32": (24, 127), "float64": (53, 1023)}
+
+
+def _format_name(dtype: Any) -> str:
+    text = str(dtype)
+    for name in ("bfloat16", "float16", "float64"):
+        if name in text:
+            return name
+    return "float32"
 
 
 def _overflow_threshold(dtype: Any) -> float:
     """max + ulp(max)/2 = (2 - 2**-p) * 2**emax: the smallest magnitude that rounds
-    to infinity."""
-    text = str(dtype)
-    name = "bfloat16" if "bfloat16" in text else "float16" if "float16" in text else "float32"
-    p, emax = _NARROW[name]
+    to infinity (of the formats narrower than float64)."""
+    p, emax = _NARROW[_format_name(dtype)]
     return math.ldexp(2.0 - math.ldexp(1.0, -p), emax)
 
 
-# The precise core's error in out = d - L, relative to |out| + L, measured against
+# The precise core's error in out = d - L, relative to L, measured against
 # mpmath (impl/tests/test_rounding.py, test_the_generic_cores_parts_hold_their_bounds:
-# exp_parts within 2^-75.8 and log1p_dw within 2^-68.5 in float64; 2^-45.8 and 2^-39.0
-# in float32), taken with a margin; the double-word sum's n 2^-2p of T; the
-# double-word out's own roundings (2^-2p); and an absolute part: the maximum's output
-# of a slice whose T is taken relative to its second entry is rounded once in the
-# working format (T < e^-600 in float64, e^-40 in float32).
-ERR_REL = {"float64": 2.0**-64, "float32": 2.0**-36}
+# exp_parts within 2^-88.0 and log1p_dw within 2^-76.7 in float64; 2^-45.8 and 2^-39.0
+# in float32), taken with a margin; the double-word sum's n 2^-2p of T (SUM_REL); and
+# an absolute part on the slices whose T is taken relative to their second entry:
+# there L = T is rounded once in the working format (T < e^-600 in float64, e^-40 in
+# float32).
+ERR_REL = {"float64": 2.0**-74, "float32": 2.0**-36}
 # Narrow formats in float64 take the namespace's own exp and log1p, taken to be within
 # this many of float64's ULP (CUDA documents 1 for both, glibc 1, Sleef's u10 1.0;
 # impl/tests/test_rounding.py measures NumPy's, torch's and XLA's here)
@@ -268,41 +283,46 @@ def rounding_open(
     xp: Any, hi: Any, lo: Any, out: Any, r: Any, err: Any, dtype: Any, thr: float
 ) -> tuple[Any, Any]:
     """Where the exact value y, known to lie within ``err`` of hi + lo (a double-word
-    in the working format), may round to something other than ``r`` (the narrow
-    ``dtype``). With back = r widened (exact), r is y's rounding wherever
-    |(hi - back) + lo| + err is below half the gap on y's side of r: 2^(e - p) for
-    e = floor(log2 |r|) (log2 nudged up by 2^-40, so that a power of two's is its
-    exponent; a value below one is off its power by far more than log2's error), half
-    that inward from a power of two (the gap halves there), and the subnormal spacing
-    below the normal range. -inf (overflow) stands where hi + err is beyond the
-    overflow threshold. Returns that mask, and where the neighbour of r across the
+    in the working format), may round to something other than ``r`` (in ``dtype``:
+    a narrow format, or the working format itself). With back = r widened (exact),
+    r is y's rounding wherever |(hi - back) + lo| + err is below half the gap on y's
+    side of r: 2^(e - p) for e = floor(log2 |r|) (log2's floor corrected by exact
+    comparisons with 2^e, so that log2's own error cannot move it), half that inward
+    from a power of two (the gap halves there), and the subnormal spacing below the
+    normal range. -inf (overflow) stands where hi + err is beyond the overflow
+    threshold ``thr``. Returns that mask, and where the neighbour of r across the
     midpoint that out (hi + lo rounded once) sits on is proven instead."""
-    text = str(dtype)
-    name = "bfloat16" if "bfloat16" in text else "float16" if "float16" in text else "float32"
-    p, emax = _NARROW[name]
+    p, emax = _NARROW[_format_name(dtype)]
     emin = 1 - emax
     f = fmt("float64" if hi.dtype == xp.float64 else "float32")
     back = xp.astype(r, hi.dtype)
     mag = xp.abs(back)
     big = xp.isinf(back)
     zero = xp.zeros_like(back)
-    lg = xp.log2(xp.where((mag > 0) & ~big, mag, xp.ones_like(mag)))
+    normal = (mag > 0) & ~big
+    lg = xp.floor(xp.log2(xp.where(normal, mag, xp.ones_like(mag))))
+    p_e = pow2(xp, lg, hi, f)
+    lg = lg - xp.where(normal & (mag < p_e), const(xp, lg, 1.0), zero)
+    lg = lg + xp.where(normal & (mag >= 2.0 * p_e), const(xp, lg, 1.0), zero)
     low = const(xp, lg, float(emin))
-    e = xp.where(mag > 0, xp.maximum(xp.floor(lg + 2.0**-40), low), low)
+    e = xp.where(mag > 0, xp.maximum(lg, low), low)
     h_up = pow2(xp, e - float(p), hi, f)  # half the gap above |r|
     # |a + lo| + err < half for a = hi - back (exact), as an exact margin g = half - |a|
-    # (Sterbenz) against lo's pull: +|lo| where lo points away from back or outweighs
-    # a, -|lo| where it points back; its one rounding allowed for with 2^-(p - 2).
+    # (Sterbenz) against lo's pull: +|lo| where lo points away from back, -|lo| where
+    # it points back; its one rounding allowed for with 2^-(p - 2).
     # half: on y's side (outward: |y| > |r|) the gap above; inward, the one below
     a = hi - xp.where(big, hi, back)
     inward = ((a + lo) * xp.where(big, zero, back)) <= 0
     pow2_r = mag == h_up * float(2**p)
     half = xp.where(inward & pow2_r, 0.5 * h_up, h_up)
     g = half - xp.abs(a)
-    away = (a * lo >= 0) | (xp.abs(lo) > xp.abs(a))
-    lhs = xp.where(away, xp.abs(lo), -xp.abs(lo)) + err
+    # lo outweighing a and pointing back (out is hi + lo rounded to the working format
+    # itself, a an ulp of it, lo beyond it): |a + lo| = |lo| - |a| < |lo|, rounded
+    # once, against half itself
+    across = (a * lo < 0) & (xp.abs(lo) > xp.abs(a))
+    lhs = xp.where(across, xp.abs(a + lo), xp.where(a * lo >= 0, xp.abs(lo), -xp.abs(lo))) + err
     lhs = lhs + xp.abs(lhs) * 2.0 ** -(f.precision - 2)
-    sure = xp.where(big, hi + err < -thr, lhs < g)
+    sure = xp.where(big, hi + err < -thr, lhs < xp.where(across, half, g))
     # out (hi + lo rounded once) exactly on the midpoint between r and its neighbour,
     # and hi + lo past it by more than err: the neighbour, 2 out - r, is y's rounding
     # (the cast's tie went to the even side); no other boundary lies between
@@ -324,9 +344,10 @@ def _precise_core(
     name: str,
     scale2: Callable[[Any, Any], Any] | None,
     opaque: Callable[[Any], Any] | None,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
     """out = x - m - log1p(T) as a double-word hi + lo (one rounding of it gives the
-    result), and L = log1p(T)'s high part"""
+    result), L = log1p(T)'s high part, and where the slice's T was taken relative to
+    its second entry (there L is rounded once in the working format)"""
     f = fmt(name)
     zero = xp.zeros_like(x)
     ninf = const(xp, x, -math.inf)
@@ -370,7 +391,7 @@ def _precise_core(
     # log1p(T) = T there; said directly, so a subnormal T is not rounded twice
     at = scaled & (x == m)
     hi = xp.where(at, neg_T, xp.where(fin, s, ah))
-    return hi, xp.where(at, zero, lo), L_hi
+    return hi, xp.where(at, zero, lo), L_hi, scaled
 
 
 def _scale_once(

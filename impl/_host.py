@@ -75,10 +75,12 @@ def _from_host(xp: Any, a: np.ndarray, like: Any) -> Any:
     if compat.is_torch_namespace(xp):
         import torch
 
+        # (np.require, not np.ascontiguousarray: that makes a 0-d array 1-d)
+        a = np.require(a, requirements="C")
         if "bfloat16" in a.dtype.name:
-            t = torch.from_numpy(np.ascontiguousarray(a).view(np.int16)).view(torch.bfloat16)
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
         else:
-            t = torch.from_numpy(np.ascontiguousarray(a))
+            t = torch.from_numpy(a)
         return t.to(like.device)
     if compat.is_cupy_namespace(xp):
         return xp.asarray(a)

@@ -87,7 +87,7 @@ def _compiled(
     def generic(x: Any, axes: tuple[int, ...] = axes) -> Any:
         xp = array_api_compat.array_namespace(x)
         working = getattr(jnp, wide)
-        fix = _host_fix(x, axes) if x.dtype != working else None
+        fix = _host_fix(x, axes)
         if wide == "float32" and x.dtype == jnp.bfloat16:
             # bfloat16's subnormals lie below float32's normal range, which flushes:
             # float32's precise core (its subnormal T built from bits), then the
@@ -176,16 +176,31 @@ def _host_fix(x: Any, axes: tuple[int, ...]) -> Callable[[Any, Any], Any] | None
     import numpy as np
 
     def fix(out: Any, open_: Any) -> Any:
-        shape = jax.ShapeDtypeStruct(out.shape, out.dtype)
+        # float64 crosses as pairs of uint32 words: the callback runs on a thread of
+        # XLA's where a caller's ``jax.enable_x64`` context does not hold, and there
+        # a float64 result would be taken for float32
+        wide = out.dtype == jnp.float64
+        shape = jax.ShapeDtypeStruct(
+            (*out.shape, 2) if wide else out.shape, jnp.uint32 if wide else out.dtype
+        )
 
         def on_host(xh: Any) -> Any:
             from . import _host
 
             _host.fixes += 1
-            return host_log_softmax(np.asarray(xh), axes).astype(out.dtype)
+            xh = np.asarray(xh)
+            if wide:
+                xh = np.ascontiguousarray(xh).view(np.float64)[..., 0]
+                res = host_log_softmax(xh, axes).astype(np.float64)
+                # (ascontiguousarray would make a 0-d result 1-d)
+                return res.reshape(*out.shape, 1).copy().view(np.uint32)
+            return host_log_softmax(xh, axes).astype(out.dtype)
 
         def decide(_: Any) -> Any:
-            fixed = jax.pure_callback(on_host, shape, x, vmap_method="sequential")
+            arg = jax.lax.bitcast_convert_type(x, jnp.uint32) if wide else x
+            fixed = jax.pure_callback(on_host, shape, arg, vmap_method="sequential")
+            if wide:
+                fixed = jax.lax.bitcast_convert_type(fixed, jnp.float64)
             return jnp.where(open_, fixed, out)
 
         return jax.lax.cond(jnp.any(open_), decide, lambda _: out, None)

@@ -528,12 +528,12 @@ GENERIC = [pytest.param(n, d, id=n, marks=[pytest.mark.extended] if n.endswith("
                         ("jax:cpu:jit:nox64", ("float16", "bfloat16")))]  # fmt: skip
 
 
-def _generic_run(name: str, x: np.ndarray) -> np.ndarray:
+def _generic_run(name: str, x: np.ndarray, axis: Any = -1) -> np.ndarray:
     from . import device_paths
 
     b = next(b for b in BACKENDS if b.name == name)
     _available(b)
-    return np.asarray(b.run(device_paths.log_softmax, x, axis=-1))
+    return np.asarray(b.run(device_paths.log_softmax, x, axis=axis))
 
 
 @pytest.mark.parametrize(("name", "dtypes"), GENERIC)
@@ -561,6 +561,27 @@ def test_the_generic_algorithm_is_correctly_rounded(name, dtypes):
             _assert_bits(got, reference.log_softmax_pairs(v), "float32 pairs")
 
 
+# the generic paths with float64 (the working format itself: the precise core in
+# double-words, its rounding test against float64's own boundaries)
+GENERIC64 = ["array_api_strict:cpu", "torch:cpu", "jax:cpu:jit"]
+
+
+@pytest.mark.parametrize("name", GENERIC64)
+def test_the_generic_algorithm_is_correctly_rounded_in_float64(name):
+    """float64 on the generic algorithm: rows at every scale, the hardest known
+    float64 pairs, and 64 rows of 1,024 normal logits, whose outputs within the
+    precise core's 2^-74 of a rounding boundary the host decides. Before the test
+    existed the precise core's result was taken as it was, and 1 of these outputs in
+    about 3,000 was one ULP off."""
+    rng = np.random.default_rng(29)
+    for what, x in (
+        ("rows", _float64_rows(rng, 210, 6)),
+        ("pairs", _pairs(np.array(HARD_F64))),
+        ("normal", rng.standard_normal((64, 1024)) * rng.choice([1.0, 5.0], (64, 1))),
+    ):
+        _assert_bits(_generic_run(name, x), reference.log_softmax(x, axis=-1), what)
+
+
 @pytest.mark.parametrize(("name", "dtypes"), GENERIC)
 def test_the_host_decides_what_the_generic_test_leaves_open(name, dtypes, monkeypatch):
     """With the generic algorithm's bound scaled up by 2^60 the test leaves every
@@ -578,12 +599,17 @@ def test_the_host_decides_what_the_generic_test_leaves_open(name, dtypes, monkey
     monkeypatch.setattr(_generic, "_err_scale", 2.0**60)
     clear()
     try:
-        for dtype in dtypes:
+        for dtype in (*dtypes, *(("float64",) if name in GENERIC64 else ())):
             x = _adversarial_rows(np.random.default_rng(12), dtype)
             before = _host.fixes
             got = _generic_run(name, x)
             _assert_bits(got, reference.log_softmax(x, axis=-1), dtype)
             assert _host.fixes > before, "the fix never ran"
+            # a 0-d input keeps its shape through the host (it came back 1-d on torch)
+            x0 = np.asarray(1.5, dtype=reference.FORMATS[dtype].dtype)
+            got = _generic_run(name, x0, axis=None)
+            assert got.shape == (), (dtype, got.shape)
+            _assert_bits(got, reference.log_softmax(x0, axis=None), f"{dtype} 0-d")
     finally:
         monkeypatch.undo()
         clear()
@@ -628,11 +654,24 @@ def test_the_generic_rounding_test_tells_open_from_settled():
     bound = np.array([2.0**-80, 2.0**-80, 2.0**-60])
     got, take = rounding_open(np, mid, lo, mid, mid.astype(np.float32), bound, np.float32, thr)
     assert got.tolist() == [False, True, True] and take.tolist() == [False, True, False]
+    # float64 outputs of the float64 core (r = hi + lo rounded to float64 itself), just
+    # below a power of two: log2 |r| rounds up to the power's exponent there, and the
+    # gap is the one above r (a quarter of it is settled; within the bound of its
+    # midpoint is open); a lo that outweighs one ulp of hi and points back is
+    # measured as |a + lo| (a quarter of the gap from r: settled; on the midpoint: open)
+    below2 = -(2 - 2.0**-52)
+    hi = np.array([below2, below2, -1.0, -1.0])
+    lo = np.array([-0.25 * 2.0**-52, -(2.0**-53 - 2.0**-60), -1.25 * 2.0**-52, -1.5 * 2.0**-52])
+    err = np.array([2.0**-80, 2.0**-58, 2.0**-80, 2.0**-80])
+    r = hi + lo
+    top = float(np.finfo(np.float64).max)
+    got, take = rounding_open(np, hi, lo, r, r, err, np.float64, top)
+    assert got.tolist() == [False, True, False, True] and not take.any()
 
 
 def test_the_generic_cores_parts_hold_their_bounds():
     """exp_parts and log1p_dw in float64 against mpmath, within what ERR_REL in
-    impl/_generic.py takes for them (2^-64 against measured 2^-75.8 and 2^-68.5)"""
+    impl/_generic.py takes for them (2^-74 against measured 2^-88.0 and 2^-76.7)"""
     import mpmath
 
     from impl._dfloat import exp_parts, fmt, log1p_dw
@@ -640,11 +679,11 @@ def test_the_generic_cores_parts_hold_their_bounds():
     f = fmt("float64")
     rng = np.random.default_rng(1)
     dh = np.concatenate([-rng.uniform(0, 700, 600),
-                         -(rng.integers(0, 64000, 600) + 0.5) * math.log(2) / 64])  # fmt: skip
+                         -(rng.integers(0, 10**6, 600) + 0.5) * math.log(2) / 1024])  # fmt: skip
     dl = rng.uniform(-1, 1, dh.size) * np.spacing(np.abs(dh)) / 2
     hi, lo, q = exp_parts(np, dh, dl, f)
     T = np.concatenate(
-        [2.0 ** rng.uniform(-40, 50, 600), 2.0**-8 * (1 + rng.uniform(-0.01, 0.01, 300))]
+        [2.0 ** rng.uniform(-40, 50, 600), 2.0**-12 * (1 + rng.uniform(-0.01, 0.01, 300))]
     )
     tl = rng.uniform(-1, 1, T.size) * np.spacing(T) / 2
     h, L = log1p_dw(np, T, tl, f)
@@ -662,7 +701,7 @@ def test_the_generic_cores_parts_hold_their_bounds():
             abs((mpmath.mpf(h[i]) + L[i]) / mpmath.log1p(mpmath.mpf(T[i]) + tl[i]) - 1)
             for i in range(T.size)
         )
-    assert e_worst < 2.0**-72 and l_worst < 2.0**-66, (math.log2(e_worst), math.log2(l_worst))
+    assert e_worst < 2.0**-85 and l_worst < 2.0**-75.5, (math.log2(e_worst), math.log2(l_worst))
 
 
 def test_the_namespaces_exp_and_log1p_are_within_the_ulps_taken():
