@@ -622,8 +622,8 @@ def _write_report(
     if "scipy" in supports:
         md += [
             "", "## SciPy: declared (its docstring) and measured", "",
-            "Declared:", "", "```", rst_table(SCIPY_DECLARED), "```", "",
-            "Measured:", "", "```", rst_table(supports["scipy"]), "```",
+            "Declared:", "", markdown_table(SCIPY_DECLARED), "",
+            "Measured:", "", markdown_table(supports["scipy"]),
         ]  # fmt: skip
     _write(out / "support.md", "\n".join(md) + "\n")
     _write(out / "support.rst", "\n".join(rst))
@@ -676,8 +676,10 @@ def _write_report(
         "",
         "## Summary",
         "",
+        "Cells by status, and the worst ULP error in each format.",
+        "",
         _md_table(
-            ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
+            SUMMARY_HEADER,
             [[_code(r[0]), *r[1:]] for r in _summary_rows(table)],
         ),
         "",
@@ -750,21 +752,32 @@ def _write_report(
     return written
 
 
-_CSS = """
+# The summary table's columns (the formats' headers short: the site's content column
+# is narrower than the HTML page)
+SUMMARY_HEADER = ["candidate", "pass", "fail", "error", "not run", *DTYPES]
+
+# The support cells' badges in HTML: a coloured box with a text label, drawn by CSS,
+# so that they need no emoji font (the Markdown and reST tables keep the marks; the
+# documentation site draws its tables' marks as these badges too: docs/_ext/badges.py)
+BADGE_COLOURS = {"b-ok": "#1a7f37", "b-warn": "#9a6700", "b-bad": "#cf222e", "b-none": "#6e7781"}
+BADGE_CSS = (
+    ".badge{display:inline-block;min-width:5em;padding:1px 8px;border-radius:3px;"
+    "font-weight:600;color:#fff;text-align:center;white-space:nowrap}\n"
+    + " ".join(f".{k}{{background:{v}}}" for k, v in BADGE_COLOURS.items())
+    + "\n"
+)
+
+_CSS = (
+    """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.2em}
 th,td{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:left}
 th{background:#eee} pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}
 img{max-width:100%;border:1px solid #ddd;margin:.5em 0} h2{border-bottom:1px solid #ccc}
-.badge{display:inline-block;min-width:5em;padding:1px 8px;border-radius:3px;
-font-weight:600;color:#fff;text-align:center;white-space:nowrap}
-.b-ok{background:#1a7f37} .b-warn{background:#9a6700} .b-bad{background:#cf222e}
-.b-none{background:#6e7781}
 """
-
-# The support cells' badges in HTML: a coloured box with a text label, drawn by CSS,
-# so that they need no emoji font (the Markdown and reST tables keep the marks)
-BADGE_COLOURS = {"b-ok": "#1a7f37", "b-warn": "#9a6700", "b-bad": "#cf222e", "b-none": "#6e7781"}
+    + BADGE_CSS
+)
+_MARKS = ("✅", "⚠️", "⛔")
 
 
 def _declared(mark: str) -> Any:
@@ -782,6 +795,18 @@ def _badge(cell: Any) -> str:
         label = "supported"
     title = f" title='{_h(cell.detail[:300])}'" if cell.detail else ""
     return f"<span class='badge {kind}'{title}>{_h(label)}</span>"
+
+
+def badge_for_text(text: str) -> str | None:
+    """A support table cell's text (``✅``, ``⚠️ 9e15 ULP``, ``⛔ unsupported``) as
+    the HTML badge the report page draws for it; None where it holds no mark."""
+    from ._support import SupportCell
+
+    text = text.strip()
+    mark = next((m for m in _MARKS if text.startswith(m)), None)
+    if mark is None:
+        return None
+    return _badge(SupportCell(mark, text, ""))
 
 
 def _h(v: Any) -> str:
@@ -820,9 +845,9 @@ def _html(
         "<h2>Findings</h2><ul>",
         *(f"<li>{_h(line)}</li>" for line in found),
         "</ul>",
-        "<h2>Summary</h2>",
+        "<h2>Summary</h2><p>Cells by status, and the worst ULP error in each format.</p>",
         _html_table(
-            ["candidate", "pass", "fail", "error", "not run", *(f"worst ULP {d}" for d in DTYPES)],
+            SUMMARY_HEADER,
             _summary_rows(table),
         ),
         "<h2 id='support'>Measured support</h2>",

@@ -18,7 +18,7 @@ from conformance import RunConfig, backend, candidate, family, run
 from conformance._candidates import Candidate
 from conformance._gate import gate
 from conformance._report import write_report
-from conformance._support import SCIPY_DECLARED, rst_table
+from conformance._support import SCIPY_DECLARED, markdown_table, rst_table
 
 H = "conformance.tests._helpers"
 
@@ -121,7 +121,10 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     scipy_part = support.split("## `scipy`")[1]
     assert "| NumPy | ⚠️ " in scipy_part and "ULP" in scipy_part
     assert "| PyTorch | not swept | not run |" in scipy_part.split("## SciPy")[0]
-    assert "Declared:" in support and rst_table(SCIPY_DECLARED) in support
+    # SciPy's declared table beside its measured one, as tables (a code block's marks
+    # are no table cells: the site could not draw them as badges)
+    assert "Declared:" in support and markdown_table(SCIPY_DECLARED) in support
+    assert "```" not in support
     specials = (out / "specials.md").read_text()
     assert "limit" in specials and "nan-propagating" in specials
     page = (out / "index.html").read_text()
@@ -145,6 +148,36 @@ def test_report_files_tables_and_escaping(results, tmp_path):
         assert "<script>" not in text and "](javascript:" not in text, md.name
     pages = " ".join(md.read_text() for md in (tmp_path / "evil-out").glob("*.md"))
     assert "&lt;script&gt;x\\(\\)" in pages  # the reason is there, as text
+
+
+def test_the_sites_support_marks_become_badges():
+    """docs/_ext/badges.py: every table cell of the site that holds a support mark is
+    the report page's badge (an emoji font is not needed to see it); prose keeps its
+    marks. Before, the site's tables showed the bare marks: empty boxes without an
+    emoji font."""
+    import importlib.util
+
+    from docutils import nodes
+    from docutils.core import publish_doctree
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "_ext" / "badges.py"
+    spec = importlib.util.spec_from_file_location("badges", path)
+    assert spec is not None and spec.loader is not None
+    badges = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(badges)
+    cells = {**SCIPY_DECLARED, ("NumPy", "CPU"): "⚠️ 9e15 ULP", ("Dask", "CPU"): "⛔ unsupported"}
+    text = "A cell is ✅ only where it passed.\n\n" + rst_table(cells) + "\n"
+    doctree = publish_doctree(text, settings_overrides={"report_level": 5})
+    marked = sum(1 for v in cells.values() if v[:1] in "✅⚠⛔")
+    assert badges.badge_cells(doctree) == marked
+    raw = [r.astext() for r in doctree.findall(nodes.raw)]
+    assert len(raw) == marked and all("class='badge " in r for r in raw)
+    assert sum("b-ok" in r and ">supported<" in r for r in raw) == marked - 2
+    assert any("b-warn" in r and "9e15 ULP" in r for r in raw)
+    assert any("b-bad" in r and "unsupported" in r for r in raw)
+    cells_text = [e.astext() for e in doctree.findall(nodes.entry)]
+    assert not any(m in t for t in cells_text for m in ("✅", "⛔")), cells_text
+    assert "✅" in next(iter(doctree.findall(nodes.paragraph))).astext()
 
 
 def _chromium() -> str:
