@@ -17,6 +17,7 @@ table is the same either way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -314,8 +315,16 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
         say(f"note: {note}")
     rd = ResultsDir(cfg.results)
     rd.check_usable()
-    closures = _closures(cfg, cells)  # before anything is written: a missing function
-    with rd.lock(exclusive=True):
+    with contextlib.ExitStack() as held:
+        # A directory another run holds is refused at once, before the candidates'
+        # probe (seconds); a new one is not created before it, so that a missing
+        # function writes nothing
+        early = rd.path.is_dir()
+        if early:
+            held.enter_context(rd.lock(exclusive=True))
+        closures = _closures(cfg, cells)
+        if not early:
+            held.enter_context(rd.lock(exclusive=True))
         for note in rd.prepare(fresh=not cfg.resume):
             say(f"note: {note}")
         if cfg.scheduler is None:

@@ -198,14 +198,16 @@ def log_softmax_generic(
     else:
         # The precise core in the working format: L and out = d - L carried as
         # double-words (out_hi + out_lo), then rounded once to it
-        out_hi, out_lo, L, scaled = _precise_core(xp, xs, m, below, k, axis, name, scale2, opaque)
+        out_hi, out_lo, L, extra = _precise_core(
+            xp, xs, m, below, k, axis, name, size, scale2, opaque
+        )
         # d = x - m is exact, so L carries the error, relative to L; out's double-word
         # adds its own two roundings below its last bit (2^-(2p - 3) of |out| covers
         # them)
         rel = ERR_REL[name] + size * SUM_REL[name]
         p = fmt(name).precision
-        err = rel * L + xp.abs(out_hi) * 2.0 ** -(2 * p - 3)
-        err = err + xp.where(scaled, const(xp, err, ERR_ABS[name]), xp.zeros_like(err))
+        finite_hi = xp.where(xp.isfinite(out_hi), xp.abs(out_hi), xp.zeros_like(out_hi))
+        err = rel * L + finite_hi * 2.0 ** -(2 * p - 3) + extra
     # (where lo is 0, hi as it is: a subnormal hi + 0 would flush under XLA on CPU,
     # and -0 + 0 is +0)
     out = xp.where(out_lo == 0, out_hi, out_hi + out_lo)
@@ -306,23 +308,25 @@ def rounding_open(
     lg = lg + xp.where(normal & (mag >= 2.0 * p_e), const(xp, lg, 1.0), zero)
     low = const(xp, lg, float(emin))
     e = xp.where(mag > 0, xp.maximum(lg, low), low)
-    h_up = pow2(xp, e - float(p), hi, f)  # half the gap above |r|
-    # |a + lo| + err < half for a = hi - back (exact), as an exact margin g = half - |a|
-    # (Sterbenz) against lo's pull: +|lo| where lo points away from back, -|lo| where
-    # it points back; its one rounding allowed for with 2^-(p - 2).
-    # half: on y's side (outward: |y| > |r|) the gap above; inward, the one below
+    # Everything doubled, so that half the subnormal spacing (2^-1075 in float64, not
+    # a float64 number) never appears: gap_up is the whole gap above |r|
+    gap_up = pow2(xp, e - float(p - 1), hi, f)
+    # 2|a + lo| + 2 err < gap for a = hi - back (exact), as an exact margin g2 = gap -
+    # 2|a| (Sterbenz) against lo's pull: +|lo| where lo points away from back, -|lo|
+    # where it points back; its one rounding allowed for with 2^-(p - 2).
+    # gap: on y's side (outward: |y| > |r|) the gap above; inward, the one below
     a = hi - xp.where(big, hi, back)
     inward = ((a + lo) * xp.where(big, zero, back)) <= 0
-    pow2_r = mag == h_up * float(2**p)
-    half = xp.where(inward & pow2_r, 0.5 * h_up, h_up)
-    g = half - xp.abs(a)
+    pow2_r = mag == gap_up * float(2 ** (p - 1))
+    gap = xp.where(inward & pow2_r, 0.5 * gap_up, gap_up)
+    g2 = gap - 2.0 * xp.abs(a)
     # lo outweighing a and pointing back (out is hi + lo rounded to the working format
     # itself, a an ulp of it, lo beyond it): |a + lo| = |lo| - |a| < |lo|, rounded
-    # once, against half itself
+    # once, against half the gap itself
     across = (a * lo < 0) & (xp.abs(lo) > xp.abs(a))
     lhs = xp.where(across, xp.abs(a + lo), xp.where(a * lo >= 0, xp.abs(lo), -xp.abs(lo))) + err
     lhs = lhs + xp.abs(lhs) * 2.0 ** -(f.precision - 2)
-    sure = xp.where(big, hi + err < -thr, lhs < xp.where(across, half, g))
+    sure = xp.where(big, hi + err < -thr, 2.0 * lhs < xp.where(across, gap, g2))
     # out (hi + lo rounded once) exactly on the midpoint between r and its neighbour,
     # and hi + lo past it by more than err: the neighbour, 2 out - r, is y's rounding
     # (the cast's tie went to the even side); no other boundary lies between
@@ -330,7 +334,7 @@ def rounding_open(
     mid = xp.where(fine, out - xp.where(fine, back, zero), zero)
     z = xp.where(fine, (hi - xp.where(fine, out, zero)) + lo, zero)
     past = (z * mid > 0) & (xp.abs(z) - xp.abs(z) * 2.0 ** -(f.precision - 2) > err)
-    take = ~sure & ~big & (xp.abs(mid) == half) & past
+    take = ~sure & ~big & (2.0 * xp.abs(mid) == gap) & past
     return ~sure, take
 
 
@@ -342,12 +346,14 @@ def _precise_core(
     k: Any,
     axis: Any,
     name: str,
+    size: int,
     scale2: Callable[[Any, Any], Any] | None,
     opaque: Callable[[Any], Any] | None,
 ) -> tuple[Any, Any, Any, Any]:
     """out = x - m - log1p(T) as a double-word hi + lo (one rounding of it gives the
-    result), L = log1p(T)'s high part, and where the slice's T was taken relative to
-    its second entry (there L is rounded once in the working format)"""
+    result), L = log1p(T)'s high part, and what the bound must add beyond L's
+    relative error: on slices whose T was taken relative to their second entry, where
+    L = T is rounded once in the working format (size: the entries per slice)"""
     f = fmt(name)
     zero = xp.zeros_like(x)
     ninf = const(xp, x, -math.inf)
@@ -379,8 +385,10 @@ def _precise_core(
     gh, gl, gq = exp_parts(xp, g2c, xp.where(scaled & (g2h >= lim), g2l, zero), f)
     bh, bl = two_prod(xp, gh, S_hi, f)
     bh, bl = fast_two_sum(bh, bl + (gh * S_lo + gl * S_hi))
-    neg_T = -_scale_once(xp, bh, bl, gq, f, _PRESCALE[name], scale2)
-    L_hi = xp.where(scaled, -neg_T, L_hi)
+    rel = ERR_REL[name] + size * SUM_REL[name]
+    T_s, near = _scale_once(xp, bh, bl, gq, f, _PRESCALE[name], scale2, rel)
+    neg_T = -T_s
+    L_hi = xp.where(scaled, T_s, L_hi)
     L_lo = xp.where(scaled, zero, L_lo)
     # out = (ah + al) - (L_hi + L_lo) = s + (t + (al - L_lo)), for one rounding
     ah, al = _two_diff(xp, x, m)
@@ -388,10 +396,20 @@ def _precise_core(
     a0 = xp.where(fin, ah, zero)
     s, t = two_sum(xp, a0, -L_hi)
     lo = xp.where(fin, t + (al - L_lo), zero)
-    # log1p(T) = T there; said directly, so a subnormal T is not rounded twice
+    # log1p(T) = T there; said directly, so a subnormal T is not rounded twice. Its
+    # low part where T is normal: bl 2**q, rounded once (at most one subnormal ulp
+    # off); where T is subnormal, none, and the bound says whether the rounding to
+    # the subnormal grid is proven (0) or not (inf)
     at = scaled & (x == m)
     hi = xp.where(at, neg_T, xp.where(fin, s, ah))
-    return hi, xp.where(at, zero, lo), L_hi, scaled
+    normal_T = T_s >= math.ldexp(1.0, f.emin)
+    lo_T = xp.where(normal_T, -_scale(xp, bl, gq, f, _PRESCALE[name], scale2), zero)
+    tiny = const(xp, x, math.ldexp(1.0, f.emin - f.precision + 1))
+    inf = const(xp, x, math.inf)
+    extra = xp.where(normal_T, tiny, xp.where(near, inf, zero))
+    # the other entries of those slices: L = T rounded once (2^-p of T < ERR_ABS)
+    extra = xp.where(at, extra, xp.where(scaled, const(xp, x, ERR_ABS[name]), zero))
+    return hi, xp.where(at, lo_T, lo), L_hi, extra
 
 
 def _scale_once(
@@ -402,13 +420,16 @@ def _scale_once(
     f: Format,
     prescale: int,
     scale2: Callable[[Any, Any], Any] | None,
-) -> Any:
+    rel: float = 0.0,
+) -> tuple[Any, Any]:
     """(bh + bl) * 2**q rounded once, for bh == 0 or 2**-60 < bh < 2**60, and integer-valued q <= 0.
 
     Where the result is subnormal its grid is coarser than bh's: bh + bl is first
     rounded to that grid (spacing G = 2**(e_sub - q), e_sub the exponent of the
     smallest subnormal), so that the scaling itself is exact. Elsewhere bh already is
-    the rounded value, and the scaling is exact too.
+    the rounded value, and the scaling is exact too. Also returns where a subnormal
+    result's rounding is not proven for a bh + bl known within ``rel`` of bh: bh + bl
+    within that (and the remainder's own rounding) of a midpoint of the grid.
     """
     zero = xp.zeros_like(bh)
     e_sub = float(f.emin - f.precision + 1)
@@ -422,7 +443,16 @@ def _scale_once(
     rest = (bh - on_grid) + bl
     step = xp.where(rest > 0.5 * G, G, xp.where(rest < -0.5 * G, -G, zero))
     v = xp.where(sub, on_grid + step, bh)
+    slack = rel * bh + xp.abs(rest) * 2.0 ** -(f.precision - 2)
+    near = sub & (xp.abs(xp.abs(rest) - 0.5 * G) <= slack)
+    return _scale(xp, v, q, f, prescale, scale2), near
+
+
+def _scale(
+    xp: Any, v: Any, q: Any, f: Format, prescale: int, scale2: Callable[[Any, Any], Any] | None
+) -> Any:
+    """v * 2**q rounded once (integer-valued q <= 0, v normal or 0)"""
     if scale2 is not None:
         return scale2(v, q)
     # 2**-prescale exactly (v stays normal), then 2**(q + prescale) <= 1: one rounding
-    return (v * math.ldexp(1.0, -prescale)) * pow2(xp, q + float(prescale), bh, f)
+    return (v * math.ldexp(1.0, -prescale)) * pow2(xp, q + float(prescale), v, f)

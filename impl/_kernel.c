@@ -54,6 +54,7 @@ static PyMethodDef methods[] = {
     {"set_threads", py_set_threads, METH_VARARGS, set_threads_doc},
     {"use", py_use, METH_VARARGS, use_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
+    {"rows_at", py_rows_at, METH_VARARGS, rows_at_doc},
     {"partial", py_partial, METH_VARARGS, partial_doc},
     {"write", py_write, METH_VARARGS, write_doc},
     {"bound_f32", py_bound_f32, METH_VARARGS, bound_f32_doc},

@@ -29,7 +29,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._numpy import last_axis_rows  # the fast path's kernels (an import in the call: 1 us)
+# the fast path's kernels (an import in the call: 1 us)
+from ._numpy import _TWO_THREADS as _SMALL
+from ._numpy import _fill_specials, _kernel, last_axis_rows
 
 __all__ = ["last_axis_rows_torch", "log_softmax_torch"]
 
@@ -50,20 +52,38 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -
 def last_axis_rows_torch(x: Any, axis: Any) -> Any:
     """The common call without the general path's checks: a float32 or float64 CPU
     tensor, contiguous, not empty, over its last axis, with no derivative to be asked
-    for; None for anything else, which the general path then takes. The NumPy path's
-    kernels on a zero-copy view (last_axis_rows), the result a tensor on the same
-    memory: the same results as the general path."""
+    for; None for anything else, which the general path then takes. Small tensors go
+    to the kernels by address (``rows_at``: no NumPy view in, none out; about 2 us of
+    the call at (1, 10)); larger ones through the NumPy path's kernels on a zero-copy
+    view (last_axis_rows, threads and all), the result a tensor on the same memory.
+    The same results as the general path."""
     torch = sys.modules["torch"]
+    dtype = x.dtype
+    nd = x.dim()
     if (
-        (type(axis) is not int and not (axis is None and x.dim() == 1))
-        or x.dtype not in (torch.float32, torch.float64)
-        or not _on_numpy(x)  # (a module global: impl/tests/device_paths.py forces it)
-        or x.dim() == 0
+        (type(axis) is not int and not (axis is None and nd == 1))
+        or (dtype is not torch.float32 and dtype is not torch.float64)
+        or not x.is_cpu
+        or not _cpu_kernels  # (impl/tests/device_paths.py clears it)
+        or nd == 0
         or not x.is_contiguous()
         or x.is_neg()
-        or _differentiated(torch, x)
+        or (x.requires_grad and torch.is_grad_enabled())
+        or torch.autograd.forward_ad._current_level >= 0
+        or _functorch_wrapped(torch, x)
     ):
         return None
+    size = x.numel()
+    if size < _SMALL and size > 0 and _kernel is not None:
+        n = x.size(-1)
+        if axis is not None and axis != -1 and axis != nd - 1:
+            return None
+        out = torch.empty_like(x)
+        f64 = dtype is torch.float64
+        if _kernel.rows_at(x.data_ptr(), out.data_ptr(), size // n, n, f64):
+            # rows with a NaN, a +inf or only -inf: their special values (rare)
+            _fill_specials(x.detach().numpy().reshape(-1, n), out.numpy().reshape(-1, n))
+        return out
     out = last_axis_rows(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
     return None if out is None else torch.from_numpy(out)
 
@@ -76,13 +96,27 @@ def _differentiated(torch: Any, x: Any) -> bool:
         return True
     if torch.autograd.forward_ad._current_level >= 0:  # inside dual_level()
         return True
-    functorch = getattr(torch._C, "_functorch", None)
-    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(x))
+    return _functorch_wrapped(torch, x)
+
+
+def _functorch_wrapped(torch: Any, x: Any) -> bool:
+    global _is_wrapped
+    if _is_wrapped is None:
+        functorch = getattr(torch._C, "_functorch", None)
+        _is_wrapped = functorch.is_functorch_wrapped_tensor if functorch else (lambda t: False)
+    return bool(_is_wrapped(x))
+
+
+_is_wrapped: Callable[[Any], Any] | None = None
+
+# CPU tensors of the four formats run on the NumPy path's kernels (cleared by
+# impl/tests/device_paths.py, which sends them down the GPU devices' paths)
+_cpu_kernels = True
 
 
 def _on_numpy(x: Any) -> bool:
     """Whether x runs on the NumPy path's kernels (CPU tensors of the four formats)."""
-    return bool(x.is_cpu) and x.dtype in _numpy_view()
+    return _cpu_kernels and bool(x.is_cpu) and x.dtype in _numpy_view()
 
 
 def _numpy_view() -> frozenset[Any]:

@@ -58,7 +58,13 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     deadline = time.monotonic() + 120
     while not list((res / "cells").glob("*.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    b = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    # the second run is refused before it probes its candidates: one of them sleeps
+    # 600 s on import (before, the refusal came after the probe, and under load run a
+    # had finished by then, so b replaced its results)
+    (tmp_path / "sleepy_mod.py").write_text("import time\ntime.sleep(600)\n")
+    b_cmd = [*cmd, "--timeout", "600"]
+    b_cmd[b_cmd.index("--candidates") + 1] = "sleepy_mod:log_softmax,impl"
+    b = subprocess.run(b_cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     out, err = a.communicate(timeout=300)
     assert b.returncode == 2, b.stderr
     assert "is in use by another run (pid" in b.stderr

@@ -160,6 +160,39 @@ py_rows(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(skipped);
 }
 
+PyDoc_STRVAR(rows_at_doc,
+"rows_at(x_address, out_address, nrows, n, f64) -> int\n\n"
+"rows(x, out, n) on one thread for memory given by address: nrows rows of n > 0\n"
+"float64 (f64=1) or float32 (f64=0) entries at x_address, C-contiguous and aligned,\n"
+"their results into as many entries of the same format at out_address. For the\n"
+"small calls of a caller whose arrays have no buffer interface (PyTorch tensors);\n"
+"the caller keeps both alive and guarantees their layout. Returns how many rows\n"
+"were left untouched, as rows() does.");
+
+static PyObject *
+py_rows_at(PyObject *self, PyObject *args)
+{
+    unsigned long long xa, oa;
+    Py_ssize_t nrows, n;
+    int f64;
+    if (!PyArg_ParseTuple(args, "KKnnp", &xa, &oa, &nrows, &n, &f64)) {
+        return NULL;
+    }
+    size_t align = f64 ? sizeof(double) : sizeof(float);
+    if (n <= 0 || nrows < 0 || xa == 0 || oa == 0 || xa % align || oa % align) {
+        PyErr_SetString(PyExc_ValueError,
+                        "rows_at needs n > 0, nrows >= 0 and non-null aligned addresses");
+        return NULL;
+    }
+    Py_ssize_t skipped;
+    KERNEL_BEGIN
+    row_job job = {.x = (const void *)(uintptr_t)xa, .out = (void *)(uintptr_t)oa,
+                   .nrows = nrows, .n = n, .f64 = f64, .out_kind = f64 ? OUT_F64 : OUT_F32};
+    skipped = rows_one_thread(&job);
+    KERNEL_END
+    return PyLong_FromSsize_t(skipped);
+}
+
 PyDoc_STRVAR(partial_doc,
 "partial(x, m, c=0.0) -> (hi, lo, count)\n\n"
 "For one segment of a row: the sum over entries below m of exp((x - m) - c), as a\n"

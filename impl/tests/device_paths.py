@@ -30,14 +30,14 @@ __all__ = ["gpu_paths", "log_softmax"]
 def gpu_paths() -> Iterator[None]:
     """Within: CPU tensors, CPU JAX arrays and Dask arrays of NumPy blocks take the
     paths of GPU devices (a Dask graph is built within, and may be computed after)."""
-    saved = _torch._on_numpy, _jax.cpu_kernel_registered, _dask.log_softmax_dask
-    _torch._on_numpy = lambda x: False
+    saved = _torch._cpu_kernels, _jax.cpu_kernel_registered, _dask.log_softmax_dask
+    _torch._cpu_kernels = False
     _jax.cpu_kernel_registered = lambda: False  # type: ignore[assignment]
     _dask.log_softmax_dask = lambda x, axes: None
     try:
         yield
     finally:
-        _torch._on_numpy, _jax.cpu_kernel_registered, _dask.log_softmax_dask = saved
+        _torch._cpu_kernels, _jax.cpu_kernel_registered, _dask.log_softmax_dask = saved
 
 
 def log_softmax(x: Any, axis: Any = None) -> Any:
