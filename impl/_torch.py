@@ -79,9 +79,12 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
         if axis is not None and axis != -1 and axis != nd - 1:
             return None
         out = torch.empty_like(x)
-        f64 = dtype is torch.float64
-        if _kernel.rows_at(x.data_ptr(), out.data_ptr(), size // n, n, f64):
-            # rows with a NaN, a +inf or only -inf: their special values (rare)
+        try:
+            skipped = _kernel.rows_at(x.data_ptr(), out.data_ptr(), size // n, n,
+                                      dtype is torch.float64)  # fmt: skip
+        except ValueError:  # misaligned memory (torch.frombuffer at an odd offset)
+            return None
+        if skipped:  # rows with a NaN, a +inf or only -inf: their special values
             _fill_specials(x.detach().numpy().reshape(-1, n), out.numpy().reshape(-1, n))
         return out
     out = last_axis_rows(x.detach().numpy() if x.requires_grad else x.numpy(), axis)

@@ -406,6 +406,25 @@ def test_rows_with_a_special_value_are_left_to_the_caller(dtype):
     assert reference.ulp_error(out[[0, 4, 5]], x[[0, 4, 5]], axis=1).max() <= 0.5
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rows_at_addresses_is_rows(dtype):
+    """rows_at (the small PyTorch calls' entry: memory by address) gives rows()'s bits
+    and count of rows left to the caller; a null or misaligned address, or n <= 0, is
+    a ValueError, not a crash."""
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((7, 13)) * 30).astype(dtype)
+    x[2, 3], x[5, :] = np.nan, -np.inf
+    want, got = np.full_like(x, 7.0), np.full_like(x, 7.0)
+    skipped = K.rows(x, want, 13)
+    f64 = dtype == "float64"
+    assert K.rows_at(x.ctypes.data, got.ctypes.data, 7, 13, f64) == skipped == 2
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    for args in ((0, got.ctypes.data, 7, 13, f64), (x.ctypes.data + 1, got.ctypes.data, 7, 13, f64),
+                 (x.ctypes.data, got.ctypes.data, 7, 0, f64)):  # fmt: skip
+        with pytest.raises(ValueError, match="rows_at needs"):
+            K.rows_at(*args)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
 def test_long_rows_in_segments(dtype, monkeypatch):
     """Slices longer than a block: float16 in three segmented passes, float32 and

@@ -539,8 +539,9 @@ def test_the_torch_fast_path_gives_the_general_paths_bits():
     from impl._torch import last_axis_rows_torch
 
     rng = np.random.default_rng(9)
-    for dtype in ("float32", "float64"):
-        x = torch.from_numpy((rng.normal(size=(30, 9)) * 30).astype(dtype))
+    # small tensors go by address (rows_at), large ones through NumPy views
+    for dtype, shape in (("float32", (30, 9)), ("float64", (30, 9)), ("float32", (40, 1000))):
+        x = torch.from_numpy((rng.normal(size=shape) * 30).astype(dtype))
         x[4, 1] = nan
         fast = last_axis_rows_torch(x, -1)
         assert fast is not None and fast.dtype == x.dtype
@@ -551,3 +552,9 @@ def test_the_torch_fast_path_gives_the_general_paths_bits():
         assert last_axis_rows_torch(x.detach()[:, ::2], -1) is None
         assert last_axis_rows_torch(x.detach(), 0) is None
         assert last_axis_rows_torch(x.detach().to(torch.float16), -1) is None
+    # memory at an odd address (torch.frombuffer): the general path, the same bits
+    raw = bytearray(8 * 11)
+    odd = torch.frombuffer(raw, dtype=torch.float64, offset=1, count=10).reshape(1, 10)
+    odd.copy_(torch.linspace(-3, 4, 10, dtype=torch.float64))
+    assert odd.data_ptr() % 8 and last_axis_rows_torch(odd, -1) is None
+    assert torch.equal(impl.log_softmax(odd, axis=-1), impl.log_softmax(odd.clone(), axis=-1))
