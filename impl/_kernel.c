@@ -55,6 +55,8 @@ static PyMethodDef methods[] = {
     {"use", py_use, METH_VARARGS, use_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"rows_at", py_rows_at, METH_VARARGS, rows_at_doc},
+    {"set_per_thread", py_set_per_thread, METH_VARARGS, set_per_thread_doc},
+    {"spawn_ns", py_spawn_ns, METH_VARARGS, spawn_ns_doc},
     {"partial", py_partial, METH_VARARGS, partial_doc},
     {"write", py_write, METH_VARARGS, write_doc},
     {"bound_f32", py_bound_f32, METH_VARARGS, bound_f32_doc},

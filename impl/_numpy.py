@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._generic import log_softmax_generic
-from ._threads import get_num_threads
+from ._threads import get_num_threads, min_per_thread
 
 __all__ = ["compiled_kernels", "empty_out", "log_softmax_numpy"]
 
@@ -68,7 +68,9 @@ _pool_lock = threading.Lock()
 
 _serial = threading.local()  # set in callers that run in parallel already (Dask tasks)
 _ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_TWO_THREADS = 2 << 14  # impl/csrc/threads.h: PER_THREAD, the entries a thread must have
+# Below this many entries a call never shares its work, whatever the machine
+# (_threads.min_per_thread is at least 2**12 a thread)
+_TWO_THREADS = 2 << 12
 
 
 def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:
@@ -146,7 +148,7 @@ def _rows_on_kernel(rows2d: NDArray[Any]) -> NDArray[Any]:
     """float32 or float64 rows (C-contiguous, aligned) through the kernels in one call,
     which shares them (or one long row's passes) among its threads, the GIL released;
     the rows it declines get their special values (_fill_specials)."""
-    small = rows2d.size < _TWO_THREADS
+    small = rows2d.size < _TWO_THREADS or rows2d.size < 2 * min_per_thread()
     # a small output needs none of empty_out's alignment (its own checks cost 2 us)
     out = np.empty_like(rows2d) if small else empty_out(rows2d.shape, rows2d.dtype)
     # below two threads' worth (the kernels' 2^14 entries each) one thread: no need to

@@ -5,8 +5,10 @@ By default, every core this process may run on: its CPU affinity and cgroup CPU 
 machine's count. ``LOG_SOFTMAX_NUM_THREADS`` in the environment overrides that at the
 first call; ``set_num_threads`` overrides both at run time (``None``: back to the
 default), as ``threadpoolctl`` and ``torch.set_num_threads`` do. Work is shared only
-where each thread gets enough of it (2**14 elements); Dask's tasks stay serial. The
-results are bit for bit the same for any count.
+where each thread gets enough of it: ``min_per_thread`` elements, measured once per
+process (a thread's start and join against the kernels' time per element), or
+``LOG_SOFTMAX_MIN_PER_THREAD``; Dask's tasks stay serial. The results are bit for bit
+the same for any count.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import operator
 import os
 import threading
 
-__all__ = ["ENV", "available_cores", "get_num_threads", "set_num_threads"]
+__all__ = ["ENV", "PER_THREAD_ENV", "available_cores", "get_num_threads", "min_per_thread",
+           "set_num_threads"]  # fmt: skip
 
 ENV = "LOG_SOFTMAX_NUM_THREADS"
+PER_THREAD_ENV = "LOG_SOFTMAX_MIN_PER_THREAD"
+# A thread is started only for work worth this many times its start and join
+_WORTH = 4
+_PER_THREAD_RANGE = (1 << 12, 1 << 22)
 _lock = threading.Lock()
 _chosen: int | None = None  # set_num_threads
 _from_env: int | None = None  # read once
@@ -81,3 +88,57 @@ def _tell_kernels() -> None:
     kernels = compiled_kernels()
     if kernels is not None and hasattr(kernels, "set_threads"):
         kernels.set_threads(get_num_threads())
+        min_per_thread()
+
+
+_per_thread: int | None = None
+
+
+def min_per_thread() -> int:
+    """The elements a thread must have for a call to start it: LOG_SOFTMAX_MIN_PER_THREAD
+    (an integer >= 1024), else measured at the first call: _WORTH times a thread's
+    start and join (the best of 20) over the kernels' time per element (float32 rows
+    of 4,096, the best of 5), within 2**12 to 2**22; the kernels are told. About a
+    millisecond, once; 2**14 where there are no kernels."""
+    global _per_thread
+    if _per_thread is not None:
+        return _per_thread
+    from ._numpy import compiled_kernels
+
+    kernels = compiled_kernels()
+    with _lock:
+        if _per_thread is None:
+            text = os.environ.get(PER_THREAD_ENV, "").strip()
+            if text:
+                try:
+                    n = int(text)
+                except ValueError:
+                    n = 0
+                if n < 1024:
+                    raise ValueError(f"{PER_THREAD_ENV}={text!r}: an integer >= 1024, please")
+            elif kernels is None:
+                n = 1 << 14
+            else:
+                n = _measure(kernels)
+            if kernels is not None:
+                kernels.set_per_thread(n)
+            _per_thread = n
+    return _per_thread
+
+
+def _measure(kernels: object) -> int:
+    import time
+
+    import numpy as np
+
+    x = np.linspace(-8.0, 8.0, 16 * 4096, dtype=np.float32).reshape(16, 4096)
+    out = np.empty_like(x)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter_ns()
+        kernels.rows(x, out, 4096, 1)  # type: ignore[attr-defined]
+        best = min(best, time.perf_counter_ns() - t)
+    per_element = max(best / x.size, 0.05)
+    spawn = float(kernels.spawn_ns(20))  # type: ignore[attr-defined]
+    lo, hi = _PER_THREAD_RANGE
+    return int(min(max(_WORTH * spawn / per_element, lo), hi))

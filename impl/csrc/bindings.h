@@ -160,6 +160,62 @@ py_rows(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(skipped);
 }
 
+PyDoc_STRVAR(set_per_thread_doc,
+"set_per_thread(n) -> int\n\n"
+"The elements a thread must have to be started (n >= 1024); returns the value before.");
+
+static PyObject *
+py_set_per_thread(PyObject *self, PyObject *args)
+{
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) {
+        return NULL;
+    }
+    if (n < 1024) {
+        PyErr_SetString(PyExc_ValueError, "set_per_thread needs n >= 1024");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(__atomic_exchange_n(&per_thread, n, __ATOMIC_RELAXED));
+}
+
+static void *
+nothing(void *arg)
+{
+    return arg;
+}
+
+PyDoc_STRVAR(spawn_ns_doc,
+"spawn_ns(reps) -> float\n\n"
+"The least time, in ns, that starting and joining one thread that does nothing took\n"
+"over reps tries (the GIL released): what sharing a call's work costs a thread.");
+
+static PyObject *
+py_spawn_ns(PyObject *self, PyObject *args)
+{
+    int reps;
+    if (!PyArg_ParseTuple(args, "i", &reps)) {
+        return NULL;
+    }
+    double best = -1.0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < (reps < 1 ? 1 : reps); i++) {
+        struct timespec a, b;
+        pthread_t t;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        if (pthread_create(&t, NULL, nothing, NULL) != 0) {
+            break;
+        }
+        pthread_join(t, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        double ns = (double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec);
+        if (best < 0 || ns < best) {
+            best = ns;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(best);
+}
+
 PyDoc_STRVAR(rows_at_doc,
 "rows_at(x_address, out_address, nrows, n, f64) -> int\n\n"
 "rows(x, out, n) on one thread for memory given by address: nrows rows of n > 0\n"

@@ -16,7 +16,11 @@
 #define BLOCK_BYTES ((size_t)256 << 10) /* input per block of rows: a cache's worth */
 #define MAX_SEGS 32                     /* segments of one long row */
 #define MAX_THREADS 256
-#define PER_THREAD (1 << 14) /* elements a thread must have, to be worth starting */
+/* Elements a thread must have, to be worth starting: measured on the machine at the
+ * first call that could share its work (impl/_threads.py: a thread's start and join
+ * against the kernels' time per element), or LOG_SOFTMAX_MIN_PER_THREAD; set through
+ * set_per_thread. 2**14 until then. */
+static Py_ssize_t per_thread = 1 << 14;
 
 /* The threads a call may use where the caller does not say (set_threads) */
 static int default_threads = 1;
@@ -266,15 +270,15 @@ long_row(row_job *j)
     return 0;
 }
 
-/* The rows over up to ``threads`` threads, as many as have PER_THREAD elements each
- * (so two threads from 2**15 elements, sixteen from 2**18):
+/* The rows over up to ``threads`` threads, as many as have per_thread elements each
+ * (with 2**14: two threads from 2**15 elements, sixteen from 2**18):
  * blocks of rows, or, for one long row, segments of each pass. Returns the count of
  * rows left to the caller. */
 static Py_ssize_t
 rows_threads(row_job *j, int threads)
 {
     Py_ssize_t total = j->nrows * j->n;
-    Py_ssize_t worth = total / PER_THREAD;
+    Py_ssize_t worth = total / __atomic_load_n(&per_thread, __ATOMIC_RELAXED);
     j->nthreads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     if (worth < j->nthreads) {
         j->nthreads = worth < 1 ? 1 : (int)worth;

@@ -12,15 +12,26 @@ import numpy as np
 import pytest
 
 import impl
-from impl._threads import ENV, available_cores
+from impl._threads import ENV, PER_THREAD_ENV, available_cores
 
 COUNTS = (1, 2, 3, 5, 16)
 
 
 @pytest.fixture(autouse=True)
 def _default_threads():
+    """The default count after each test; and the fewest elements a thread may have,
+    so that the calls below share their work on any machine (the measured threshold
+    could keep them on one thread)"""
+    from impl import _threads
+
+    before = _threads.min_per_thread()
+    _kernel = pytest.importorskip("impl._kernel")
+    _kernel.set_per_thread(1 << 12)
+    _threads._per_thread = 1 << 12
     yield
     impl.set_num_threads(None)
+    _kernel.set_per_thread(before)
+    _threads._per_thread = before
 
 
 def _bits(a: np.ndarray) -> bytes:
@@ -99,3 +110,17 @@ def test_the_default_is_the_cores_the_process_may_run_on():
     assert r.returncode == 0, r.stderr
     threads, machine = map(int, r.stdout.split())
     assert threads == 1 and machine >= 1
+
+
+def test_the_elements_a_thread_needs_are_measured_or_set():
+    """Measured once per process (a thread's start and join against the kernels' time
+    per element), within 2**12 to 2**22; LOG_SOFTMAX_MIN_PER_THREAD overrides it, and a
+    bad value is an error naming the variable."""
+    code = "from impl._threads import min_per_thread; print(min_per_thread())"
+    r = _in_child(code)
+    assert r.returncode == 0, r.stderr
+    assert 1 << 12 <= int(r.stdout) <= 1 << 22
+    r = _in_child(code, **{PER_THREAD_ENV: "5000"})
+    assert r.returncode == 0 and r.stdout.strip() == "5000", r.stderr
+    r = _in_child(code, **{PER_THREAD_ENV: "12"})
+    assert r.returncode == 1 and f"{PER_THREAD_ENV}='12'" in r.stderr
