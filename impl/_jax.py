@@ -67,8 +67,9 @@ def cpu_kernel_registered() -> bool:
         jax.ffi.register_ffi_target(_FFI_TARGET, kernel.ffi_handler(), platform="cpu")
     except Exception:  # an older or newer jaxlib without this FFI: the generic path
         return False
-    from ._threads import _tell_kernels
+    from ._threads import _tell_kernels, min_per_thread
 
+    min_per_thread()  # measured now: the handler's calls never ask Python
     _tell_kernels()  # the handler's calls share their rows among as many threads
     return True
 

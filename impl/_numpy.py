@@ -69,8 +69,8 @@ _pool_lock = threading.Lock()
 _serial = threading.local()  # set in callers that run in parallel already (Dask tasks)
 _ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Below this many entries a call never shares its work, whatever the machine
-# (_threads.min_per_thread is at least 2**12 a thread)
-_TWO_THREADS = 2 << 12
+# (_threads.min_per_thread is at least 2**14 a thread)
+_TWO_THREADS = 2 << 14
 
 
 def _map(fn: Callable[[Any], _T], items: Iterable[Any]) -> list[_T]:

@@ -24,7 +24,10 @@ ENV = "LOG_SOFTMAX_NUM_THREADS"
 PER_THREAD_ENV = "LOG_SOFTMAX_MIN_PER_THREAD"
 # A thread is started only for work worth this many times its start and join
 _WORTH = 4
-_PER_THREAD_RANGE = (1 << 12, 1 << 22)
+# (a start measured while other threads spin, as torch's and XLA's pools do after
+# their work, can be several times its quiet cost: the cap keeps such a measurement
+# from leaving large calls on one thread)
+_PER_THREAD_RANGE = (1 << 14, 1 << 18)
 _lock = threading.Lock()
 _chosen: int | None = None  # set_num_threads
 _from_env: int | None = None  # read once
@@ -88,7 +91,6 @@ def _tell_kernels() -> None:
     kernels = compiled_kernels()
     if kernels is not None and hasattr(kernels, "set_threads"):
         kernels.set_threads(get_num_threads())
-        min_per_thread()
 
 
 _per_thread: int | None = None
@@ -98,7 +100,7 @@ def min_per_thread() -> int:
     """The elements a thread must have for a call to start it: LOG_SOFTMAX_MIN_PER_THREAD
     (an integer >= 1024), else measured at the first call: _WORTH times a thread's
     start and join (the best of 20) over the kernels' time per element (float32 rows
-    of 4,096, the best of 5), within 2**12 to 2**22; the kernels are told. About a
+    of 4,096, the best of 5), within 2**14 to 2**18; the kernels are told. About a
     millisecond, once; 2**14 where there are no kernels."""
     global _per_thread
     if _per_thread is not None:

@@ -114,12 +114,12 @@ def test_the_default_is_the_cores_the_process_may_run_on():
 
 def test_the_elements_a_thread_needs_are_measured_or_set():
     """Measured once per process (a thread's start and join against the kernels' time
-    per element), within 2**12 to 2**22; LOG_SOFTMAX_MIN_PER_THREAD overrides it, and a
+    per element), within 2**14 to 2**18; LOG_SOFTMAX_MIN_PER_THREAD overrides it, and a
     bad value is an error naming the variable."""
     code = "from impl._threads import min_per_thread; print(min_per_thread())"
     r = _in_child(code)
     assert r.returncode == 0, r.stderr
-    assert 1 << 12 <= int(r.stdout) <= 1 << 22
+    assert 1 << 14 <= int(r.stdout) <= 1 << 18
     r = _in_child(code, **{PER_THREAD_ENV: "5000"})
     assert r.returncode == 0 and r.stdout.strip() == "5000", r.stderr
     r = _in_child(code, **{PER_THREAD_ENV: "12"})
