@@ -29,9 +29,7 @@ import numpy as np
 
 import impl
 import reference
-from conformance import FAMILIES
-
-SKIP = {"exhaustive-f32", "torch-opinfo", "scipy-suite"}  # their own runs, or peers' data
+from conformance._families import family_inputs
 
 
 def _counts(kernel: Any, fmt: str) -> dict[str, int]:
@@ -43,21 +41,12 @@ def _family_rows(profile: str) -> list[tuple[str, str, dict[str, int]]]:
     from impl import _kernel
 
     out = []
-    for fam in FAMILIES:
-        if fam.name in SKIP or fam.why_not() is not None:
-            continue
-        for fmt in reference.FORMATS:
-            try:
-                cases = fam.cases(fmt, profile)
-            except Exception:  # a family without this format's inputs
-                continue
-            if not cases:
-                continue
-            _kernel.stats(True)
-            with np.errstate(all="ignore"):
-                for c in cases:
-                    impl.log_softmax(c.x, axis=c.axis)
-            out.append((fam.name, fmt, _counts(_kernel, fmt)))
+    for name, fmt, cases in family_inputs(profile):
+        _kernel.stats(True)
+        with np.errstate(all="ignore"):
+            for c in cases:
+                impl.log_softmax(c.x, axis=c.axis)
+        out.append((name, fmt, _counts(_kernel, fmt)))
     return out
 
 
@@ -82,17 +71,8 @@ def _generic_rows(profile: str) -> list[tuple[str, str, str, int, int, int, int]
 
         return count
 
-    inputs: list[tuple[str, str, list[tuple[np.ndarray, Any]]]] = []
-    for fam in FAMILIES:
-        if fam.name in SKIP or fam.why_not() is not None:
-            continue
-        for fmt in ("float32", "float64"):
-            try:
-                cases = fam.cases(fmt, profile)
-            except Exception:  # a family without this format's inputs
-                continue
-            if cases:
-                inputs.append((fam.name, fmt, [(c.x, c.axis) for c in cases]))
+    inputs = [(name, fmt, [(c.x, c.axis) for c in cases])
+              for name, fmt, cases in family_inputs(profile, ("float32", "float64"))]  # fmt: skip
     rng = np.random.default_rng(2)
     for fmt in ("float32", "float64"):
         for scale in (1.0, 5.0, 30.0):

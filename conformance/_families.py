@@ -41,7 +41,7 @@ from ._peers import (
 
 __all__ = [
     "DEFAULT_FAMILIES", "FAMILIES", "PROFILES", "Case", "Family", "expand", "families", "family",
-    "neg_ln_smallest",
+    "family_inputs", "neg_ln_smallest",
 ]  # fmt: skip
 
 PROFILES = ("quick", "full")
@@ -407,4 +407,23 @@ def expand(fams: Any) -> list[Family]:
         for g in f.parts("") if f.parts is not None else [f]:
             if g not in out:
                 out.append(g)
+    return out
+
+
+def family_inputs(
+    profile: str = "quick", formats: tuple[str, ...] = _ALL
+) -> list[tuple[str, str, list[Case]]]:
+    """(family, format, cases) for every family of FAMILIES that can run here and is
+    not optional (the peers' suites: asked for by name), in each of ``formats`` it
+    has: the inputs a default sweep gives each candidate (benchmarks and tests that
+    run impl over them)."""
+    out = []
+    for fam in FAMILIES:
+        if fam.optional or fam.why_not() is not None:
+            continue
+        for fmt in formats:
+            if fmt in fam.dtypes:
+                cases = fam.cases(fmt, profile)
+                if cases:
+                    out.append((fam.name, fmt, cases))
     return out

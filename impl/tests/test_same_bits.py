@@ -24,30 +24,15 @@ import pytest
 
 import impl
 import reference
-from conformance import BACKENDS, FAMILIES, Backend
+from conformance import BACKENDS, Backend
+from conformance._families import family_inputs
 from conformance._invoke import invoke
 
 from . import device_paths
 
 _kernel = pytest.importorskip("impl._kernel")
 
-_SKIP = {"exhaustive-f32", "torch-opinfo", "scipy-suite"}  # their own runs, or peers' data
 UINT = {2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
-def _cases() -> list[tuple[str, str, list[Any]]]:
-    out = []
-    for fam in FAMILIES:
-        if fam.name in _SKIP or fam.why_not() is not None:
-            continue
-        for fmt in reference.FORMATS:
-            try:
-                cases = fam.cases(fmt, "quick")
-            except Exception:  # a family without this format's inputs
-                continue
-            if cases:
-                out.append((fam.name, fmt, cases))
-    return out
 
 
 @contextlib.contextmanager
@@ -122,7 +107,7 @@ def test_every_path_gives_the_oracles_bits_on_every_familys_inputs(variant):
     b = _backend(name)
     wrong = []
     cases = 0
-    for family, fmt, fam_cases in _cases():
+    for family, fmt, fam_cases in family_inputs("quick"):
         if fmt not in b.dtypes:
             continue
         for case in fam_cases:
