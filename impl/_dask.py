@@ -81,13 +81,28 @@ def _quiet(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def log_softmax_dask(x: Any, axes: tuple[int, ...]) -> Any | None:
-    if not isinstance(getattr(x, "_meta", None), np.ndarray):
+    """The Dask graph for NumPy blocks (the row kernels per block, or the split
+    reduced axis's blocks combined); for other blocks (CuPy's) whose slices lie whole
+    in a block, impl's own call on each block, on the blocks' namespace (CuPy: the
+    generic algorithm with its host step, correctly rounded); None for the rest, which
+    the generic algorithm on the Dask array takes."""
+    meta = getattr(x, "_meta", None)
+    whole = all(len(x.chunks[a]) == 1 for a in axes)
+    if type(meta) is not np.ndarray:
+        if whole and meta is not None and not any(math.isnan(c) for c in x.shape):
+            return x.map_blocks(_native_block, axes=axes, dtype=x.dtype, meta=meta)
         return None
-    if all(len(x.chunks[a]) == 1 for a in axes):
+    if whole:
         return x.map_blocks(_whole_block, axes=axes, dtype=x.dtype, meta=x._meta)
     if compiled_kernels() is None or x.ndim == 0:
         return None
     return _split(x, axes)
+
+
+def _native_block(b: Any, axes: tuple[int, ...]) -> Any:
+    from ._delegation import log_softmax
+
+    return log_softmax(b, axis=axes)
 
 
 def round_narrow_dask(v: Any, dtype: Any) -> Any:

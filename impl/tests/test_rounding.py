@@ -301,6 +301,36 @@ def test_dask_split_axis_is_correctly_rounded():
         _assert_bits(got, reference.log_softmax(y, axis=axes), f"axes {axes}")
 
 
+def test_dask_blocks_of_another_library_run_impls_own_call_per_block(monkeypatch):
+    """Dask over blocks that are not NumPy's (CuPy's; here a NumPy subclass stands in),
+    each slice whole in a block: every block goes through impl's own call on its
+    namespace (for CuPy the generic algorithm with its host step), so the result is
+    the oracle's bits. Before, the generic algorithm ran on the Dask array with no
+    host step."""
+    import dask.array as da
+
+    from impl import _dask
+
+    class Blocks(np.ndarray):
+        pass
+
+    seen = []
+    real = _dask._native_block
+
+    def spy(b: Any, axes: Any) -> Any:
+        seen.append(type(b))
+        return real(b, axes)
+
+    monkeypatch.setattr(_dask, "_native_block", spy)
+    for dtype in ("float32", "float64"):
+        x = _adversarial_rows(np.random.default_rng(13), dtype) if dtype == "float32" else \
+            _float64_rows(np.random.default_rng(13), 70, 6)  # fmt: skip
+        lazy = da.from_array(x.view(Blocks), chunks=(16, -1), asarray=False)  # type: ignore[no-untyped-call]
+        got = np.asarray(impl.log_softmax(lazy, axis=-1).compute())
+        _assert_bits(got, reference.log_softmax(x, axis=-1), dtype)
+    assert seen and all(t is Blocks for t in seen)
+
+
 def test_dask_split_axis_weakened_bound_is_caught():
     """The Dask path's bound (combine_rows) is what makes the hardest float64 pairs
     right when split: scaled to 0, they come out wrong."""
