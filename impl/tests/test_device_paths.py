@@ -28,6 +28,10 @@ def _params() -> list[Any]:
                 marks = [pytest.mark.slow] if b.name.endswith("nox64") else []
                 if b.name.startswith("dask") and d == "float64":  # 26 s: the host's fix
                     marks = [pytest.mark.extended]
+                # 19 s (XLA compiling the float64 core and its rounding test for each
+                # shape): test_rounding.py holds JAX's float64 GPU path in the default tier
+                if b.name == "jax:cpu:jit" and d == "float64":
+                    marks = [pytest.mark.extended]
                 out.append(pytest.param(b, d, id=f"{b.name}-{d}", marks=marks))
     return out
 
