@@ -138,6 +138,7 @@ def f(x, axis=None):
 """
 
 
+@pytest.mark.extended  # three chunks of 2^24 pairs: 23 s here
 def test_chunks_run_as_cells_of_a_sweep_and_their_figures_reach_the_report(tmp_path, monkeypatch):
     """The last chunk (negative values from -2**105 to -inf, and NaNs): impl passes;
     log(softmax) gives -inf where v is finite and fails; each record carries its
