@@ -198,13 +198,13 @@ def log_softmax_generic(
     else:
         # The precise core in the working format: L and out = d - L carried as
         # double-words (out_hi + out_lo), then rounded once to it
+        rel = ERR_REL[name] + size * SUM_REL[name]
         out_hi, out_lo, L, extra = _precise_core(
-            xp, xs, m, below, k, axis, name, size, scale2, opaque
+            xp, xs, m, below, k, axis, name, rel, scale2, opaque
         )
         # d = x - m is exact, so L carries the error, relative to L; out's double-word
         # adds its own two roundings below its last bit (2^-(2p - 3) of |out| covers
         # them)
-        rel = ERR_REL[name] + size * SUM_REL[name]
         p = fmt(name).precision
         finite_hi = xp.where(xp.isfinite(out_hi), xp.abs(out_hi), xp.zeros_like(out_hi))
         err = rel * L + finite_hi * 2.0 ** -(2 * p - 3) + extra
@@ -346,14 +346,15 @@ def _precise_core(
     k: Any,
     axis: Any,
     name: str,
-    size: int,
+    rel: float,
     scale2: Callable[[Any, Any], Any] | None,
     opaque: Callable[[Any], Any] | None,
 ) -> tuple[Any, Any, Any, Any]:
     """out = x - m - log1p(T) as a double-word hi + lo (one rounding of it gives the
     result), L = log1p(T)'s high part, and what the bound must add beyond L's
     relative error: on slices whose T was taken relative to their second entry, where
-    L = T is rounded once in the working format (size: the entries per slice)"""
+    L = T is rounded once in the working format (rel: the bound on L's relative
+    error, which T's shares)"""
     f = fmt(name)
     zero = xp.zeros_like(x)
     ninf = const(xp, x, -math.inf)
@@ -385,7 +386,6 @@ def _precise_core(
     gh, gl, gq = exp_parts(xp, g2c, xp.where(scaled & (g2h >= lim), g2l, zero), f)
     bh, bl = two_prod(xp, gh, S_hi, f)
     bh, bl = fast_two_sum(bh, bl + (gh * S_lo + gl * S_hi))
-    rel = ERR_REL[name] + size * SUM_REL[name]
     T_s, near = _scale_once(xp, bh, bl, gq, f, _PRESCALE[name], scale2, rel)
     neg_T = -T_s
     L_hi = xp.where(scaled, T_s, L_hi)

@@ -151,7 +151,7 @@ def _rows_on_kernel(rows2d: NDArray[Any]) -> NDArray[Any]:
     small = rows2d.size < _TWO_THREADS or rows2d.size < 2 * min_per_thread()
     # a small output needs none of empty_out's alignment (its own checks cost 2 us)
     out = np.empty_like(rows2d) if small else empty_out(rows2d.shape, rows2d.dtype)
-    # below two threads' worth (the kernels' 2^14 entries each) one thread: no need to
+    # below two threads' worth (min_per_thread entries each) one thread: no need to
     # ask the machine (a system call) for the cores
     threads = 1 if small or getattr(_serial, "on", False) else get_num_threads()
     if _kernel.rows(rows2d, out, rows2d.shape[1], threads):
