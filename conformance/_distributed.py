@@ -13,9 +13,15 @@ is imported (``distributed`` is an optional extra).
   chunks) is scored on the worker's host, by the scoring processes of the supervisor
   there, and its measurement travels instead. So a distributed
   sweep's table is the local sweep's, cell for cell.
-- **Isolation.** A task never runs a candidate in the Dask worker's process: it starts
-  ``conformance._remote`` on the worker's host, which runs its cells under the same
-  supervisor as the local pool (a crash or a hang costs the cell).
+- **Isolation.** A task never runs a candidate in the Dask worker's process: it hands
+  its batch to the worker's agent (``conformance._remote``, started at the worker's
+  first task and kept), which runs the cells under the same supervisor as the local
+  pool, its workers forked from a fork server that holds the sweep's libraries (a
+  crash or a hang costs the cell, not the agent).
+- **Batches.** Each worker thread has ``IN_FLIGHT`` batches at a time. A batch holds
+  cells of one (candidate, backend) pair, about ``BATCH_SECONDS`` of them
+  (``CONFORMANCE_BATCH_SECONDS``) at the pair's cost per cell measured on its batches
+  so far, and never more than a fair share of what is left.
 - **Devices as resources.** A cell on a GPU backend (``torch:cuda``, ``jax:gpu``,
   ``cupy:cuda``) asks for the worker resource ``cuda`` (``dask worker ADDRESS
   --resources "cuda=1"``). Every worker probes every backend of the sweep at the start
@@ -24,22 +30,26 @@ is imported (``distributed`` is an optional extra).
   worker with cuda`` with the workers and their resources; one whose probe failed on
   every worker that could take it is ``not run`` with the probes' reasons.
 - **Lost workers.** A worker that dies (``kill -9``) while it runs a batch loses
-  nothing: the scheduler gives the batch to another worker (Dask's own retry, up to
-  ``distributed.scheduler.allowed-failures`` times); a batch left with no worker that
-  may run it fails its cells with that reason, and the sweep goes on.
+  nothing: the batch goes to another worker (up to ``RETRIES`` times); cells left with
+  no worker that may run them fail with that reason, and the sweep goes on.
 - **Records.** Each row carries the host that measured it; the fingerprint lists each
   worker: its host, resources, Python, versions, recorded environment and probes.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
-import pickle
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +60,10 @@ __all__ = [
     "Cluster", "SchedulerError", "connect", "parse_routes", "parse_scheduler", "resources_for",
 ]  # fmt: skip
 
-BATCH = 16  # cells of one (candidate, backend) a task: one Python start per batch
+BATCH_SECONDS = 1.0  # what a batch should take (CONFORMANCE_BATCH_SECONDS)
+FIRST = 4  # cells in a pair's first batch, before its cost is measured
+IN_FLIGHT = 2  # batches a worker thread has at once: one running, one waiting
+RETRIES = 2  # times a batch goes to another worker after its worker died
 CONNECT_TIMEOUT = 20.0  # seconds to reach the scheduler
 _GPU_DEVICES = ("cuda", "gpu")
 
@@ -103,23 +116,171 @@ def _local_resources() -> dict[str, float]:
     return {"cuda": 1} if os.path.exists("/dev/nvidia0") else {}
 
 
-def _on_worker(kind: str, job: dict[str, Any]) -> Any:
-    """A Dask task: ``conformance._remote`` in a process of its own, its answer."""
-    with tempfile.TemporaryDirectory(prefix="conformance-task-") as d:
-        inp, outp, log = Path(d, "in.pkl"), Path(d, "out.pkl"), Path(d, "log")
-        inp.write_bytes(pickle.dumps(job))
-        with open(log, "wb") as f:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "conformance._remote", kind, str(inp), str(outp)],
-                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+class _AgentProcess:
+    """A Dask worker's handle on one agent (``conformance._remote serve``): the pipes to
+    it, its log."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="conformance-agent-log-")
+        self.log = Path(self.dir.name, "log")
+        jobs_r, jobs_w = os.pipe()
+        answers_r, answers_w = os.pipe()
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "conformance._remote", "serve", str(jobs_r),
+                 str(answers_w)],
+                pass_fds=(jobs_r, answers_w), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )  # fmt: skip
-            code = proc.wait()
-        if code != 0 or not outp.exists():
+        os.close(jobs_r)
+        os.close(answers_w)
+        self.jobs = Connection(jobs_w, readable=False)
+        self.answers = Connection(answers_r, writable=False)
+
+    def ask(self, kind: str, job: dict[str, Any]) -> tuple[Any, float]:
+        try:
+            self.jobs.send((kind, job))
+            status, answer, seconds = self.answers.recv()
+        except (EOFError, OSError):
+            self.close()
             from ._worker import log_tail
 
-            tail = log_tail(log)
-            raise RuntimeError(f"conformance._remote {kind} exited with code {code}: {tail}")
-        return pickle.loads(outp.read_bytes())
+            raise RuntimeError(
+                f"conformance._remote exited with code {self.proc.returncode}: {log_tail(self.log)}"
+            ) from None
+        if status != "ok":
+            raise RuntimeError(f"conformance._remote {kind}: {answer}")
+        return answer, seconds
+
+    def close(self) -> None:
+        for c in (self.jobs, self.answers):
+            c.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_idle_agents: list[_AgentProcess] = []  # this Dask worker's agents, between tasks
+_agents_lock = threading.Lock()
+
+
+def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float, float]:
+    """A Dask task: the job answered by one of this worker's agents (started at its
+    first task; one per task running at once), with the agent's seconds and the task's."""
+    t0 = time.perf_counter()
+    with _agents_lock:
+        agent = _idle_agents.pop() if _idle_agents else None
+    if agent is None or agent.proc.poll() is not None:
+        agent = _AgentProcess()
+    answer, seconds = agent.ask(kind, job)  # a dead agent is dropped, not returned
+    with _agents_lock:
+        _idle_agents.append(agent)
+    return answer, seconds, time.perf_counter() - t0
+
+
+@atexit.register
+def _close_agents() -> None:
+    with _agents_lock:
+        while _idle_agents:
+            _idle_agents.pop().close()
+
+
+Pair = tuple[str, str]  # (candidate, backend)
+
+
+class _Batches:
+    """The cells of a sweep cut into batches as the workers take them.
+
+    - **Size.** A batch of a (candidate, backend) pair holds about ``target`` seconds
+      of its cells, at the pair's cost per cell measured on its batches that came back
+      (its first batch, before any measure, ``FIRST`` cells), and never more than a
+      fair share of what is left, so that the workers finish together.
+    - **Place.** A pair stays on the worker that started it (its workers' processes,
+      their imports and JAX's compilations, are there); a worker with nothing of its
+      own starts a pair no worker has, else shares the pair with the most cells left.
+    """
+
+    def __init__(self, cells: list[CellSpec], slots: int, target: float) -> None:
+        self.groups: dict[Pair, deque[CellSpec]] = {}
+        for s in cells:  # in the sweep's order: the costly pairs first
+            self.groups.setdefault(_pair(s), deque()).append(s)
+        self.left = len(cells)
+        self.slots, self.target = max(1, slots), target
+        self.cost: dict[Pair, tuple[float, int]] = {}  # seconds, cells
+        self.home: dict[Pair, str] = {}  # the worker a pair runs on
+        self.taken = 0  # batches
+        self.seconds = 0.0  # the agents' time, all batches
+
+    def measured(self, batch: list[CellSpec], seconds: float) -> None:
+        g = _pair(batch[0])
+        t, n = self.cost.get(g, (0.0, 0))
+        self.cost[g] = (t + seconds, n + len(batch))
+        self.seconds += seconds
+
+    def size(self, g: Pair) -> int:
+        fair = max(1, -(-self.left // self.slots))
+        if g not in self.cost:
+            return min(FIRST, fair)
+        t, n = self.cost[g]
+        return max(1, min(fair, int(self.target * n / max(t, 1e-6))))
+
+    def put_back(self, batch: list[CellSpec]) -> None:
+        """A batch whose worker died: first in its pair again, the pair homeless."""
+        g = _pair(batch[0])
+        q = self.groups.setdefault(g, deque())
+        q.extendleft(reversed(batch))
+        self.left += len(batch)
+        self.home.pop(g, None)
+
+    def take(self, worker: str, allowed: dict[str, list[str]]) -> list[CellSpec] | None:
+        """The next batch for ``worker``, of a pair it is ``allowed`` to run."""
+        open_ = [g for g, q in self.groups.items() if q and worker in allowed[g[1]]]
+        g = (
+            next((g for g in open_ if self.home.get(g) == worker), None)
+            or next((g for g in open_ if g not in self.home), None)
+            or max(open_, key=lambda g: len(self.groups[g]), default=None)
+        )
+        if g is None:
+            return None
+        q = self.groups[g]
+        self.home.setdefault(g, worker)
+        batch = [q.popleft() for _ in range(min(len(q), self.size(g)))]
+        self.left -= len(batch)
+        self.taken += 1
+        if not q:
+            del self.groups[g]
+        return batch
+
+
+def _pair(s: CellSpec) -> Pair:
+    return (s.candidate.name, s.backend.name)
+
+
+def _lost_with_worker(fut: Any) -> bool:
+    """A finished task whose result its worker took with it (Dask's KilledWorker)."""
+    if fut.status != "error":
+        return False
+    try:
+        exc = fut.exception(timeout=5)
+    except Exception:
+        return True
+    return type(exc).__name__ == "KilledWorker"
+
+
+def batch_seconds() -> float:
+    """The time a batch should take: ``CONFORMANCE_BATCH_SECONDS``, else BATCH_SECONDS."""
+    raw = os.environ.get("CONFORMANCE_BATCH_SECONDS", "")
+    try:
+        v = float(raw) if raw else BATCH_SECONDS
+    except ValueError:
+        raise SchedulerError(
+            f"CONFORMANCE_BATCH_SECONDS={raw!r}: give the seconds a batch should take"
+        ) from None
+    if not v > 0:
+        raise SchedulerError(f"CONFORMANCE_BATCH_SECONDS={raw!r}: give a number > 0")
+    return v
 
 
 class Cluster:
@@ -167,6 +328,7 @@ class Cluster:
             raise SchedulerError(f"--scheduler {arg}: cannot reach it: {exc}") from None
         self.address = address
         self.workers: dict[str, dict[str, Any]] = {}
+        self.batches: _Batches | None = None  # the last execute's
 
     def close(self) -> None:
         self.client.close()
@@ -181,7 +343,10 @@ class Cluster:
         workers = self.alive()
         if not workers:
             raise SchedulerError(f"the scheduler at {self.address} has no workers")
-        job = {"backends": backends, "timeout": timeout}
+        job = {
+            "backends": backends, "timeout": timeout,
+            "libraries": sorted({b.library for b in backends}),
+        }  # fmt: skip
         futures = {
             addr: self.client.submit(
                 _on_worker, "probe", job, workers=[addr], allow_other_workers=False, pure=False
@@ -192,7 +357,7 @@ class Cluster:
         for addr, fut in futures.items():
             res = {k: float(v) for k, v in (workers[addr].get("resources") or {}).items()}
             try:
-                info = fut.result(timeout=timeout + 60)
+                info = fut.result(timeout=timeout + 60)[0]
             except Exception as exc:
                 info = {"host": workers[addr].get("host", ""), "probes": {}, "error": str(exc)}
                 for b in backends:
@@ -251,79 +416,119 @@ class Cluster:
         on_result: Callable[[CellSpec, Raw | None, str | None], None],
         on_submit: Callable[[CellSpec], None], fresh: bool = False,
     ) -> None:  # fmt: skip
-        """Every cell to the cluster in batches; ``on_result`` for each, here."""
+        """Every cell to the cluster in batches (``_Batches``), each worker given
+        ``IN_FLIGHT`` per thread at a time; ``on_result`` for each, here. A batch whose
+        worker dies goes to another, up to ``RETRIES`` times."""
         from distributed import wait
 
-        batches: list[list[CellSpec]] = []
-        groups: dict[tuple[str, str], list[CellSpec]] = {}
-        for s in cells:
-            groups.setdefault((s.candidate.name, s.backend.name), []).append(s)
-        for g in groups.values():
-            batches += [g[i : i + BATCH] for i in range(0, len(g), BATCH)]
-        pending: dict[Any, list[CellSpec]] = {}
-        for batch in batches:
-            b = batch[0].backend
-            fut = self.client.submit(
-                _on_worker, "cells", {"cells": batch, "timeout": timeout, "fresh": fresh},
-                workers=allowed[b.name], allow_other_workers=False,
-                resources=resources_for(b, self.routes) or None, pure=False,
-            )  # fmt: skip
-            pending[fut] = batch
+        libraries = sorted({s.backend.library for s in cells})
+        info = self.alive()
+        threads = {a: max(1, int(w.get("nthreads") or 1)) for a, w in info.items()}
+        batches = _Batches(cells, IN_FLIGHT * sum(threads.values()), batch_seconds())
+        pending: dict[Any, tuple[str, list[CellSpec]]] = {}  # future: (worker, batch)
+        lost: dict[str, int] = {}  # cell: times its worker died under it
+        checked = time.monotonic()
+
+        def submit() -> None:
+            for addr in sorted(threads):
+                busy = sum(1 for w, _ in pending.values() if w == addr)
+                for _ in range(IN_FLIGHT * threads[addr] - busy):
+                    batch = batches.take(addr, allowed)
+                    if batch is None:
+                        break
+                    b = batch[0].backend
+                    job = {
+                        "cells": batch, "timeout": timeout, "fresh": fresh,
+                        "libraries": libraries,
+                    }  # fmt: skip
+                    fut = self.client.submit(
+                        _on_worker, "cells", job, workers=[addr], allow_other_workers=False,
+                        resources=resources_for(b, self.routes) or None, pure=False,
+                    )  # fmt: skip
+                    pending[fut] = (addr, batch)
+                    for s in batch:
+                        on_submit(s)
+
+        def retry(fut: Any) -> None:
+            """A batch its worker took with it: back to the queue, or failed after
+            RETRIES."""
+            fut.cancel()
+            _, batch = pending.pop(fut)
             for s in batch:
-                on_submit(s)
-        while pending:
-            try:
+                lost[s.key] = lost.get(s.key, 0) + 1
+            if max(lost[s.key] for s in batch) <= RETRIES:
+                batches.put_back(batch)
+                return
+            for s in batch:
+                on_result(s, None, f"lost on the cluster: {lost[s.key]} workers died under it")
+
+        def check_workers() -> None:
+            now = set(self.alive())
+            for addr in set(threads) - now:
+                del threads[addr]
+            for fut, (addr, _) in list(pending.items()):
+                if addr not in now and not fut.done():
+                    retry(fut)
+
+        try:
+            submit()
+            while pending or (batches.left and threads):
+                for fut in [f for f in pending if f.cancelled()]:
+                    retry(fut)  # a result lost with its worker (Dask cancels it)
                 try:
                     done = wait(list(pending), timeout=2.0, return_when="FIRST_COMPLETED").done
-                except TimeoutError:
+                except TimeoutError:  # an OSError: caught before the scheduler's below
                     done = set()
-                    self._abandon_unrunnable(pending, allowed, on_result)
-            except OSError as exc:  # the scheduler went away: what finished is kept
-                raise SchedulerError(
-                    f"lost the scheduler at {self.address} ({type(exc).__name__}: {exc}); "
-                    f"{len(pending)} batches had no result: run again with --resume"
-                ) from None
-            for fut in done:
-                batch = pending.pop(fut)
-                self._collect(fut, batch, on_result)
+                except CancelledError:  # one was cancelled meanwhile: retried above
+                    continue
+                for fut in done:
+                    if fut.cancelled() or _lost_with_worker(fut):
+                        retry(fut)
+                        continue
+                    _, batch = pending.pop(fut)
+                    seconds = self._collect(fut, batch, on_result)
+                    if seconds is not None:
+                        batches.measured(batch, seconds)
+                if not done or time.monotonic() - checked > 2.0:
+                    check_workers()
+                    checked = time.monotonic()
+                submit()
+                if not pending and batches.left and threads:
+                    break  # what is left may run on no live worker
+        except OSError as exc:  # the scheduler went away: what finished is kept
+            raise SchedulerError(
+                f"lost the scheduler at {self.address} ({type(exc).__name__}: {exc}); "
+                f"{sum(len(b) for _, b in pending.values()) + batches.left} cells had no "
+                "result: run again with --resume"
+            ) from None
+        for q in batches.groups.values():
+            for s in q:
+                name = s.backend.name
+                on_result(s, None, f"no worker left that can run {name} (it could run on "
+                          f"{', '.join(allowed[name])})")  # fmt: skip
+        self.batches = batches
 
     @staticmethod
     def _collect(
         fut: Any, batch: list[CellSpec],
         on_result: Callable[[CellSpec, Raw | None, str | None], None],
-    ) -> None:  # fmt: skip
+    ) -> float | None:  # fmt: skip
+        """``on_result`` for each cell of a finished batch; the agent's seconds."""
         by_key = {s.key: s for s in batch}
         try:
-            answers = fut.result()
+            answers, seconds, _ = fut.result()
         except Exception as exc:
             why = f"lost on the cluster: {type(exc).__name__}: {exc}".strip()
             for s in batch:
                 on_result(s, None, why[:500])
-            return
+            return None
         for key, raw, reason in answers:
             spec = by_key.pop(key, None)
             if spec is not None:
                 on_result(spec, raw if isinstance(raw, Raw) else None, reason)
         for s in by_key.values():
             on_result(s, None, "the worker's batch sent no result for this cell")
-
-    def _abandon_unrunnable(
-        self, pending: dict[Any, list[CellSpec]], allowed: dict[str, list[str]],
-        on_result: Callable[[CellSpec, Raw | None, str | None], None],
-    ) -> None:  # fmt: skip
-        alive = set(self.alive())
-        for fut, batch in list(pending.items()):
-            if fut.done():
-                continue
-            if not alive & set(allowed[batch[0].backend.name]):
-                fut.cancel()
-                del pending[fut]
-                why = (
-                    f"no worker left that can run {batch[0].backend.name} "
-                    f"(it could run on {', '.join(allowed[batch[0].backend.name])})"
-                )
-                for s in batch:
-                    on_result(s, None, why)
+        return float(seconds)
 
 
 @contextmanager

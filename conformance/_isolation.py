@@ -413,8 +413,9 @@ def _scorer_start() -> None:
 class Supervisor:
     """Workers for (candidate, backend) pairs: ``add`` cells, ``run`` until each has a
     result. ``on_result(spec, raw, None)`` for a cell the worker answered,
-    ``on_result(spec, None, reason)`` for one it could not. With ``keep_idle``, a
-    pair's worker is kept for the next ``add`` of that pair (the pytest plugin)."""
+    ``on_result(spec, None, reason)`` for one it could not. With ``keep_idle``, the
+    workers of the ``keep_idle`` pairs used last are kept for the next ``add`` of their
+    pair (the pytest plugin, a cluster's agent)."""
 
     def __init__(
         self, *, jobs: int, timeout: float, log_dir: Path, on_result: OnResult,
@@ -674,8 +675,10 @@ class Supervisor:
                 else:
                     del self.busy[g]
                     self.pending.pop(g, None)
-                    if len(self.idle) < self.keep_idle:
-                        self.idle[g] = w
+                    if self.keep_idle:
+                        self.idle[g] = w  # the pairs used last are kept
+                        while len(self.idle) > self.keep_idle:
+                            self._stop(self.idle.pop(next(iter(self.idle))))
                     else:
                         self._stop(w)
         self._scored()

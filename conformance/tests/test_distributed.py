@@ -156,7 +156,8 @@ def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeyp
     to a resource no worker has is 'not run' naming the workers."""
     import conformance._distributed as d
 
-    monkeypatch.setattr(d, "BATCH", 1)
+    monkeypatch.setattr(d, "FIRST", 1)
+    monkeypatch.setenv("CONFORMANCE_BATCH_SECONDS", "1e-9")
     cluster.where.write_text("")
     cfg = _config(
         tmp_path, "routed", candidates=[candidate(f"{H}:where_am_i")],
@@ -173,6 +174,69 @@ def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeyp
     reason = nowhere.reason.iloc[0]
     assert reason.startswith("no worker with nosuch (workers: tcp://127.0.0.1:"), reason
     assert "fake=1" in reason and "no resources" in reason
+
+
+@pytest.mark.extended
+def test_a_worker_keeps_one_agent_for_every_batch(cluster, tmp_path, monkeypatch):
+    """One cell a batch, six batches on two workers: every cell a worker ran was forked
+    by the one fork server of its agent, and ran in the one process its agent kept
+    for the pair (a Python start per batch, with every library imported again, made
+    the cluster cost 15 times the local pool)."""
+    import conformance._distributed as d
+
+    monkeypatch.setattr(d, "FIRST", 1)
+    monkeypatch.setenv("CONFORMANCE_BATCH_SECONDS", "1e-9")
+    cluster.where.write_text("")
+    cfg = _config(
+        tmp_path, "agents", candidates=[candidate(f"{H}:which_processes")],
+        backends=[backend("numpy:cpu")], dtypes=["float32", "float64"], scheduler=cluster.address,
+    )  # fmt: skip
+    table = run(cfg, log=lambda s: None)
+    assert len(table) == 6 and (table.status == "pass").all()
+    calls = [line.split(":") for line in cluster.where.read_text().split()]
+    assert len({c[0] for c in calls}) == 2, calls  # both workers had batches
+    for worker in {c[0] for c in calls}:
+        mine = [c for c in calls if c[0] == worker]
+        assert len({c[1] for c in mine}) == 1, mine  # one fork server
+        assert len({c[2] for c in mine}) == 1, mine  # one process for the pair
+
+
+def test_batches_are_sized_by_what_their_cells_cost():
+    """A pair's first batch is FIRST cells; then as many as fill the target time at
+    the pair's measured cost, within a fair share of what is left; a pair stays on its
+    worker while another worker takes a pair of its own; a lost batch comes first."""
+    from types import SimpleNamespace
+
+    from conformance._distributed import FIRST, _Batches
+
+    def cells(cand: str, n: int) -> list[Any]:
+        return [
+            SimpleNamespace(
+                key=f"{cand}-{i}", candidate=SimpleNamespace(name=cand),
+                backend=SimpleNamespace(name="numpy:cpu"),
+            )
+            for i in range(n)
+        ]  # fmt: skip
+
+    allowed = {"numpy:cpu": ["A", "B"]}
+    b = _Batches(cells("p", 400) + cells("q", 400), slots=4, target=1.0)
+    first = b.take("A", allowed)
+    assert first is not None and len(first) == FIRST and first[0].candidate.name == "p"
+    other = b.take("B", allowed)  # B starts the pair no worker has
+    assert other is not None and other[0].candidate.name == "q"
+    b.measured(first, 0.04 * len(first))  # 40 ms a cell: 25 a second
+    again = b.take("A", allowed)
+    assert again is not None and again[0].candidate.name == "p" and len(again) == 25
+    b.measured(other, 0.001 * len(other))  # 1 ms a cell: a fair share bounds it
+    big = b.take("B", allowed)
+    assert big is not None and len(big) == -(-(800 - FIRST * 2 - 25) // 4)
+    b.put_back(again)  # A died under it: the pair has no worker, A's cells come first
+    back = b.take("B", allowed)
+    assert back is not None and back[0].candidate.name == "q"  # B's own pair first
+    back = b.take("C", {"numpy:cpu": ["C"]})
+    assert back is not None and [s.key for s in back[:25]] == [s.key for s in again]
+    assert b.home[("p", "numpy:cpu")] == "C"
+    assert b.take("D", allowed) is None  # D may run none of them
 
 
 def test_routes_and_schedulers_that_cannot_be_used_are_plan_errors(tmp_path, monkeypatch):
@@ -193,16 +257,18 @@ def test_routes_and_schedulers_that_cannot_be_used_are_plan_errors(tmp_path, mon
         run(_config(tmp_path, "x", scheduler="tcp://127.0.0.1:9"), log=lambda s: None)
 
 
-def _remote_processes() -> list[int]:
-    out = []
+def _remote_processes() -> dict[int, int]:
+    """The agents running on this machine: {pid: parent's pid}."""
+    out = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 cmd = (d / "cmdline").read_bytes()
-            except OSError:
+                ppid = int((d / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
             if b"conformance._remote" in cmd:
-                out.append(int(d.name))
+                out[int(d.name)] = ppid
     return out
 
 
@@ -211,7 +277,8 @@ def _remote_processes() -> list[int]:
 def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
     """SIGKILL to the worker running the first batch, once the candidate has been
     called there: its batch runs on the other worker, the table is complete and equal
-    to a local sweep's, and nothing the killed worker started is left running."""
+    to a local sweep's, nothing the killed worker started is left running, and the
+    other worker's agent goes when its worker stops."""
     monkeypatch.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(tmp_path / "cluster"))
     c = _start_cluster(tmp_path / "cluster", {"A": "", "B": ""})
     try:
@@ -246,9 +313,19 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
             log=lambda s: None,
         )  # fmt: skip
         pd.testing.assert_frame_equal(local.drop(columns="seconds"), table.drop(columns="seconds"))
+        # the killed worker's agent is gone (its agents were started before the kill:
+        # the ones in /proc now whose parent is another process are other clusters');
+        # the other worker's stays for its next tasks
+        mine = {c.workers[first].pid, c.workers[other].pid}
         deadline = time.monotonic() + 10
-        while _remote_processes() and time.monotonic() < deadline:
+        while set(_remote_processes().values()) & mine != {c.workers[other].pid}:
+            assert time.monotonic() < deadline, _remote_processes()
             time.sleep(0.2)
-        assert _remote_processes() == []
+        kept = [a for a, parent in _remote_processes().items() if parent in mine]
+        c.stop()
+        deadline = time.monotonic() + 10  # and it goes with its worker
+        while set(kept) & set(_remote_processes()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not set(kept) & set(_remote_processes())
     finally:
         c.stop()
