@@ -74,6 +74,7 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     assert len(t) == 12 and set(t.candidate) == {"impl", f"{H}:slow_impl"}
 
 
+@pytest.mark.extended  # 11 to 13 s: the default tier stays near 10 min
 def test_damaged_cells_are_recomputed_on_resume_and_named_by_gate_and_report(tmp_path):
     res, cache = tmp_path / "res", tmp_path / "cache"
     assert _run(res, cache).returncode == 0
@@ -161,6 +162,7 @@ def test_resume_reruns_cells_judged_under_other_budgets(tmp_path):
     assert "(6 already done)" in r.stderr
 
 
+@pytest.mark.extended  # 11 to 13 s: the default tier stays near 10 min
 def test_an_oracle_cache_entry_under_another_inputs_name_is_not_trusted(tmp_path):
     res, cache = tmp_path / "res", tmp_path / "cache"
     assert _run(res, cache).returncode == 0

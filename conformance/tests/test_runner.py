@@ -126,6 +126,7 @@ def test_cli_errors_name_the_problem_and_the_valid_choices(tmp_path):
     assert r.returncode == 0 and "numpy:cpu" in r.stdout and "dominant" in r.stdout
 
 
+@pytest.mark.extended  # 11 to 13 s: the default tier stays near 10 min
 def test_two_sweeps_in_other_orders_and_job_counts_give_identical_tables(tmp_path):
     """A cell's measurement is a function of its inputs, versions and recorded settings
     alone: not of the cells that ran before it, nor of how many ran at once."""
