@@ -17,7 +17,7 @@ is imported (``distributed`` is an optional extra).
   its batch to the worker's agent (``conformance._remote``, started at the worker's
   first task and kept), which runs the cells under the same supervisor as the local
   pool, its workers forked from a fork server that holds the sweep's libraries (a
-  crash or a hang costs the cell, not the agent).
+  crash or a hang costs the cell, not the agent). The agents end with the sweep.
 - **Batches.** Each worker thread has ``IN_FLIGHT`` batches at a time. A batch holds
   cells of one (candidate, backend) pair, about ``BATCH_SECONDS`` of them
   (``CONFORMANCE_BATCH_SECONDS``) at the pair's cost per cell measured on its batches
@@ -182,6 +182,7 @@ def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float, float]:
 
 @atexit.register
 def _close_agents() -> None:
+    """This Dask worker's agents, ended (each exits when its pipe closes)."""
     with _agents_lock:
         while _idle_agents:
             _idle_agents.pop().close()
@@ -331,6 +332,12 @@ class Cluster:
         self.batches: _Batches | None = None  # the last execute's
 
     def close(self) -> None:
+        """The workers' agents end with the sweep: a worker that outlives it holds no
+        processes for it, and the next sweep's agents import that sweep's harness."""
+        try:
+            self.client.run(_close_agents)
+        except Exception:  # a worker gone, or the scheduler: its agents went with it
+            pass
         self.client.close()
         if self.local is not None:
             self.local.close()

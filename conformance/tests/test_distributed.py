@@ -181,7 +181,7 @@ def test_a_worker_keeps_one_agent_for_every_batch(cluster, tmp_path, monkeypatch
     """One cell a batch, six batches on two workers: every cell a worker ran was forked
     by the one fork server of its agent, and ran in the one process its agent kept
     for the pair (a Python start per batch, with every library imported again, made
-    the cluster cost 15 times the local pool)."""
+    the cluster cost 15 times the local pool); the agents end with the sweep."""
     import conformance._distributed as d
 
     monkeypatch.setattr(d, "FIRST", 1)
@@ -199,6 +199,7 @@ def test_a_worker_keeps_one_agent_for_every_batch(cluster, tmp_path, monkeypatch
         mine = [c for c in calls if c[0] == worker]
         assert len({c[1] for c in mine}) == 1, mine  # one fork server
         assert len({c[2] for c in mine}) == 1, mine  # one process for the pair
+    assert sys.platform != "linux" or _agents_of(cluster) == []  # they end with the sweep
 
 
 def test_batches_are_sized_by_what_their_cells_cost():
@@ -257,6 +258,18 @@ def test_routes_and_schedulers_that_cannot_be_used_are_plan_errors(tmp_path, mon
         run(_config(tmp_path, "x", scheduler="tcp://127.0.0.1:9"), log=lambda s: None)
 
 
+def _agents_of(c: _Cluster, wait: float = 10.0) -> list[int]:
+    """The agents whose parent is one of ``c``'s workers, once none is left or after
+    ``wait`` seconds."""
+    workers = {p.pid for p in c.workers.values()}
+    deadline = time.monotonic() + wait
+    while True:
+        left = [a for a, parent in _remote_processes().items() if parent in workers]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 def _remote_processes() -> dict[int, int]:
     """The agents running on this machine: {pid: parent's pid}."""
     out = {}
@@ -277,8 +290,7 @@ def _remote_processes() -> dict[int, int]:
 def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
     """SIGKILL to the worker running the first batch, once the candidate has been
     called there: its batch runs on the other worker, the table is complete and equal
-    to a local sweep's, nothing the killed worker started is left running, and the
-    other worker's agent goes when its worker stops."""
+    to a local sweep's, and nothing the killed worker started is left running."""
     monkeypatch.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(tmp_path / "cluster"))
     c = _start_cluster(tmp_path / "cluster", {"A": "", "B": ""})
     try:
@@ -313,19 +325,8 @@ def test_a_worker_killed_mid_sweep_loses_nothing(tmp_path, monkeypatch):
             log=lambda s: None,
         )  # fmt: skip
         pd.testing.assert_frame_equal(local.drop(columns="seconds"), table.drop(columns="seconds"))
-        # the killed worker's agent is gone (its agents were started before the kill:
-        # the ones in /proc now whose parent is another process are other clusters');
-        # the other worker's stays for its next tasks
-        mine = {c.workers[first].pid, c.workers[other].pid}
-        deadline = time.monotonic() + 10
-        while set(_remote_processes().values()) & mine != {c.workers[other].pid}:
-            assert time.monotonic() < deadline, _remote_processes()
-            time.sleep(0.2)
-        kept = [a for a, parent in _remote_processes().items() if parent in mine]
-        c.stop()
-        deadline = time.monotonic() + 10  # and it goes with its worker
-        while set(kept) & set(_remote_processes()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not set(kept) & set(_remote_processes())
+        # the killed worker's agent died with it, the other's ended with the sweep (the
+        # agents in /proc whose parent is another process are other clusters')
+        assert _agents_of(c) == []
     finally:
         c.stop()
