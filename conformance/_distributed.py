@@ -172,7 +172,10 @@ def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float, float]:
     t0 = time.perf_counter()
     with _agents_lock:
         agent = _idle_agents.pop() if _idle_agents else None
-    if agent is None or agent.proc.poll() is not None:
+    if agent is not None and agent.proc.poll() is not None:
+        agent.close()  # died between tasks (with what it held)
+        agent = None
+    if agent is None:
         agent = _AgentProcess()
     answer, seconds = agent.ask(kind, job)  # a dead agent is dropped, not returned
     with _agents_lock:
