@@ -222,6 +222,34 @@ def test_hostile_candidates_cannot_change_impls_or_scipys_cells(hostile, tmp_pat
     )
 
 
+def test_a_supervisor_keeps_the_workers_of_the_pairs_used_last(tmp_path):
+    """keep_idle=2 over four runs of three pairs: a pair's kept worker runs its next
+    cells, and the pair used longest ago is the one let go (before, the first two
+    pairs were kept for good and every later one stopped: a cluster's agent, which
+    runs pair after pair, kept none of its current ones)."""
+    from conformance._cell import CellSpec
+
+    why: list[str | None] = []
+    sup = Supervisor(
+        jobs=1, timeout=60, log_dir=tmp_path, keep_idle=2,
+        on_result=lambda s, raw, reason: why.append(reason),
+    )  # fmt: skip
+    np_pair = ("impl", "numpy:cpu")
+    try:
+        pids = []
+        for b in ("numpy:cpu", "array_api_strict:cpu", "numpy:cpu", "array_api_strict:device1"):
+            c = CellSpec(candidate("impl"), backend(b), "float32", family("specials"), "quick")
+            sup.add([c])
+            sup.run()
+            if b == "numpy:cpu":
+                pids.append(sup.idle[np_pair].proc.pid)
+        assert list(sup.idle) == [np_pair, ("impl", "array_api_strict:device1")]
+        assert pids[0] == pids[1] == sup.idle[np_pair].proc.pid
+    finally:
+        sup.close()
+    assert why == [None] * 4
+
+
 def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path):
     results: dict[str, Any] = {}
     spec_cells = []
