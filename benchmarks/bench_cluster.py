@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # runs in the sweep's process: times the cells' phase, one cell a batch where asked
@@ -109,9 +108,7 @@ def main() -> None:
         for r in range(args.repeat):
             for name, extra in sides.items():
                 res = str(Path(d, f"{name.replace(' ', '_')}-{r}"))
-                t = time.perf_counter()
                 rows[name].append(sweep([*base, *extra, "--results", res], args.what == "overhead"))
-                rows[name][-1]["process"] = time.perf_counter() - t
         head = "cells run | cells' phase (s) | wall (s) | s per 1,000 cells"
         print(f"| {args.what} | run | {head} |")
         print("|---|---|---|---|---|---|")

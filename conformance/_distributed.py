@@ -166,10 +166,9 @@ _idle_agents: list[_AgentProcess] = []  # this Dask worker's agents, between tas
 _agents_lock = threading.Lock()
 
 
-def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float, float]:
+def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float]:
     """A Dask task: the job answered by one of this worker's agents (started at its
-    first task; one per task running at once), with the agent's seconds and the task's."""
-    t0 = time.perf_counter()
+    first task; one per task running at once), with the agent's seconds for it."""
     with _agents_lock:
         agent = _idle_agents.pop() if _idle_agents else None
     if agent is not None and agent.proc.poll() is not None:
@@ -177,10 +176,10 @@ def _on_worker(kind: str, job: dict[str, Any]) -> tuple[Any, float, float]:
         agent = None
     if agent is None:
         agent = _AgentProcess()
-    answer, seconds = agent.ask(kind, job)  # a dead agent is dropped, not returned
+    answer = agent.ask(kind, job)  # a dead agent is dropped, not returned
     with _agents_lock:
         _idle_agents.append(agent)
-    return answer, seconds, time.perf_counter() - t0
+    return answer
 
 
 @atexit.register
@@ -215,13 +214,11 @@ class _Batches:
         self.cost: dict[Pair, tuple[float, int]] = {}  # seconds, cells
         self.home: dict[Pair, str] = {}  # the worker a pair runs on
         self.taken = 0  # batches
-        self.seconds = 0.0  # the agents' time, all batches
 
     def measured(self, batch: list[CellSpec], seconds: float) -> None:
         g = _pair(batch[0])
         t, n = self.cost.get(g, (0.0, 0))
         self.cost[g] = (t + seconds, n + len(batch))
-        self.seconds += seconds
 
     def size(self, g: Pair) -> int:
         fair = max(1, -(-self.left // self.slots))
@@ -264,13 +261,14 @@ def _pair(s: CellSpec) -> Pair:
 
 def _lost_with_worker(fut: Any) -> bool:
     """A finished task whose result its worker took with it (Dask's KilledWorker)."""
+    from distributed import KilledWorker
+
     if fut.status != "error":
         return False
     try:
-        exc = fut.exception(timeout=5)
+        return isinstance(fut.exception(timeout=5), KilledWorker)
     except Exception:
         return True
-    return type(exc).__name__ == "KilledWorker"
 
 
 def batch_seconds() -> float:
@@ -526,7 +524,7 @@ class Cluster:
         """``on_result`` for each cell of a finished batch; the agent's seconds."""
         by_key = {s.key: s for s in batch}
         try:
-            answers, seconds, _ = fut.result()
+            answers, seconds = fut.result()
         except Exception as exc:
             why = f"lost on the cluster: {type(exc).__name__}: {exc}".strip()
             for s in batch:

@@ -52,21 +52,13 @@ KEEP_IDLE = 4  # (candidate, backend) pairs whose idle worker the agent keeps
 
 
 def _die_with_parent() -> None:
-    """Exit when the worker's process does. The signal is sent when the thread that
-    started this process ends, which a worker's pool may do while the worker lives on:
-    then the parent is the same and the signal is ignored."""
+    """Exit when the worker's process does: by its death signal on Linux (which a
+    worker's pool thread that ends also sends, and is then ignored), and by a watch on
+    the parent anywhere."""
+    from ._worker import exit_with_parent
+
     parent = os.getppid()
-    if sys.platform == "linux":
-        import signal
-
-        from ._worker import _PR_SET_PDEATHSIG, _prctl
-
-        def stop(signum: int, frame: Any) -> None:
-            if os.getppid() != parent:
-                os._exit(1)
-
-        signal.signal(signal.SIGTERM, stop)
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    exit_with_parent(1)
 
     def watch() -> None:
         while os.getppid() == parent:

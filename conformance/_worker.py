@@ -39,7 +39,7 @@ from ._cell import CellSpec, Raw, execute, load_error
 from ._wire import MAX_FRAME, ProtocolError, clip, pack, unpack
 
 __all__ = [
-    "PassFd", "adopt_orphans", "candidates_probe_main", "die_with_parent",
+    "PassFd", "adopt_orphans", "candidates_probe_main", "die_with_parent", "exit_with_parent",
     "guard_fork_server", "library_info", "loaded_files", "probe_main", "worker_main",
 ]  # fmt: skip
 
@@ -72,14 +72,11 @@ def adopt_orphans() -> None:
     _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def guard_fork_server() -> None:
-    """In the fork server (from _preload): when the sweep that started it dies, even by
-    SIGKILL, it kills every process below it (the workers, what they started, and the
-    daemons they detached, which it adopts as subreaper) and exits. Before, a hanging
-    worker held the server's liveness pipe open, and the server waited for it while
-    the worker waited for the server's death: both, and their children, outlived a
-    kill -9 of run. (A thread of the sweep that ends also sends the signal; the
-    parent is then still the same process, and nothing happens.)"""
+def exit_with_parent(code: int, before: Callable[[], None] | None = None) -> None:
+    """Exit with ``code`` (after ``before``) when the parent process dies, even by
+    SIGKILL: PR_SET_PDEATHSIG sends SIGTERM (Linux; elsewhere nothing). The signal also
+    comes when the thread that started this process ends while the parent lives on;
+    then the parent is the same, and nothing happens."""
     if sys.platform != "linux":
         return
     import signal
@@ -89,14 +86,25 @@ def guard_fork_server() -> None:
     def stop(signum: int, frame: Any) -> None:
         if os.getppid() == parent:
             return
-        _kill(_children(os.getpid()))
-        os._exit(0)
+        if before is not None:
+            before()
+        os._exit(code)
 
     signal.signal(signal.SIGTERM, stop)
-    adopt_orphans()
     _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    if os.getppid() != parent:  # the sweep died before the request took
+    if os.getppid() != parent:  # the parent died before the request took
         stop(int(signal.SIGTERM), None)
+
+
+def guard_fork_server() -> None:
+    """In the fork server (from _preload): when the sweep that started it dies, even by
+    SIGKILL, it kills every process below it (the workers, what they started, and the
+    daemons they detached, which it adopts as subreaper) and exits. Before, a hanging
+    worker held the server's liveness pipe open, and the server waited for it while
+    the worker waited for the server's death: both, and their children, outlived a
+    kill -9 of run."""
+    adopt_orphans()
+    exit_with_parent(0, lambda: _kill(_children(os.getpid())))
 
 
 class PassFd:
