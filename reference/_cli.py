@@ -1,4 +1,5 @@
-"""``python -m reference "[0, -40]" --dtype float64``: the correctly rounded answer."""
+"""``python -m reference "[0, -40]" --dtype float64``: the correctly rounded answer
+(``--function softmax`` or ``logsumexp`` for the other two functions)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import numpy as np
 
 from ._engines import engine_info
 from ._formats import FORMATS, format_of
+from ._logsumexp import evaluate_logsumexp
 from ._oracle import evaluate
+from ._result import OracleResult
+from ._softmax import evaluate_softmax
 
 __all__ = ["main", "parse_array"]
 
@@ -76,13 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's parser (the CLI reference of the docs is its help)."""
     p = argparse.ArgumentParser(
         prog="python -m reference",
-        description="Correctly rounded log_softmax of the given values (round to nearest "
-        "even, subnormals, overflow to -inf), with the exact residual in ULPs.",
+        description="Correctly rounded log_softmax (or softmax, or logsumexp) of the given "
+        "values (round to nearest even, subnormals, overflow), with the exact residual in "
+        "ULPs.",
     )
+    p.add_argument("--function", default="log_softmax",
+                   choices=["log_softmax", "softmax", "logsumexp"],
+                   help="the function (default: log_softmax)")  # fmt: skip
     p.add_argument("values", help='a list such as "[0, -40]"; inf, nan and "0x1p-3" allowed')
     p.add_argument("--dtype", default="float64", choices=sorted(FORMATS),
                    help="the format of the input and the answer (default: float64)")  # fmt: skip
     p.add_argument("--axis", default=None, type=int, help="reduced axis (default: all)")
+    p.add_argument("--b", default=None, metavar="WEIGHTS",
+                   help="logsumexp's weights, a list like the values (default: none)")  # fmt: skip
     p.add_argument("--engine", default="auto", choices=["auto", "arb", "mpmath"],
                    help="the exact engine (default: auto: Arb with python-flint)")  # fmt: skip
     return p
@@ -94,7 +104,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         raw = np.asarray(parse_array(args.values), dtype=np.float64)
         x = raw.astype(fmt.dtype)
-        res = evaluate(x, args.axis, engine=args.engine)
+        if args.b is not None and args.function != "logsumexp":
+            raise ValueError("--b is logsumexp's weights; add --function logsumexp")
+        res: OracleResult
+        if args.function == "logsumexp":
+            b = None if args.b is None else np.asarray(parse_array(args.b), dtype=fmt.dtype)
+            res = evaluate_logsumexp(x, args.axis, b, return_sign=True, engine=args.engine)
+        elif args.function == "softmax":
+            res = evaluate_softmax(x, args.axis, engine=args.engine)
+        else:
+            res = evaluate(x, args.axis, engine=args.engine)
     except (ValueError, TypeError, np.exceptions.AxisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -102,9 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: input rounded to {fmt.name}", file=sys.stderr)
     info = engine_info(args.engine)
     print(
-        f"log_softmax, axis={args.axis}, correctly rounded to {fmt.name} "
+        f"{args.function}, axis={args.axis}, correctly rounded to {fmt.name} "
         f"(engine {info['engine']}, mpmath {info['mpmath']} [{info['mpmath_backend']}])"
     )
+    if args.function == "logsumexp":
+        return _print_reduced(res, fmt)
     xs = x.astype(np.float64).reshape(-1).tolist()
     ys = res.expected.astype(np.float64).reshape(-1).tolist()
     rs = res.residual.reshape(-1).tolist()
@@ -117,5 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         alts = ", ".join(a.semantics for a in sp.answers[1:])
         if alts:
             print(f"special slice ({sp.case}): also accepted: {alts}")
+    print(f"result = {res.expected.astype(np.float64).tolist()!r}")
+    return 0
+
+
+def _print_reduced(res: Any, fmt: Any) -> int:
+    """logsumexp's table: one line per output, with the sign of the sum."""
+    ys = res.expected.astype(np.float64).reshape(-1).tolist()
+    rs = res.residual.reshape(-1).tolist()
+    sg = res.sign.astype(np.float64).reshape(-1).tolist()
+    print(f"{'index':>8}  {'result (log|S|)':<25} {'hex':<25} {'(y - result)/ulp':<17} sign of S")
+    shape = res.expected.shape
+    for i, idx in enumerate(np.ndindex(*shape) if shape else [()]):
+        yt, yh = _shortest(ys[i], fmt.dtype), _hex(ys[i], fmt.precision)
+        print(f"{idx!s:>8}  {yt:<25} {yh:<25} {_residual(rs[i]):<17} {sg[i]:+g}")
     print(f"result = {res.expected.astype(np.float64).tolist()!r}")
     return 0

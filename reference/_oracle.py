@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,16 @@ from ._formats import (
 from ._result import Answer, OracleResult, SpecialSlice
 from ._rounding import round_exact, round_fast
 
-__all__ = ["evaluate", "normalize_axis"]
+__all__ = [
+    "RowsOut",
+    "as_input",
+    "evaluate",
+    "evaluate_slices",
+    "from_rows",
+    "normalize_axis",
+    "special_slice",
+    "to_rows",
+]
 
 # Ziv's loop doubles the working precision from fmt.precision + 64 bits. The rounding
 # of a transcendental value is always decided eventually (y is rational only when the
@@ -58,7 +68,22 @@ def normalize_axis(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _as_input(x: Any) -> NDArray[Any]:
+def to_rows(arr: NDArray[Any], axes: tuple[int, ...]) -> tuple[NDArray[np.float64], list[int]]:
+    """The slices of ``arr`` along ``axes`` as the rows of a float64 matrix, and the
+    permutation of arr's axes (kept axes first) that laid them out."""
+    kept = [i for i in range(arr.ndim) if i not in axes]
+    perm = kept + list(axes)
+    n = math.prod(arr.shape[a] for a in axes)
+    with np.errstate(invalid="ignore"):  # signalling NaN patterns widen quietly
+        return np.transpose(arr.astype(np.float64), perm).reshape(-1, n), perm
+
+
+def from_rows(a: NDArray[Any], shape: tuple[int, ...], perm: list[int]) -> NDArray[Any]:
+    """The inverse of :func:`to_rows` for an array of the rows' shape."""
+    return np.transpose(a.reshape([shape[p] for p in perm]), np.argsort(perm))
+
+
+def as_input(x: Any) -> NDArray[Any]:
     arr = np.asarray(x)
     format_of(arr.dtype)  # TypeError for complex, object, ...
     return arr
@@ -81,13 +106,16 @@ def _triple(lo: Dyadic, hi: Dyadic) -> tuple[float, float, float, float]:
     return parts[0], parts[1], parts[2], dyadic_to_float(*bound, direction="u")
 
 
-class _Out:
-    """Flat output buffers in slice-major order."""
+class RowsOut:
+    """Output buffers in slice-major order: value, residual and ulp exponent."""
 
     def __init__(self, rows: int, n: int, fmt: Format) -> None:
         self.value = np.full((rows, n), np.nan)
         self.residual = np.full((rows, n), np.nan)
         self.ulp_exp = np.full((rows, n), fmt.qmin, dtype=np.int64)
+
+    def put(self, r: int, c: int, got: tuple[float, float, int]) -> None:
+        self.value[r, c], self.residual[r, c], self.ulp_exp[r, c] = got
 
 
 def _solve_regular(
@@ -95,7 +123,7 @@ def _solve_regular(
     rows: NDArray[np.intp],
     fmt: Format,
     engine: Engine,
-    out: _Out,
+    out: RowsOut,
 ) -> None:
     """Slices with >= 2 finite entries and no NaN/+inf: Ziv's loop."""
     sub = X[rows]
@@ -153,7 +181,7 @@ def _neg_log_k(k: int, fmt: Format, engine: Engine, cache: dict[int, Answer]) ->
     return cache[k]
 
 
-def _special_slice(
+def special_slice(
     x: NDArray[np.float64],
     idx: NDArray[np.intp],
     fmt: Format,
@@ -235,28 +263,18 @@ def evaluate(
     -------
     OracleResult
     """
-    arr = _as_input(x)
-    fmt = format_of(arr.dtype) if fmt is None else format_of(fmt)
-    eng = get_engine(engine)
-    axes = normalize_axis(axis, arr.ndim)
-    shape = arr.shape
-    if arr.size == 0:
-        return OracleResult(
-            fmt, axes, np.empty(shape, fmt.dtype), np.empty(shape), np.zeros(shape, np.int16)
-        )
-    kept = [i for i in range(arr.ndim) if i not in axes]
-    perm = kept + list(axes)
-    n = math.prod(shape[a] for a in axes)
-    with np.errstate(invalid="ignore"):  # signalling NaN patterns widen quietly
-        X = np.transpose(arr.astype(np.float64), perm).reshape(-1, n)
-    rows = X.shape[0]
-    out = _Out(rows, n, fmt)
+    return evaluate_slices(x, axis, fmt, engine, _solve_log_softmax, special_slice)
 
-    with np.errstate(all="ignore"):
-        finite = np.isfinite(X)
-        n_finite = finite.sum(axis=1)
-        special = np.isnan(X).any(axis=1) | (X == np.inf).any(axis=1) | (n_finite == 0)
-    regular = ~special
+
+def _solve_log_softmax(
+    X: NDArray[np.float64],
+    finite: NDArray[np.bool_],
+    n_finite: NDArray[np.intp],
+    regular: NDArray[np.bool_],
+    fmt: Format,
+    eng: Engine,
+    out: RowsOut,
+) -> None:
     # -inf entries of regular slices give -inf; a lone finite entry gives exactly 0.
     out.value[regular] = np.where(finite[regular], np.nan, -np.inf)
     lone = regular & (n_finite == 1)
@@ -265,12 +283,56 @@ def evaluate(
     out.residual[lone_r, lone_c] = 0.0
     _solve_regular(X, np.flatnonzero(regular & (n_finite >= 2)), fmt, eng, out)
 
+
+# (X, finite, n_finite, regular, fmt, engine, out): fills the regular slices' outputs
+Solver = Callable[
+    [
+        NDArray[np.float64],
+        NDArray[np.bool_],
+        NDArray[np.intp],
+        NDArray[np.bool_],
+        Format,
+        Engine,
+        RowsOut,
+    ],
+    None,
+]
+# (slice, its flat indices, fmt, engine, cache): the accepted answers of a special slice
+Specials = Callable[
+    [NDArray[np.float64], NDArray[np.intp], Format, Engine, dict[int, Answer]], SpecialSlice
+]
+
+
+def evaluate_slices(
+    x: Any, axis: Any, fmt: Any, engine: str | Engine | None, solve: Solver, special: Specials
+) -> OracleResult:
+    """An elementwise function of each slice (log_softmax, softmax): the input checked
+    and laid out as rows, the regular rows solved, the special ones given their
+    accepted answers (canonical first), and the result laid back in x's shape."""
+    arr = as_input(x)
+    fmt = format_of(arr.dtype) if fmt is None else format_of(fmt)
+    eng = get_engine(engine)
+    axes = normalize_axis(axis, arr.ndim)
+    shape = arr.shape
+    if arr.size == 0:
+        return OracleResult(
+            fmt, axes, np.empty(shape, fmt.dtype), np.empty(shape), np.zeros(shape, np.int16)
+        )
+    X, perm = to_rows(arr, axes)
+    rows, n = X.shape
+    out = RowsOut(rows, n, fmt)
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(X)
+        n_finite = finite.sum(axis=1)
+        special_rows = np.isnan(X).any(axis=1) | (X == np.inf).any(axis=1) | (n_finite == 0)
+    solve(X, finite, n_finite, ~special_rows, fmt, eng, out)
+
     special_slices = []
-    if special.any():
+    if special_rows.any():
         flat_idx = np.transpose(np.arange(arr.size).reshape(shape), perm).reshape(-1, n)
         cache: dict[int, Answer] = {}
-        for r in np.flatnonzero(special):
-            sp = _special_slice(X[r], flat_idx[r], fmt, eng, cache)
+        for r in np.flatnonzero(special_rows):
+            sp = special(X[r], flat_idx[r], fmt, eng, cache)
             canon = sp.answers[0]
             out.value[r], out.residual[r], out.ulp_exp[r] = (
                 canon.value,
@@ -279,11 +341,8 @@ def evaluate(
             )
             special_slices.append(sp)
 
-    inv = np.argsort(perm)
-    t_shape = [shape[p] for p in perm]
-
     def back(a: NDArray[Any]) -> NDArray[Any]:
-        return np.transpose(a.reshape(t_shape), inv)
+        return from_rows(a, shape, perm)
 
     return OracleResult(
         fmt=fmt,

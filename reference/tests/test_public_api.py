@@ -22,14 +22,19 @@ def test_public_names():
             "ORACLE_VERSION",
             "Answer",
             "Format",
+            "LogSumExpResult",
             "OracleResult",
             "SpecialSlice",
             "engine_info",
             "evaluate",
+            "evaluate_logsumexp",
+            "evaluate_softmax",
             "format_of",
             "log_softmax",
             "log_softmax_pairs",
+            "logsumexp",
             "pair_values",
+            "softmax",
             "ulp_error",
             "ulp_error_direct",
         ]
@@ -147,3 +152,17 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
                 assert shown == m.group(2), (m.group(1), shown)
                 checked += 1
     assert checked >= 3
+
+
+def test_cli_other_functions(capsys):
+    assert main(["[0, -40]", "--function", "logsumexp"]) == 0
+    out = capsys.readouterr().out
+    assert "logsumexp, axis=None" in out and "4.248354255291589e-18" in out
+    assert "result = 4.248354255291589e-18" in out
+    args = ["[0, 0]", "--function", "logsumexp", "--b", "[1, -1]"]
+    assert main(args) == 0
+    assert "-inf" in capsys.readouterr().out
+    assert main(["[0, -20]", "--function", "softmax", "--dtype", "float32"]) == 0
+    assert "2.0611537e-09" in capsys.readouterr().out
+    assert main(["[0, -20]", "--b", "[1, 2]"]) == 2
+    assert "--function logsumexp" in capsys.readouterr().err
