@@ -1,13 +1,15 @@
-"""Candidates: the log_softmax implementations under test.
+"""Candidates: the implementations under test, each of one function.
 
-Built in: ``impl`` (this project's), ``scipy`` (scipy.special.log_softmax with
+log_softmax: ``impl`` (this project's), ``scipy`` (scipy.special.log_softmax with
 SCIPY_ARRAY_API=1, on every backend it accepts), ``log(softmax)`` (the log of
 scipy.special.softmax, the seed document's own comparison), ``torch.nn.functional``
-(torch cells only) and ``jax.nn`` (JAX cells only). Any function can join as
-``module:function`` on the command line, or through the entry-point group
-``log_softmax_conformance.candidates`` (name = "module:function"). Every candidate is
-called as ``fn(x, axis=axis)`` on the backend's array; the adapters give the
-library functions that take ``dim`` or a single axis that signature.
+(torch cells only) and ``jax.nn`` (JAX cells only). softmax: ``scipy``,
+``torch.nn.functional`` and ``jax.nn``'s softmax. Any function can join as
+``module:function`` on the command line (for the function the sweep names), or through
+the entry-point group ``log_softmax_conformance.candidates`` (name = "module:function",
+a log_softmax). Every candidate is called as ``fn(x, axis=axis)`` on the backend's
+array; the adapters give the library functions that take ``dim`` or a single axis that
+signature.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._backends import Backend
+from ._functions import DEFAULT_FUNCTION, function, uid
 
 __all__ = [
     "BUILTIN",
@@ -41,13 +44,21 @@ ENTRY_POINT_GROUP = "log_softmax_conformance.candidates"
 
 @dataclass(frozen=True)
 class Candidate:
-    """A named log_softmax. ``target`` is "module:function" (imported in the worker
-    that runs it); ``libraries`` limits it to backends of those libraries."""
+    """A named implementation of ``function``. ``target`` is "module:function"
+    (imported in the worker that runs it); ``libraries`` limits it to backends of those
+    libraries."""
 
     name: str
     target: str
     libraries: tuple[str, ...] = ()
     doc: str = ""
+    function: str = DEFAULT_FUNCTION
+
+    @property
+    def uid(self) -> str:
+        """The name that is unique in a sweep: ``softmax/scipy`` beside ``scipy`` (the
+        log_softmax candidates keep their bare names, and their cells their keys)."""
+        return uid(self.function, self.name)
 
     def applies_to(self, b: Backend) -> bool:
         return not self.libraries or b.library in self.libraries
@@ -161,27 +172,57 @@ def log_of_softmax(x: Any, axis: Any = None) -> Any:
     return array_api_compat.array_namespace(s).log(s)
 
 
-def torch_log_softmax(x: Any, axis: Any = None) -> Any:
-    """torch.nn.functional.log_softmax over any axes: the reduced axes are moved
-    last and merged into one ``dim``, then put back."""
+def _torch_over_axes(name: str, x: Any, axis: Any) -> Any:
+    """torch.nn.functional.<name> over any axes: the reduced axes are moved last and
+    merged into one ``dim``, then put back."""
     import torch
 
+    fn = getattr(torch.nn.functional, name)
     if isinstance(axis, int):
-        return torch.nn.functional.log_softmax(x, dim=axis)
+        return fn(x, dim=axis)
     axes = tuple(range(x.ndim)) if axis is None else tuple(a % x.ndim for a in axis)
     kept = [i for i in range(x.ndim) if i not in axes]
     perm = kept + list(axes)
     t = x.permute(perm)
     n = math.prod(t.shape[len(kept) :])
-    out = torch.nn.functional.log_softmax(t.reshape(*t.shape[: len(kept)], n), dim=-1)
+    out = fn(t.reshape(*t.shape[: len(kept)], n), dim=-1)
     inv = [perm.index(i) for i in range(x.ndim)]
     return out.reshape(t.shape).permute(inv)
+
+
+def torch_log_softmax(x: Any, axis: Any = None) -> Any:
+    return _torch_over_axes("log_softmax", x, axis)
 
 
 def jax_log_softmax(x: Any, axis: Any = None) -> Any:
     import jax
 
     return jax.nn.log_softmax(x, axis=axis)
+
+
+def scipy_softmax(x: Any, axis: Any = None) -> Any:
+    import scipy.special
+
+    return scipy.special.softmax(x, axis=axis)
+
+
+def torch_softmax(x: Any, axis: Any = None) -> Any:
+    return _torch_over_axes("softmax", x, axis)
+
+
+def jax_softmax(x: Any, axis: Any = None) -> Any:
+    import jax
+
+    return jax.nn.softmax(x, axis=axis)
+
+
+def naive_softmax(x: Any, axis: Any = None) -> Any:
+    """exp(x) / sum(exp(x)): no max subtraction (not in the default sweep)."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(x)
+    e = xp.exp(x)
+    return e / xp.sum(e, axis=axis, keepdims=True)
 
 
 def naive_log_softmax(x: Any, axis: Any = None) -> Any:
@@ -214,6 +255,21 @@ BUILTIN: tuple[Candidate, ...] = (
         "torch.nn.functional.log_softmax",
     ),
     Candidate("jax.nn", f"{__name__}:jax_log_softmax", ("jax",), "jax.nn.log_softmax"),
+    Candidate(
+        "scipy",
+        f"{__name__}:scipy_softmax",
+        ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"),
+        "scipy.special.softmax (SCIPY_ARRAY_API=1)",
+        "softmax",
+    ),
+    Candidate(
+        "torch.nn.functional",
+        f"{__name__}:torch_softmax",
+        ("torch",),
+        "torch.nn.functional.softmax",
+        "softmax",
+    ),
+    Candidate("jax.nn", f"{__name__}:jax_softmax", ("jax",), "jax.nn.softmax", "softmax"),
 )
 
 
@@ -224,20 +280,28 @@ def _entry_point_candidates() -> list[Candidate]:
     return out
 
 
-def known_candidates() -> list[Candidate]:
-    """Built-ins, then those registered through the entry-point group."""
-    return [*BUILTIN, *_entry_point_candidates()]
+def known_candidates(function_name: str | None = None) -> list[Candidate]:
+    """Built-ins, then those registered through the entry-point group (log_softmax
+    candidates): all, or those of one function."""
+    return [
+        c
+        for c in [*BUILTIN, *_entry_point_candidates()]
+        if function_name is None or c.function == function_name
+    ]
 
 
-def candidate(spec: str) -> Candidate:
-    """A candidate by name, or a new one from "module:function". The module is looked
-    up on sys.path (a typo is a clear error before any work starts) but not imported:
-    a candidate's code runs only in its own worker process."""
-    for c in known_candidates():
+def candidate(spec: str, function_name: str = DEFAULT_FUNCTION) -> Candidate:
+    """A candidate of ``function_name`` by name, or a new one from "module:function".
+    The module is looked up on sys.path (a typo is a clear error before any work
+    starts) but not imported: a candidate's code runs only in its own worker process."""
+    function(function_name)  # KeyError for an unknown function
+    for c in known_candidates(function_name):
         if c.name == spec:
             return c
     if ":" in spec:
         check_target(spec)
-        return Candidate(spec, spec, doc="given on the command line")
-    known = [c.name for c in known_candidates()]
-    raise KeyError(f"unknown candidate {spec!r}; known: {known}, or give module:function")
+        return Candidate(spec, spec, doc="given on the command line", function=function_name)
+    known = [c.name for c in known_candidates(function_name)]
+    raise KeyError(
+        f"unknown {function_name} candidate {spec!r}; known: {known}, or give module:function"
+    )

@@ -30,13 +30,14 @@ from ._backends import Backend
 from ._budgets import Budgets
 from ._candidates import Candidate
 from ._families import Case, Family
+from ._functions import function
 from ._invoke import Encoded, decode, encode, invoke
 from ._oracle_cache import OracleCache
 
 __all__ = ["COLUMNS", "STATUSES", "CellSpec", "Raw", "execute", "not_run", "run_cell", "score"]
 
 COLUMNS = [
-    "candidate", "backend", "library", "device", "mode", "dtype", "out_dtype", "family",
+    "function", "candidate", "backend", "library", "device", "mode", "dtype", "out_dtype", "family",
     "profile", "n_inputs", "n_elements", "max_ulp", "p99_ulp", "median_ulp", "mean_ulp",
     "frac_correctly_rounded", "max_abs_err_eps", "special_mismatches", "semantics",
     "status", "reason", "worst_where", "worst_input", "worst_expected", "worst_got",
@@ -58,9 +59,13 @@ class CellSpec:
     profile: str
 
     @property
+    def function(self) -> str:
+        return self.candidate.function
+
+    @property
     def key(self) -> str:
         return "|".join(
-            [self.candidate.name, self.backend.name, self.dtype, self.family.name, self.profile]
+            [self.candidate.uid, self.backend.name, self.dtype, self.family.name, self.profile]
         )
 
     def cases(self) -> list[Case]:
@@ -70,8 +75,9 @@ class CellSpec:
         b = self.backend
         rec: dict[str, Any] = dict.fromkeys(COLUMNS)
         rec.update(
-            candidate=self.candidate.name, backend=b.name, library=b.library, device=b.device,
-            mode=b.mode + ("" if b.x64 else ":nox64"), dtype=self.dtype, family=self.family.name,
+            function=self.function, candidate=self.candidate.name, backend=b.name,
+            library=b.library, device=b.device, mode=b.mode + ("" if b.x64 else ":nox64"),
+            dtype=self.dtype, family=self.family.name,
             profile=self.profile, n_inputs=0, n_elements=0, special_mismatches=0,
             semantics="{}", curve="[]", hist="[]", reason="", platform="", notes="", judge="",
             host="", counts="{}",
@@ -184,6 +190,10 @@ def run_cell(spec: CellSpec, cache: OracleCache, budgets: Budgets) -> dict[str, 
     return score(spec, raw, spec.cases(), cache.get, budgets, cache.recompute)
 
 
+# the oracle's answer for an input, for a function (OracleCache.get and .recompute)
+Oracle = Callable[[Case, str], reference.OracleResult]
+
+
 def _hex(values: NDArray[Any]) -> str:
     return json.dumps([float(v).hex() for v in values.astype(np.float64).reshape(-1)])
 
@@ -206,13 +216,13 @@ def _slice_of(x_shape: tuple[int, ...], axis: Any, flat: int) -> NDArray[np.intp
     return np.asarray(rows[r], dtype=np.intp)
 
 
-def _agrees(case: Case, flat: int, res: reference.OracleResult) -> bool:
+def _agrees(case: Case, flat: int, res: reference.OracleResult, function_name: str) -> bool:
     """The oracle's answer for the slice that holds element ``flat``, computed again
     now, is ``res``'s (its values' bits, residuals and ULP exponents): a cached answer
     changed on disk shows where it matters most, at the cell's worst element (1.4 ms
     a cell on the quick sweep here, 0.43 s of its 28)."""
     sl = _slice_of(case.x.shape, case.axis, flat)
-    again = reference.evaluate(case.x.reshape(-1)[sl], axis=-1)
+    again = function(function_name).evaluate(case.x.reshape(-1)[sl], -1)
     got, want = res.expected.reshape(-1)[sl], again.expected
     bits = np.dtype(f"u{want.dtype.itemsize}")
     return bool(
@@ -226,9 +236,9 @@ def score(
     spec: CellSpec,
     raw: Raw,
     cases: Sequence[Case],
-    oracle: Callable[[Case], reference.OracleResult],
+    oracle: Oracle,
     budgets: Budgets,
-    fresh: Callable[[Case], reference.OracleResult] | None = None,
+    fresh: Oracle | None = None,
 ) -> dict[str, Any]:
     """Judge a worker's data against the oracle: the cell's record. The worst slice's
     answer is computed again (see _agrees); where it disagrees with ``oracle``'s (a
@@ -295,7 +305,7 @@ def score(
             with np.errstate(all="ignore"):
                 got = got.astype(np.float64).astype(case.x.dtype)  # scored after rounding
                 got_arrays[-1] = got
-        res = oracle(case)
+        res = oracle(case, spec.function)
         results[-1] = res
         err = res.ulp_error(got)
         errs.append(err.reshape(-1))
@@ -346,14 +356,14 @@ def score(
     if worst[1] >= 0:
         res_w = results[worst[1]]
         assert res_w is not None
-        if not _agrees(cases[worst[1]], worst[2], res_w):
+        if not _agrees(cases[worst[1]], worst[2], res_w, spec.function):
             if fresh is None:  # the second time: the oracle disagrees with itself
                 raise RuntimeError(f"{spec.key}: the oracle's answers are not reproducible")
             bad = cases[worst[1]]
-            good = fresh(bad)
+            good = fresh(bad, spec.function)
 
-            def again(c: Case) -> reference.OracleResult:
-                return good if c is bad else oracle(c)
+            def again(c: Case, f: str) -> reference.OracleResult:
+                return good if c is bad else oracle(c, f)
 
             rec = score(spec, raw, cases, again, budgets, fresh)
             note = (

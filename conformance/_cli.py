@@ -14,6 +14,7 @@ from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
 from ._cell import STATUSES
 from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, families
+from ._functions import DEFAULT_FUNCTION, FUNCTIONS
 from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
 
@@ -35,7 +36,12 @@ def _names(arg: str | None, all_names: Sequence[str], what: str) -> list[str]:
     return out
 
 
-_SINGULAR = {"backends": "backend", "families": "family", "dtypes": "dtype"}
+_SINGULAR = {
+    "backends": "backend",
+    "families": "family",
+    "dtypes": "dtype",
+    "functions": "function",
+}
 
 
 def _pick(arg: str | None, all_names: Sequence[str], what: str, lookup: Any) -> list[Any]:
@@ -59,11 +65,12 @@ def _list(args: argparse.Namespace) -> int:
         why = b.probe()
         state = "available" if why is None else f"not available: {why}"
         print(f"  {b.name:<30} {state}  [{', '.join(b.dtypes)}]")
-    print("candidates:")
-    for c in known_candidates():
-        where = "all backends" if not c.libraries else ", ".join(c.libraries)
-        print(f"  {c.name:<30} {c.doc} ({where})")
-    print(f"  {'module:function':<30} any function fn(x, axis=None)")
+    for fn in FUNCTIONS:
+        print(f"{fn.name} candidates ({fn.doc}):")
+        for c in known_candidates(fn.name):
+            where = "all backends" if not c.libraries else ", ".join(c.libraries)
+            print(f"  {c.name:<30} {c.doc} ({where})")
+    print(f"  {'module:function':<30} any function fn(x, axis=None), of the sweep's function")
     print("families:")
     for f in FAMILIES:
         extra = "" if len(f.dtypes) == 4 else f" [{', '.join(f.dtypes)}]"
@@ -73,19 +80,36 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _candidates(arg: str | None) -> list[Any]:
-    names = [c.name for c in BUILTIN]
+def _functions(arg: str | None) -> list[str]:
+    names = [f.name for f in FUNCTIONS]
+    picked = _names(arg, names, "functions")
+    for name in picked:
+        if name not in names:
+            raise UsageError(f"unknown function {name!r}; valid: {', '.join(names)}")
+    return list(dict.fromkeys(picked))
+
+
+def _candidates(arg: str | None, functions: Sequence[str] = (DEFAULT_FUNCTION,)) -> list[Any]:
+    """The candidates of each function: those named that it has (every built-in one by
+    default). A name no function has is an error; "module:function" is a candidate of
+    the one function the sweep names, or of log_softmax when it names several."""
     out = []
-    for spec in _names(arg, names, "candidates"):
-        try:
-            out.append(candidate(spec))
-        except KeyError:
-            known = ", ".join(c.name for c in known_candidates())
+    specs = _names(arg, list(dict.fromkeys(c.name for c in BUILTIN)), "candidates")
+    for spec in specs:
+        fns = [f for f in functions if any(c.name == spec for c in known_candidates(f))]
+        if ":" in spec:
+            fns = [functions[0] if len(functions) == 1 else DEFAULT_FUNCTION]
+        if not fns:
+            known = ", ".join(dict.fromkeys(c.name for f in functions for c in known_candidates(f)))
             raise UsageError(
-                f"unknown candidate {spec!r}; valid: {known}, or module:function"
-            ) from None
-        except (ImportError, AttributeError, TypeError, ValueError) as exc:
-            raise UsageError(f"candidate {spec!r}: {exc}") from None
+                f"unknown candidate {spec!r} for {', '.join(functions)}; valid: {known}, or "
+                "module:function"
+            )
+        for f in fns:
+            try:
+                out.append(candidate(spec, f))
+            except (ImportError, AttributeError, TypeError, ValueError) as exc:
+                raise UsageError(f"candidate {spec!r}: {exc}") from None
     return out
 
 
@@ -117,7 +141,7 @@ def _routes(items: list[str] | None) -> dict[str, str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cands = _candidates(args.candidates)
+    cands = _candidates(args.candidates, _functions(args.functions))
     backends = _pick(args.backends, [b.name for b in BACKENDS], "backends", backend)
     dtypes = _names(args.dtypes, DTYPES, "dtypes")
     for d in dtypes:
@@ -147,9 +171,9 @@ def _run(args: argparse.Namespace) -> int:
     counts = table["status"].value_counts().to_dict()
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     print(f"{len(table)} cells: {summary}. Table: {Path(args.results) / 'results.parquet'}")
-    for name, part in table.groupby("candidate", sort=False):
+    for (fn, name), part in table.groupby(["function", "candidate"], sort=False):
         c = part["status"].value_counts().to_dict()
-        print(f"  {name}: " + ", ".join(f"{c[k]} {k}" for k in STATUSES if c.get(k)))
+        print(f"  {fn} {name}: " + ", ".join(f"{c[k]} {k}" for k in STATUSES if c.get(k)))
     print("Report: python -m conformance report" + (
         f" --results {args.results}" if args.results != "results" else ""))  # fmt: skip
     return 0
@@ -289,14 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's parser (the CLI reference of the docs is its help)."""
     p = argparse.ArgumentParser(
         prog="python -m conformance",
-        description="Sweep log_softmax candidates x backends x dtypes x input families, "
+        description="Sweep functions x candidates x backends x dtypes x input families, "
         "scored by the oracle.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="backends (with availability), candidates, families")
     r = sub.add_parser("run", help="run a sweep and write the results table")
+    r.add_argument("--functions", help="comma-separated: "
+                   f"{', '.join(f.name for f in FUNCTIONS)} (default: all)")  # fmt: skip
     r.add_argument("--candidates", help="comma-separated names or module:function "
-                   "(default: the built-in candidates)")  # fmt: skip
+                   "(default: the built-in candidates of each function; module:function is "
+                   "of the one function --functions names, else of log_softmax)")  # fmt: skip
     r.add_argument("--backends", help="comma-separated (default: all; absent ones are "
                    "recorded as not run)")  # fmt: skip
     r.add_argument("--dtypes", help=f"comma-separated (default: {','.join(DTYPES)})")

@@ -256,7 +256,7 @@ class _Batches:
 
 
 def _pair(s: CellSpec) -> Pair:
-    return (s.candidate.name, s.backend.name)
+    return (s.candidate.uid, s.backend.name)
 
 
 def _lost_with_worker(fut: Any) -> bool:

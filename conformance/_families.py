@@ -74,6 +74,8 @@ class Family:
     stream: Any = field(default=None, repr=False)
     # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
     parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
+    # the functions its inputs are for (a peer's log_softmax suite is for log_softmax)
+    functions: tuple[str, ...] = ("log_softmax", "softmax")
 
     def applies_to(self, backend: Any) -> bool:
         return not self.backends or backend.name in self.backends
@@ -299,6 +301,7 @@ def _f32_chunk(k: int) -> Family:
         dtypes=("float32",),
         optional=True,
         stream=_exhaustive_f32.Chunk(k),
+        functions=("log_softmax",),
     )
 
 
@@ -348,6 +351,7 @@ FAMILIES: tuple[Family, ...] = (
         unavailable=opinfo_unavailable,
         check=opinfo_check,
         annotate=opinfo_annotate,
+        functions=("log_softmax",),
     ),
     Family(
         "scipy-suite",
@@ -360,6 +364,7 @@ FAMILIES: tuple[Family, ...] = (
         check=scipy_suite_check,
         suite=True,
         backends=tuple(SCIPY_SUITE_BACKENDS),
+        functions=("log_softmax",),
     ),
     Family(
         _exhaustive_f32.NAME,
@@ -370,6 +375,7 @@ FAMILIES: tuple[Family, ...] = (
         dtypes=("float32",),
         optional=True,
         parts=_f32_chunks,
+        functions=("log_softmax",),
     ),
 )
 DEFAULT_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if not f.optional)

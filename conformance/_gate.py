@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from ._budgets import Budgets
-from ._support import support
+from ._results import record_key
+from ._support import support, uid_of, uids
 
 __all__ = ["GateInputError", "GateResult", "gate", "nearest_platform"]
 
@@ -48,7 +49,7 @@ class GateInputError(ValueError):
 
 
 def _key(r: Any) -> str:
-    return "|".join([r["candidate"], r["backend"], r["dtype"], r["family"], r["profile"]])
+    return record_key(r)
 
 
 def _ulp(v: Any) -> float | None:
@@ -343,7 +344,7 @@ def _known(res: GateResult, rows: dict[str, Any]) -> None:
 
     known = expected_failures("budget")
     for k, r in rows.items():
-        e = known.get((r["candidate"], r["backend"], r["dtype"], r["family"]))
+        e = known.get((uid_of(r), r["backend"], r["dtype"], r["family"]))
         if e is not None and e.applies(r["profile"]):
             if r["status"] == "pass":
                 res.stale.append(f"{k}: passes now ({e.describe()}); remove the entry")
@@ -362,7 +363,7 @@ def _support(
 
     for profile in dict.fromkeys(table["profile"]):
         t = table[table["profile"] == profile]
-        for c in dict.fromkeys(t["candidate"]):
+        for c in dict.fromkeys(uids(t)):
             for (lib, dev), cell in support(t, c).items():
                 where, sym = f"{lib} {dev}", cell.symbol
                 if sym in ("not run", "not swept", "n/a"):
@@ -371,7 +372,7 @@ def _support(
                 if was == "✅" and sym != "✅":
                     bad = [
                         k for k, r in ran.items()
-                        if r["candidate"] == c and r["profile"] == profile
+                        if uid_of(r) == c and r["profile"] == profile
                         and r["status"] != "pass" and _lib_row(r["library"]) == lib
                         and _device(r) == dev
                     ]  # fmt: skip

@@ -327,7 +327,7 @@ def probe_candidates(
     log = log_dir / "candidates-probe.log"
     proc, conn = _spawn(candidates_probe_main, (cands, sandbox_root(), timeout), log, fresh=True)
     out: dict[str, tuple[str | None, bool, list[str]]] = {}
-    names = {c.name for c in cands}
+    names = {c.uid for c in cands}
     deadline = time.monotonic() + timeout + 120  # and the interpreter's own start
     why = f"no answer after {timeout:g}s"
     try:
@@ -442,7 +442,7 @@ class Supervisor:
 
     @staticmethod
     def _group(spec: CellSpec) -> tuple[str, str]:
-        return (spec.candidate.name, spec.backend.name)
+        return (spec.candidate.uid, spec.backend.name)
 
     def add(self, cells: Iterable[CellSpec]) -> None:
         for s in cells:

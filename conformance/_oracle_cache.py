@@ -1,8 +1,8 @@
 """The oracle's answers on disk, keyed by a content hash of the input.
 
 An entry is trusted only when it says so itself: each file carries the key it was
-computed for (the hash of dtype, shape, axis and bytes) and the oracle's version, both
-checked on load. A file copied under another input's name, written by another oracle
+computed for (the hash of the function, dtype, shape, axis and bytes) and the oracle's
+version, both checked on load. A file copied under another input's name, written by another oracle
 version, or damaged, is recomputed and replaced, never used.
 """
 
@@ -17,6 +17,8 @@ import numpy as np
 
 import reference
 
+from ._functions import DEFAULT_FUNCTION, function
+
 __all__ = ["OracleCache"]
 
 
@@ -28,24 +30,27 @@ class OracleCache:
         self.rejected: list[tuple[str, str]] = []  # (file, why) of entries recomputed
 
     @staticmethod
-    def key(case: Any) -> str:
-        """The content hash of a case's input: dtype, shape, axis and bytes."""
+    def key(case: Any, function_name: str = DEFAULT_FUNCTION) -> str:
+        """The content hash of a case's input: dtype, shape, axis and bytes, and the
+        function (log_softmax's keys are those from before there were others)."""
         h = hashlib.sha256()
+        if function_name != DEFAULT_FUNCTION:
+            h.update(f"{function_name}|".encode())
         h.update(f"{case.x.dtype.name}|{case.x.shape}|{case.axis!r}|".encode())
         h.update(np.ascontiguousarray(case.x).tobytes())
         return h.hexdigest()
 
-    def path(self, case: Any) -> Path:
-        k = self.key(case)
+    def path(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> Path:
+        k = self.key(case, function_name)
         return self.root / k[:2] / f"{k}.npz"
 
-    def has(self, case: Any) -> bool:
+    def has(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> bool:
         """An entry exists under the case's name (it is checked when read)."""
-        return self.path(case).exists()
+        return self.path(case, function_name).exists()
 
-    def valid(self, case: Any) -> bool:
+    def valid(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> bool:
         """An entry exists, was computed for this input and by this oracle version."""
-        key = self.key(case)
+        key = self.key(case, function_name)
         p = self.root / key[:2] / f"{key}.npz"
         try:
             version, tag = reference.OracleResult.read_tag(p)
@@ -69,26 +74,26 @@ class OracleCache:
         self.rejected.append((str(p), why))
         return None
 
-    def get(self, case: Any) -> reference.OracleResult:
+    def get(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> reference.OracleResult:
         """The checked entry, or the oracle's answer computed now and stored."""
-        key = self.key(case)
+        key = self.key(case, function_name)
         p = self.root / key[:2] / f"{key}.npz"
         if p.exists():
             res = self._load(p, key, case)
             if res is not None:
                 return res
-        return self._compute(case, key, p)
+        return self._compute(case, key, p, function_name)
 
-    def recompute(self, case: Any) -> reference.OracleResult:
+    def recompute(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> reference.OracleResult:
         """The oracle's answer computed now, replacing an entry whose values were found
         wrong (a re-evaluated slice disagreed: see _cell.score); said in ``rejected``."""
-        key = self.key(case)
+        key = self.key(case, function_name)
         p = self.root / key[:2] / f"{key}.npz"
         self.rejected.append((str(p), "its values differ from the oracle's (changed on disk)"))
-        return self._compute(case, key, p)
+        return self._compute(case, key, p, function_name)
 
-    def _compute(self, case: Any, key: str, p: Path) -> reference.OracleResult:
-        res = reference.evaluate(case.x, axis=case.axis)
+    def _compute(self, case: Any, key: str, p: Path, function_name: str) -> reference.OracleResult:
+        res = function(function_name).evaluate(case.x, case.axis)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npz")
         res.save(tmp, tag={"key": key})

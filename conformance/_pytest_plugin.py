@@ -3,8 +3,9 @@ choose the cells of the conformance suite, the parametrization of its tests, the
 that executes them, and a report header that says what ran.
 
     pytest --pyargs conformance --candidate mypkg.module:log_softmax \
-        [--backends numpy:cpu,torch:cpu] [--dtypes float32] [--families dominant] \
-        [--profile quick|full] [--conformance-timeout 300] [--conformance-in-process]
+        [--function log_softmax|softmax] [--backends numpy:cpu,torch:cpu] \
+        [--dtypes float32] [--families dominant] [--profile quick|full] \
+        [--conformance-timeout 300] [--conformance-in-process]
 
 Each cell runs as in ``python -m conformance run``: the candidate in a worker process of
 its own (one per candidate and backend), killed at the timeout, and scored in the pytest
@@ -36,6 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="candidate to test: a built-in name (impl, scipy, ...) or module:function; "
         "repeatable (default: impl)",
     )
+    g.addoption(
+        "--function", default="log_softmax", choices=("log_softmax", "softmax"),
+        help="the function the candidates compute (default: log_softmax)",
+    )  # fmt: skip
     g.addoption("--backends", default=None, help="comma-separated backend cells (default: all)")
     g.addoption("--dtypes", default=None, help="comma-separated dtypes (default: all)")
     g.addoption("--families", default=None, help="comma-separated families (default: all)")
@@ -70,7 +75,11 @@ def _specs(config: pytest.Config) -> list[Any]:
     from . import BACKENDS, DEFAULT_FAMILIES, RunConfig, backend, candidate, plan
     from ._families import families
 
-    cands = [candidate(c) for c in (config.getoption("candidate") or ["impl"])]
+    fn = config.getoption("function")
+    default = ["impl"] if fn == "log_softmax" else []
+    cands = [candidate(c, fn) for c in (config.getoption("candidate") or default)]
+    if not cands:
+        raise ValueError(f"name the {fn} candidate to test: --candidate NAME or module:function")
     bnames = _split(config.getoption("backends"))
     backends = BACKENDS if bnames is None else tuple(backend(n) for n in bnames)
     fnames = _split(config.getoption("families"))
@@ -95,10 +104,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for s in specs:
         marks = []
-        e = known.get((s.candidate.name, s.backend.name, s.dtype, s.family.name))
+        e = known.get((s.candidate.uid, s.backend.name, s.dtype, s.family.name))
         if e is not None and e.applies(s.profile):
             marks.append(pytest.mark.xfail(reason=e.describe(), strict=True))
-        ident = f"{s.candidate.name}-{s.backend.name}-{s.dtype}-{s.family.name}"
+        ident = f"{s.candidate.uid}-{s.backend.name}-{s.dtype}-{s.family.name}"
         params.append(pytest.param(s, id=ident, marks=marks))
     metafunc.parametrize("conformance_cell", params)
 
@@ -245,7 +254,8 @@ def failure_message(spec: Any, rec: dict[str, Any]) -> str:
     """A failed cell as a reproducer: what failed, the worst slice, and a snippet."""
     lines = [
         f"{rec['status']}: {rec['reason']}",
-        f"cell: candidate {spec.candidate.name!r} ({spec.candidate.target}), backend "
+        f"cell: {spec.function} candidate {spec.candidate.name!r} ({spec.candidate.target}), "
+        "backend "
         f"{spec.backend.name}, {spec.dtype}, family {spec.family.name} ({spec.profile})",
     ]
     if rec.get("worst_where"):
@@ -272,6 +282,8 @@ def _astype(dtype: str) -> str:
 
 
 def _snippet(spec: Any, hexes: list[str]) -> str:
+    from ._functions import scoring_code
+
     return "\n".join(
         [
             "    import numpy as np, ml_dtypes, reference",
@@ -279,12 +291,14 @@ def _snippet(spec: Any, hexes: list[str]) -> str:
             f"    x = np.array([float.fromhex(h) for h in {hexes!r}]){_astype(spec.dtype)}",
             f"    got = backend({spec.backend.name!r}).run("
             f"candidate({spec.candidate.target!r}).load(), x, axis=-1)",
-            "    print(got, reference.log_softmax(x), reference.ulp_error(got, x))",
+            f"    print(got, {scoring_code(spec.function, 'got', 'x')})",
         ]
     )
 
 
 def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
+    from ._functions import scoring_code
+
     where = rec["worst_where"].split(":")[0]
     return "\n".join(
         [
@@ -294,6 +308,7 @@ def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
             f"    case = {where}",
             f"    got = backend({spec.backend.name!r}).run("
             f"candidate({spec.candidate.target!r}).load(), case.x, axis=case.axis)",
-            "    err = reference.ulp_error(got, case.x, axis=case.axis); print(err.max())",
+            f"    err = {scoring_code(spec.function, 'got', 'case.x', 'case.axis')}; "
+            "print(err.max())",
         ]
     )

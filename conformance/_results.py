@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cell import COLUMNS, STATUSES
+from ._functions import DEFAULT_FUNCTION, uid
 
 __all__ = [
     "ResultsDir",
@@ -53,11 +54,11 @@ _LOCK = ".lock"
 _CELL = re.compile(r"^[A-Za-z0-9._-]{1,80}-[0-9a-f]{10}\.json$")
 _LOG = re.compile(r"^(worker|probe)-[A-Za-z0-9._-]+\.log$")
 _TOP = ("results.parquet", "results.csv", "fingerprint.json")
-_STR = ("candidate", "backend", "library", "device", "mode", "dtype", "family", "profile",
-        "status", "reason", "semantics", "curve", "hist", "platform", "notes", "judge",
+_STR = ("function", "candidate", "backend", "library", "device", "mode", "dtype", "family",
+        "profile", "status", "reason", "semantics", "curve", "hist", "platform", "notes", "judge",
         "host", "counts")  # fmt: skip
 # columns added since the first release, with the value an older record stands for
-_ADDED = {"host": "", "counts": "{}"}
+_ADDED = {"host": "", "counts": "{}", "function": DEFAULT_FUNCTION}
 _INT = ("n_inputs", "n_elements", "special_mismatches")
 _NUM = ("max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "frac_correctly_rounded",
         "max_abs_err_eps", "worst_expected", "worst_got", "worst_ulp", "seconds")  # fmt: skip
@@ -74,7 +75,9 @@ def cell_file_name(key: str) -> str:
 
 
 def record_key(rec: dict[str, Any]) -> str:
-    return "|".join(str(rec[k]) for k in ("candidate", "backend", "dtype", "family", "profile"))
+    """The cell's key (CellSpec.key) from its record."""
+    cand = uid(str(rec["function"]), str(rec["candidate"]))
+    return "|".join([cand, *(str(rec[k]) for k in ("backend", "dtype", "family", "profile"))])
 
 
 def check_record(rec: Any, name: str) -> str | None:
@@ -114,7 +117,7 @@ def table_from(records: Iterable[dict[str, Any]]) -> Any:
     import pandas as pd
 
     table = pd.DataFrame(list(records), columns=COLUMNS)
-    order = ["candidate", "backend", "dtype", "family"]
+    order = ["function", "candidate", "backend", "dtype", "family"]
     return table.sort_values(order, kind="stable").reset_index(drop=True)
 
 

@@ -35,10 +35,11 @@ from ._budgets import Budgets
 from ._candidates import Candidate
 from ._cell import CellSpec, Raw, failed, not_run, score
 from ._families import Case, Family, expand
+from ._functions import DEFAULT_FUNCTION, uid
 from ._judge import candidate_digest, cell_judge, closure_digest, inputs_digest
 from ._limits import physical_memory
 from ._oracle_cache import OracleCache
-from ._results import ResultsDir, cell_file_name, table_from
+from ._results import ResultsDir, cell_file_name, record_key, table_from
 
 __all__ = [
     "ISOLATION",
@@ -119,7 +120,7 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
                 continue
             for dt in cfg.dtypes:
                 for f in expand(cfg.families):
-                    if dt in f.dtypes and f.applies_to(b):
+                    if dt in f.dtypes and f.applies_to(b) and c.function in f.functions:
                         cells.append(CellSpec(c, b, dt, f, cfg.profile))
     return cells
 
@@ -149,7 +150,7 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
     for c in cfg.candidates:
         if not any(c.applies_to(b) for b in cfg.backends):
             notes.append(
-                f"candidate {c.name} runs only on {', '.join(c.libraries)} backends, and none "
+                f"candidate {c.uid} runs only on {', '.join(c.libraries)} backends, and none "
                 f"of {', '.join(names)} is one: it has no cells"
             )
     if not any(dt in f.dtypes for dt in cfg.dtypes for f in cfg.families):
@@ -165,24 +166,26 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
 # -- the oracle pre-pass ----------------------------------------------------------------
 
 
-def _fill_cache(args: tuple[str, str, str, str]) -> int:
-    fam_name, dtype, profile, cache_dir = args
+def _fill_cache(args: tuple[str, str, str, str, str]) -> int:
+    fn, fam_name, dtype, profile, cache_dir = args
     from ._families import family
 
     cache = OracleCache(cache_dir)
     for case in family(fam_name).cases(dtype, profile):
-        cache.get(case)
+        cache.get(case, fn)
     return len(cache.rejected)
 
 
 def _oracle_pass(
-    units: dict[tuple[str, str], list[Case]], cfg: RunConfig, say: Callable[[str], None]
+    units: dict[tuple[str, str, str], list[Case]], cfg: RunConfig, say: Callable[[str], None]
 ) -> None:
+    """The oracle's answers for every (function, family, dtype) the cells need, those
+    the cache lacks computed in parallel first."""
     cache = OracleCache(cfg.cache)
     missing = [
-        (fam, dtype, cfg.profile, str(cfg.cache))
-        for (fam, dtype), cases in sorted(units.items())
-        if not all(cache.valid(c) for c in cases)
+        (fn, fam, dtype, cfg.profile, str(cfg.cache))
+        for (fn, fam, dtype), cases in sorted(units.items())
+        if not all(cache.valid(c, fn) for c in cases)
     ]
     if not missing:
         return
@@ -264,8 +267,9 @@ class _Progress:
         elif rec is not None:
             ulp = rec.get("max_ulp")
             ulp_s = "-" if ulp is None else f"{ulp:.3g} ULP"
+            who = uid(rec.get("function", DEFAULT_FUNCTION), rec["candidate"])
             print(
-                f"[{self.done}/{self.total}] {rec['candidate']} {rec['backend']} {rec['dtype']} "
+                f"[{self.done}/{self.total}] {who} {rec['backend']} {rec['dtype']} "
                 f"{rec['family']}: {rec['status']} {ulp_s} ({rec['seconds']:.1f}s)",
                 flush=True,
             )
@@ -282,7 +286,7 @@ def _priority(cells: list[CellSpec]) -> list[CellSpec]:
     weight = {"jax": 3.0, "dask": 1.5, "torch": 1.2}
     groups: dict[tuple[str, str], list[CellSpec]] = {}
     for s in cells:
-        groups.setdefault((s.candidate.name, s.backend.name), []).append(s)
+        groups.setdefault((s.candidate.uid, s.backend.name), []).append(s)
     ordered = sorted(groups.values(), key=lambda g: -len(g) * weight.get(g[0].backend.library, 1.0))
     return [s for g in ordered for s in g]
 
@@ -358,8 +362,8 @@ def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
     own; in this process with --isolation none). PlanError, in one line, for a
     candidate whose module imports but has no such function: its every cell would be
     an error."""
-    names = {s.candidate.name for s in cells}
-    cands = [c for c in cfg.candidates if c.name in names]
+    names = {s.candidate.uid for s in cells}
+    cands = [c for c in cfg.candidates if c.uid in names]
     probes: dict[str, tuple[str | None, bool, list[str]]] = {}
     if cfg.isolation == "none":
         from ._worker import loaded_files
@@ -367,9 +371,9 @@ def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
         for c in cands:
             try:
                 c.load()
-                probes[c.name] = (None, True, loaded_files())
+                probes[c.uid] = (None, True, loaded_files())
             except Exception as exc:
-                probes[c.name] = (f"import: {type(exc).__name__}: {exc}", False, [])
+                probes[c.uid] = (f"import: {type(exc).__name__}: {exc}", False, [])
     else:
         from ._isolation import probe_candidates, start_server
 
@@ -413,7 +417,7 @@ def _sweep(
     digests = {u: inputs_digest(cases) for u, cases in units.items()}
     # the candidate's package, and every module it loads (its import closure)
     cand_digests = {
-        c.name: candidate_digest(c) + "|" + closures.get(c.name, "") for c in cfg.candidates
+        c.uid: candidate_digest(c) + "|" + closures.get(c.uid, "") for c in cfg.candidates
     }
 
     backends = list({s.backend.name: s.backend for s in cells}.values())
@@ -446,7 +450,7 @@ def _sweep(
     def judge(s: CellSpec) -> str:
         return cell_judge(
             setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
-            cand_digests[s.candidate.name], platform[s.backend.name],
+            cand_digests[s.candidate.uid], platform[s.backend.name],
             # as given (the default memory follows --jobs, which must not change a
             # verdict); a verdict reached without the sandbox is not one reached with it
             {"timeout": cfg.timeout, "memory": cfg.memory, "sandbox": sandbox},
@@ -457,7 +461,7 @@ def _sweep(
         "environment": environment(probes, setting),
         "run": {
             "profile": cfg.profile,
-            "candidates": [c.name for c in cfg.candidates],
+            "candidates": [c.uid for c in cfg.candidates],
             "backends": [b.name for b in cfg.backends],
             "dtypes": list(cfg.dtypes),
             "families": [f.name for f in cfg.families],
@@ -511,10 +515,10 @@ def _sweep(
     )
 
     def commit(rec: dict[str, Any]) -> None:
-        rec["judge"] = judges[_key(rec)]
+        rec["judge"] = judges[record_key(rec)]
         rec["platform"] = platform.get(rec["backend"], "")
         rd.write_cell(rec)
-        done[cell_file_name(_key(rec))] = rec
+        done[cell_file_name(record_key(rec))] = rec
 
     unavailable = {f.name: f.why_not() for f in cfg.families}
     runnable = []
@@ -534,7 +538,12 @@ def _sweep(
         say(not_run_here(unrun))
     if runnable:
         _oracle_pass(
-            {(s.family.name, s.dtype): units[(s.family.name, s.dtype)] for s in runnable}, cfg, say
+            {
+                (s.function, s.family.name, s.dtype): units[(s.family.name, s.dtype)]
+                for s in runnable
+            },
+            cfg,
+            say,
         )
         progress = _Progress(len(runnable), 0, cfg.progress, [s.family.name for s in runnable])
         cache = OracleCache(cfg.cache)
@@ -579,10 +588,6 @@ def _sweep(
     return table
 
 
-def _key(rec: dict[str, Any]) -> str:
-    return "|".join([rec["candidate"], rec["backend"], rec["dtype"], rec["family"], rec["profile"]])
-
-
 def _execute(
     cells: list[CellSpec], cfg: RunConfig, rd: ResultsDir,
     on_result: Callable[[CellSpec, Raw | None, str | None], None], progress: _Progress,
@@ -593,12 +598,12 @@ def _execute(
         loaded: dict[str, Any] = {}
         for s in cells:
             progress.update(None, s.key)
-            if s.candidate.name not in loaded:
+            if s.candidate.uid not in loaded:
                 try:
-                    loaded[s.candidate.name] = s.candidate.load()
+                    loaded[s.candidate.uid] = s.candidate.load()
                 except Exception as exc:
-                    loaded[s.candidate.name] = load_error(s, exc)
-            fn = loaded[s.candidate.name]
+                    loaded[s.candidate.uid] = load_error(s, exc)
+            fn = loaded[s.candidate.uid]
             on_result(s, Raw(error=fn) if isinstance(fn, str) else execute(s, fn), None)
         return
     from ._isolation import supervise

@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ._functions import DEFAULT_FUNCTION, uid
+
 __all__ = [
     "LIBRARIES",
     "SCIPY_DECLARED",
@@ -17,6 +19,8 @@ __all__ = [
     "markdown_table",
     "rst_table",
     "support",
+    "uid_of",
+    "uids",
 ]
 
 # (row name, backend library, devices the library has)
@@ -133,11 +137,25 @@ def _short_finding(failing: Any) -> str:
     return "fails"
 
 
+def uid_of(row: Any) -> str:
+    """A row's candidate as the sweep knows it (Candidate.uid): ``softmax/scipy``."""
+    f = row["function"] if "function" in row else DEFAULT_FUNCTION
+    return uid(str(f), str(row["candidate"]))
+
+
+def uids(table: Any) -> list[str]:
+    """uid_of for every row of a table, in order."""
+    if "function" not in table.columns:
+        return [str(c) for c in table["candidate"]]
+    return [uid(str(f), str(c)) for f, c in zip(table["function"], table["candidate"], strict=True)]
+
+
 def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
-    """(library row, device) -> the measured cell, for one candidate. A library and
-    device that no candidate of the table was swept on is "not swept", not unsupported."""
+    """(library row, device) -> the measured cell, for one candidate (its uid). A
+    library and device that no candidate of the table was swept on is "not swept", not
+    unsupported."""
     swept = {(r["library"], _device(r)) for _, r in table[["library", "device"]].iterrows()}
-    rows = table[table["candidate"] == candidate]
+    rows = table[[u == candidate for u in uids(table)]]
     out: dict[tuple[str, str], SupportCell] = {}
     for name, lib, devices in LIBRARIES:
         for dev in ("CPU", "GPU"):

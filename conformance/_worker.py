@@ -172,7 +172,7 @@ def _enter_sandbox(root: str, cand: Candidate, b: Backend | None) -> str | None:
     if not root:
         return None
     scratch = scratch_of(root, os.getpid())
-    caches = os.path.join(root, "caches", hashlib.sha256(cand.name.encode()).hexdigest()[:16])
+    caches = os.path.join(root, "caches", hashlib.sha256(cand.uid.encode()).hexdigest()[:16])
     try:
         os.makedirs(scratch, exist_ok=True)
         os.makedirs(caches, exist_ok=True)
@@ -545,7 +545,7 @@ def candidates_probe_main(
                     except ProtocolError:
                         why = os.waitstatus_to_exitcode(status)
                         error = f"import: the probe ended with {why} and no answer"
-                say("probed", name=c.name, error=error, found=found, files=files)
+                say("probed", name=c.uid, error=error, found=found, files=files)
     except BaseException:
         traceback.print_exc()
         code = 70

@@ -213,7 +213,7 @@ def test_batches_are_sized_by_what_their_cells_cost():
     def cells(cand: str, n: int) -> list[Any]:
         return [
             SimpleNamespace(
-                key=f"{cand}-{i}", candidate=SimpleNamespace(name=cand),
+                key=f"{cand}-{i}", candidate=SimpleNamespace(name=cand, uid=cand),
                 backend=SimpleNamespace(name="numpy:cpu"),
             )
             for i in range(n)

@@ -1,5 +1,6 @@
 """The README's examples, run as written from a folder outside the repository that
-holds a user's package ``mypkg`` (its ``module.log_softmax``: impl's, which passes):
+holds a user's package ``mypkg`` (its ``module.log_softmax``: impl's, which passes;
+its ``module.softmax``: SciPy's):
 
 - every Python block, each ``expression  # value`` line checked against the value;
 - the shell blocks of "A sweep", "As a pytest suite, in any project" and "The
@@ -29,7 +30,9 @@ README = ROOT / "README.md"
 # the README's sections whose shell blocks this test runs, and the exit status each
 # line must give
 RUN = ("A sweep", "As a pytest suite, in any project", "The regression gate, in CI")
-MYPKG = "from impl import log_softmax  # noqa: F401\n"
+MYPKG = (
+    "from impl import log_softmax  # noqa: F401\nfrom scipy.special import softmax  # noqa: F401\n"
+)
 
 
 def _sections() -> dict[str, list[tuple[str, str]]]:

@@ -1,0 +1,56 @@
+"""The functions the harness judges: the matrix's first axis.
+
+A function is a name, the oracle that answers it (an OracleResult per input, scored
+elementwise) and a line of description. Candidates belong to one function each
+(_candidates), and families say which functions their inputs are for (_families).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import reference
+
+__all__ = ["DEFAULT_FUNCTION", "FUNCTIONS", "Function", "function", "scoring_code", "uid"]
+
+DEFAULT_FUNCTION = "log_softmax"
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    doc: str
+    # the correctly rounded answer for an input and its reduced axes, ready to score
+    evaluate: Callable[[Any, Any], reference.OracleResult] = field(repr=False)
+
+
+FUNCTIONS: tuple[Function, ...] = (
+    Function("log_softmax", "x - log(sum(exp(x)))", reference.evaluate),
+    Function("softmax", "exp(x) / sum(exp(x))", reference.evaluate_softmax),
+)
+
+
+def function(name: str) -> Function:
+    for f in FUNCTIONS:
+        if f.name == name:
+            return f
+    raise KeyError(f"unknown function {name!r}; known: {[f.name for f in FUNCTIONS]}")
+
+
+def uid(function_name: str, name: str) -> str:
+    """A candidate's name unique across functions: ``softmax/scipy``; log_softmax's
+    candidates keep their bare names (and their cells the keys they always had)."""
+    if function_name == DEFAULT_FUNCTION or name.startswith(f"{function_name}/"):
+        return name  # (a table whose candidates are uids already: the report's)
+    return f"{function_name}/{name}"
+
+
+def scoring_code(function_name: str, got: str, x: str, axis: str = "") -> str:
+    """Python that prints the ULP errors of ``got`` for input ``x`` (a reproducer's
+    last line): ``reference.ulp_error(got, x)`` for log_softmax."""
+    ax = f", axis={axis}" if axis else ""
+    if function_name == DEFAULT_FUNCTION:
+        return f"reference.ulp_error({got}, {x}{ax})"
+    return f"reference.evaluate_{function_name}({x}{ax}).ulp_error({got})"
