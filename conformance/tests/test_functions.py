@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -154,7 +155,7 @@ def test_the_gate_judges_each_function_on_its_own(swept, tmp_path):
 
 
 def test_records_from_before_the_function_axis_are_log_softmax(tmp_path):
-    rec = {c: None for c in table_columns()}
+    rec: dict[str, Any] = dict.fromkeys(table_columns())
     rec.update(
         candidate="impl", backend="numpy:cpu", library="numpy", device="cpu", mode="eager",
         dtype="float32", out_dtype="float32", family="normal", profile="quick", n_inputs=1,
