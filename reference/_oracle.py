@@ -31,6 +31,7 @@ __all__ = [
     "normalize_axis",
     "special_slice",
     "to_rows",
+    "triple",
 ]
 
 # Ziv's loop doubles the working precision from fmt.precision + 64 bits. The rounding
@@ -89,7 +90,7 @@ def as_input(x: Any) -> NDArray[Any]:
     return arr
 
 
-def _triple(lo: Dyadic, hi: Dyadic) -> tuple[float, float, float, float]:
+def triple(lo: Dyadic, hi: Dyadic) -> tuple[float, float, float, float]:
     """L1 + L2 + L3 approximating the interval's midpoint, and a float64 upper bound on
     the distance from that sum to any point of the interval."""
     s, e = dyadic_add(lo, hi)
@@ -137,7 +138,7 @@ def _solve_regular(
                 f"rounding undecided at {MAX_PREC} bits for slices {rows[active].tolist()}"
             )
         intervals = [engine.log_normaliser_terms(t) for t in prepare_terms_block(sub[active], prec)]
-        trip = np.array([_triple(lo, hi) for lo, hi in intervals]).reshape(-1, 4)
+        trip = np.array([triple(lo, hi) for lo, hi in intervals]).reshape(-1, 4)
         s_x = sub[active]
         s_todo = todo[active]
         decided, val, res, ue = round_fast(

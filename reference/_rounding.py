@@ -27,7 +27,7 @@ from ._formats import (
     dyadic_to_float,
 )
 
-__all__ = ["RESIDUAL_ACCURACY_BITS", "round_exact", "round_fast"]
+__all__ = ["RESIDUAL_ACCURACY_BITS", "round_exact", "round_fast", "round_positive"]
 
 # The residual of every decided element is accurate to 2**-48 ulp (absolute).
 RESIDUAL_ACCURACY_BITS = 48
@@ -49,7 +49,6 @@ def round_fast(
     are meaningless.
     """
     L1, L2, L3 = L
-    t = fmt.precision
     with np.errstate(all="ignore"):
         a1, a2 = two_sum(m, -x)  # A = a1 + a2 exactly
         s1, s2 = two_sum(a1, L1)
@@ -57,10 +56,26 @@ def round_fast(
         err = (np.abs(a2) + np.abs(s2) + np.abs(L2) + np.abs(L3)) * _GAMMA3 + 3 * _TINY
         Y1, Y2 = two_sum(s1, tail)  # Y = Y1 + Y2 + e, |e| <= err + eps_L
         err = err + eps_L
+        decided, c, residual, ulp_exp = round_positive(fmt, Y1, Y2, err, np.isfinite(a1))
+    return decided, -c, -residual, ulp_exp  # y = -Y
+
+
+def round_positive(
+    fmt: Format,
+    Y1: NDArray[np.float64],
+    Y2: NDArray[np.float64],
+    err: NDArray[np.float64],
+    ok: NDArray[np.bool_],
+    residual_bits: int = RESIDUAL_ACCURACY_BITS,
+) -> tuple[NDArray[np.bool_], NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """RN(Y) in fmt for Y = Y1 + Y2 +- err > 0 (Y2 small beside Y1), where ``ok``:
+    ``(decided, RN(Y), residual, ulp_exp)``, the residual (Y - RN(Y)) / ulp(Y) known to
+    2**-residual_bits; entries not decided are meaningless."""
+    with np.errstate(all="ignore"):
         # Stay where float64 arithmetic is plain: Y1 normal (with margin) and below
         # the format's overflow threshold; the rest takes the exact path.
-        ok = np.isfinite(a1) & (Y1 > 2.0**-960) & (Y1 < math.ldexp(1.0, fmt.emax))
-
+        ok = ok & (Y1 > 2.0**-960) & (Y1 < math.ldexp(1.0, fmt.emax))
+        t = fmt.precision
         _, ex = np.frexp(Y1)
         q = np.maximum(ex.astype(np.int64) - 1, fmt.emin) - t + 1
         c = np.ldexp(np.rint(np.ldexp(Y1, -q)), q)  # RN of Y1 in the format
@@ -77,9 +92,9 @@ def round_fast(
         # At a power of two the side of c decides floor(log2 Y), hence ulp(y).
         decided &= ~pow2 | (np.abs(z) > err)
         ulp_exp = np.where(pow2 & (z < 0), qc - 1, qc)
-        decided &= err <= np.ldexp(2.0**-RESIDUAL_ACCURACY_BITS, ulp_exp)
-        residual = -np.ldexp(z, -ulp_exp)
-    return decided, -c, residual, ulp_exp
+        decided &= err <= np.ldexp(2.0**-residual_bits, ulp_exp)
+        residual = np.ldexp(z, -ulp_exp)
+    return decided, c, residual, ulp_exp
 
 
 def round_exact(

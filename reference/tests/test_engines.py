@@ -104,7 +104,7 @@ def test_fast_path_agrees_with_exact_path(name):
             if np.count_nonzero(np.isfinite(v)) < 2:
                 continue
             lo, hi = log_normaliser(engine, v, fmt.precision + 64)
-            trip = _oracle._triple(lo, hi)
+            trip = _oracle.triple(lo, hi)
             m = np.full_like(v, v.max())
             L = (np.full_like(v, trip[0]), np.full_like(v, trip[1]), np.full_like(v, trip[2]))
             ok, val, res, ue = round_fast(fmt, v, m, L, np.full_like(v, trip[3]))

@@ -339,3 +339,51 @@ def test_neighbours_that_cancel(name):
             got, sgn = logsumexp(a, b=bb, return_sign=True)
             want, wsgn = direct_logsumexp(a, fmt, bb)
             assert (float(sgn), bits(got)) == (wsgn, bits(np.array(want, fmt.dtype))), (a, b)
+
+
+def test_the_double_double_exp_is_within_its_bound():
+    """Measured against mpmath at 250 bits: far inside REL_BOUND (which the fast path
+    trusts), over y in [-700, 0], tiny y, and a low part below y's last bit."""
+    from reference._ddexp import REL_BOUND, exp_dd
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate(
+        [
+            -rng.uniform(0, 700, 3000),
+            -rng.uniform(0, 1e-3, 300),
+            -np.ldexp(1.0, -rng.integers(10, 60, 300)).astype(np.float64),
+        ]
+    )
+    low = y * rng.uniform(-1, 1, y.size) * 2.0**-53
+    hi, lo, scale = exp_dd([y, low])
+    worst = mpmath.mpf(0)
+    with mpmath.workprec(250):
+        for i in range(y.size):
+            want = mpmath.exp(mpmath.mpf(y[i]) + mpmath.mpf(low[i]))
+            got = (mpmath.mpf(hi[i]) + mpmath.mpf(lo[i])) * mpmath.mpf(scale[i])
+            worst = max(worst, abs(got / want - 1))
+    assert worst < REL_BOUND / 2**6, float(mpmath.log(worst, 2))
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_softmax_fast_path_gives_the_slow_paths_answers(name, monkeypatch):
+    """The double-double pass decides most elements; wherever it does, the value and
+    the ulp are the per-element mpmath path's, and the residual within 2**-38 ulp."""
+    import reference._softmax as sm
+
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(7)
+    x = np.concatenate(
+        [rng.standard_normal((8, 64)) * s for s in (1.0, 5.0, 30.0)]
+        + [
+            np.stack(
+                [row[:64] if row.size >= 64 else np.resize(row, 64) for _, row in rows(fmt, 2, 64)]
+            )
+        ]
+    ).astype(fmt.dtype)
+    fast = evaluate_softmax(x, -1)
+    monkeypatch.setattr(sm, "FAST_PATH", False)
+    slow = evaluate_softmax(x, -1)
+    assert np.array_equal(bits(fast.expected), bits(slow.expected))
+    assert np.array_equal(fast.ulp_exp, slow.ulp_exp)
+    assert np.nanmax(np.abs(fast.residual - slow.residual)) <= 2.0**-38
