@@ -4,7 +4,8 @@ log_softmax: ``impl`` (this project's), ``scipy`` (scipy.special.log_softmax wit
 SCIPY_ARRAY_API=1, on every backend it accepts), ``log(softmax)`` (the log of
 scipy.special.softmax, the seed document's own comparison), ``torch.nn.functional``
 (torch cells only) and ``jax.nn`` (JAX cells only). softmax: ``scipy``,
-``torch.nn.functional`` and ``jax.nn``'s softmax. Any function can join as
+``torch.nn.functional`` and ``jax.nn``'s softmax; logsumexp: ``scipy``, ``torch``
+(torch.logsumexp) and ``jax.nn``. Any function can join as
 ``module:function`` on the command line (for the function the sweep names), or through
 the entry-point group ``log_softmax_conformance.candidates`` (name = "module:function",
 a log_softmax). Every candidate is called as ``fn(x, axis=axis)`` on the backend's
@@ -216,6 +217,35 @@ def jax_softmax(x: Any, axis: Any = None) -> Any:
     return jax.nn.softmax(x, axis=axis)
 
 
+def scipy_logsumexp(x: Any, axis: Any = None) -> Any:
+    import scipy.special
+
+    return scipy.special.logsumexp(x, axis=axis)
+
+
+def torch_logsumexp(x: Any, axis: Any = None) -> Any:
+    """torch.logsumexp over ``axis`` (None: every dimension; a 0-d tensor's own)."""
+    import torch
+
+    if axis is None:
+        axis = tuple(range(x.ndim)) if x.ndim else 0
+    return torch.logsumexp(x, dim=axis)
+
+
+def jax_logsumexp(x: Any, axis: Any = None) -> Any:
+    import jax
+
+    return jax.nn.logsumexp(x, axis=axis)
+
+
+def naive_logsumexp(x: Any, axis: Any = None) -> Any:
+    """log(sum(exp(x))): no max subtraction (not in the default sweep)."""
+    import array_api_compat
+
+    xp = array_api_compat.array_namespace(x)
+    return xp.log(xp.sum(xp.exp(x), axis=axis))
+
+
 def naive_softmax(x: Any, axis: Any = None) -> Any:
     """exp(x) / sum(exp(x)): no max subtraction (not in the default sweep)."""
     import array_api_compat
@@ -270,6 +300,15 @@ BUILTIN: tuple[Candidate, ...] = (
         "softmax",
     ),
     Candidate("jax.nn", f"{__name__}:jax_softmax", ("jax",), "jax.nn.softmax", "softmax"),
+    Candidate(
+        "scipy",
+        f"{__name__}:scipy_logsumexp",
+        ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"),
+        "scipy.special.logsumexp (SCIPY_ARRAY_API=1)",
+        "logsumexp",
+    ),
+    Candidate("torch", f"{__name__}:torch_logsumexp", ("torch",), "torch.logsumexp", "logsumexp"),
+    Candidate("jax.nn", f"{__name__}:jax_logsumexp", ("jax",), "jax.nn.logsumexp", "logsumexp"),
 )
 
 

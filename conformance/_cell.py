@@ -198,8 +198,11 @@ def _hex(values: NDArray[Any]) -> str:
     return json.dumps([float(v).hex() for v in values.astype(np.float64).reshape(-1)])
 
 
-def _slice_of(x_shape: tuple[int, ...], axis: Any, flat: int) -> NDArray[np.intp]:
-    """Flat indices of the slice (over ``axis``) that holds element ``flat``."""
+def _slice_of(
+    x_shape: tuple[int, ...], axis: Any, flat: int, reduces: bool = False
+) -> NDArray[np.intp]:
+    """Flat indices of the slice (over ``axis``) that holds element ``flat`` of the
+    answer: of the input, or for a reduction (one answer per slice) the flat-th slice."""
     ndim = len(x_shape)
     if ndim == 0:
         return np.zeros(1, dtype=np.intp)
@@ -212,7 +215,7 @@ def _slice_of(x_shape: tuple[int, ...], axis: Any, flat: int) -> NDArray[np.intp
     idx = np.arange(math.prod(x_shape)).reshape(x_shape)
     n = math.prod(x_shape[a] for a in axes)
     rows = np.transpose(idx, kept + list(axes)).reshape(-1, n)
-    r = int(np.flatnonzero((rows == flat).any(axis=1))[0])
+    r = flat if reduces else int(np.flatnonzero((rows == flat).any(axis=1))[0])
     return np.asarray(rows[r], dtype=np.intp)
 
 
@@ -221,14 +224,18 @@ def _agrees(case: Case, flat: int, res: reference.OracleResult, function_name: s
     now, is ``res``'s (its values' bits, residuals and ULP exponents): a cached answer
     changed on disk shows where it matters most, at the cell's worst element (1.4 ms
     a cell on the quick sweep here, 0.43 s of its 28)."""
-    sl = _slice_of(case.x.shape, case.axis, flat)
-    again = function(function_name).evaluate(case.x.reshape(-1)[sl], -1)
-    got, want = res.expected.reshape(-1)[sl], again.expected
+    fn = function(function_name)
+    sl = _slice_of(case.x.shape, case.axis, flat, fn.reduces)
+    again = fn.evaluate(case.x.reshape(-1)[sl], -1)
+    out = np.array([flat]) if fn.reduces else sl  # the answer's elements of that slice
+    got, want = res.expected.reshape(-1)[out], again.expected.reshape(-1)
     bits = np.dtype(f"u{want.dtype.itemsize}")
     return bool(
         np.array_equal(got.view(bits), want.view(bits))
-        and np.array_equal(res.residual.reshape(-1)[sl], again.residual, equal_nan=True)
-        and np.array_equal(res.ulp_exp.reshape(-1)[sl], again.ulp_exp)
+        and np.array_equal(
+            res.residual.reshape(-1)[out], again.residual.reshape(-1), equal_nan=True
+        )
+        and np.array_equal(res.ulp_exp.reshape(-1)[out], again.ulp_exp.reshape(-1))
     )
 
 
@@ -295,8 +302,12 @@ def score(
             got = got.astype(got.dtype.newbyteorder("="))
             got_arrays[-1] = got
         out_dtypes.add(str(got.dtype))
-        if got.shape != case.x.shape:
-            findings.append(f"returned shape {got.shape} for {case.x.shape} ({case.label})")
+        want_shape = function(spec.function).out_shape(case.x.shape, case.axis)
+        if got.shape != want_shape:
+            findings.append(
+                f"returned shape {got.shape} for {case.x.shape} input, expected "
+                f"{want_shape} ({case.label})"
+            )
             continue
         if got.dtype != case.x.dtype:
             findings.append(f"returned {got.dtype} for {case.x.dtype} input")
@@ -323,7 +334,8 @@ def score(
             semantics.setdefault(case_name, label)
             if label == "other":
                 semantics[case_name] = "other"
-        if case.params and err.ndim == 2 and len(case.params) == err.shape[0]:
+        if case.params and err.ndim in (1, 2) and len(case.params) == err.shape[0]:
+            # a row per parameter: its worst element (a reduction's one answer)
             curve += [(p, float(np.max(row))) for p, row in zip(case.params, err, strict=True)]
     if spec.family.annotate is not None:
         extra = spec.family.annotate(cases, got_arrays, results)
@@ -419,11 +431,17 @@ def _reproducer(
     res: reference.OracleResult,
 ) -> None:  # fmt: skip
     e, ci, flat = worst
-    sl = _slice_of(case.x.shape, case.axis, flat)
-    pos = int(np.flatnonzero(sl == flat)[0])
+    reduces = function(spec.function).reduces
+    sl = _slice_of(case.x.shape, case.axis, flat, reduces)
+    at = (
+        f"slice {flat} ({case.label})"
+        if reduces
+        else f"element {flat} ({case.label}), position {int(np.flatnonzero(sl == flat)[0])}"
+        " of its slice"
+    )
     where = (
         f"conformance.family({spec.family.name!r}).cases({spec.dtype!r}, {spec.profile!r})"
-        f"[{ci}]: element {flat} ({case.label}), position {pos} of its slice"
+        f"[{ci}]: {at}"
     )
     x = case.x.reshape(-1)[sl]
     rec["worst_where"] = where

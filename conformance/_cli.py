@@ -93,6 +93,8 @@ def _candidates(arg: str | None, functions: Sequence[str] = (DEFAULT_FUNCTION,))
     """The candidates of each function: those named that it has (every built-in one by
     default). A name no function has is an error; "module:function" is a candidate of
     the one function the sweep names, or of log_softmax when it names several."""
+    if arg is None:
+        return [c for f in functions for c in BUILTIN if c.function == f]
     out = []
     specs = _names(arg, list(dict.fromkeys(c.name for c in BUILTIN)), "candidates")
     for spec in specs:

@@ -75,7 +75,7 @@ class Family:
     # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
     parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
     # the functions its inputs are for (a peer's log_softmax suite is for log_softmax)
-    functions: tuple[str, ...] = ("log_softmax", "softmax")
+    functions: tuple[str, ...] = ("log_softmax", "softmax", "logsumexp")
 
     def applies_to(self, backend: Any) -> bool:
         return not self.backends or backend.name in self.backends

@@ -24,11 +24,22 @@ class Function:
     doc: str
     # the correctly rounded answer for an input and its reduced axes, ready to score
     evaluate: Callable[[Any, Any], reference.OracleResult] = field(repr=False)
+    reduces: bool = False  # one output per slice (logsumexp), not one per element
+
+    def out_shape(self, shape: tuple[int, ...], axis: Any) -> tuple[int, ...]:
+        """The shape of the answer for an input of ``shape`` reduced over ``axis``."""
+        if not self.reduces:
+            return tuple(shape)
+        from reference._oracle import normalize_axis
+
+        axes = normalize_axis(axis, len(shape))
+        return tuple(n for i, n in enumerate(shape) if i not in axes)
 
 
 FUNCTIONS: tuple[Function, ...] = (
     Function("log_softmax", "x - log(sum(exp(x)))", reference.evaluate),
     Function("softmax", "exp(x) / sum(exp(x))", reference.evaluate_softmax),
+    Function("logsumexp", "log(sum(exp(x))), one per slice", reference.evaluate_logsumexp, True),
 )
 
 

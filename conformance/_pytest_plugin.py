@@ -3,7 +3,7 @@ choose the cells of the conformance suite, the parametrization of its tests, the
 that executes them, and a report header that says what ran.
 
     pytest --pyargs conformance --candidate mypkg.module:log_softmax \
-        [--function log_softmax|softmax] [--backends numpy:cpu,torch:cpu] \
+        [--function log_softmax|softmax|logsumexp] [--backends numpy:cpu,torch:cpu] \
         [--dtypes float32] [--families dominant] [--profile quick|full] \
         [--conformance-timeout 300] [--conformance-in-process]
 
@@ -38,7 +38,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "repeatable (default: impl)",
     )
     g.addoption(
-        "--function", default="log_softmax", choices=("log_softmax", "softmax"),
+        "--function", default="log_softmax", choices=("log_softmax", "softmax", "logsumexp"),
         help="the function the candidates compute (default: log_softmax)",
     )  # fmt: skip
     g.addoption("--backends", default=None, help="comma-separated backend cells (default: all)")

@@ -15,6 +15,7 @@ __all__ = [
     "crashing",
     "detached_normaliser",
     "dies_at_start",
+    "logsumexp_keepdims",
     "mutating",
     "naive_log_softmax",
     "raising",
@@ -154,3 +155,10 @@ def where_am_i_slowly(x: Any, axis: Any = None) -> Any:
     """where_am_i after CONFORMANCE_TEST_DELAY seconds."""
     time.sleep(float(os.environ.get("CONFORMANCE_TEST_DELAY", "0.05")))
     return where_am_i(x, axis=axis)
+
+
+def logsumexp_keepdims(x: Any, axis: Any = None) -> Any:
+    """A logsumexp that keeps the reduced axes (SciPy's keepdims=True): wrong shape."""
+    import reference
+
+    return reference.logsumexp(np.asarray(x), axis=axis, keepdims=True)

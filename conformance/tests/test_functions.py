@@ -204,3 +204,48 @@ def test_the_plugin_tests_a_softmax(tmp_path):
     assert "1 failed, 1 passed" in out.stdout
     assert "softmax candidate 'mypkg.sm:naive'" in out.stdout
     assert "reference.evaluate_softmax(x).ulp_error(got)" in out.stdout
+
+
+def test_logsumexp_cells_score_one_answer_per_slice(tmp_path):
+    """A reduction: the answer has the input's shape less the reduced axes; an answer
+    of another shape is a finding; the worst slice is the reproducer's input."""
+    cands = [
+        Candidate("oracle", "reference:logsumexp", function="logsumexp"),
+        Candidate("naive", "conformance._candidates:naive_logsumexp", function="logsumexp"),
+        Candidate(
+            "keepdims", "conformance.tests._helpers:logsumexp_keepdims", function="logsumexp"
+        ),
+    ]
+    cfg = RunConfig(
+        candidates=cands,
+        backends=[backend("numpy:cpu")],
+        dtypes=["float32", "float64"],
+        families=[family("dominant"), family("saturating"), family("shapes"), family("specials")],
+        jobs=2,
+        results=tmp_path / "res",
+        cache=tmp_path / "cache",
+        progress=False,
+    )
+    table = run(cfg, log=lambda s: None)
+    assert set(table.function) == {"logsumexp"}
+    by = {(r.candidate, r.family, r.dtype): r for r in table.itertuples()}
+    for fam in ("dominant", "saturating", "shapes", "specials"):
+        for dt in ("float32", "float64"):
+            assert by[("oracle", fam, dt)].status == "pass", by[("oracle", fam, dt)].reason
+            r = by[("oracle", fam, dt)]
+            assert r.max_ulp <= 0.5 and r.frac_correctly_rounded == 1.0
+    sat = by[("naive", "saturating", "float64")]
+    assert sat.status == "fail" and sat.max_ulp == np.inf  # exp overflows
+    dom = by[("naive", "dominant", "float32")]
+    assert dom.status == "fail" and "slice" in dom.worst_where
+    assert json.loads(dom.curve)  # max ULP against the gap, one point per row
+    kd = by[("keepdims", "dominant", "float64")]
+    assert kd.status == "fail" and "expected (" in kd.reason and "returned shape" in kd.reason
+    cache = OracleCache(tmp_path / "cache")
+    for case in family("shapes").cases("float64"):
+        assert cache.valid(case, "logsumexp")
+        cache.get(case, "logsumexp")
+    assert cache.rejected == []
+    write_report(tmp_path / "res", tmp_path / "report")
+    page = (tmp_path / "report" / "candidates" / "logsumexp-naive.md").read_text()
+    assert "evaluate_logsumexp(x).ulp_error(got)" in page
