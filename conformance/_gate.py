@@ -48,10 +48,6 @@ class GateInputError(ValueError):
     """A baseline or results the gate cannot judge (exit status 2)."""
 
 
-def _key(r: Any) -> str:
-    return record_key(r)
-
-
 def _ulp(v: Any) -> float | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -235,7 +231,7 @@ def gate(
     path = Path(baseline_path)
     base = read_baseline(path, update)
     res = GateResult()
-    rows = {_key(r): r for _, r in table.iterrows()}
+    rows = {record_key(r): r for _, r in table.iterrows()}
     ran = {k: r for k, r in rows.items() if r["status"] != "not run"}
     worse: set[str] = set()
     written: dict[str, dict[str, Any]] = {}

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ._engines import two_sum
+
 __all__ = ["REL_BOUND", "Y_MIN", "exp_dd"]
 
 F64 = NDArray[np.float64]
@@ -38,13 +40,7 @@ Y_MIN = -700.0
 _SPLIT = 134217729.0  # 2**27 + 1
 
 
-def _two_sum(a: F64, b: F64) -> tuple[F64, F64]:
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-def _fast_two_sum(a: F64, b: F64) -> tuple[F64, F64]:
+def _fasttwo_sum(a: F64, b: F64) -> tuple[F64, F64]:
     s = a + b
     return s, b - (s - a)
 
@@ -64,19 +60,19 @@ def _two_prod(a: F64, b: F64) -> tuple[F64, F64]:
 
 def _dd_mul(ah: F64, al: F64, bh: F64, bl: F64) -> tuple[F64, F64]:
     p, e = _two_prod(ah, bh)
-    return _fast_two_sum(p, e + (ah * bl + al * bh))
+    return _fasttwo_sum(p, e + (ah * bl + al * bh))
 
 
 def _dd_add(ah: F64, al: F64, bh: F64, bl: F64) -> tuple[F64, F64]:
-    s, e = _two_sum(ah, bh)
-    t, f = _two_sum(al, bl)
-    s, e = _fast_two_sum(s, e + t)
-    return _fast_two_sum(s, e + f)
+    s, e = two_sum(ah, bh)
+    t, f = two_sum(al, bl)
+    s, e = _fasttwo_sum(s, e + t)
+    return _fasttwo_sum(s, e + f)
 
 
 def _dd_add_d(ah: F64, al: F64, b: F64) -> tuple[F64, F64]:
-    s, e = _two_sum(ah, b)
-    return _fast_two_sum(s, e + al)
+    s, e = two_sum(ah, b)
+    return _fasttwo_sum(s, e + al)
 
 
 @functools.cache
@@ -116,7 +112,7 @@ def exp_dd(terms: list[F64]) -> tuple[F64, F64, F64]:
     with np.errstate(all="ignore"):
         approx = sum(terms[1:], terms[0])
         k = np.rint(approx * (64.0 / 0.6931471805599453))
-        rh, rl = _fast_two_sum(terms[0], np.zeros_like(terms[0]))
+        rh, rl = _fasttwo_sum(terms[0], np.zeros_like(terms[0]))
         for t in [-k * c1, *terms[1:], -k * c2, -k * c3]:
             rh, rl = _dd_add_d(rh, rl, t)
         ph, pl = np.full_like(rh, coef[11][0]), np.full_like(rh, coef[11][1])

@@ -13,7 +13,14 @@ import math
 from fractions import Fraction
 from typing import Any
 
-from ._formats import Dyadic, Format, dyadic_add, dyadic_floor_log2, dyadic_to_float
+from ._formats import (
+    Dyadic,
+    Format,
+    dyadic_add,
+    dyadic_floor_log2,
+    dyadic_from_float,
+    dyadic_to_float,
+)
 
 __all__ = ["from_mpf", "round_interval", "round_rational", "shift_interval", "to_mpf"]
 
@@ -58,8 +65,7 @@ def round_interval(fmt: Format, lo: Dyadic, hi: Dyadic) -> tuple[bool, float, fl
     if width[0] and dyadic_floor_log2(width) >= q_lo - RESIDUAL_GAP:
         return False, 0.0, 0.0, 0
     s, e = dyadic_add(lo, hi)
-    m, x = math.frexp(v_lo)
-    c = (int(math.ldexp(m, 53)), x - 53) if v_lo else (0, 0)
+    c = dyadic_from_float(v_lo)
     dm, de = dyadic_add((s, e - 1), (-c[0], c[1]))  # y - RN(y) at the midpoint
     return True, v_lo, dyadic_to_float(dm, de - q_lo), q_lo
 

@@ -202,12 +202,11 @@ def _special(
     """log_softmax's answers for the slice (the same rules), taken through exp: 0 and
     -inf become 1 and 0, NaN stays, and the equal split -log k becomes RN(1/k)."""
     sp = special_slice(x, idx, fmt, engine, cache)
-    k = int((x == np.inf).sum())
+    inf = x == np.inf
     answers = []
     for a in sp.answers:
         if a.semantics == "equal-split":
-            v, res, q_k = round_rational(fmt, 1, k)
-            inf = x == np.inf
+            v, res, q_k = round_rational(fmt, 1, int(inf.sum()))
             answers.append(
                 Answer(
                     a.semantics,
