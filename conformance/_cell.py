@@ -68,8 +68,15 @@ class CellSpec:
             [self.candidate.uid, self.backend.name, self.dtype, self.family.name, self.profile]
         )
 
+    @property
+    def unit(self) -> tuple[str, str, str]:
+        """What its inputs depend on: (family, dtype, the function where the family's
+        inputs depend on it, else "")."""
+        fn = self.function if self.family.per_function else ""
+        return (self.family.name, self.dtype, fn)
+
     def cases(self) -> list[Case]:
-        return self.family.cases(self.dtype, self.profile)
+        return self.family.cases(self.dtype, self.profile, self.function)
 
     def base_record(self) -> dict[str, Any]:
         b = self.backend
@@ -338,7 +345,7 @@ def score(
             # a row per parameter: its worst element (a reduction's one answer)
             curve += [(p, float(np.max(row))) for p, row in zip(case.params, err, strict=True)]
     if spec.family.annotate is not None:
-        extra = spec.family.annotate(cases, got_arrays, results)
+        extra = spec.family.annotate(cases, got_arrays, results, spec.function)
         rec["notes"] = "; ".join([n for n in [rec["notes"], *extra] if n])
     rec["n_inputs"] = len(cases)
     rec["n_elements"] = n_el
@@ -439,8 +446,9 @@ def _reproducer(
         else f"element {flat} ({case.label}), position {int(np.flatnonzero(sl == flat)[0])}"
         " of its slice"
     )
+    fn = f", {spec.function!r}" if spec.family.per_function else ""
     where = (
-        f"conformance.family({spec.family.name!r}).cases({spec.dtype!r}, {spec.profile!r})"
+        f"conformance.family({spec.family.name!r}).cases({spec.dtype!r}, {spec.profile!r}{fn})"
         f"[{ci}]: {at}"
     )
     x = case.x.reshape(-1)[sl]

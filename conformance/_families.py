@@ -28,6 +28,7 @@ from reference import FORMATS, Format
 from . import _exhaustive as _exhaustive_f32
 from ._case import Case
 from ._corpus import corpus_row, load_corpus
+from ._functions import DEFAULT_FUNCTION
 from ._peers import (
     SCIPY_SUITE_BACKENDS,
     opinfo_annotate,
@@ -54,11 +55,13 @@ class Family:
     the family cannot run here: its cells are ``not run``), ``check`` (run in the
     worker beside the calls: findings that fail the cell) and ``annotate`` (run in the
     supervisor on the answers and the oracle's results: notes of the cell). An
-    ``optional`` family runs only where asked for by name."""
+    ``optional`` family runs only where asked for by name. A ``per_function`` family's
+    inputs depend on the function (a peer's samples for its own function): its build
+    takes ``function=`` as a keyword."""
 
     name: str
     doc: str
-    build: Callable[[Format, str, np.random.Generator], list[Case]] = field(repr=False)
+    build: Callable[..., list[Case]] = field(repr=False)  # (fmt, profile, rng)
     dtypes: tuple[str, ...] = _ALL
     param: str = ""  # what Case.params holds, if anything
     optional: bool = False
@@ -74,8 +77,9 @@ class Family:
     stream: Any = field(default=None, repr=False)
     # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
     parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
-    # the functions its inputs are for (a peer's log_softmax suite is for log_softmax)
+    # the functions its inputs are for (exhaustive-f32's pairs are log_softmax's)
     functions: tuple[str, ...] = ("log_softmax", "softmax", "logsumexp")
+    per_function: bool = False  # build(fmt, profile, rng, function=...)
 
     def applies_to(self, backend: Any) -> bool:
         return not self.backends or backend.name in self.backends
@@ -89,13 +93,22 @@ class Family:
         except Exception as exc:
             return f"family {self.name}: {type(exc).__name__}: {exc}"
 
-    def cases(self, dtype: str, profile: str = "quick") -> list[Case]:
+    def cases(
+        self, dtype: str, profile: str = "quick", function: str = DEFAULT_FUNCTION
+    ) -> list[Case]:
+        """The inputs of a format and profile; ``function`` matters only to a
+        ``per_function`` family (the others give every function the same inputs)."""
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}; known: {list(PROFILES)}")
         if dtype not in self.dtypes:
             raise ValueError(f"family {self.name!r} has no {dtype} inputs")
         seed = zlib.crc32(f"{self.name}|{dtype}|{profile}".encode())
-        return self.build(FORMATS[dtype], profile, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if self.per_function:
+            if function not in self.functions:
+                raise ValueError(f"family {self.name!r} has no {function} inputs")
+            return self.build(FORMATS[dtype], profile, rng, function=function)
+        return self.build(FORMATS[dtype], profile, rng)
 
 
 def _cast(fmt: Format, a: ArrayLike) -> NDArray[Any]:
@@ -343,20 +356,22 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "torch-opinfo",
-        "PyTorch's own log_softmax OpInfo samples (and with_dtype's, in float64), judged "
-        "by the oracle and by torch's assert_close; gradcheck on torch backends. Asked "
-        "for by name",
+        "PyTorch's own OpInfo samples of the function (log_softmax and softmax: both "
+        "variants, with_dtype's in float64; logsumexp: its dims and keepdim), judged by "
+        "the oracle and by torch's assert_close; gradcheck on torch backends. Asked for by "
+        "name",
         opinfo_cases,
         optional=True,
         unavailable=opinfo_unavailable,
         check=opinfo_check,
         annotate=opinfo_annotate,
-        functions=("log_softmax",),
+        per_function=True,
     ),
     Family(
         "scipy-suite",
-        "SciPy's own TestLogSoftmax (from the installed scipy) calling the candidate, with "
-        "and without SCIPY_ARRAY_API, on the backend's namespace. Asked for by name",
+        "SciPy's own test class of the function (TestLogSoftmax, TestSoftmax, "
+        "TestLogSumExp, from the installed scipy) calling the candidate, with and without "
+        "SCIPY_ARRAY_API, on the backend's namespace. Asked for by name",
         suite_cases,
         dtypes=("float64",),
         optional=True,
@@ -364,7 +379,6 @@ FAMILIES: tuple[Family, ...] = (
         check=scipy_suite_check,
         suite=True,
         backends=tuple(SCIPY_SUITE_BACKENDS),
-        functions=("log_softmax",),
     ),
     Family(
         _exhaustive_f32.NAME,

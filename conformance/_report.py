@@ -714,9 +714,10 @@ def _write_report(
     if suites:
         idx += ["## Peers' suites", ""]
         idx.append(
-            "SciPy's own TestLogSoftmax and PyTorch's OpInfo samples of log_softmax, run on "
-            "each candidate (`--families scipy-suite,torch-opinfo`). Where torch's "
-            "assert_close and the oracle disagree, the oracle decides."
+            "SciPy's own test class of each function (TestLogSoftmax, TestSoftmax, "
+            "TestLogSumExp) and PyTorch's OpInfo samples of it, run on each candidate "
+            "(`--families scipy-suite,torch-opinfo`). Where torch's assert_close and the "
+            "oracle disagree, the oracle decides."
         )
         idx += ["", _md_table(SUITE_HEADER, [[_code(r[0]), *r[1:]] for r in suites]), ""]
         if details:

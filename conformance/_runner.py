@@ -171,7 +171,7 @@ def _fill_cache(args: tuple[str, str, str, str, str]) -> int:
     from ._families import family
 
     cache = OracleCache(cache_dir)
-    for case in family(fam_name).cases(dtype, profile):
+    for case in family(fam_name).cases(dtype, profile, fn):
         cache.get(case, fn)
     return len(cache.rejected)
 
@@ -410,10 +410,10 @@ def _sweep(
         start_server({s.backend.library for s in cells})
     setting = settings()
     names = {s.key: cell_file_name(s.key) for s in cells}
-    units: dict[tuple[str, str], list[Case]] = {}  # each family's inputs, made once
+    units: dict[tuple[str, str, str], list[Case]] = {}  # each family's inputs, made once
     for s in cells:
-        if (s.family.name, s.dtype) not in units:
-            units[(s.family.name, s.dtype)] = s.cases()
+        if s.unit not in units:
+            units[s.unit] = s.cases()
     digests = {u: inputs_digest(cases) for u, cases in units.items()}
     # the candidate's package, and every module it loads (its import closure)
     cand_digests = {
@@ -449,7 +449,7 @@ def _sweep(
 
     def judge(s: CellSpec) -> str:
         return cell_judge(
-            setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[(s.family.name, s.dtype)],
+            setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[s.unit],
             cand_digests[s.candidate.uid], platform[s.backend.name],
             # as given (the default memory follows --jobs, which must not change a
             # verdict); a verdict reached without the sandbox is not one reached with it
@@ -538,10 +538,7 @@ def _sweep(
         say(not_run_here(unrun))
     if runnable:
         _oracle_pass(
-            {
-                (s.function, s.family.name, s.dtype): units[(s.family.name, s.dtype)]
-                for s in runnable
-            },
+            {(s.function, s.family.name, s.dtype): units[s.unit] for s in runnable},
             cfg,
             say,
         )
@@ -555,7 +552,7 @@ def _sweep(
                 rec = score(
                     spec,
                     raw,
-                    units[(spec.family.name, spec.dtype)],
+                    units[spec.unit],
                     cache.get,
                     cfg.budgets,
                     cache.recompute,
