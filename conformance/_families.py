@@ -244,6 +244,64 @@ def _llm(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
     return cases
 
 
+# Row lengths where the peers' kernels change paths: PyTorch's softmax disagrees with
+# itself across 1024/2048 (pytorch/pytorch#123911), and on CUDA float64 rows of 517
+# summed to 0.70 (#143644); 1238 is the other length named with them
+DISPATCH_NAMED = (517, 1238)
+
+
+def dispatch_lengths() -> list[int]:
+    """n-1, n and n+1 for every power of two n from 1 to 4096, and for 517 and 1238."""
+    centres = [1 << k for k in range(13)] + list(DISPATCH_NAMED)
+    return sorted({m for c in centres for m in (c - 1, c, c + 1) if m >= 1})
+
+
+def _peaked(fmt: Format, rng: np.random.Generator, rows: int, n: int) -> NDArray[Any]:
+    """Normal rows (sd 2) with one dominant entry each, in [10, 11): the sum of the
+    others is of the dominant term's order at a few thousand entries, so its
+    accumulation shows in every answer."""
+    x = rng.standard_normal((rows, n)) * 2.0
+    x[np.arange(rows), rng.integers(0, n, rows)] = 10.0 + rng.random(rows)
+    return _cast(fmt, x)
+
+
+def _dispatch_shapes(fmt: Format, profile: str, rng: np.random.Generator) -> list[Case]:
+    """Per row length: 2 rows contiguous; many rows (2^16 elements, 16 to 1024 rows);
+    16 slices reduced over axis 0 (a stride of 16 between a slice's entries); 2 rows as
+    a transposed view. The quick profile, six inputs (each shape costs JAX a
+    compilation per candidate): 2 rows at 1024, 1025, 2048 and 2049; many rows at 517;
+    strided at 1238."""
+    cases = []
+
+    def few(n: int) -> None:
+        cases.append(Case(_peaked(fmt, rng, 2, n), -1, f"n={n}: 2 rows"))
+
+    def many(n: int) -> None:
+        rows = min(1024, max(16, (1 << 16) // n))
+        cases.append(Case(_peaked(fmt, rng, rows, n), -1, f"n={n}: {rows} rows"))
+
+    def strided(n: int) -> None:
+        x = np.ascontiguousarray(_peaked(fmt, rng, 16, n).T)
+        cases.append(Case(x, 0, f"n={n}: axis 0 of ({n}, 16), stride 16"))
+
+    def view(n: int) -> None:
+        x = _peaked(fmt, rng, 2, n)
+        cases.append(Case(x, -1, f"n={n}: 2 rows, a transposed view", transposed=True))
+
+    if profile == "quick":
+        for n in (1024, 1025, 2048, 2049):
+            few(n)
+        many(517)
+        strided(1238)
+        return cases
+    for n in dispatch_lengths():
+        few(n)
+        many(n)
+        strided(n)
+        view(n)
+    return cases
+
+
 _INF, _NAN = math.inf, math.nan
 SPECIAL_ROWS = {
     "nan": [1.0, _NAN, 3.0, -_INF],
@@ -340,6 +398,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("subnormal", "subnormal entries", _subnormal),
     Family("long", "long rows (2^14 quick, 2^20 full)", _long),
     Family("llm", "LLM logits, vocabulary 32000 and 128000, peaked", _llm),
+    Family(
+        "dispatch-shapes",
+        "row lengths n-1, n, n+1 around every power of two to 4096 and 517, 1238 (the "
+        "peers' dispatch thresholds): few rows and many, contiguous and strided (quick: "
+        "6 of them)",
+        _dispatch_shapes,
+    ),
     Family("specials", "NaN and +-inf: every case of the specification", _specials),
     Family("shapes", "0-d, empty, axis None/negative/tuple, transposed, 4-d", _shapes),
     Family(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -64,3 +65,44 @@ def test_unknown_names_list_the_known_ones():
         family("nope")
     with pytest.raises(ValueError, match="profile"):
         family("normal").cases("float32", "huge")
+
+
+def test_dispatch_shapes_cross_every_threshold_in_every_layout():
+    """Full: every length n-1, n, n+1 around each power of two to 4096 and around 517
+    and 1238, each in 2 rows, many rows, 16 slices over axis 0 and a transposed view;
+    each row with one dominant entry. Quick: a few of those lengths, every layout but
+    the view, small."""
+    from conformance._families import dispatch_lengths
+
+    lengths = dispatch_lengths()
+    assert lengths[0] == 1 and lengths[-1] == 4097 and len(lengths) == len(set(lengths))
+    for n in (1024, 2048, 4096, 517, 1238):
+        assert {n - 1, n, n + 1} <= set(lengths)
+    fam = family("dispatch-shapes")
+    assert fam.functions == ("log_softmax", "softmax", "logsumexp") and not fam.optional
+
+    def row_length(c: Any) -> int:
+        return int(c.x.shape[0] if c.axis == 0 else c.x.shape[-1])
+
+    full = fam.cases("float32", "full")
+    assert len(full) == 4 * len(lengths)
+    for n in lengths:
+        mine = [c for c in full if row_length(c) == n]
+        assert len(mine) == 4, n
+        rows = sorted(c.x.shape[1] if c.axis == 0 else c.x.shape[0] for c in mine)
+        assert rows[:3] == [2, 2, 16] and rows[3] >= 16
+        assert any(c.axis == 0 for c in mine) and any(c.transposed for c in mine)
+    # one entry in [10, 11) above normal noise (sd 2) in every slice
+    for c in full:
+        if row_length(c) in (1, 1024):
+            x = c.x.astype(np.float64).T if c.axis == 0 else c.x.astype(np.float64)
+            top = np.sort(x, axis=-1)
+            assert (top[..., -1] >= 10).all() and (top[..., -1] < 11).all()
+            if x.shape[-1] > 1:
+                assert (top[..., -2] < 10).all() and np.median(x) < 1
+
+    quick = fam.cases("float32", "quick")
+    assert len(quick) == 6 and sum(c.x.size for c in quick) < 100_000
+    assert {row_length(c) for c in quick} == {517, 1024, 1025, 1238, 2048, 2049}
+    assert any(c.axis == 0 for c in quick) and any(c.x.shape[0] > 16 for c in quick)
+    assert sum(c.x.size for c in full) > 10 * sum(c.x.size for c in quick)
