@@ -3,9 +3,9 @@
 log_softmax: ``impl`` (this project's), ``scipy`` (scipy.special.log_softmax with
 SCIPY_ARRAY_API=1, on every backend it accepts), ``log(softmax)`` (the log of
 scipy.special.softmax, the seed document's own comparison), ``torch.nn.functional``
-(torch cells only) and ``jax.nn`` (JAX cells only). softmax: ``scipy``,
-``torch.nn.functional`` and ``jax.nn``'s softmax; logsumexp: ``scipy``, ``torch``
-(torch.logsumexp) and ``jax.nn``. Any function can join as
+(torch cells only) and ``jax.nn`` (JAX cells only). softmax: ``impl``, ``scipy``,
+``torch.nn.functional`` and ``jax.nn``'s softmax; logsumexp: ``impl``, ``scipy``,
+``torch`` (torch.logsumexp) and ``jax.nn``. Any function can join as
 ``module:function`` on the command line (for the function the sweep names), or through
 the entry-point group ``log_softmax_conformance.candidates`` (name = "module:function",
 a log_softmax). Every candidate is called as ``fn(x, axis=axis)`` on the backend's
@@ -300,6 +300,8 @@ BUILTIN: tuple[Candidate, ...] = (
         "softmax",
     ),
     Candidate("jax.nn", f"{__name__}:jax_softmax", ("jax",), "jax.nn.softmax", "softmax"),
+    Candidate("impl", "impl:softmax", doc="this project's softmax", function="softmax"),
+    Candidate("impl", "impl:logsumexp", doc="this project's logsumexp", function="logsumexp"),
     Candidate(
         "scipy",
         f"{__name__}:scipy_logsumexp",

@@ -76,10 +76,7 @@ def _specs(config: pytest.Config) -> list[Any]:
     from ._families import families
 
     fn = config.getoption("function")
-    default = ["impl"] if fn == "log_softmax" else []
-    cands = [candidate(c, fn) for c in (config.getoption("candidate") or default)]
-    if not cands:
-        raise ValueError(f"name the {fn} candidate to test: --candidate NAME or module:function")
+    cands = [candidate(c, fn) for c in (config.getoption("candidate") or ["impl"])]
     bnames = _split(config.getoption("backends"))
     backends = BACKENDS if bnames is None else tuple(backend(n) for n in bnames)
     fnames = _split(config.getoption("families"))

@@ -83,7 +83,7 @@ def _fmt(v: Any) -> str:
 
 def _order(table: Any) -> list[str]:
     names = list(dict.fromkeys(table["candidate"]))
-    return sorted(names, key=lambda c: (c != "impl", names.index(c)))
+    return sorted(names, key=lambda c: (c.rsplit("/", 1)[-1] != "impl", names.index(c)))
 
 
 def _write(path: Path, text: str) -> None:

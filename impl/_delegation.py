@@ -63,7 +63,7 @@ def _wide_dtype(xp: Any, x: Any) -> Any:
     return xp.float64 if "float64" in names else xp.float32
 
 
-def _float_dtype(xp: Any, x: Any) -> Any:
+def _float_dtype(xp: Any, x: Any, function: str = "log_softmax") -> Any:
     """The working input: real floating arrays as they are (in native byte order),
     integer and bool promoted to the namespace's default float; complex is a
     TypeError."""
@@ -77,21 +77,21 @@ def _float_dtype(xp: Any, x: Any) -> Any:
         kinds = [xp.isdtype(x.dtype, k) for k in ("complex floating", "real floating")]
         whole = xp.isdtype(x.dtype, ("integral", "bool"))
     except TypeError:  # ml_dtypes' float8 and int4: not dtypes to the namespace
-        raise _unsupported(x.dtype) from None
+        raise _unsupported(x.dtype, function) from None
     if kinds[0]:
-        raise TypeError(f"log_softmax is defined for real input; got complex dtype {x.dtype}")
+        raise TypeError(f"{function} is defined for real input; got complex dtype {x.dtype}")
     if kinds[1]:
         return x
     if whole:
         info = xp.__array_namespace_info__()
         default = info.default_dtypes(device=compat.device(x))["real floating"]
         return xp.astype(x, default)
-    raise _unsupported(x.dtype)
+    raise _unsupported(x.dtype, function)
 
 
-def _unsupported(dtype: Any) -> TypeError:
+def _unsupported(dtype: Any, function: str = "log_softmax") -> TypeError:
     return TypeError(
-        f"log_softmax does not support dtype {dtype}: it takes float16, bfloat16, float32, "
+        f"{function} does not support dtype {dtype}: it takes float16, bfloat16, float32, "
         "float64 (and NumPy's long double), or integer or bool input, which is computed in "
         "the default floating dtype"
     )

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat as compat
 
@@ -142,34 +142,77 @@ def log_softmax_generic(
     test could not prove (almost never any), and returns the result with those
     decided (the callers: the row kernels on the host)."""
     out_dtype = x.dtype
-    # The maximum, the comparisons and the count of maximal entries are exact in the
-    # input's own format, and cheaper there (XLA's float64 reductions on CPU are
-    # several times slower than its float32 ones); only the sum of exponentials
-    # needs the wider format.
-    finite = xp.isfinite(x)
-    m_in = xp.max(xp.where(finite, x, const(xp, x, -math.inf)), axis=axis, keepdims=True)
-    m_in = xp.where(xp.isfinite(m_in), m_in, xp.zeros_like(m_in))
-    # Non-finite entries are replaced before any arithmetic (no inf - inf, no NaN
-    # made here); -inf entries are put back at the end, the other specials decide
-    # their whole slice in special_values.
-    below = xp.where(finite, x, m_in) < m_in
-    ints = _count_dtype(xp, x)
-    count = xp.sum(xp.astype((x == m_in) & finite, ints), axis=axis, keepdims=True, dtype=ints)
-    xw = xp.astype(x, wide)
-    m = xp.astype(m_in, wide)
-    xs = xp.where(finite, xw, m)
-    ninf = const(xp, xw, -math.inf)
-    k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
     if not (wide == xp.float64 or wide == xp.float32):
-        # NumPy's long double (x87's 80 bits, or binary128), computed in itself
-        d = xs - m
-        e = xp.where(below, xp.exp(d), xp.zeros_like(d))
-        out = d - xp.log1p(xp.sum(e, axis=axis, keepdims=True) + (k - 1))
-        # T > 0 where an entry lies below the maximum, even where the sum underflows
-        # (e^-800): the maximum's output is negative then, and a 0 there is -0
-        negative = xp.any(below, axis=axis, keepdims=True) & (out == 0)
-        out = xp.where(negative, const(xp, out, -0.0), out)
-        return special_values(xp, x, xp.where(x == -math.inf, ninf, out), axis, n)
+        return _long_double(xp, x, axis, n, wide)
+    P = log_parts(xp, x, axis, n, wide, scale2, opaque)
+    finite, out_hi, out_lo, err = P.finite, P.hi, P.lo, P.err
+    ninf = const(xp, P.xw, -math.inf)
+    # (where lo is 0, hi as it is: a subnormal hi + 0 would flush under XLA on CPU,
+    # and -0 + 0 is +0)
+    out = xp.where(out_lo == 0, out_hi, out_hi + out_lo)
+    out = xp.where(x == -math.inf, ninf, out)
+    if wide == out_dtype:  # float64, or float32 on a device without float64
+        # out is hi + lo rounded once; -inf only where hi is (x - max beyond the range)
+        thr = float(xp.finfo(out_dtype).max)
+        narrow = special_values(xp, x, out, axis, n)
+    else:
+        # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
+        # round to -inf; saying so before the cast keeps it from overflowing.
+        thr = _overflow_threshold(out_dtype)
+        out = xp.where(out <= -thr, ninf, out)
+        narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
+        narrow = special_values(xp, x, narrow, axis, n)
+    if fix is None:
+        return narrow
+    # The rounding test: out_hi + out_lo is within err of the exact value; where a
+    # rounding boundary of the output format lies that close, fix decides
+    # (docs/impl.md, "Correct rounding"). Where out (rounded once to the working
+    # format) lies exactly on a midpoint of the narrow format and out_lo across it (x -
+    # max on a midpoint, L far below its last bit: one output in two of such rows),
+    # the cast's tie went to the even neighbour, not always the right one: the other
+    # neighbour, 2 out - back, is tested too, and taken where it is proven. (Where
+    # the output format is the working one, out is never on a midpoint of it.)
+    err = err * _err_scale
+    open_, take = rounding_open(xp, out_hi, out_lo, out, narrow, err, out_dtype, thr)
+    proper = finite & xp.all(finite | (x == -math.inf), axis=axis, keepdims=True)
+    take = take & proper
+    back = xp.astype(narrow, out.dtype)
+    other_w = xp.where(take, 2.0 * out - back, back)
+    other = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
+    narrow = xp.where(take, other, narrow)
+    open_ = open_ & proper & ~take
+    return fix(narrow, open_)
+
+
+class Parts(NamedTuple):
+    """log_softmax's output before its last rounding: the exact value lies within
+    ``err`` of hi + lo (double-words in the working format), and what the other
+    functions need of the computation (the wide input, its maximum, which entries
+    are finite and which lie below the maximum)."""
+
+    finite: Any  # x finite
+    m_in: Any  # the slice maximum of the finite entries in x's format (0 where none)
+    xw: Any  # x in the working format, non-finite entries replaced by the maximum
+    below: Any  # finite and below the maximum
+    hi: Any
+    lo: Any
+    err: Any
+
+
+def log_parts(
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int | None,
+    wide: Any,
+    scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
+) -> Parts:
+    """log_softmax of x over ``axis`` as a double-word in ``wide`` (float32 or float64)
+    with a bound on its error: the computation log_softmax_generic rounds, and
+    softmax and logsumexp (impl/_functions.py) build on."""
+    out_dtype = x.dtype
+    finite, m_in, below, xs, m, k = _prelude(xp, x, axis, wide)
     name = "float64" if wide == xp.float64 else "float32"
     size = n if n is not None else math.prod(int(s) for s in x.shape)
     if wide == xp.float64 and out_dtype != wide:
@@ -208,41 +251,46 @@ def log_softmax_generic(
         p = fmt(name).precision
         finite_hi = xp.where(xp.isfinite(out_hi), xp.abs(out_hi), xp.zeros_like(out_hi))
         err = rel * L + finite_hi * 2.0 ** -(2 * p - 3) + extra
-    # (where lo is 0, hi as it is: a subnormal hi + 0 would flush under XLA on CPU,
-    # and -0 + 0 is +0)
-    out = xp.where(out_lo == 0, out_hi, out_hi + out_lo)
-    out = xp.where(x == -math.inf, ninf, out)
-    if wide == out_dtype:  # float64, or float32 on a device without float64
-        # out is hi + lo rounded once; -inf only where hi is (x - max beyond the range)
-        thr = float(xp.finfo(out_dtype).max)
-        narrow = special_values(xp, x, out, axis, n)
-    else:
-        # Values at or beyond the narrow format's overflow threshold (max + ulp/2)
-        # round to -inf; saying so before the cast keeps it from overflowing.
-        thr = _overflow_threshold(out_dtype)
-        out = xp.where(out <= -thr, ninf, out)
-        narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
-        narrow = special_values(xp, x, narrow, axis, n)
-    if fix is None:
-        return narrow
-    # The rounding test: out_hi + out_lo is within err of the exact value; where a
-    # rounding boundary of the output format lies that close, fix decides
-    # (docs/impl.md, "Correct rounding"). Where out (rounded once to the working
-    # format) lies exactly on a midpoint of the narrow format and out_lo across it (x -
-    # max on a midpoint, L far below its last bit: one output in two of such rows),
-    # the cast's tie went to the even neighbour, not always the right one: the other
-    # neighbour, 2 out - back, is tested too, and taken where it is proven. (Where
-    # the output format is the working one, out is never on a midpoint of it.)
-    err = err * _err_scale
-    open_, take = rounding_open(xp, out_hi, out_lo, out, narrow, err, out_dtype, thr)
-    proper = finite & xp.all(finite | (x == -math.inf), axis=axis, keepdims=True)
-    take = take & proper
-    back = xp.astype(narrow, out.dtype)
-    other_w = xp.where(take, 2.0 * out - back, back)
-    other = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
-    narrow = xp.where(take, other, narrow)
-    open_ = open_ & proper & ~take
-    return fix(narrow, open_)
+    return Parts(finite, m_in, xs, below, out_hi, out_lo, err)
+
+
+def _prelude(xp: Any, x: Any, axis: Any, wide: Any) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """Which entries are finite, the maximum m_in of the finite ones (0 where there
+    are none), which lie below it, x in the working format with the non-finite entries
+    replaced by the maximum, that maximum, and the count k of maximal entries (>= 1),
+    in the working format."""
+    # The maximum, the comparisons and the count of maximal entries are exact in the
+    # input's own format, and cheaper there (XLA's float64 reductions on CPU are
+    # several times slower than its float32 ones); only the sum of exponentials
+    # needs the wider format.
+    finite = xp.isfinite(x)
+    m_in = xp.max(xp.where(finite, x, const(xp, x, -math.inf)), axis=axis, keepdims=True)
+    m_in = xp.where(xp.isfinite(m_in), m_in, xp.zeros_like(m_in))
+    # Non-finite entries are replaced before any arithmetic (no inf - inf, no NaN
+    # made here); -inf entries are put back at the end, the other specials decide
+    # their whole slice in special_values.
+    below = xp.where(finite, x, m_in) < m_in
+    ints = _count_dtype(xp, x)
+    count = xp.sum(xp.astype((x == m_in) & finite, ints), axis=axis, keepdims=True, dtype=ints)
+    xw = xp.astype(x, wide)
+    m = xp.astype(m_in, wide)
+    xs = xp.where(finite, xw, m)
+    k = xp.astype(xp.maximum(count, xp.ones_like(count)), wide)  # all -inf: overridden
+    return finite, m_in, below, xs, m, k
+
+
+def _long_double(xp: Any, x: Any, axis: Any, n: int | None, wide: Any) -> Any:
+    """NumPy's long double (x87's 80 bits, or binary128), computed in itself."""
+    _, _, below, xs, m, k = _prelude(xp, x, axis, wide)
+    ninf = const(xp, xs, -math.inf)
+    d = xs - m
+    e = xp.where(below, xp.exp(d), xp.zeros_like(d))
+    out = d - xp.log1p(xp.sum(e, axis=axis, keepdims=True) + (k - 1))
+    # T > 0 where an entry lies below the maximum, even where the sum underflows
+    # (e^-800): the maximum's output is negative then, and a 0 there is -0
+    negative = xp.any(below, axis=axis, keepdims=True) & (out == 0)
+    out = xp.where(negative, const(xp, out, -0.0), out)
+    return special_values(xp, x, xp.where(x == -math.inf, ninf, out), axis, n)
 
 
 # (precision, emax) of the output formats

@@ -1,0 +1,566 @@
+"""softmax and logsumexp: validation, namespace detection and dispatch, as
+log_softmax's entry point does (impl/_delegation.py).
+
+Every namespace runs the same algorithm (impl/_functions.py; with weights,
+impl/_weighted.py on the host), so the results are the same bits everywhere:
+NumPy and array-api-strict eagerly, PyTorch with its derivatives (an
+autograd.Function), JAX eagerly or under ``jax.jit`` with a custom JVP (the rare
+undecided outputs through ``jax.pure_callback``), Dask lazily with each slice in one
+block (the reduced axes rechunked whole), CuPy with the host's exact step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat as compat
+
+from ._delegation import (
+    _float_dtype,
+    _has_zero_size,
+    _normalize_axis,
+    _size,
+    _slice_size,
+    _wide_dtype,
+)
+from ._fpenv import default_env
+from ._functions import decide_on_host, decide_rows, logsumexp_generic, softmax_generic
+
+__all__ = ["logsumexp", "softmax"]
+
+
+def _prepare(x: Any, axis: Any, function: str) -> tuple[Any, Any, tuple[int, ...], int | None]:
+    if not compat.is_array_api_obj(x):
+        import numpy as np
+
+        x = np.asarray(x)
+    xp = compat.array_namespace(x)
+    x = _float_dtype(xp, x, function)
+    return xp, x, _normalize_axis(axis, x.ndim), _slice_size(x, _normalize_axis(axis, x.ndim))
+
+
+def softmax(x: Any, axis: Any = None) -> Any:
+    """exp(x) / sum(exp(x)) over ``axis``, correctly rounded in x's format.
+
+    The signature and semantics of ``scipy.special.softmax`` (docs/specification.md,
+    "softmax"); any array-API array or array_like, the result of x's shape, dtype,
+    namespace and device (a NumPy scalar for 0-d NumPy input)."""
+    xp, x, axes, n = _prepare(x, axis, "softmax")
+    if _has_zero_size(x):
+        return xp.astype(x, x.dtype, copy=True)
+    return _dispatch(xp, x, axes, n, "softmax")
+
+
+def logsumexp(
+    a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, return_sign: bool = False
+) -> Any:
+    """log(|sum(b exp(a))|) over ``axis``, correctly rounded, and with
+    ``return_sign`` the sum's sign (+1, 0, -1 or NaN).
+
+    The signature and semantics of ``scipy.special.logsumexp`` (docs/specification.md,
+    "logsumexp"): b broadcasts to a's shape; without b the result has a's dtype, with
+    it the dtype a and b promote to; the reduced axes dropped, or kept with size 1
+    under ``keepdims``."""
+    xp, a, axes, n = _prepare(a, axis, "logsumexp")
+    if b is not None:
+        xp, a, bb = _weights(xp, a, b)
+        value, sign = _weighted(xp, a, bb, axes)
+        if not return_sign:  # a negative sum has no logarithm
+            value = xp.where(sign < 0, xp.full_like(value, math.nan), value)
+    elif _has_zero_size(a) and n == 0:
+        shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+        dev = compat.device(a)
+        value = xp.full(shape, -math.inf, dtype=a.dtype, device=dev)
+        sign = xp.zeros(shape, dtype=a.dtype, device=dev)
+    elif _has_zero_size(a):
+        shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+        value = xp.empty(shape, dtype=a.dtype, device=compat.device(a))
+        sign = xp.empty(shape, dtype=a.dtype, device=compat.device(a))
+    else:
+        value, sign = _dispatch(xp, a, axes, n, "logsumexp")
+    if not keepdims:
+        value, sign = _squeeze(xp, value, axes), _squeeze(xp, sign, axes)
+    if compat.is_numpy_namespace(xp) and value.ndim == 0:
+        value, sign = value[()], sign[()]
+    return (value, sign) if return_sign else value
+
+
+def _squeeze(xp: Any, v: Any, axes: tuple[int, ...]) -> Any:
+    if not axes:
+        return v
+    return xp.reshape(v, tuple(s for i, s in enumerate(v.shape) if i not in axes))
+
+
+def _weights(xp: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
+    """a and b in the dtype they promote to, b broadcast to a's shape."""
+    if not compat.is_array_api_obj(b):
+        if compat.is_numpy_namespace(xp) or compat.is_dask_namespace(xp):
+            import numpy as np
+
+            b = np.asarray(b)
+        else:
+            b = xp.asarray(b, device=compat.device(a))
+    b = _float_dtype(compat.array_namespace(b), b, "logsumexp")
+    try:
+        dtype = xp.result_type(a.dtype, b.dtype)
+    except Exception:  # NumPy weights beside another namespace's array
+        import numpy as np
+
+        dtype = xp.result_type(a.dtype, xp.asarray(np.asarray(b)).dtype)
+    if compat.is_dask_namespace(xp):
+        import dask.array as da
+
+        b = da.asarray(b)
+    elif not compat.is_numpy_namespace(xp) and compat.array_namespace(b) is not xp:
+        b = xp.asarray(b, device=compat.device(a))
+    try:
+        b = xp.broadcast_to(b, a.shape)
+    except ValueError:
+        raise ValueError(
+            f"b of shape {tuple(b.shape)} does not broadcast to a's shape {tuple(a.shape)}"
+        ) from None
+    except RuntimeError as e:  # torch's error for the same
+        raise ValueError(
+            f"b of shape {tuple(b.shape)} does not broadcast to a's shape {tuple(a.shape)}"
+        ) from e
+    return xp, xp.astype(a, dtype), xp.astype(b, dtype)
+
+
+# -- the unweighted functions, per namespace ---------------------------------------
+
+
+def _dispatch(xp: Any, x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
+    if compat.is_numpy_namespace(xp):
+        return _numpy(x, axes, n, function)
+    if compat.is_torch_namespace(xp):
+        return _torch(x, axes, n, function)
+    if compat.is_jax_namespace(xp) and n is not None:
+        return _jax(x, axes, n, function)
+    if compat.is_dask_namespace(xp):
+        return _dask(x, axes, function)
+    return _eager(xp, x, axes, n, function)
+
+
+def _generic_for(function: str) -> Callable[..., Any]:
+    return softmax_generic if function == "softmax" else logsumexp_generic
+
+
+def _eager(
+    xp: Any, x: Any, axes: tuple[int, ...], n: int | None, function: str, cast: Any = None
+) -> Any:
+    """The algorithm on an eager namespace, with the host's exact step."""
+    import numpy as np
+
+    fix = decide_on_host(xp, x, axes, function)
+    with np.errstate(all="ignore"), default_env():
+        return _generic_for(function)(xp, x, axes, n, _wide_dtype(xp, x), cast, fix=fix)
+
+
+def _numpy(x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
+    import numpy as np
+
+    from ._numpy import round_narrow
+
+    if not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    wide = np.longdouble if x.dtype == np.longdouble else np.float64
+    fix = decide_on_host(np, x, axes, function)
+    with np.errstate(all="ignore"), default_env():
+        out = _generic_for(function)(np, x, axes, n, wide, round_narrow, fix=fix)
+    if function == "softmax":
+        return out[()] if out.ndim == 0 else out
+    return out
+
+
+# -- PyTorch: the same algorithm on the tensor's device, derivatives by hand --------
+
+
+def _torch(x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
+    import torch
+
+    if x.requires_grad and torch.is_grad_enabled():
+        fn = _torch_function(torch, function)
+        if function == "softmax":
+            return fn.apply(x, axes, n)
+        value, sign = fn.apply(x, axes, n)
+        return value, sign
+    return _torch_forward(torch, x.detach(), axes, n, function)
+
+
+def _torch_forward(torch: Any, x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
+    from ._torch import _round_narrow
+
+    xp = compat.array_namespace(x)
+    return _eager(xp, x.resolve_neg(), axes, n, function, lambda v, d: _round_narrow(torch, v, d))
+
+
+@functools.cache
+def _torch_function(torch: Any, function: str) -> Any:
+    """The autograd.Function of ``function`` (made once, at first use)."""
+
+    def total(u: Any, axes: list[int]) -> Any:
+        return u.sum(dim=axes, keepdim=True) if axes else u
+
+    class Softmax(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(x: Any, axes: tuple[int, ...], n: int | None) -> Any:
+            return _torch_forward(torch, x.detach(), axes, n, "softmax")
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.axes = list(inputs[1])
+            ctx.save_for_backward(output)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            # d softmax = s (dx - sum(s dx)); its adjoint s (g - sum(g s))
+            (s,) = ctx.saved_tensors
+            w = torch.promote_types(s.dtype, torch.float32)
+            sw, gw = s.to(w), g.to(w)
+            return (sw * (gw - total(gw * sw, ctx.axes))).to(g.dtype), None, None
+
+    class LogSumExp(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(x: Any, axes: tuple[int, ...], n: int | None) -> Any:
+            return _torch_forward(torch, x.detach(), axes, n, "logsumexp")
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.mark_non_differentiable(output[1])
+            ctx.save_for_backward(inputs[0], output[0])
+
+        @staticmethod
+        def backward(ctx: Any, g: Any, _g_sign: Any) -> Any:
+            # d logsumexp = sum(softmax(x) dx): the gradient g softmax(x)
+            x, value = ctx.saved_tensors
+            w = torch.promote_types(x.dtype, torch.float32)
+            p = torch.exp(x.to(w) - value.to(w))
+            return (g.to(w) * p).to(x.dtype), None, None
+
+    return Softmax if function == "softmax" else LogSumExp
+
+
+# -- JAX: compiled once per shape, a custom JVP ------------------------------------
+
+
+def _jax(x: Any, axes: tuple[int, ...], n: int, function: str) -> Any:
+    import jax
+
+    xp = compat.array_namespace(x)
+    wide = "float64" if _wide_dtype(xp, x) == xp.float64 else "float32"
+    x64 = bool(jax.config.read("jax_enable_x64"))
+    return _jax_compiled(axes, n, wide, x64, function, jax_cpu_on_host)(x)
+
+
+# CPU devices compute on the host (True), or as other devices do (the tests of the
+# GPU devices' paths set False: impl/tests/device_paths.py)
+jax_cpu_on_host = True
+
+
+@functools.lru_cache(maxsize=256)
+def _jax_compiled(
+    axes: tuple[int, ...], n: int, wide: str, x64: bool, function: str, host_cpu: bool
+) -> Callable[[Any], Any]:
+    import jax
+    import jax.numpy as jnp
+
+    from ._jax import _opaque, _subnormal_safe_cast, _subnormal_safe_scale2, _to_bfloat16
+
+    def run(x: Any) -> Any:
+        xp = compat.array_namespace(x)
+        working = getattr(jnp, wide)
+        if wide == "float32" and x.dtype == jnp.bfloat16:
+            cast: Any = _to_bfloat16
+        else:
+            cast = _subnormal_safe_cast if wide == "float64" else None
+        fix = _jax_fix(x, axes, function)
+        return _generic_for(function)(
+            xp, x, axes, n, working, cast, _subnormal_safe_scale2, _opaque, fix
+        )
+
+    def on_cpu(x: Any) -> Any:
+        return _jax_on_host(x, axes, function)
+
+    def both(x: Any) -> Any:
+        # CPU devices: the NumPy path on the host buffer (XLA would compile the
+        # double-word algorithm, tens of seconds a shape); elsewhere the algorithm
+        if not host_cpu:
+            return run(x)
+        return jax.lax.platform_dependent(x, cpu=on_cpu, default=run)
+
+    if function == "softmax":
+
+        @jax.custom_jvp
+        def f(x: Any) -> Any:
+            return both(x)
+
+        @f.defjvp
+        def _jvp(primals: Any, tangents: Any) -> Any:
+            s = f(primals[0])
+            t = tangents[0]
+            w = jnp.promote_types(s.dtype, jnp.float32)
+            sw, tw = s.astype(w), t.astype(w)
+            return s, (sw * (tw - jnp.sum(sw * tw, axis=axes, keepdims=True))).astype(t.dtype)
+
+        return jax.jit(f)
+
+    @jax.custom_jvp
+    def g(x: Any) -> Any:
+        return both(x)
+
+    @g.defjvp
+    def _jvp_lse(primals: Any, tangents: Any) -> Any:
+        x = primals[0]
+        value, sign = g(x)
+        t = tangents[0]
+        w = jnp.promote_types(x.dtype, jnp.float32)
+        p = jnp.exp(x.astype(w) - value.astype(w))
+        dv = jnp.sum(p * t.astype(w), axis=axes, keepdims=True).astype(t.dtype)
+        return (value, sign), (dv, jnp.zeros_like(sign))
+
+    return jax.jit(g)
+
+
+def _jax_on_host(x: Any, axes: tuple[int, ...], function: str) -> Any:
+    """``function`` of x by the NumPy path, through ``jax.pure_callback`` (float64 as
+    pairs of uint32 words: the callback runs on a thread where a caller's
+    ``jax.enable_x64`` context does not hold); logsumexp's value and sign with the
+    axes kept."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    wide = x.dtype == jnp.float64
+    shape = (
+        x.shape
+        if function == "softmax"
+        else tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    )
+    spec = jax.ShapeDtypeStruct((*shape, 2) if wide else shape, jnp.uint32 if wide else x.dtype)
+
+    def words(v: Any) -> Any:
+        return np.asarray(v, dtype=np.float64).reshape(*shape, 1).copy().view(np.uint32)
+
+    def on_host(xh: Any) -> Any:
+        xh = np.asarray(xh)
+        if wide:
+            xh = np.ascontiguousarray(xh).view(np.float64)[..., 0]
+        n = math.prod(xh.shape[a] for a in axes)
+        if function == "softmax":
+            out = np.asarray(_numpy(xh, axes, n, "softmax"))
+            return words(out) if wide else out
+        value, sign = _numpy(xh, axes, n, "logsumexp")
+        if wide:
+            return words(value), words(sign)
+        return np.asarray(value, dtype=xh.dtype), np.asarray(sign, dtype=xh.dtype)
+
+    arg = jax.lax.bitcast_convert_type(x, jnp.uint32) if wide else x
+    specs = spec if function == "softmax" else (spec, spec)
+    out = jax.pure_callback(on_host, specs, arg, vmap_method="sequential")
+    if not wide:
+        return out
+    if function == "softmax":
+        return jax.lax.bitcast_convert_type(out, jnp.float64)
+    return tuple(jax.lax.bitcast_convert_type(o, jnp.float64) for o in out)
+
+
+def _jax_fix(x: Any, axes: tuple[int, ...], function: str) -> Callable[[Any, Any], Any]:
+    """The exact step under ``jax.jit``: under a ``lax.cond`` on whether any output is
+    open, the input to the host through ``jax.pure_callback`` (float64 as pairs of
+    uint32 words, as impl/_jax.py does for log_softmax)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def fix(out: Any, open_: Any) -> Any:
+        wide = out.dtype == jnp.float64
+
+        def words(v: Any) -> Any:
+            return jax.lax.bitcast_convert_type(v, jnp.uint32) if wide else v
+
+        shape = jax.ShapeDtypeStruct(
+            (*out.shape, 2) if wide else out.shape, jnp.uint32 if wide else out.dtype
+        )
+
+        def on_host(xh: Any, oh: Any, mh: Any) -> Any:
+            from . import _host
+
+            _host.fixes += 1
+
+            def back(v: Any) -> Any:
+                v = np.asarray(v)
+                return np.ascontiguousarray(v).view(np.float64)[..., 0] if wide else v
+
+            with default_env():  # (XLA's threads flush subnormals)
+                res = decide_rows(back(xh), np.array(back(oh)), np.asarray(mh), axes, function)
+            res = np.asarray(res, dtype=np.float64 if wide else out.dtype)
+            if wide:
+                return res.reshape(*out.shape, 1).copy().view(np.uint32)
+            return res
+
+        def decide(_: Any) -> Any:
+            fixed = jax.pure_callback(
+                on_host, shape, words(x), words(out), open_, vmap_method="sequential"
+            )
+            if wide:
+                fixed = jax.lax.bitcast_convert_type(fixed, jnp.float64)
+            return jnp.where(open_, fixed, out)
+
+        return jax.lax.cond(jnp.any(open_), decide, lambda _: out, None)
+
+    return fix
+
+
+# -- Dask: each slice in one block ----------------------------------------------------
+
+
+def _dask(x: Any, axes: tuple[int, ...], function: str) -> Any:
+    if any(_size(s) is None for s in x.shape):
+        raise ValueError(
+            f"{function} of a Dask array with unknown chunk sizes (chunks={x.chunks}) "
+            "needs them known: call x.compute_chunk_sizes() first"
+        )
+    whole = x.rechunk({a: -1 for a in axes})
+    if function == "softmax":
+        return whole.map_blocks(_softmax_block, axes=axes, dtype=x.dtype, meta=x._meta)
+    chunks = tuple((1,) if i in axes else c for i, c in enumerate(whole.chunks))
+    value = whole.map_blocks(
+        _logsumexp_block, axes=axes, part=0, chunks=chunks, dtype=x.dtype, meta=x._meta
+    )
+    sign = whole.map_blocks(
+        _logsumexp_block, axes=axes, part=1, chunks=chunks, dtype=x.dtype, meta=x._meta
+    )
+    return value, sign
+
+
+def _softmax_block(b: Any, axes: tuple[int, ...]) -> Any:
+    return softmax(b, axis=axes)
+
+
+def _logsumexp_block(b: Any, axes: tuple[int, ...], part: int) -> Any:
+    return logsumexp(b, axis=axes, keepdims=True, return_sign=True)[part]
+
+
+def _weighted_block(a: Any, b: Any, axes: tuple[int, ...], part: int) -> Any:
+    return logsumexp(a, axis=axes, b=b, keepdims=True, return_sign=True)[part]
+
+
+# -- with weights: on the host ------------------------------------------------------
+
+
+def _weighted(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    """(value, sign) with the reduced axes kept."""
+    if compat.is_dask_namespace(xp):
+        if any(_size(s) is None for s in a.shape):
+            raise ValueError(
+                f"logsumexp of a Dask array with unknown chunk sizes (chunks={a.chunks}) "
+                "needs them known: call a.compute_chunk_sizes() first"
+            )
+        wa = a.rechunk({i: -1 for i in axes})
+        wb = b.rechunk(wa.chunks)
+        chunks = tuple((1,) if i in axes else c for i, c in enumerate(wa.chunks))
+        import dask.array as da
+
+        out = [
+            da.map_blocks(_weighted_block, wa, wb, axes=axes, part=k, chunks=chunks, dtype=a.dtype)
+            for k in (0, 1)
+        ]
+        return out[0], out[1]
+    if compat.is_jax_namespace(xp):
+        value, sign = _jax_weighted(axes)(a, b)
+        return value, sign
+    if compat.is_torch_namespace(xp) and (a.requires_grad or b.requires_grad):
+        import torch
+
+        if torch.is_grad_enabled():
+            value, sign = _torch_weighted_function(torch).apply(a, b, axes)
+            return value, sign
+    return _host_weighted(xp, a, b, axes)
+
+
+def _host_weighted(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    from . import _host
+
+    if compat.is_torch_namespace(xp):
+        a, b = a.detach().resolve_neg(), b.detach().resolve_neg()
+    ah, bh = _host._to_host(xp, a), _host._to_host(xp, b)
+    with default_env():
+        value, sign = weighted_numpy(ah, bh, axes)
+    return _host._from_host(xp, value, a), _host._from_host(xp, sign, a)
+
+
+def weighted_numpy(a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
+    """logsumexp of NumPy a with weights b (a's shape and dtype), the axes kept."""
+    import numpy as np
+
+    from ._weighted import weighted_rows
+
+    kept = [i for i in range(a.ndim) if i not in axes]
+    perm = kept + list(axes)
+    n = math.prod(a.shape[i] for i in axes)
+    rows_a = np.transpose(a, perm).reshape(-1, n)
+    rows_b = np.transpose(np.asarray(b), perm).reshape(-1, n)
+    value, sign = weighted_rows(rows_a, rows_b, a.dtype)
+    shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+    return value.reshape(shape), sign.reshape(shape)
+
+
+@functools.cache
+def _torch_weighted_function(torch: Any) -> Any:
+    class WeightedLogSumExp(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(a: Any, b: Any, axes: tuple[int, ...]) -> Any:
+            xp = compat.array_namespace(a)
+            return _host_weighted(xp, a.detach(), b.detach(), axes)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+            ctx.mark_non_differentiable(output[1])
+            ctx.save_for_backward(inputs[0], inputs[1], *output)
+
+        @staticmethod
+        def backward(ctx: Any, g: Any, _g_sign: Any) -> Any:
+            # log|S|: d/da_i = b_i e^(a_i) / S, d/db_i = e^(a_i) / S, S = sign e^value
+            a, b, value, sign = ctx.saved_tensors
+            w = torch.promote_types(a.dtype, torch.float32)
+            e = torch.exp(a.to(w) - value.to(w)) * sign.to(w) * g.to(w)
+            return (e * b.to(w)).to(a.dtype), e.to(b.dtype), None
+
+    return WeightedLogSumExp
+
+
+def _jax_weighted(axes: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+    return _jax_weighted_compiled(axes)
+
+
+@functools.lru_cache(maxsize=64)
+def _jax_weighted_compiled(axes: tuple[int, ...]) -> Callable[[Any, Any], Any]:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    def host(a: Any, b: Any) -> Any:
+        with default_env():  # (XLA's threads flush subnormals)
+            v, s = weighted_numpy(np.asarray(a), np.asarray(b), axes)
+        return np.asarray(v, dtype=a.dtype), np.asarray(s, dtype=a.dtype)
+
+    @jax.custom_jvp
+    def f(a: Any, b: Any) -> Any:
+        shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+        spec = jax.ShapeDtypeStruct(shape, a.dtype)
+        return jax.pure_callback(host, (spec, spec), a, b, vmap_method="sequential")
+
+    @f.defjvp
+    def _jvp(primals: Any, tangents: Any) -> Any:
+        a, b = primals
+        ta, tb = tangents
+        value, sign = f(a, b)
+        w = jnp.promote_types(a.dtype, jnp.float32)
+        e = jnp.exp(a.astype(w) - value.astype(w)) * sign.astype(w)
+        dv = jnp.sum(e * (b.astype(w) * ta.astype(w) + tb.astype(w)), axis=axes, keepdims=True)
+        return (value, sign), (dv.astype(value.dtype), jnp.zeros_like(sign))
+
+    return jax.jit(f)

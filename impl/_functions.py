@@ -1,0 +1,309 @@
+"""softmax and logsumexp (without weights) for any array-API namespace, built on
+log_softmax's double-word computation (impl/_generic.py, ``log_parts``): for each
+entry, y = x - m - L as hi + lo within a proven ``err``.
+
+- softmax = exp(y). Narrow formats in float64: exp(hi) (1 + lo), within the
+  namespace's exp (LIBM_ULP) and err relative. float64 (and float32 without float64):
+  ``exp_parts`` of the double-word (2^-86 relative), scaled by 2^q and rounded once
+  where the result is subnormal.
+- logsumexp = m + L = m - y at a maximal entry (where x - m = 0 exactly), a TwoSum
+  of m and -y's double-word.
+
+Both are then tested against the output format's rounding boundaries as log_softmax
+is (``rounding_open``), and the outputs the test leaves open are decided by ``fix``:
+on eager namespaces the slice is copied to the host and decided in exact arithmetic
+(impl/_exact.py). As for log_softmax, the algorithm is functional (no in-place
+writes, no data-dependent control flow): it runs eagerly, under ``jax.jit`` and
+lazily in Dask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import array_api_compat as compat
+
+from ._dfloat import const, exp_parts, fast_two_sum, fmt, pow2, two_sum
+from ._generic import (
+    _PRESCALE,
+    LIBM_ULP,
+    Parts,
+    _format_name,
+    _long_double,
+    _overflow_threshold,
+    _scale_once,
+    log_parts,
+    rounding_open,
+    special_values,
+)
+
+__all__ = ["decide_on_host", "logsumexp_generic", "softmax_generic"]
+
+Fix = Callable[[Any, Any], Any]
+Cast = Callable[[Any, Any], Any]
+
+_err_scale = 1.0  # 1 but in the tests that weaken the bound or force the fix
+# exp_parts' relative error (2^-86, its docstring; 2^-88.0 measured in
+# impl/tests/test_rounding.py) with a margin, and float32's (2^-44)
+_EXP_REL = {"float64": 2.0**-84, "float32": 2.0**-42}
+
+
+def _wide_name(xp: Any, wide: Any) -> str:
+    return "float64" if wide == xp.float64 else "float32"
+
+
+def _proper(xp: Any, x: Any, finite: Any, axis: Any) -> Any:
+    """Slices whose entries are all finite or -inf (with a finite one): the only ones
+    the rounding test and the fix look at."""
+    return xp.all(finite | (x == -math.inf), axis=axis, keepdims=True) & xp.any(
+        finite, axis=axis, keepdims=True
+    )
+
+
+def softmax_generic(
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int | None,
+    wide: Any,
+    cast: Cast | None = None,
+    scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
+    fix: Fix | None = None,
+) -> Any:
+    """softmax of a real floating ``x`` over ``axis`` (a tuple), computed in ``wide``
+    and returned in x's dtype; the hooks as for log_softmax_generic."""
+    out_dtype = x.dtype
+    if not (wide == xp.float64 or wide == xp.float32):  # NumPy's long double
+        return xp.exp(_long_double(xp, x, axis, n, wide))
+    D = softmax_dw(xp, x, axis, n, wide, scale2, opaque)
+    P, hi, lo, err = D.parts, D.hi, D.lo, D.err
+    out = xp.where(lo == 0, hi, hi + lo)
+    narrow = (
+        out
+        if wide == out_dtype
+        else (xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype))
+    )
+    narrow = xp.where(x == -math.inf, xp.zeros_like(narrow), narrow)
+    # the special slices: exp of log_softmax's special values (1 never is one)
+    marker = xp.ones_like(narrow)
+    special = special_values(xp, x, marker, axis, n)
+    narrow = xp.where(special == 1, narrow, xp.exp(special))
+    if fix is None:
+        return narrow
+    thr = float(xp.finfo(out_dtype).max) if wide == out_dtype else _overflow_threshold(out_dtype)
+    open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
+    open_ = xp.where(D.sub, D.near, open_)
+    proper = P.finite & _proper(xp, x, P.finite, axis)
+    open_ = open_ & proper & ~(take & proper)
+    back = xp.astype(narrow, out.dtype)
+    other_w = xp.where(take & proper, 2.0 * out - back, back)
+    other = (
+        other_w
+        if wide == out_dtype
+        else (xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype))
+    )
+    narrow = xp.where(take & proper, other, narrow)
+    return fix(narrow, open_)
+
+
+class SoftmaxDW(NamedTuple):
+    """softmax before its last rounding: the exact value within ``err`` of hi + lo
+    (where ``sub``: hi, rounded once to the working format's subnormal grid, and
+    ``near`` says where that rounding is not proven)."""
+
+    parts: Parts
+    hi: Any
+    lo: Any
+    err: Any
+    sub: Any
+    near: Any
+
+
+def softmax_dw(
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int | None,
+    wide: Any,
+    scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
+) -> SoftmaxDW:
+    """exp of log_softmax's double-word, with its bound (module docstring)."""
+    out_dtype = x.dtype
+    P = log_parts(xp, x, axis, n, wide, scale2, opaque)
+    name = _wide_name(xp, wide)
+    f = fmt(name)
+    zero = xp.zeros_like(P.hi)
+    if wide == xp.float64 and out_dtype != wide:
+        # exp(hi + lo) = exp(hi) (1 + lo + lo^2/2 ...): the namespace's exp, one
+        # product and one sum (2^-52), lo^2 (|lo| <= 2^-50 here) and y's own error
+        hi = xp.where(P.finite, xp.exp(P.hi), zero)
+        lo = zero
+        v = hi + hi * P.lo
+        err = (P.err + (LIBM_ULP + 4.0) * 2.0**-53) * v
+        hi = v
+        sub = near = xp.zeros_like(hi, dtype=xp.bool)
+    else:
+        # exp_parts of the double-word: its domain ends at -exp_domain, where every
+        # result is 0 in every format (e^-176 < 2^-253 in float32, e^-2838 in float64)
+        lim = const(xp, P.hi, -f.exp_domain)
+        inside = P.finite & (P.hi >= lim)
+        dh = xp.minimum(xp.where(inside, P.hi, lim), zero)
+        dl = xp.where(inside, P.lo, zero)
+        eh, el, q = exp_parts(xp, dh, dl, f)
+        rel = P.err + _EXP_REL[name]
+        s, near = _scale_once(xp, eh, el, q, f, _PRESCALE[name], scale2, rel)
+        sub = s < math.ldexp(1.0, f.emin)
+        scale = pow2(xp, q, eh, f)
+        hi = xp.where(inside, xp.where(sub, s, eh * scale), zero)
+        # lo * 2^q may lose bits below the normal range: 2^-(emin + p) covers them
+        lo = xp.where(inside & ~sub, el * scale, zero)
+        err = rel * hi + 2.0 * math.ldexp(1.0, f.emin - f.precision)
+        err = xp.where(sub, const(xp, hi, 0.0), err)
+    return SoftmaxDW(P, hi, lo, err, sub, near)
+
+
+def logsumexp_generic(
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int | None,
+    wide: Any,
+    cast: Cast | None = None,
+    scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
+    fix: Fix | None = None,
+) -> tuple[Any, Any]:
+    """logsumexp of a real floating ``x`` over ``axis`` without weights, and its sign
+    (1, 0 for -inf, NaN for NaN), both with the reduced axes kept (size 1)."""
+    out_dtype = x.dtype
+    finite = xp.isfinite(x)
+    ninf_x = const(xp, x, -math.inf)
+    if not (wide == xp.float64 or wide == xp.float32):  # NumPy's long double
+        ls = _long_double(xp, x, axis, n, wide)
+        m_in = xp.max(xp.where(finite, x, ninf_x), axis=axis, keepdims=True)
+        at = finite & (x == m_in)
+        y = xp.max(xp.where(at, ls, ninf_x), axis=axis, keepdims=True)
+        narrow = xp.where(xp.isfinite(m_in), m_in - y, ninf_x)
+    else:
+        hi, lo, err = logsumexp_dw(xp, x, axis, n, wide, scale2, opaque)
+        out = xp.where(lo == 0, hi, hi + lo)
+        if wide == out_dtype:
+            narrow = out
+            thr = float(xp.finfo(out_dtype).max)
+        else:
+            narrow = xp.astype(out, out_dtype) if cast is None else cast(out, out_dtype)
+            thr = _overflow_threshold(out_dtype)
+    # the special slices (a zero-size slice never gets here: the callers answer it)
+    has_nan = xp.any(xp.isnan(x), axis=axis, keepdims=True)
+    has_pinf = xp.any(x == math.inf, axis=axis, keepdims=True)
+    none = ~xp.any(finite, axis=axis, keepdims=True)
+    nan = const(xp, narrow, math.nan)
+    narrow = xp.where(none, const(xp, narrow, -math.inf), narrow)
+    narrow = xp.where(has_pinf, const(xp, narrow, math.inf), narrow)
+    narrow = xp.where(has_nan, nan, narrow)
+    one = xp.ones_like(narrow)
+    sign = xp.where(has_nan, nan, xp.where(none & ~has_pinf, xp.zeros_like(one), one))
+    if fix is None or not (wide == xp.float64 or wide == xp.float32):
+        return narrow, sign
+    open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
+    proper = _proper(xp, x, finite, axis)
+    take = take & proper
+    back = xp.astype(narrow, out.dtype)
+    other_w = xp.where(take, 2.0 * out - back, back)
+    if wide != out_dtype:
+        other_w = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
+    narrow = xp.where(take, other_w, narrow)
+    return fix(narrow, open_ & proper & ~take), sign
+
+
+def logsumexp_dw(
+    xp: Any,
+    x: Any,
+    axis: Any,
+    n: int | None,
+    wide: Any,
+    scale2: Callable[[Any, Any], Any] | None = None,
+    opaque: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """m - y at a maximal entry, as hi + lo within err (module docstring); the axes
+    kept."""
+    P = log_parts(xp, x, axis, n, wide, scale2, opaque)
+    name = _wide_name(xp, wide)
+    p = fmt(name).precision
+    ninf = const(xp, P.hi, -math.inf)
+    at = P.finite & (x == P.m_in)
+    # y at the maximal entries (all of them hold the same double-word): L = -y
+    y_hi = xp.max(xp.where(at, P.hi, ninf), axis=axis, keepdims=True)
+    y_lo = xp.max(xp.where(at, P.lo, ninf), axis=axis, keepdims=True)
+    err = xp.max(xp.where(at, P.err, xp.zeros_like(P.err)), axis=axis, keepdims=True)
+    has = xp.any(P.finite, axis=axis, keepdims=True)
+    zero = xp.zeros_like(y_hi)
+    # 0 - y: +0 where y is +-0 (then m + L = m + 0, and -0 + 0 = +0)
+    L_hi = xp.where(has, zero - y_hi, zero)
+    L_lo = xp.where(has, zero - y_lo, zero)
+    m = xp.astype(P.m_in, wide)
+    s, t = two_sum(xp, m, L_hi)
+    hi, lo = fast_two_sum(s, t + L_lo)
+    err = err + xp.abs(hi) * 2.0 ** -(2 * p - 3)
+    return hi, lo, err
+
+
+def decide_on_host(
+    xp: Any, x: Any, axes: tuple[int, ...], function: str
+) -> Callable[[Any, Any], Any]:
+    """The fix for an eager namespace: the slices with an open output copied to the
+    host and decided in exact arithmetic (impl/_exact.py), the rest left as they
+    are. ``open_`` has x's shape (softmax) or the reduced shape with the axes kept
+    (logsumexp)."""
+
+    def fix(out: Any, open_: Any) -> Any:
+        if not bool(xp.any(open_)):
+            return out
+        import numpy as np
+
+        from . import _host
+
+        _host.fixes += 1
+        xh = _host._to_host(xp, x)
+        oh = np.asarray(_host._to_host(xp, out)).copy()
+        mh = np.asarray(_host._to_host(xp, open_))
+        decided = decide_rows(xh, oh, mh, axes, function)
+        return xp.where(open_, _host._from_host(xp, decided, out), out)
+
+    return fix
+
+
+def decide_rows(x: Any, out: Any, open_: Any, axes: tuple[int, ...], function: str) -> Any:
+    """``out`` (NumPy, of x's format) with the entries where ``open_`` decided exactly:
+    softmax per entry, logsumexp per slice (``open_`` and ``out`` with the reduced
+    axes kept)."""
+    import numpy as np
+
+    from ._exact import logsumexp_slice, softmax_slice
+
+    name = _format_name(x.dtype)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    perm = kept + list(axes)
+    n = math.prod(x.shape[a] for a in axes)
+    rows = np.transpose(x, perm).reshape(-1, n).astype(np.float64)
+    res = np.array(np.transpose(out, perm), copy=True)
+    flat = res.reshape(-1, n if function == "softmax" else 1)
+    mask = np.transpose(open_, perm).reshape(flat.shape)
+    for r in np.flatnonzero(mask.any(axis=1)):
+        row = [float(v) for v in rows[r]]
+        if function == "softmax":
+            which = [int(i) for i in np.flatnonzero(mask[r])]
+            flat[r, which] = softmax_slice(row, name, which)
+        else:
+            flat[r, 0] = logsumexp_slice(row, None, name)[0]
+    back = flat.reshape(res.shape)
+    inv = [perm.index(i) for i in range(x.ndim)]
+    return np.transpose(back, inv)
+
+
+def is_eager(xp: Any) -> bool:
+    return not (compat.is_dask_namespace(xp) or compat.is_jax_namespace(xp))
