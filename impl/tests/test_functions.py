@@ -221,7 +221,7 @@ def test_weighted_logsumexp_on_every_backend(name):
         if ns == "dask":
             import dask.array as da
 
-            ww = da.from_array(w, chunks=x.chunks)
+            ww = da.from_array(w, chunks=x.chunks)  # type: ignore[no-untyped-call]
         elif ns == "numpy":
             ww = w
         else:
