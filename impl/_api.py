@@ -57,8 +57,8 @@ def softmax(x: Any, axis: Any = None) -> Any:
 def logsumexp(
     a: Any, axis: Any = None, b: Any = None, keepdims: bool = False, return_sign: bool = False
 ) -> Any:
-    """log(|sum(b exp(a))|) over ``axis``, correctly rounded, and with
-    ``return_sign`` the sum's sign (+1, 0, -1 or NaN).
+    """log of the absolute value of ``sum(b * exp(a))`` over ``axis``, correctly
+    rounded, and with ``return_sign`` the sum's sign (+1, 0, -1 or NaN).
 
     The signature and semantics of ``scipy.special.logsumexp`` (docs/specification.md,
     "logsumexp"): b broadcasts to a's shape; without b the result has a's dtype, with
@@ -103,7 +103,12 @@ def _weights(xp: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
             b = np.asarray(b)
         else:
             b = xp.asarray(b, device=compat.device(a))
-    b = _float_dtype(compat.array_namespace(b), b, "logsumexp")
+    try:
+        complex_b = compat.array_namespace(b).isdtype(b.dtype, "complex floating")
+    except TypeError:  # ml_dtypes' bfloat16: not a dtype to the namespace, and real
+        complex_b = False
+    if complex_b:
+        raise TypeError(f"logsumexp is defined for real input; got complex weights {b.dtype}")
     try:
         dtype = xp.result_type(a.dtype, b.dtype)
     except Exception:  # NumPy weights beside another namespace's array
@@ -181,7 +186,9 @@ def _numpy(x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
 def _torch(x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
     import torch
 
-    if x.requires_grad and torch.is_grad_enabled():
+    from ._torch import _differentiated
+
+    if _differentiated(torch, x):  # backward, forward mode or a torch.func transform
         fn = _torch_function(torch, function)
         if function == "softmax":
             return fn.apply(x, axes, n)
@@ -191,18 +198,44 @@ def _torch(x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
 
 
 def _torch_forward(torch: Any, x: Any, axes: tuple[int, ...], n: int | None, function: str) -> Any:
+    """On the tensor's device; CPU tensors on the NumPy path over a zero-copy view
+    (torch's own threads would inherit a flush-to-zero that ``set_flush_denormal``
+    set, where the host's computation clears it: impl/_fpenv.py)."""
+    from ._host import _from_host, _to_host
     from ._torch import _round_narrow
 
+    x = x.resolve_neg()
     xp = compat.array_namespace(x)
-    return _eager(xp, x.resolve_neg(), axes, n, function, lambda v, d: _round_narrow(torch, v, d))
+    if x.device.type == "cpu" and _torch_cpu_on_host:
+        out = _numpy(_to_host(xp, x), axes, n, function)
+        if function == "softmax":
+            return _from_host(xp, _np_array(out), x)
+        return _from_host(xp, _np_array(out[0]), x), _from_host(xp, _np_array(out[1]), x)
+    return _eager(xp, x, axes, n, function, lambda v, d: _round_narrow(torch, v, d))
+
+
+# CPU tensors compute on the host (True), or as other devices do (the tests of the
+# GPU devices' paths set False: impl/tests/device_paths.py)
+_torch_cpu_on_host = True
+
+
+def _np_array(v: Any) -> Any:
+    import numpy as np
+
+    return np.asarray(v)
 
 
 @functools.cache
 def _torch_function(torch: Any, function: str) -> Any:
-    """The autograd.Function of ``function`` (made once, at first use)."""
+    """The autograd.Function of ``function`` (made once, at first use), with backward,
+    forward-mode (jvp) and vmap rules, as log_softmax's (impl/_torch.py)."""
 
     def total(u: Any, axes: list[int]) -> Any:
         return u.sum(dim=axes, keepdim=True) if axes else u
+
+    def widened(*ts: Any) -> list[Any]:
+        w = torch.promote_types(ts[0].dtype, torch.float32)
+        return [t.to(w) for t in ts]
 
     class Softmax(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
@@ -213,14 +246,27 @@ def _torch_function(torch: Any, function: str) -> Any:
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
             ctx.axes = list(inputs[1])
             ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
 
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             # d softmax = s (dx - sum(s dx)); its adjoint s (g - sum(g s))
             (s,) = ctx.saved_tensors
-            w = torch.promote_types(s.dtype, torch.float32)
-            sw, gw = s.to(w), g.to(w)
+            sw, gw = widened(s, g)
             return (sw * (gw - total(gw * sw, ctx.axes))).to(g.dtype), None, None
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any, *_: Any) -> Any:
+            (s,) = ctx.saved_tensors
+            sw, tw = widened(s, t)
+            return (sw * (tw - total(sw * tw, ctx.axes))).to(t.dtype)
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple[Any, ...], x: Any, axes: Any, n: Any) -> Any:
+            if in_dims[0] is None:
+                return Softmax.apply(x, axes, n), None
+            x = x.movedim(in_dims[0], 0)
+            return Softmax.apply(x, tuple(a + 1 for a in axes), n), 0
 
     class LogSumExp(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
@@ -230,15 +276,29 @@ def _torch_function(torch: Any, function: str) -> Any:
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
             ctx.mark_non_differentiable(output[1])
+            ctx.axes = list(inputs[1])
             ctx.save_for_backward(inputs[0], output[0])
+            ctx.save_for_forward(inputs[0], output[0])
 
         @staticmethod
         def backward(ctx: Any, g: Any, _g_sign: Any) -> Any:
             # d logsumexp = sum(softmax(x) dx): the gradient g softmax(x)
             x, value = ctx.saved_tensors
-            w = torch.promote_types(x.dtype, torch.float32)
-            p = torch.exp(x.to(w) - value.to(w))
-            return (g.to(w) * p).to(x.dtype), None, None
+            xw, vw, gw = widened(x, value, g)
+            return (gw * torch.exp(xw - vw)).to(x.dtype), None, None
+
+        @staticmethod
+        def jvp(ctx: Any, t: Any, *_: Any) -> Any:
+            x, value = ctx.saved_tensors
+            xw, vw, tw = widened(x, value, t)
+            return total(torch.exp(xw - vw) * tw, ctx.axes).to(t.dtype), None
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple[Any, ...], x: Any, axes: Any, n: Any) -> Any:
+            if in_dims[0] is None:
+                return LogSumExp.apply(x, axes, n), (None, None)
+            x = x.movedim(in_dims[0], 0)
+            return LogSumExp.apply(x, tuple(a + 1 for a in axes), n), (0, 0)
 
     return Softmax if function == "softmax" else LogSumExp
 
@@ -472,10 +532,12 @@ def _weighted(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]
     if compat.is_jax_namespace(xp):
         value, sign = _jax_weighted(axes)(a, b)
         return value, sign
-    if compat.is_torch_namespace(xp) and (a.requires_grad or b.requires_grad):
+    if compat.is_torch_namespace(xp):
         import torch
 
-        if torch.is_grad_enabled():
+        from ._torch import _differentiated
+
+        if _differentiated(torch, a) or _differentiated(torch, b):
             value, sign = _torch_weighted_function(torch).apply(a, b, axes)
             return value, sign
     return _host_weighted(xp, a, b, axes)
@@ -498,13 +560,16 @@ def weighted_numpy(a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
 
     from ._weighted import weighted_rows
 
+    shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+    n = math.prod(a.shape[i] for i in axes)
+    if n == 0 or a.size == 0:  # empty sums, or no slices: -inf, sign 0
+        empty = -np.inf if n == 0 else 0.0
+        return np.full(shape, empty, a.dtype), np.zeros(shape, a.dtype)
     kept = [i for i in range(a.ndim) if i not in axes]
     perm = kept + list(axes)
-    n = math.prod(a.shape[i] for i in axes)
     rows_a = np.transpose(a, perm).reshape(-1, n)
     rows_b = np.transpose(np.asarray(b), perm).reshape(-1, n)
     value, sign = weighted_rows(rows_a, rows_b, a.dtype)
-    shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
     return value.reshape(shape), sign.reshape(shape)
 
 
@@ -519,7 +584,9 @@ def _torch_weighted_function(torch: Any) -> Any:
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
             ctx.mark_non_differentiable(output[1])
+            ctx.axes = list(inputs[2])
             ctx.save_for_backward(inputs[0], inputs[1], *output)
+            ctx.save_for_forward(inputs[0], inputs[1], *output)
 
         @staticmethod
         def backward(ctx: Any, g: Any, _g_sign: Any) -> Any:
@@ -528,6 +595,19 @@ def _torch_weighted_function(torch: Any) -> Any:
             w = torch.promote_types(a.dtype, torch.float32)
             e = torch.exp(a.to(w) - value.to(w)) * sign.to(w) * g.to(w)
             return (e * b.to(w)).to(a.dtype), e.to(b.dtype), None
+
+        @staticmethod
+        def jvp(ctx: Any, ta: Any, tb: Any, _: Any) -> Any:
+            a, b, value, sign = ctx.saved_tensors
+            w = torch.promote_types(a.dtype, torch.float32)
+            e = torch.exp(a.to(w) - value.to(w)) * sign.to(w)
+            d = torch.zeros_like(e)
+            if ta is not None:
+                d = d + e * b.to(w) * ta.to(w)
+            if tb is not None:
+                d = d + e * tb.to(w)
+            dv = d.sum(dim=ctx.axes, keepdim=True) if ctx.axes else d
+            return dv.to(value.dtype), None
 
     return WeightedLogSumExp
 

@@ -207,14 +207,23 @@ def logsumexp_slice(
 ) -> tuple[float, float]:
     """(RN(log|S|), sign of S) in format ``name`` for one slice of finite or -inf a
     and finite b (b None: unit weights)."""
-    groups = _groups(a, b)
     stats["slices"] += 1
+    return _log_sum(_groups(a, b), name)
+
+
+def _log_sum(groups: dict[float, Fraction], name: str) -> tuple[float, float]:
     if not groups:
         return -math.inf, 0.0
-    if len(groups) == 1:
-        ((a0, w0),) = groups.items()
-        if abs(w0) == 1:  # log|w e^a| = a exactly (+0 for -0)
-            return round_to(Fraction(a0), name), math.copysign(1.0, w0)
+    m = max(groups)
+    w_m = groups[m]
+    sign_m = math.copysign(1.0, w_m)
+    if len(groups) == 1 and abs(w_m) == 1:  # log|w e^a| = a exactly (+0 for -0)
+        return round_to(Fraction(m), name), sign_m
+    if m == 0 and abs(w_m) == 1 and all(a < -_FAR for a in groups if a != m):
+        # log|S| = log1p(F / w_m), F the far terms' sum: below e^-10^6, a zero of
+        # F w_m's sign in every format; F's sign is the far terms' own logsumexp's
+        far_sign = _log_sum({a: w for a, w in groups.items() if a != m}, name)[1]
+        return math.copysign(0.0, far_sign * sign_m), sign_m
     digits = _START_DIGITS
     while digits <= _MAX_DIGITS:
         ls = _LogSum(groups, digits)
@@ -224,7 +233,7 @@ def logsumexp_slice(
                 return value, float(ls.sign)
         digits *= 2
         stats["retries"] += 1
-    raise ArithmeticError(f"logsumexp undecided at {_MAX_DIGITS} digits: {list(a)}, {b}")
+    raise ArithmeticError(f"logsumexp undecided at {_MAX_DIGITS} digits: {groups}")
 
 
 def softmax_slice(x: Sequence[float], name: str, which: Sequence[int] | None = None) -> list[float]:

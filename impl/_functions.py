@@ -138,12 +138,13 @@ def softmax_dw(
     f = fmt(name)
     zero = xp.zeros_like(P.hi)
     if wide == xp.float64 and out_dtype != wide:
-        # exp(hi + lo) = exp(hi) (1 + lo + lo^2/2 ...): the namespace's exp, one
-        # product and one sum (2^-52), lo^2 (|lo| <= 2^-50 here) and y's own error
+        # exp(hi + lo) = exp(hi) (1 + lo + lo^2/2 ...): the namespace's exp (LIBM_ULP
+        # ULP, each up to 2^-52 of the value), one product and one sum (2^-52), lo^2
+        # (|lo| <= 2^-50 here) and y's own error
         hi = xp.where(P.finite, xp.exp(P.hi), zero)
         lo = zero
         v = hi + hi * P.lo
-        err = (P.err + (LIBM_ULP + 4.0) * 2.0**-53) * v
+        err = (P.err + (2.0 * LIBM_ULP + 4.0) * 2.0**-53) * v
         hi = v
         sub = near = xp.zeros_like(hi, dtype=xp.bool)
     else:
@@ -292,7 +293,18 @@ def decide_rows(x: Any, out: Any, open_: Any, axes: tuple[int, ...], function: s
     rows = np.transpose(x, perm).reshape(-1, n).astype(np.float64)
     res = np.array(np.transpose(out, perm), copy=True)
     flat = res.reshape(-1, n if function == "softmax" else 1)
-    mask = np.transpose(open_, perm).reshape(flat.shape)
+    mask = np.array(np.transpose(open_, perm).reshape(flat.shape), copy=True)
+    todo = np.flatnonzero(mask.any(axis=1))
+    if name != "float64" and len(todo):
+        # the second tier: narrow formats computed in float64 took the namespace's exp
+        # and log1p (2^-50); the precise core in double-words (2^-74 relative) decides
+        # most of what that left open, such as logsumexp of log-probabilities, whose
+        # results lie near 0 (200 rows of 1,000 in float32: 4.3 s in decimal)
+        with np.errstate(all="ignore"):
+            values, still = _second_tier(rows[todo], function, x.dtype)
+        decided = mask[todo] & ~still
+        flat[todo] = np.where(decided, values, flat[todo])
+        mask[todo] &= still
     for r in np.flatnonzero(mask.any(axis=1)):
         row = [float(v) for v in rows[r]]
         if function == "softmax":
@@ -303,6 +315,31 @@ def decide_rows(x: Any, out: Any, open_: Any, axes: tuple[int, ...], function: s
     back = flat.reshape(res.shape)
     inv = [perm.index(i) for i in range(x.ndim)]
     return np.transpose(back, inv)
+
+
+def _second_tier(rows: Any, function: str, dtype: Any) -> tuple[Any, Any]:
+    """softmax or logsumexp of float64 ``rows`` (exact copies of a narrow format's)
+    by the precise core, rounded to ``dtype``: the values, and where the rounding test
+    still leaves them open."""
+    import numpy as np
+
+    from ._numpy import round_narrow
+
+    n = rows.shape[1]
+    if function == "softmax":
+        D = softmax_dw(np, rows, (1,), n, np.float64)
+        hi, lo, err, unsure = D.hi, D.lo, D.err, D.sub & D.near
+    else:
+        hi, lo, err = logsumexp_dw(np, rows, (1,), n, np.float64)
+        unsure = np.zeros(hi.shape, dtype=bool)
+    out = np.where(lo == 0, hi, hi + lo)
+    narrow = round_narrow(out, dtype)
+    opened, take = rounding_open(
+        np, hi, lo, out, narrow, err * _err_scale, dtype, _overflow_threshold(dtype)
+    )
+    back = narrow.astype(np.float64)
+    narrow = np.where(take, round_narrow(np.where(take, 2.0 * out - back, back), dtype), narrow)
+    return narrow, (opened & ~take) | unsure
 
 
 def is_eager(xp: Any) -> bool:

@@ -232,7 +232,7 @@ def log_parts(
         # (e^-800): the maximum's output is negative then, and a 0 there is -0
         negative = xp.any(below, axis=axis, keepdims=True) & (out_hi == 0) & (out_lo == 0)
         out_hi = xp.where(negative, const(xp, out_hi, -0.0), out_hi)
-        lib = LIBM_ULP * 2.0**-53
+        lib = LIBM_ULP * 2.0**-52  # (an ULP is up to 2^-52 of the value)
         # L's error: log1p's, T's relative one (exp's and the double-word sum's) over
         # 1 + T <= L's, and the low part's second-order term; out_lo's own rounding;
         # terms flushed or rounded below the normal range

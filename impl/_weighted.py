@@ -103,8 +103,9 @@ def _proper_rows(A: Any, B: Any, use: Any, out_dtype: Any) -> tuple[Any, Any, An
     m = np.max(np.where(use, A, -np.inf), axis=1, keepdims=True)
     # the weights scaled by 2^-eb, eb the exponent of the largest |b| (exact but for
     # weights pushed below the normal range: 2^-1074 each at most, in the bound)
-    eb = np.frexp(np.max(np.abs(Bu), axis=1, keepdims=True))[1].astype(np.float64)
-    Bs = Bu * pow2(np, -eb, Bu, f)
+    eb = np.frexp(np.max(np.abs(Bu), axis=1, keepdims=True))[1]
+    Bs = np.ldexp(Bu, -eb)  # (not a table's 2^-eb: that ends at 2^1023)
+    eb = eb.astype(np.float64)
     dh, dl = _two_diff(np, np.where(use, A, m), m)
     lim = -f.exp_domain
     inside = use & (dh >= lim)
@@ -139,7 +140,9 @@ def _proper_rows(A: Any, B: Any, use: Any, out_dtype: Any) -> tuple[Any, Any, An
     s2, t2 = two_sum(np, s1, L1h)
     hi, lo = fast_two_sum(s2, t1 + t2 + (kl + L1l))
     rel_S = E / np.where(sure, Sh, 1.0)
+    # (kl and kl + L1l each rounded once: 2^-52 of them)
     err = rel_S * (1 + 2.0**-7) + 2.0**-74 * np.abs(L1h) + 2.0**-100 * (np.abs(hi) + np.abs(kh))
+    err = err + 2.0**-52 * (np.abs(kl) + np.abs(L1l))
     err = err * _err_scale
     out = hi + lo
     dtype = np.dtype(out_dtype)

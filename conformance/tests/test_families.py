@@ -102,7 +102,7 @@ def test_dispatch_shapes_cross_every_threshold_in_every_layout():
                 assert (top[..., -2] < 10).all() and np.median(x) < 1
 
     quick = fam.cases("float32", "quick")
-    assert len(quick) == 6 and sum(c.x.size for c in quick) < 100_000
-    assert {row_length(c) for c in quick} == {517, 1024, 1025, 1238, 2048, 2049}
+    assert len(quick) == 4 and sum(c.x.size for c in quick) < 100_000
+    assert {row_length(c) for c in quick} == {517, 1025, 1238, 2049}
     assert any(c.axis == 0 for c in quick) and any(c.x.shape[0] > 16 for c in quick)
     assert sum(c.x.size for c in full) > 10 * sum(c.x.size for c in quick)

@@ -35,12 +35,12 @@ def gpu_paths() -> Iterator[None]:
     _torch._cpu_kernels = False
     _jax.cpu_kernel_registered = lambda: False  # type: ignore[assignment]
     _dask.log_softmax_dask = lambda x, axes: None
-    _api.jax_cpu_on_host = False
+    _api.jax_cpu_on_host = _api._torch_cpu_on_host = False
     try:
         yield
     finally:
         _torch._cpu_kernels, _jax.cpu_kernel_registered, _dask.log_softmax_dask = saved
-        _api.jax_cpu_on_host = True
+        _api.jax_cpu_on_host = _api._torch_cpu_on_host = True
 
 
 def log_softmax(x: Any, axis: Any = None) -> Any:
