@@ -623,15 +623,39 @@ def _jax_weighted_compiled(axes: tuple[int, ...]) -> Callable[[Any, Any], Any]:
     import numpy as np
 
     def host(a: Any, b: Any) -> Any:
+        # float64 crosses as pairs of uint32 words, as in _jax_on_host: the callback's
+        # thread may not hold a caller's jax.enable_x64 context
+        wide = a.dtype == np.uint32
+        if wide:
+            a = np.ascontiguousarray(a).view(np.float64)[..., 0]
+            b = np.ascontiguousarray(b).view(np.float64)[..., 0]
         with default_env():  # (XLA's threads flush subnormals)
             v, s = weighted_numpy(np.asarray(a), np.asarray(b), axes)
+        if wide:
+            return tuple(
+                np.asarray(u, np.float64).reshape(*u.shape, 1).copy().view(np.uint32)
+                for u in (v, s)
+            )
         return np.asarray(v, dtype=a.dtype), np.asarray(s, dtype=a.dtype)
 
     @jax.custom_jvp
     def f(a: Any, b: Any) -> Any:
         shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
-        spec = jax.ShapeDtypeStruct(shape, a.dtype)
-        return jax.pure_callback(host, (spec, spec), a, b, vmap_method="sequential")
+        if a.dtype != jnp.float64:
+            spec = jax.ShapeDtypeStruct(shape, a.dtype)
+            return jax.pure_callback(host, (spec, spec), a, b, vmap_method="sequential")
+        words = jax.ShapeDtypeStruct((*shape, 2), jnp.uint32)
+        v, s = jax.pure_callback(
+            host,
+            (words, words),
+            jax.lax.bitcast_convert_type(a, jnp.uint32),
+            jax.lax.bitcast_convert_type(b, jnp.uint32),
+            vmap_method="sequential",
+        )
+        return (
+            jax.lax.bitcast_convert_type(v, jnp.float64),
+            jax.lax.bitcast_convert_type(s, jnp.float64),
+        )
 
     @f.defjvp
     def _jvp(primals: Any, tangents: Any) -> Any:
