@@ -35,8 +35,9 @@ def _run(
     results: Path, cache: Path, *extra: str, candidates: str = "impl"
 ) -> subprocess.CompletedProcess[str]:
     return cli(
-        "run", "--candidates", candidates, "--backends", "numpy:cpu", "--dtypes",
-        "float32,float64", "--families", "normal,specials,dominant", "--results",
+        "run", "--candidates", candidates, "--functions", "log_softmax", "--backends",
+        "numpy:cpu", "--dtypes", "float32,float64", "--families", "normal,specials,dominant",
+        "--results",
         str(results), "--cache", str(cache), "--no-progress", *extra,
     )  # fmt: skip
 
@@ -50,8 +51,8 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path):
     env = {**os.environ, "CONFORMANCE_TEST_DELAY": "0.5"}
     cmd = [
         sys.executable, "-m", "conformance", "run", "--candidates", f"{H}:slow_impl,impl",
-        "--backends", "numpy:cpu", "--dtypes", "float32,float64", "--families",
-        "normal,specials,dominant", "--results", str(res), "--cache", str(cache),
+        "--functions", "log_softmax", "--backends", "numpy:cpu", "--dtypes", "float32,float64",
+        "--families", "normal,specials,dominant", "--results", str(res), "--cache", str(cache),
         "--no-progress", "--jobs", "1",
     ]  # fmt: skip
     a = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -318,8 +319,9 @@ def test_a_fresh_run_says_what_it_replaces_and_removes_that_runs_report(tmp_path
 
     res, cache = tmp_path / "res", tmp_path / "cache"
     r = cli(
-        "run", "--candidates", "impl", "--backends", "numpy:cpu", "--dtypes", "float32",
-        "--families", "normal", "--results", str(res), "--cache", str(cache), "--no-progress",
+        "run", "--candidates", "impl", "--functions", "log_softmax", "--backends", "numpy:cpu",
+        "--dtypes", "float32", "--families", "normal", "--results", str(res), "--cache",
+        str(cache), "--no-progress",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "replacing" not in r.stderr
