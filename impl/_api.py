@@ -39,7 +39,8 @@ def _prepare(x: Any, axis: Any, function: str) -> tuple[Any, Any, tuple[int, ...
         x = np.asarray(x)
     xp = compat.array_namespace(x)
     x = _float_dtype(xp, x, function)
-    return xp, x, _normalize_axis(axis, x.ndim), _slice_size(x, _normalize_axis(axis, x.ndim))
+    axes = _normalize_axis(axis, x.ndim)
+    return xp, x, axes, _slice_size(x, axes)
 
 
 def softmax(x: Any, axis: Any = None) -> Any:
@@ -123,11 +124,7 @@ def _weights(xp: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
         b = xp.asarray(b, device=compat.device(a))
     try:
         b = xp.broadcast_to(b, a.shape)
-    except ValueError:
-        raise ValueError(
-            f"b of shape {tuple(b.shape)} does not broadcast to a's shape {tuple(a.shape)}"
-        ) from None
-    except RuntimeError as e:  # torch's error for the same
+    except (ValueError, RuntimeError) as e:  # (RuntimeError: torch's for the same)
         raise ValueError(
             f"b of shape {tuple(b.shape)} does not broadcast to a's shape {tuple(a.shape)}"
         ) from e
@@ -478,11 +475,7 @@ def _jax_fix(x: Any, axes: tuple[int, ...], function: str) -> Callable[[Any, Any
 
 
 def _dask(x: Any, axes: tuple[int, ...], function: str) -> Any:
-    if any(_size(s) is None for s in x.shape):
-        raise ValueError(
-            f"{function} of a Dask array with unknown chunk sizes (chunks={x.chunks}) "
-            "needs them known: call x.compute_chunk_sizes() first"
-        )
+    _known_chunks(x, function)
     whole = x.rechunk({a: -1 for a in axes})
     if function == "softmax":
         return whole.map_blocks(_softmax_block, axes=axes, dtype=x.dtype, meta=x._meta)
@@ -494,6 +487,15 @@ def _dask(x: Any, axes: tuple[int, ...], function: str) -> Any:
         _logsumexp_block, axes=axes, part=1, chunks=chunks, dtype=x.dtype, meta=x._meta
     )
     return value, sign
+
+
+def _known_chunks(x: Any, function: str) -> None:
+    """A Dask array's reduced axes are rechunked whole: its chunk sizes must be known."""
+    if any(_size(s) is None for s in x.shape):
+        raise ValueError(
+            f"{function} of a Dask array with unknown chunk sizes (chunks={x.chunks}) "
+            "needs them known: call x.compute_chunk_sizes() first"
+        )
 
 
 def _softmax_block(b: Any, axes: tuple[int, ...]) -> Any:
@@ -514,11 +516,7 @@ def _weighted_block(a: Any, b: Any, axes: tuple[int, ...], part: int) -> Any:
 def _weighted(xp: Any, a: Any, b: Any, axes: tuple[int, ...]) -> tuple[Any, Any]:
     """(value, sign) with the reduced axes kept."""
     if compat.is_dask_namespace(xp):
-        if any(_size(s) is None for s in a.shape):
-            raise ValueError(
-                f"logsumexp of a Dask array with unknown chunk sizes (chunks={a.chunks}) "
-                "needs them known: call a.compute_chunk_sizes() first"
-            )
+        _known_chunks(a, "logsumexp")
         wa = a.rechunk({i: -1 for i in axes})
         wb = b.rechunk(wa.chunks)
         chunks = tuple((1,) if i in axes else c for i, c in enumerate(wa.chunks))

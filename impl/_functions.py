@@ -23,8 +23,6 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import array_api_compat as compat
-
 from ._dfloat import const, exp_parts, fast_two_sum, fmt, pow2, two_sum
 from ._generic import (
     _PRESCALE,
@@ -340,7 +338,3 @@ def _second_tier(rows: Any, function: str, dtype: Any) -> tuple[Any, Any]:
     back = narrow.astype(np.float64)
     narrow = np.where(take, round_narrow(np.where(take, 2.0 * out - back, back), dtype), narrow)
     return narrow, (opened & ~take) | unsure
-
-
-def is_eager(xp: Any) -> bool:
-    return not (compat.is_dask_namespace(xp) or compat.is_jax_namespace(xp))
