@@ -65,24 +65,39 @@ class Backend:
         else:
             yield
 
-    def run(self, fn: Callable[..., Any], x: NDArray[Any], **kwargs: Any) -> NDArray[Any]:
-        """``fn(x_on_backend, **kwargs)``, executed the backend's way, back in NumPy."""
+    def run(self, fn: Callable[..., Any], x: NDArray[Any], **kwargs: Any) -> Any:
+        """``fn(x_on_backend, **kwargs)``, executed the backend's way, back in NumPy.
+        Keyword arguments that are NumPy arrays (logsumexp's ``b``) go to the backend
+        as x does (None ones are left out); a tuple result (``return_sign``) comes back
+        as a tuple of arrays."""
+        arrays = {k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+        static = {k: v for k, v in kwargs.items() if k not in arrays and v is not None}
         with self.context():
             xb = self.from_numpy(x)
+            on = [self.from_numpy(v) for v in arrays.values()]
             if self.mode == "jit":
-                out = _jitted(fn, tuple(sorted(kwargs.items())))(xb)
+                out = _jitted(fn, tuple(sorted(static.items())), tuple(arrays))(xb, *on)
             else:
-                out = fn(xb, **kwargs)
+                out = fn(xb, **static, **dict(zip(arrays, on, strict=True)))
+            if isinstance(out, tuple):
+                return tuple(self.to_numpy(o) for o in out)
             return self.to_numpy(out)
 
 
 @functools.lru_cache(maxsize=64)
-def _jitted(fn: Callable[..., Any], kwargs: tuple[tuple[str, Any], ...]) -> Callable[[Any], Any]:
+def _jitted(
+    fn: Callable[..., Any], kwargs: tuple[tuple[str, Any], ...], traced: tuple[str, ...] = ()
+) -> Callable[..., Any]:
     """One jitted wrapper per (function, static keyword arguments): XLA compiles once
-    per input shape and dtype instead of once per call."""
+    per input shape and dtype instead of once per call. ``traced`` names the keyword
+    arguments that are arrays (logsumexp's ``b``): they follow x as positional
+    arguments of the wrapper."""
     import jax
 
-    return jax.jit(lambda a: fn(a, **dict(kwargs)))
+    def call(a: Any, *arrays: Any) -> Any:
+        return fn(a, **dict(kwargs), **dict(zip(traced, arrays, strict=True)))
+
+    return jax.jit(call)
 
 
 # --- numpy ---------------------------------------------------------------------

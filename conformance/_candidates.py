@@ -10,7 +10,10 @@ scipy.special.softmax, the seed document's own comparison), ``torch.nn.functiona
 the entry-point group ``log_softmax_conformance.candidates`` (name = "module:function",
 a log_softmax). Every candidate is called as ``fn(x, axis=axis)`` on the backend's
 array; the adapters give the library functions that take ``dim`` or a single axis that
-signature.
+signature. logsumexp's candidates that take weights and a sign (``keywords``: impl,
+scipy, jax.nn, and a user's function whose source declares ``b``
+and ``return_sign``) are also called as ``fn(x, axis=axis, b=b, return_sign=True)`` on
+the families that need them; torch.logsumexp takes neither.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Candidate:
     libraries: tuple[str, ...] = ()
     doc: str = ""
     function: str = DEFAULT_FUNCTION
+    # the keyword arguments besides axis it takes (logsumexp's b and return_sign): the
+    # families whose cases pass them run on it
+    keywords: tuple[str, ...] = ()
 
     @property
     def uid(self) -> str:
@@ -122,6 +128,34 @@ def check_target(target: str) -> None:
             f"cannot import module {module!r} for candidate {target!r}: "
             f"no module named {module!r} on sys.path"
         )
+
+
+KEYWORDS = ("b", "return_sign")  # the keywords a case may pass besides axis
+
+
+def declared_keywords(target: str) -> tuple[str, ...]:
+    """The keywords of KEYWORDS that the function "module:function" declares, read
+    from its module's source without running it: its parameters by name, or all where
+    it takes ``**kwargs``. Empty where the source does not say (a compiled module, a
+    function made by an assignment): such a candidate is not given keywords."""
+    import ast
+
+    try:
+        module, attr = split_target(target)
+        where = locate(module)
+        if where is None or where.suffix != ".py" or "." in attr:
+            return ()
+        tree = ast.parse(where.read_text(encoding="utf-8"), str(where))
+    except (ValueError, OSError, SyntaxError, UnicodeDecodeError):
+        return ()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == attr:
+            a = node.args
+            if a.kwarg is not None:
+                return KEYWORDS
+            names = {p.arg for p in [*a.posonlyargs[1:], *a.args[1:], *a.kwonlyargs]}
+            return tuple(k for k in KEYWORDS if k in names)
+    return ()
 
 
 def load_target(target: str) -> Callable[..., Any]:
@@ -217,10 +251,15 @@ def jax_softmax(x: Any, axis: Any = None) -> Any:
     return jax.nn.softmax(x, axis=axis)
 
 
-def scipy_logsumexp(x: Any, axis: Any = None) -> Any:
+def _weights(b: Any, return_sign: bool) -> dict[str, Any]:
+    """logsumexp's keywords as given (none where absent: a library's own defaults)."""
+    return ({} if b is None else {"b": b}) | ({"return_sign": True} if return_sign else {})
+
+
+def scipy_logsumexp(x: Any, axis: Any = None, b: Any = None, return_sign: bool = False) -> Any:
     import scipy.special
 
-    return scipy.special.logsumexp(x, axis=axis)
+    return scipy.special.logsumexp(x, axis=axis, **_weights(b, return_sign))
 
 
 def torch_logsumexp(x: Any, axis: Any = None) -> Any:
@@ -232,18 +271,20 @@ def torch_logsumexp(x: Any, axis: Any = None) -> Any:
     return torch.logsumexp(x, dim=axis)
 
 
-def jax_logsumexp(x: Any, axis: Any = None) -> Any:
+def jax_logsumexp(x: Any, axis: Any = None, b: Any = None, return_sign: bool = False) -> Any:
     import jax
 
-    return jax.nn.logsumexp(x, axis=axis)
+    return jax.nn.logsumexp(x, axis=axis, **_weights(b, return_sign))
 
 
-def naive_logsumexp(x: Any, axis: Any = None) -> Any:
-    """log(sum(exp(x))): no max subtraction (not in the default sweep)."""
+def naive_logsumexp(x: Any, axis: Any = None, b: Any = None, return_sign: bool = False) -> Any:
+    """log(sum(b exp(x))): no max subtraction (not in the default sweep); with
+    return_sign, (log|S|, sign(S))."""
     import array_api_compat
 
     xp = array_api_compat.array_namespace(x)
-    return xp.log(xp.sum(xp.exp(x), axis=axis))
+    s = xp.sum(xp.exp(x) if b is None else b * xp.exp(x), axis=axis)
+    return (xp.log(xp.abs(s)), xp.sign(s)) if return_sign else xp.log(s)
 
 
 def naive_softmax(x: Any, axis: Any = None) -> Any:
@@ -301,23 +342,39 @@ BUILTIN: tuple[Candidate, ...] = (
     ),
     Candidate("jax.nn", f"{__name__}:jax_softmax", ("jax",), "jax.nn.softmax", "softmax"),
     Candidate("impl", "impl:softmax", doc="this project's softmax", function="softmax"),
-    Candidate("impl", "impl:logsumexp", doc="this project's logsumexp", function="logsumexp"),
+    Candidate(
+        "impl",
+        "impl:logsumexp",
+        doc="this project's logsumexp",
+        function="logsumexp",
+        keywords=KEYWORDS,
+    ),
     Candidate(
         "scipy",
         f"{__name__}:scipy_logsumexp",
         ("numpy", "array_api_strict", "torch", "jax", "cupy", "dask"),
         "scipy.special.logsumexp (SCIPY_ARRAY_API=1)",
         "logsumexp",
+        KEYWORDS,
     ),
     Candidate("torch", f"{__name__}:torch_logsumexp", ("torch",), "torch.logsumexp", "logsumexp"),
-    Candidate("jax.nn", f"{__name__}:jax_logsumexp", ("jax",), "jax.nn.logsumexp", "logsumexp"),
+    Candidate(
+        "jax.nn",
+        f"{__name__}:jax_logsumexp",
+        ("jax",),
+        # one function in JAX (jax.nn.logsumexp is jax.scipy.special.logsumexp): swept once
+        "jax.nn.logsumexp (= jax.scipy.special.logsumexp)",
+        "logsumexp",
+        KEYWORDS,
+    ),
 )
 
 
 def _entry_point_candidates() -> list[Candidate]:
     out = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        out.append(Candidate(ep.name, ep.value, doc=f"entry point {ep.value}"))
+        out.append(Candidate(ep.name, ep.value, doc=f"entry point {ep.value}",
+                             keywords=declared_keywords(ep.value)))  # fmt: skip
     return out
 
 
@@ -341,7 +398,10 @@ def candidate(spec: str, function_name: str = DEFAULT_FUNCTION) -> Candidate:
             return c
     if ":" in spec:
         check_target(spec)
-        return Candidate(spec, spec, doc="given on the command line", function=function_name)
+        return Candidate(
+            spec, spec, doc="given on the command line", function=function_name,
+            keywords=declared_keywords(spec),
+        )  # fmt: skip
     known = [c.name for c in known_candidates(function_name)]
     raise KeyError(
         f"unknown {function_name} candidate {spec!r}; known: {known}, or give module:function"

@@ -47,6 +47,8 @@ STATUSES = ("pass", "fail", "error", "not run")
 
 # ULP histogram bins (for the report's plots): [0, 2^-8), then powers of two up to
 # 2^64, then [2^64, inf]
+# the labels of a cell's failing inputs kept in its record (``counts``), for the gate
+_MAX_LABELS = 50
 HIST_EDGES = [0.0] + [2.0**k for k in range(-8, 65)] + [float("inf")]
 
 
@@ -98,6 +100,9 @@ class Raw:
     there was nothing to score), the findings, and the error that stopped the cell."""
 
     outputs: list[Encoded | None] = field(default_factory=list)
+    # one per output where a case asked for return_sign (None where it did not, or
+    # where no sign came back); empty where no case of the cell asked for one
+    signs: list[Encoded | None] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
@@ -163,12 +168,16 @@ def execute(
         return raw
     cases = [] if spec.family.suite else spec.cases()
     for case in cases:
+        sign: list[NDArray[Any] | None] = []
         try:
-            got = invoke(fn, spec.backend, case, raw.findings)
+            got = invoke(fn, spec.backend, case, raw.findings, sign)
         except (Exception, SystemExit) as exc:
             raw.error = f"raised on {case.label}: {_message(exc)}"
             break
         raw.outputs.append(None if got is None else encode(got))
+        raw.signs.append(encode(sign[0]) if sign and sign[0] is not None else None)
+    if not any(c.return_sign for c in cases):
+        raw.signs = []
     if spec.family.check is not None and raw.error is None:
         try:
             with _fpenv.guarded(raw.findings):  # its calls are the candidate's too
@@ -233,16 +242,26 @@ def _agrees(case: Case, flat: int, res: reference.OracleResult, function_name: s
     a cell on the quick sweep here, 0.43 s of its 28)."""
     fn = function(function_name)
     sl = _slice_of(case.x.shape, case.axis, flat, fn.reduces)
-    again = fn.evaluate(case.x.reshape(-1)[sl], -1)
+    wts = None if case.b is None else case.b.reshape(-1)[sl]
+    again = fn.answer(
+        Case(case.x.reshape(-1)[sl], -1, case.label, b=wts, return_sign=case.return_sign)
+    )
     out = np.array([flat]) if fn.reduces else sl  # the answer's elements of that slice
     got, want = res.expected.reshape(-1)[out], again.expected.reshape(-1)
     bits = np.dtype(f"u{want.dtype.itemsize}")
+    sign, sign_again = getattr(res, "sign", None), getattr(again, "sign", None)
     return bool(
         np.array_equal(got.view(bits), want.view(bits))
         and np.array_equal(
             res.residual.reshape(-1)[out], again.residual.reshape(-1), equal_nan=True
         )
         and np.array_equal(res.ulp_exp.reshape(-1)[out], again.ulp_exp.reshape(-1))
+        and (sign is None) == (sign_again is None)
+        and (
+            sign is None
+            or sign_again is None
+            or np.array_equal(sign.reshape(-1)[out], sign_again.reshape(-1), equal_nan=True)
+        )
     )
 
 
@@ -291,15 +310,19 @@ def score(
     got_arrays: list[NDArray[Any] | None] = []
     results: list[reference.OracleResult | None] = []
     out_dtypes: set[str] = set()
+    signs_checked = signs_wrong = 0
     if len(raw.outputs) > len(cases):  # a worker that breaks the rules: nothing counts
         rec.update(status="error", n_inputs=len(cases), seconds=raw.seconds)
         rec["reason"] = f"the worker sent {len(raw.outputs)} answers for {len(cases)} inputs"
         return rec
+    budget = budgets.for_dtype(spec.dtype)
+    failing: dict[str, None] = {}  # the labels of the inputs that failed, in order
     for ci, (case, enc) in enumerate(zip(cases, raw.outputs, strict=False)):
         got = None if enc is None else decode(enc)
         got_arrays.append(got)
         results.append(None)
         if got is None:
+            failing[case.label] = None
             continue
         if (
             got.dtype != case.x.dtype
@@ -315,17 +338,27 @@ def score(
                 f"returned shape {got.shape} for {case.x.shape} input, expected "
                 f"{want_shape} ({case.label})"
             )
+            failing[case.label] = None
             continue
         if got.dtype != case.x.dtype:
             findings.append(f"returned {got.dtype} for {case.x.dtype} input")
             if got.dtype.kind not in "fV":  # integers, bools, complex: nothing to score
+                failing[case.label] = None
                 continue
             with np.errstate(all="ignore"):
                 got = got.astype(np.float64).astype(case.x.dtype)  # scored after rounding
                 got_arrays[-1] = got
         res = oracle(case, spec.function)
         results[-1] = res
+        wrong = 0
+        if case.return_sign:
+            checked, wrong = _score_sign(case, ci, raw, res, want_shape, findings)
+            signs_checked += checked
+            signs_wrong += wrong
         err = res.ulp_error(got)
+        mismatches = sum(label == "other" for _, label in res.semantics(got))
+        if wrong or mismatches or (err.size and not np.max(err) <= budget):
+            failing[case.label] = None
         errs.append(err.reshape(-1))
         n_el += err.size
         cr += float(res.correctly_rounded(got).sum())
@@ -352,12 +385,16 @@ def score(
     rec["out_dtype"] = ",".join(sorted(out_dtypes))
     rec["semantics"] = json.dumps(semantics, sort_keys=True)
     rec["curve"] = json.dumps(curve)
+    counts: dict[str, Any] = {"failing_inputs": list(failing)[:_MAX_LABELS]}
+    if any(c.return_sign for c in cases):
+        counts.update(signs=signs_checked, wrong_signs=signs_wrong)
+    rec["counts"] = json.dumps(counts)
     if errs:
         allerr = np.concatenate(errs)
         finite_or_inf = np.where(np.isnan(allerr), np.inf, allerr)
         bins = [*HIST_EDGES[:-1], 1e301]  # inf counted in the last bin
-        counts, _ = np.histogram(np.minimum(finite_or_inf, 1e300), bins=bins)
-        rec["hist"] = json.dumps(counts.tolist())
+        hist, _ = np.histogram(np.minimum(finite_or_inf, 1e300), bins=bins)
+        rec["hist"] = json.dumps(hist.tolist())
         if allerr.size:
             rec.update(
                 max_ulp=float(np.max(allerr)),
@@ -393,7 +430,6 @@ def score(
             return rec
         _reproducer(rec, spec, cases[worst[1]], got_arrays[worst[1]], worst, res_w)
     reasons = list(dict.fromkeys(findings))
-    budget = budgets.for_dtype(spec.dtype)
     if rec["special_mismatches"]:
         reasons.append(f"{rec['special_mismatches']} special slices outside the accepted answers")
     if rec["max_ulp"] is not None and not rec["max_ulp"] <= budget:
@@ -404,6 +440,31 @@ def score(
     rec["reason"] = "; ".join(reasons)
     rec["seconds"] = raw.seconds + (time.perf_counter() - t0)
     return rec
+
+
+def _score_sign(
+    case: Case, ci: int, raw: Raw, res: reference.OracleResult, shape: tuple[int, ...],
+    findings: list[str],
+) -> tuple[int, int]:  # fmt: skip
+    """The sign a ``return_sign`` case returned, against the exact sign of each sum:
+    (slices checked, slices with a wrong sign); each problem is a finding."""
+    enc = raw.signs[ci] if ci < len(raw.signs) else None
+    if enc is None:
+        findings.append(f"no sign to score ({case.label})")
+        return 0, 0
+    got = decode(enc)
+    if got.shape != shape:
+        findings.append(f"returned a sign of shape {got.shape}, expected {shape} ({case.label})")
+        return 0, 0
+    if got.dtype != case.x.dtype:  # +1, 0, -1 or NaN in the input's format
+        findings.append(f"returned a sign of dtype {got.dtype} for {case.x.dtype} input")
+        if got.dtype.kind not in "fiuV":  # complex or bool: not a sign to score
+            return 0, 0
+    with np.errstate(invalid="ignore"):
+        wrong = int(np.count_nonzero(~res.sign_matches(got)))  # type: ignore[attr-defined]
+    if wrong:
+        findings.append(f"a wrong sign in {wrong} of {got.size} slices ({case.label})")
+    return int(got.size), wrong
 
 
 def _measured(spec: CellSpec, raw: Raw, rec: dict[str, Any], budgets: Budgets) -> dict[str, Any]:
@@ -454,6 +515,14 @@ def _reproducer(
     x = case.x.reshape(-1)[sl]
     rec["worst_where"] = where
     rec["worst_input"] = _hex(x) if x.size <= 64 else f"{x.size} values; see worst_where"
+    if case.keywords:  # the weights and return_sign too: a JSON object
+        wts = None if case.b is None else case.b.reshape(-1)[sl]
+        rec["worst_input"] = json.dumps(
+            {"a": json.loads(_hex(x)), "b": None if wts is None else json.loads(_hex(wts)),
+             "return_sign": case.return_sign}
+            if x.size <= 64
+            else {"a": f"{x.size} values; see worst_where", "return_sign": case.return_sign}
+        )  # fmt: skip
     exp = res.expected.reshape(-1)[flat]
     rec["worst_expected"] = float(np.asarray(exp, dtype=np.float64))
     rec["worst_got"] = float(np.asarray(got).reshape(-1)[flat].astype(np.float64))

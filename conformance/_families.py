@@ -26,6 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 from reference import FORMATS, Format
 
 from . import _exhaustive as _exhaustive_f32
+from . import _weights
 from ._case import Case
 from ._corpus import corpus_row, load_corpus
 from ._functions import DEFAULT_FUNCTION
@@ -80,6 +81,9 @@ class Family:
     # the functions its inputs are for (exhaustive-f32's pairs are log_softmax's)
     functions: tuple[str, ...] = ("log_softmax", "softmax", "logsumexp")
     per_function: bool = False  # build(fmt, profile, rng, function=...)
+    # the keywords its cases pass besides axis (b, return_sign): only candidates that
+    # take them all are swept on it
+    keywords: tuple[str, ...] = ()
 
     def applies_to(self, backend: Any) -> bool:
         return not self.backends or backend.name in self.backends
@@ -406,6 +410,35 @@ FAMILIES: tuple[Family, ...] = (
         _dispatch_shapes,
     ),
     Family("specials", "NaN and +-inf: every case of the specification", _specials),
+    Family(
+        "weights",
+        "logsumexp's b: positive, a negative weight at the maximum, negative sums, near "
+        "and exact cancellation, over the exponent range, zeros",
+        _weights.weights,
+        functions=("logsumexp",),
+        keywords=("b",),
+    ),
+    Family(
+        "weight-specials",
+        "logsumexp's b with NaN and +-inf in a and b: every weighted case of the specification",
+        _weights.weight_specials,
+        functions=("logsumexp",),
+        keywords=("b",),
+    ),
+    Family(
+        "return-sign",
+        "the weights family's classes with return_sign=True: the sign scored too",
+        _weights.return_sign,
+        functions=("logsumexp",),
+        keywords=("b", "return_sign"),
+    ),
+    Family(
+        "sign-specials",
+        "the special slices with return_sign=True, [+inf] and [-inf] among them",
+        _weights.sign_specials,
+        functions=("logsumexp",),
+        keywords=("b", "return_sign"),
+    ),
     Family("shapes", "0-d, empty, axis None/negative/tuple, transposed, 4-d", _shapes),
     Family(
         "exhaustive",

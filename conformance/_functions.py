@@ -26,6 +26,14 @@ class Function:
     evaluate: Callable[[Any, Any], reference.OracleResult] = field(repr=False)
     reduces: bool = False  # one output per slice (logsumexp), not one per element
 
+    def answer(self, case: Any) -> reference.OracleResult:
+        """The oracle's answer for a case: its x and axis, and logsumexp's weights and
+        return_sign where the case has them."""
+        if getattr(case, "b", None) is None and not getattr(case, "return_sign", False):
+            return self.evaluate(case.x, case.axis)
+        weighted: Any = self.evaluate  # logsumexp's, the one function with keywords
+        return weighted(case.x, case.axis, b=case.b, return_sign=case.return_sign)  # type: ignore[no-any-return]
+
     def out_shape(self, shape: tuple[int, ...], axis: Any) -> tuple[int, ...]:
         """The shape of the answer for an input of ``shape`` reduced over ``axis``."""
         if not self.reduces:
@@ -58,10 +66,15 @@ def uid(function_name: str, name: str) -> str:
     return f"{function_name}/{name}"
 
 
-def scoring_code(function_name: str, got: str, x: str, axis: str = "") -> str:
+def scoring_code(
+    function_name: str, got: str, x: str, axis: str = "", keywords: bool = False
+) -> str:
     """Python that prints the ULP errors of ``got`` for input ``x`` (a reproducer's
-    last line): ``reference.ulp_error(got, x)`` for log_softmax."""
+    last line): ``reference.ulp_error(got, x)`` for log_softmax. ``keywords``: x is
+    ``case.x`` of a case with logsumexp's b and return_sign, passed on too."""
     ax = f", axis={axis}" if axis else ""
+    if keywords:
+        ax += ", b=case.b, return_sign=case.return_sign"
     if function_name == DEFAULT_FUNCTION:
         return f"reference.ulp_error({got}, {x}{ax})"
     return f"reference.evaluate_{function_name}({x}{ax}).ulp_error({got})"

@@ -2,7 +2,9 @@
 
 A cell is worse when its status dropped (pass > fail > error: a crash is never better
 than a measured failure), its max ULP rose beyond a small tolerance or is no longer
-measured, or it has more special mismatches; a support-table cell that lost its ✅ is
+measured, it has more special mismatches, or one of its inputs fails that passed in the
+baseline (the record's ``failing_inputs``, by the inputs' labels: a cell that failed
+before may not start failing somewhere else); a support-table cell that lost its ✅ is
 worse too. Cells that did not run here (no GPU), and libraries that were not swept, are
 neither better nor worse.
 
@@ -103,12 +105,26 @@ def nearest_platform(plat: str, known: list[str]) -> str:
     return min(sorted(known), key=distance)
 
 
+def _failing_inputs(r: Any) -> list[str] | None:
+    """The labels of a cell's failing inputs (its record's ``counts``), or None where
+    the record does not say (a streamed family, a peer's suite, an older record)."""
+    try:
+        got = json.loads(r.get("counts") or "{}").get("failing_inputs")
+    except (ValueError, AttributeError):
+        return None
+    return [str(v) for v in got] if isinstance(got, list) else None
+
+
 def _entry(r: Any) -> dict[str, Any]:
-    return {
+    e = {
         "status": r["status"],
         "max_ulp": _enc(_ulp(r["max_ulp"])),
         "special_mismatches": int(r["special_mismatches"] or 0),
     }
+    failing = _failing_inputs(r)
+    if failing is not None and r["status"] in ("pass", "fail"):
+        e["failing_inputs"] = failing
+    return e
 
 
 def _check_entry(path: Path, key: str, e: Any) -> dict[str, Any]:
@@ -121,7 +137,13 @@ def _check_entry(path: Path, key: str, e: Any) -> dict[str, Any]:
     sm = e.get("special_mismatches", 0)
     if isinstance(sm, bool) or not isinstance(sm, int):
         raise GateInputError(f"{where}: special_mismatches {sm!r} is not an integer")
-    return {"status": e["status"], "max_ulp": m, "special_mismatches": sm}
+    out = {"status": e["status"], "max_ulp": m, "special_mismatches": sm}
+    if "failing_inputs" in e:
+        f = e["failing_inputs"]
+        if not isinstance(f, list) or not all(isinstance(v, str) for v in f):
+            raise GateInputError(f"{where}: failing_inputs {f!r} is not a list of labels")
+        out["failing_inputs"] = f
+    return out
 
 
 def read_baseline(path: Path, update: bool) -> dict[str, Any]:
@@ -192,6 +214,10 @@ def _worse(cur: dict[str, Any], b: dict[str, Any]) -> list[str]:
             why.append(f"max ULP {_fmt(o)} -> {_fmt(n)}")
     if cur["special_mismatches"] > b["special_mismatches"]:
         why.append(f"special mismatches {b['special_mismatches']} -> {cur['special_mismatches']}")
+    if "failing_inputs" in cur and "failing_inputs" in b:  # an input that passed, failing
+        new = [v for v in cur["failing_inputs"] if v not in b["failing_inputs"]]
+        if new:
+            why.append(f"newly failing inputs: {'; '.join(new[:8])}")
     return why
 
 
@@ -254,6 +280,8 @@ def gate(
                 res.better.append(f"{k}: max ULP {_fmt(_dec(b['max_ulp']))} -> "
                                   f"{_fmt(_dec(cur['max_ulp']))}, {cur['status']}")  # fmt: skip
                 plats[plat] = written[k] = cur
+            elif cur.get("failing_inputs") != b.get("failing_inputs"):
+                plats[plat] = written[k] = cur  # fewer failing inputs, or their first record
             continue
         # a platform the baseline lacks: against its nearest platform and the budget
         near = nearest_platform(plat, list(plats))

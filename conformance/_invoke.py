@@ -98,36 +98,72 @@ def _as_plain(got: Any, label: str, findings: list[str]) -> NDArray[Any] | None:
     return np.asarray(a.view(np.ndarray))
 
 
-def invoke(
-    fn: Callable[..., Any], b: Backend, case: Any, findings: list[str]
+def _plain_of(
+    b: Backend, out: Any, label: str, findings: list[str], what: str = "an array"
 ) -> NDArray[Any] | None:
+    """One array the candidate returned, validated: a plain NumPy copy, or None with a
+    finding where there is nothing to score."""
+    if out is None or not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        findings.append(f"returned {_what(out)}, expected {what} ({label})")
+        return None
+    got: Any = None
+    if (ns := _namespace_finding(b, out)) is not None:
+        findings.append(ns)
+        got = out  # scored all the same where it reads as numbers
+    else:
+        try:
+            got = b.to_numpy(out)  # lazy (Dask) work runs here
+        except AssertionError as exc:  # the backend's device/laziness checks
+            findings.append(str(exc))
+    return None if got is None else _as_plain(got, label, findings)
+
+
+def invoke(
+    fn: Callable[..., Any], b: Backend, case: Any, findings: list[str],
+    signs: list[NDArray[Any] | None] | None = None,
+) -> NDArray[Any] | None:  # fmt: skip
     """fn on the backend; the result as a plain NumPy array, or None with a finding
-    where there is nothing to score. Exceptions the candidate raises propagate."""
-    base = np.ascontiguousarray(case.x.T) if case.transposed else case.x
+    where there is nothing to score. Exceptions the candidate raises propagate.
+
+    A case with weights passes ``b=`` on the backend (laid out as x); one with
+    ``return_sign`` expects ``(value, sign)``, and the sign, validated the same way,
+    goes to ``signs`` (None where there is none to score)."""
+    weights = getattr(case, "b", None)
+    with_sign = bool(getattr(case, "return_sign", False))
+
+    def on_backend(a: NDArray[Any]) -> Any:
+        ab = b.from_numpy(np.ascontiguousarray(a.T) if case.transposed else a)
+        return ab.T if case.transposed else ab
+
     with b.context():
-        xb = b.from_numpy(base)
-        if case.transposed:
-            xb = xb.T
-        before = b.to_numpy(xb).copy()
+        xb = on_backend(case.x)
+        bb = None if weights is None else on_backend(weights)
+        before = [b.to_numpy(v).copy() for v in (xb, bb) if v is not None]
+        static: tuple[tuple[str, Any], ...] = (("axis", case.axis),)
+        if with_sign:
+            static += (("return_sign", True),)
         # what a candidate warns about is its own business; the scores say the rest
         with _fpenv.guarded(findings), np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            arrays = () if bb is None else (bb,)
             if b.mode == "jit":
-                out = _jitted(fn, (("axis", case.axis),))(xb)
+                out = _jitted(fn, static, ("b",) * len(arrays))(xb, *arrays)
             else:
-                out = fn(xb, axis=case.axis)
-            got: Any = None
-            if out is None or not hasattr(out, "shape") or not hasattr(out, "dtype"):
-                findings.append(f"returned {_what(out)}, expected an array ({case.label})")
-            elif (ns := _namespace_finding(b, out)) is not None:
-                findings.append(ns)
-                got = out  # scored all the same where it reads as numbers
-            else:
-                try:
-                    got = b.to_numpy(out)  # lazy (Dask) work runs here
-                except AssertionError as exc:  # the backend's device/laziness checks
-                    findings.append(str(exc))
-        after = b.to_numpy(xb)
-        if after.tobytes() != before.tobytes():
+                out = fn(xb, **dict(static), **dict(zip(("b",), arrays, strict=False)))
+            got_sign: NDArray[Any] | None = None
+            paired = not with_sign or (isinstance(out, tuple | list) and len(out) == 2)
+            if not paired:
+                findings.append(
+                    f"returned {_what(out)}, expected (value, sign) with return_sign=True "
+                    f"({case.label})"
+                )
+            elif with_sign:
+                out, sign = out
+                got_sign = _plain_of(b, sign, case.label, findings, "a sign array")
+            if with_sign and signs is not None:
+                signs.append(got_sign if paired else None)
+            got = _plain_of(b, out, case.label, findings) if paired else None
+        after = [b.to_numpy(v) for v in (xb, bb) if v is not None]
+        if any(a.tobytes() != p.tobytes() for a, p in zip(after, before, strict=True)):
             findings.append(f"modified its input ({case.label})")
-    return None if got is None else _as_plain(got, case.label, findings)
+    return got

@@ -610,9 +610,13 @@ class Supervisor:
             w.last = time.monotonic()
             w.ran += 1
             self.strikes.pop(w.group, None)
+            n_signs, n = f["signs"], len(msg.arrays)
+            if n_signs and 2 * n_signs != n:
+                raise ProtocolError(f"{n_signs} signs beside {n - n_signs} outputs")
             raw = Raw(
-                outputs=msg.arrays, findings=f["findings"], error=f["error"],
-                seconds=f["seconds"], notes=f["notes"], host=f["host"],
+                outputs=msg.arrays[: n - n_signs], signs=msg.arrays[n - n_signs :],
+                findings=f["findings"], error=f["error"], seconds=f["seconds"],
+                notes=f["notes"], host=f["host"],
             )  # fmt: skip
             if not self._streamed(w, spec, raw):
                 self._resolve(spec, raw, None)

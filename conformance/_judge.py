@@ -29,11 +29,16 @@ _MAX_FILES = 400
 
 
 def inputs_digest(cases: Sequence[Any]) -> str:
-    """A hash of every input of a cell: values, dtype, shape, axis, layout."""
+    """A hash of every input of a cell: values, dtype, shape, axis, layout, weights
+    and return_sign."""
     h = hashlib.sha256()
     for c in cases:
         h.update(f"{c.x.dtype.name}|{c.x.shape}|{c.axis!r}|{c.transposed}|".encode())
         h.update(np.ascontiguousarray(c.x).tobytes())
+        if getattr(c, "b", None) is not None:  # (unweighted digests as before)
+            h.update(b"|b|" + np.ascontiguousarray(c.b).tobytes())
+        if getattr(c, "return_sign", False):
+            h.update(b"|return_sign")
     return h.hexdigest()[:16]
 
 

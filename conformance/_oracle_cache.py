@@ -31,13 +31,18 @@ class OracleCache:
 
     @staticmethod
     def key(case: Any, function_name: str = DEFAULT_FUNCTION) -> str:
-        """The content hash of a case's input: dtype, shape, axis and bytes, and the
-        function (log_softmax's keys are those from before there were others)."""
+        """The content hash of a case's input: dtype, shape, axis and bytes, the
+        weights and return_sign where it has them, and the function (log_softmax's keys
+        are those from before there were others)."""
         h = hashlib.sha256()
         if function_name != DEFAULT_FUNCTION:
             h.update(f"{function_name}|".encode())
         h.update(f"{case.x.dtype.name}|{case.x.shape}|{case.axis!r}|".encode())
         h.update(np.ascontiguousarray(case.x).tobytes())
+        if getattr(case, "b", None) is not None:  # (unweighted keys as before)
+            h.update(b"|b|" + np.ascontiguousarray(case.b).tobytes())
+        if getattr(case, "return_sign", False):
+            h.update(b"|return_sign")
         return h.hexdigest()
 
     def path(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> Path:
@@ -72,6 +77,8 @@ class OracleCache:
                 or res.fmt.name != case.x.dtype.name
             ):
                 why = f"holds a {res.fmt.name} {res.shape} answer, not the input's"
+            elif (getattr(res, "sign", None) is None) == getattr(case, "return_sign", False):
+                why = "holds an answer with a sign for an input without return_sign, or not"
             else:
                 return res
         except Exception as exc:  # damaged: unreadable, truncated, wrong layout
@@ -98,7 +105,7 @@ class OracleCache:
         return self._compute(case, key, p, function_name)
 
     def _compute(self, case: Any, key: str, p: Path, function_name: str) -> reference.OracleResult:
-        res = function(function_name).evaluate(case.x, case.axis)
+        res = function(function_name).answer(case)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp.npz")
         res.save(tmp, tag={"key": key})

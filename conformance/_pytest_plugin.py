@@ -297,6 +297,9 @@ def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
     from ._functions import scoring_code
 
     where = rec["worst_where"].split(":")[0]
+    keywords = (rec.get("worst_input") or "").startswith("{")  # logsumexp's b, return_sign
+    call = ", b=case.b, return_sign=case.return_sign" if keywords else ""
+    got = "got[0] if case.return_sign else got" if keywords else "got"
     return "\n".join(
         [
             "    import numpy as np, reference",
@@ -304,8 +307,8 @@ def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
             "    from conformance import backend, candidate",
             f"    case = {where}",
             f"    got = backend({spec.backend.name!r}).run("
-            f"candidate({spec.candidate.target!r}).load(), case.x, axis=case.axis)",
-            f"    err = {scoring_code(spec.function, 'got', 'case.x', 'case.axis')}; "
+            f"candidate({spec.candidate.target!r}).load(), case.x, axis=case.axis{call})",
+            f"    err = {scoring_code(spec.function, got, 'case.x', 'case.axis', keywords)}; "
             "print(err.max())",
         ]
     )

@@ -112,7 +112,8 @@ def memory_of(cfg: RunConfig) -> int:
 
 
 def plan(cfg: RunConfig) -> list[CellSpec]:
-    """Every applicable cell, in a stable order."""
+    """Every applicable cell, in a stable order. A family whose cases pass keywords
+    (logsumexp's b, return_sign) runs on the candidates that take them."""
     cells = []
     for c in cfg.candidates:
         for b in cfg.backends:
@@ -120,7 +121,10 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
                 continue
             for dt in cfg.dtypes:
                 for f in expand(cfg.families):
-                    if dt in f.dtypes and f.applies_to(b) and c.function in f.functions:
+                    if (
+                        dt in f.dtypes and f.applies_to(b) and c.function in f.functions
+                        and set(f.keywords) <= set(c.keywords)
+                    ):  # fmt: skip
                         cells.append(CellSpec(c, b, dt, f, cfg.profile))
     return cells
 

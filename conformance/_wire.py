@@ -18,7 +18,9 @@ anything is read):
 
 The kinds: ``hello`` (pid), ``phase`` (what), ``start`` (key), ``block`` (key, index,
 array: one block of a streamed family's answers), ``done`` (key, the cell's findings,
-notes, error, seconds, host and outputs) and ``retire`` (why); a candidate's probe
+notes, error, seconds, host, outputs, and ``signs``: how many of the arrays, at the
+end, are the signs that ``return_sign`` cases returned, one per output) and ``retire``
+(why); a candidate's probe
 sends ``candidate`` (the import's error, whether the function was found, the files of
 the modules loaded).
 """
@@ -90,6 +92,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "error": "text?",
         "seconds": "float",
         "host": "text",
+        "signs": "int",
     },
     "retire": {"why": "text"},
     "candidate": {"error": "text?", "found": "int", "files": "texts"},

@@ -399,9 +399,9 @@ def worker_main(
             raw.findings[:0] = at_import
             why = guard.check(raw)
             say(
-                "done", raw.outputs, key=spec.key, findings=clip(raw.findings),
+                "done", raw.outputs + raw.signs, key=spec.key, findings=clip(raw.findings),
                 notes=clip(raw.notes), error=None if raw.error is None else clip(raw.error),
-                seconds=raw.seconds, host=clip(raw.host),
+                seconds=raw.seconds, host=clip(raw.host), signs=len(raw.signs),
             )  # fmt: skip
             if why is not None:
                 say("retire", why=clip(why))

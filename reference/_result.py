@@ -194,6 +194,11 @@ class OracleResult:
             "ans_residual": _cat([a.residual for a in answers]),
             "ans_ulp_exp": _cat([a.ulp_exp for a in answers]).astype(np.int64),
         }
+        sign = getattr(self, "sign", None)  # logsumexp's, where it was asked for
+        if sign is not None:
+            meta["sign"] = True
+            arrays["sign"] = np.asarray(sign, dtype=np.float64)
+            arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path = os.fspath(path)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as fh:
@@ -237,7 +242,7 @@ class OracleResult:
                     j += n
                 slices.append(SpecialSlice(s["case"], sp_idx[i : i + n], tuple(answers)))
                 i += n
-            res = cls(
+            fields: dict[str, Any] = dict(
                 fmt=fmt,
                 axis=tuple(meta["axis"]),
                 expected=z["expected"].astype(fmt.dtype),
@@ -245,6 +250,16 @@ class OracleResult:
                 ulp_exp=z["ulp_exp"],
                 special_slices=tuple(slices),
             )
+            if meta.get("sign"):  # a logsumexp answer with its sign
+                from ._logsumexp import LogSumExpResult
+
+                sign = z["sign"].astype(fmt.dtype)
+                shape = fields["expected"].shape
+                if sign.shape != shape:
+                    raise ValueError(f"a sign of shape {sign.shape} beside values of {shape}")
+                res: OracleResult = LogSumExpResult(**fields, sign=sign)
+            else:
+                res = cls(**fields)
         return res, meta.get("oracle_version"), meta.get("tag", {})
 
 

@@ -26,7 +26,7 @@ def _frame(head: object, tail: bytes = b"") -> bytes:
 def test_a_result_goes_through_as_the_arrays_and_texts_it_holds():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     msg = unpack(pack("done", [encode(a), None], key="k", findings=["f"], notes=[],
-                      error=None, seconds=1.5, host="h"))  # fmt: skip
+                      error=None, seconds=1.5, host="h", signs=0))  # fmt: skip
     assert msg.kind == "done" and msg.fields["findings"] == ["f"] and msg.fields["error"] is None
     first = msg.arrays[0]
     assert first is not None
@@ -162,3 +162,13 @@ def test_require_sandbox_refuses_a_run_without_one(tmp_path, monkeypatch):
     with pytest.raises(PlanError, match=r"--require-sandbox: .*switched off"):
         run(cfg, log=lambda s: None)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_result_says_how_many_of_its_arrays_are_signs():
+    a = encode(np.zeros(2, np.float32))
+    msg = unpack(pack("done", [a, a], key="k", findings=[], notes=[], error=None,
+                      seconds=0.0, host="h", signs=1))  # fmt: skip
+    assert msg.fields["signs"] == 1 and len(msg.arrays) == 2
+    with pytest.raises(ProtocolError, match="done: no signs"):
+        unpack(pack("done", [a], key="k", findings=[], notes=[], error=None, seconds=0.0,
+                    host="h"))  # fmt: skip
