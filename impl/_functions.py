@@ -35,6 +35,7 @@ from ._generic import (
     log_parts,
     rounding_open,
     special_values,
+    take_neighbour,
 )
 
 __all__ = ["decide_on_host", "logsumexp_generic", "softmax_generic"]
@@ -95,16 +96,9 @@ def softmax_generic(
     open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
     open_ = xp.where(D.sub, D.near, open_)
     proper = P.finite & _proper(xp, x, P.finite, axis)
-    open_ = open_ & proper & ~(take & proper)
-    back = xp.astype(narrow, out.dtype)
-    other_w = xp.where(take & proper, 2.0 * out - back, back)
-    other = (
-        other_w
-        if wide == out_dtype
-        else (xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype))
-    )
-    narrow = xp.where(take & proper, other, narrow)
-    return fix(narrow, open_)
+    take = take & proper
+    open_ = open_ & proper & ~take
+    return fix(take_neighbour(xp, take, out, narrow, cast), open_)
 
 
 class SoftmaxDW(NamedTuple):
@@ -211,11 +205,7 @@ def logsumexp_generic(
     open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
     proper = _proper(xp, x, finite, axis)
     take = take & proper
-    back = xp.astype(narrow, out.dtype)
-    other_w = xp.where(take, 2.0 * out - back, back)
-    if wide != out_dtype:
-        other_w = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
-    narrow = xp.where(take, other_w, narrow)
+    narrow = take_neighbour(xp, take, out, narrow, cast)
     return fix(narrow, open_ & proper & ~take), sign
 
 
@@ -335,6 +325,5 @@ def _second_tier(rows: Any, function: str, dtype: Any) -> tuple[Any, Any]:
     opened, take = rounding_open(
         np, hi, lo, out, narrow, err * _err_scale, dtype, _overflow_threshold(dtype)
     )
-    back = narrow.astype(np.float64)
-    narrow = np.where(take, round_narrow(np.where(take, 2.0 * out - back, back), dtype), narrow)
+    narrow = take_neighbour(np, take, out, narrow, round_narrow)
     return narrow, (opened & ~take) | unsure

@@ -176,10 +176,7 @@ def log_softmax_generic(
     open_, take = rounding_open(xp, out_hi, out_lo, out, narrow, err, out_dtype, thr)
     proper = finite & xp.all(finite | (x == -math.inf), axis=axis, keepdims=True)
     take = take & proper
-    back = xp.astype(narrow, out.dtype)
-    other_w = xp.where(take, 2.0 * out - back, back)
-    other = xp.astype(other_w, out_dtype) if cast is None else cast(other_w, out_dtype)
-    narrow = xp.where(take, other, narrow)
+    narrow = take_neighbour(xp, take, out, narrow, cast)
     open_ = open_ & proper & ~take
     return fix(narrow, open_)
 
@@ -384,6 +381,23 @@ def rounding_open(
     past = (z * mid > 0) & (xp.abs(z) - xp.abs(z) * 2.0 ** -(f.precision - 2) > err)
     take = ~sure & ~big & (2.0 * xp.abs(mid) == gap) & past
     return ~sure, take
+
+
+def take_neighbour(
+    xp: Any, take: Any, out: Any, r: Any, cast: Callable[[Any, Any], Any] | None
+) -> Any:
+    """``r``, the result in its output format, with the other neighbour where ``take``
+    (rounding_open's second mask, less the slices the caller's own rules decide): there
+    ``out``, the result rounded once to the working format, lies exactly on the
+    midpoint between r and that neighbour, and the cast's tie went to r. The neighbour
+    is 2 out - r, exact in the working format, converted to r's format as r was, by
+    ``cast`` (None: ``xp.astype``); where r's format is the working one, nothing is
+    converted."""
+    back = xp.astype(r, out.dtype)
+    other = xp.where(take, 2.0 * out - back, back)
+    if r.dtype != out.dtype:
+        other = xp.astype(other, r.dtype) if cast is None else cast(other, r.dtype)
+    return xp.where(take, other, r)
 
 
 def _precise_core(

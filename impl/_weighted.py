@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ._dfloat import exp_parts, fast_two_sum, fmt, log1p_dw, pow2, sum_dw, two_prod, two_sum
-from ._generic import _format_name, _overflow_threshold, _two_diff, rounding_open
+from ._generic import _format_name, _overflow_threshold, _two_diff, rounding_open, take_neighbour
 
 __all__ = ["weighted_rows"]
 
@@ -152,8 +152,6 @@ def _proper_rows(A: Any, B: Any, use: Any, out_dtype: Any) -> tuple[Any, Any, An
         narrow = round_narrow(out, dtype)
     thr = float(np.finfo(np.float64).max) if dtype == np.float64 else _overflow_threshold(dtype)
     opened, take = rounding_open(np, hi, lo, out, narrow, err, dtype, thr)
-    back = narrow.astype(np.float64)
-    other = round_narrow(np.where(take, 2.0 * out - back, back), dtype)
-    narrow = np.where(take, other, narrow)
+    narrow = take_neighbour(np, take, out, narrow, round_narrow)
     opened = (opened & ~take) | ~ok
     return narrow[:, 0].astype(np.float64), sign[:, 0], opened[:, 0]
