@@ -382,93 +382,34 @@ def _jax_compiled(
 
 
 def _jax_on_host(x: Any, axes: tuple[int, ...], function: str) -> Any:
-    """``function`` of x by the NumPy path, through ``jax.pure_callback`` (float64 as
-    pairs of uint32 words: the callback runs on a thread where a caller's
-    ``jax.enable_x64`` context does not hold); logsumexp's value and sign with the
-    axes kept."""
+    """``function`` of x by the NumPy path, on the host (impl/_jax.py's ``on_host``);
+    logsumexp's value and sign with the axes kept."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
 
-    wide = x.dtype == jnp.float64
-    shape = (
-        x.shape
-        if function == "softmax"
-        else tuple(1 if i in axes else s for i, s in enumerate(x.shape))
-    )
-    spec = jax.ShapeDtypeStruct((*shape, 2) if wide else shape, jnp.uint32 if wide else x.dtype)
+    from ._jax import on_host
 
-    def words(v: Any) -> Any:
-        return np.asarray(v, dtype=np.float64).reshape(*shape, 1).copy().view(np.uint32)
+    def run(xh: Any) -> Any:
+        return _numpy(xh, axes, math.prod(xh.shape[a] for a in axes), function)
 
-    def on_host(xh: Any) -> Any:
-        xh = np.asarray(xh)
-        if wide:
-            xh = np.ascontiguousarray(xh).view(np.float64)[..., 0]
-        n = math.prod(xh.shape[a] for a in axes)
-        if function == "softmax":
-            out = np.asarray(_numpy(xh, axes, n, "softmax"))
-            return words(out) if wide else out
-        value, sign = _numpy(xh, axes, n, "logsumexp")
-        if wide:
-            return words(value), words(sign)
-        return np.asarray(value, dtype=xh.dtype), np.asarray(sign, dtype=xh.dtype)
-
-    arg = jax.lax.bitcast_convert_type(x, jnp.uint32) if wide else x
-    specs = spec if function == "softmax" else (spec, spec)
-    out = jax.pure_callback(on_host, specs, arg, vmap_method="sequential")
-    if not wide:
-        return out
     if function == "softmax":
-        return jax.lax.bitcast_convert_type(out, jnp.float64)
-    return tuple(jax.lax.bitcast_convert_type(o, jnp.float64) for o in out)
+        return on_host(run, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+    kept = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+    spec = jax.ShapeDtypeStruct(kept, x.dtype)
+    return on_host(run, (spec, spec), x)
 
 
 def _jax_fix(x: Any, axes: tuple[int, ...], function: str) -> Callable[[Any, Any], Any]:
-    """The exact step under ``jax.jit``: under a ``lax.cond`` on whether any output is
-    open, the input to the host through ``jax.pure_callback`` (float64 as pairs of
-    uint32 words, as impl/_jax.py does for log_softmax)."""
-    import jax
-    import jax.numpy as jnp
+    """The exact step under ``jax.jit``: the slices with an open output decided on the
+    host (impl/_jax.py's ``fix_on_host``)."""
     import numpy as np
 
-    def fix(out: Any, open_: Any) -> Any:
-        wide = out.dtype == jnp.float64
+    from ._jax import fix_on_host
 
-        def words(v: Any) -> Any:
-            return jax.lax.bitcast_convert_type(v, jnp.uint32) if wide else v
+    def decide(xh: Any, oh: Any, mh: Any) -> Any:
+        with default_env():  # (XLA's threads flush subnormals)
+            return decide_rows(xh, np.array(oh), mh, axes, function)
 
-        shape = jax.ShapeDtypeStruct(
-            (*out.shape, 2) if wide else out.shape, jnp.uint32 if wide else out.dtype
-        )
-
-        def on_host(xh: Any, oh: Any, mh: Any) -> Any:
-            from . import _host
-
-            _host.fixes += 1
-
-            def back(v: Any) -> Any:
-                v = np.asarray(v)
-                return np.ascontiguousarray(v).view(np.float64)[..., 0] if wide else v
-
-            with default_env():  # (XLA's threads flush subnormals)
-                res = decide_rows(back(xh), np.array(back(oh)), np.asarray(mh), axes, function)
-            res = np.asarray(res, dtype=np.float64 if wide else out.dtype)
-            if wide:
-                return res.reshape(*out.shape, 1).copy().view(np.uint32)
-            return res
-
-        def decide(_: Any) -> Any:
-            fixed = jax.pure_callback(
-                on_host, shape, words(x), words(out), open_, vmap_method="sequential"
-            )
-            if wide:
-                fixed = jax.lax.bitcast_convert_type(fixed, jnp.float64)
-            return jnp.where(open_, fixed, out)
-
-        return jax.lax.cond(jnp.any(open_), decide, lambda _: out, None)
-
-    return fix
+    return fix_on_host(decide, x, with_result=True)
 
 
 # -- Dask: each slice in one block ----------------------------------------------------
@@ -618,42 +559,18 @@ def _jax_weighted(axes: tuple[int, ...]) -> Callable[[Any, Any], Any]:
 def _jax_weighted_compiled(axes: tuple[int, ...]) -> Callable[[Any, Any], Any]:
     import jax
     import jax.numpy as jnp
-    import numpy as np
+
+    from ._jax import on_host
 
     def host(a: Any, b: Any) -> Any:
-        # float64 crosses as pairs of uint32 words, as in _jax_on_host: the callback's
-        # thread may not hold a caller's jax.enable_x64 context
-        wide = a.dtype == np.uint32
-        if wide:
-            a = np.ascontiguousarray(a).view(np.float64)[..., 0]
-            b = np.ascontiguousarray(b).view(np.float64)[..., 0]
         with default_env():  # (XLA's threads flush subnormals)
-            v, s = weighted_numpy(np.asarray(a), np.asarray(b), axes)
-        if wide:
-            return tuple(
-                np.asarray(u, np.float64).reshape(*u.shape, 1).copy().view(np.uint32)
-                for u in (v, s)
-            )
-        return np.asarray(v, dtype=a.dtype), np.asarray(s, dtype=a.dtype)
+            return weighted_numpy(a, b, axes)
 
     @jax.custom_jvp
     def f(a: Any, b: Any) -> Any:
         shape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
-        if a.dtype != jnp.float64:
-            spec = jax.ShapeDtypeStruct(shape, a.dtype)
-            return jax.pure_callback(host, (spec, spec), a, b, vmap_method="sequential")
-        words = jax.ShapeDtypeStruct((*shape, 2), jnp.uint32)
-        v, s = jax.pure_callback(
-            host,
-            (words, words),
-            jax.lax.bitcast_convert_type(a, jnp.uint32),
-            jax.lax.bitcast_convert_type(b, jnp.uint32),
-            vmap_method="sequential",
-        )
-        return (
-            jax.lax.bitcast_convert_type(v, jnp.float64),
-            jax.lax.bitcast_convert_type(s, jnp.float64),
-        )
+        spec = jax.ShapeDtypeStruct(shape, a.dtype)
+        return on_host(host, (spec, spec), a, b)
 
     @f.defjvp
     def _jvp(primals: Any, tangents: Any) -> Any:

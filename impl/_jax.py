@@ -164,49 +164,90 @@ def _to_bfloat16(v: Any, dtype: Any) -> Any:
 
 def _host_fix(x: Any, axes: tuple[int, ...]) -> Callable[[Any, Any], Any] | None:
     """The generic algorithm's fix for the outputs its rounding test leaves open
-    (impl/_host.py): under a ``lax.cond`` on whether there is any, the host's row
-    kernels through ``jax.pure_callback``, on the whole input; nothing where the host
-    has no kernels."""
+    (impl/_host.py): the host's row kernels on the whole input (``fix_on_host``);
+    nothing where the host has no kernels."""
     from ._host import host_log_softmax
     from ._numpy import compiled_kernels
 
     if compiled_kernels() is None:
         return None
+    return fix_on_host(lambda xh: host_log_softmax(xh, axes), x)
+
+
+def fix_on_host(
+    decide: Callable[..., Any], x: Any, with_result: bool = False
+) -> Callable[[Any, Any], Any]:
+    """A fix for the generic algorithm under ``jax.jit`` (log_softmax's here,
+    softmax's and logsumexp's in impl/_api.py): under a ``lax.cond`` on whether any
+    output is open, ``decide`` on the host (``on_host``) of x, or with
+    ``with_result`` of x, the result and the open mask, returns the result in x's
+    format, whose open outputs are taken."""
+    import jax
+    import jax.numpy as jnp
+
+    def counted(*hosts: Any) -> Any:
+        from . import _host
+
+        _host.fixes += 1
+        return decide(*hosts)
+
+    def fix(out: Any, open_: Any) -> Any:
+        spec = jax.ShapeDtypeStruct(out.shape, out.dtype)
+        args = (x, out, open_) if with_result else (x,)
+
+        def decided(_: Any) -> Any:
+            return jnp.where(open_, on_host(counted, spec, *args), out)
+
+        return jax.lax.cond(jnp.any(open_), decided, lambda _: out, None)
+
+    return fix
+
+
+def on_host(fn: Callable[..., Any], result: Any, *args: Any) -> Any:
+    """``fn`` of the JAX arrays ``args`` on the host, as NumPy arrays, through
+    ``jax.pure_callback``: ``result`` is the ShapeDtypeStruct of what fn returns, or a
+    tuple of them for a tuple of arrays, which come back in those dtypes. float64
+    crosses as pairs of uint32 words, both ways: the callback runs on a thread of
+    XLA's where a caller's ``jax.enable_x64`` context does not hold, and there a
+    float64 array would be taken for float32."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    def fix(out: Any, open_: Any) -> Any:
-        # float64 crosses as pairs of uint32 words: the callback runs on a thread of
-        # XLA's where a caller's ``jax.enable_x64`` context does not hold, and there
-        # a float64 result would be taken for float32
-        wide = out.dtype == jnp.float64
-        shape = jax.ShapeDtypeStruct(
-            (*out.shape, 2) if wide else out.shape, jnp.uint32 if wide else out.dtype
+    several = isinstance(result, tuple)
+    specs = result if several else (result,)
+    wide_in = [a.dtype == jnp.float64 for a in args]
+    wide_out = [s.dtype == jnp.float64 for s in specs]
+
+    def call(*hosts: Any) -> Any:
+        xs = [
+            np.ascontiguousarray(h).view(np.float64)[..., 0] if w else np.asarray(h)
+            for h, w in zip(hosts, wide_in, strict=True)
+        ]
+        got = fn(*xs)
+        # (reshape, not ascontiguousarray: that would make a 0-d result 1-d)
+        sent = tuple(
+            np.asarray(r, dtype=np.float64).reshape(*s.shape, 1).copy().view(np.uint32)
+            if w
+            else np.asarray(r, dtype=s.dtype)
+            for r, s, w in zip(got if several else (got,), specs, wide_out, strict=True)
         )
+        return sent if several else sent[0]
 
-        def on_host(xh: Any) -> Any:
-            from . import _host
-
-            _host.fixes += 1
-            xh = np.asarray(xh)
-            if wide:
-                xh = np.ascontiguousarray(xh).view(np.float64)[..., 0]
-                res = host_log_softmax(xh, axes).astype(np.float64)
-                # (ascontiguousarray would make a 0-d result 1-d)
-                return res.reshape(*out.shape, 1).copy().view(np.uint32)
-            return host_log_softmax(xh, axes).astype(out.dtype)
-
-        def decide(_: Any) -> Any:
-            arg = jax.lax.bitcast_convert_type(x, jnp.uint32) if wide else x
-            fixed = jax.pure_callback(on_host, shape, arg, vmap_method="sequential")
-            if wide:
-                fixed = jax.lax.bitcast_convert_type(fixed, jnp.float64)
-            return jnp.where(open_, fixed, out)
-
-        return jax.lax.cond(jnp.any(open_), decide, lambda _: out, None)
-
-    return fix
+    words = tuple(
+        jax.ShapeDtypeStruct((*s.shape, 2), jnp.uint32) if w else s
+        for s, w in zip(specs, wide_out, strict=True)
+    )
+    sent = [
+        jax.lax.bitcast_convert_type(a, jnp.uint32) if w else a
+        for a, w in zip(args, wide_in, strict=True)
+    ]
+    got = jax.pure_callback(call, words if several else words[0], *sent, vmap_method="sequential")
+    back = tuple(
+        jax.lax.bitcast_convert_type(o, jnp.float64) if w else o
+        for o, w in zip(got if several else (got,), wide_out, strict=True)
+    )
+    return back if several else back[0]
 
 
 def _opaque(a: Any) -> Any:
