@@ -37,7 +37,8 @@ from ._oracle_cache import OracleCache
 __all__ = ["COLUMNS", "STATUSES", "CellSpec", "Raw", "execute", "not_run", "run_cell", "score"]
 
 COLUMNS = [
-    "function", "candidate", "backend", "library", "device", "mode", "dtype", "out_dtype", "family",
+    "function", "candidate", "backend", "library", "device", "mode", "fpenv", "dtype", "out_dtype",
+    "family",
     "profile", "n_inputs", "n_elements", "max_ulp", "p99_ulp", "median_ulp", "mean_ulp",
     "frac_correctly_rounded", "max_abs_err_eps", "special_mismatches", "semantics",
     "status", "reason", "worst_where", "worst_input", "worst_expected", "worst_got",
@@ -59,6 +60,9 @@ class CellSpec:
     dtype: str
     family: Family
     profile: str
+    # the floating-point environment its calls run in (_fpenv.FPENVS): "default", or
+    # "ftz" (flush-to-zero, denormals-are-zero), whose cells' keys end in "|ftz"
+    fpenv: str = "default"
 
     @property
     def function(self) -> str:
@@ -66,9 +70,8 @@ class CellSpec:
 
     @property
     def key(self) -> str:
-        return "|".join(
-            [self.candidate.uid, self.backend.name, self.dtype, self.family.name, self.profile]
-        )
+        parts = [self.candidate.uid, self.backend.name, self.dtype, self.family.name, self.profile]
+        return "|".join(parts + ([self.fpenv] if self.fpenv != "default" else []))
 
     @property
     def unit(self) -> tuple[str, str, str]:
@@ -86,6 +89,7 @@ class CellSpec:
         rec.update(
             function=self.function, candidate=self.candidate.name, backend=b.name,
             library=b.library, device=b.device, mode=b.mode + ("" if b.x64 else ":nox64"),
+            fpenv=self.fpenv,
             dtype=self.dtype, family=self.family.name,
             profile=self.profile, n_inputs=0, n_elements=0, special_mismatches=0,
             semantics="{}", curve="[]", hist="[]", reason="", platform="", notes="", judge="",
@@ -150,6 +154,16 @@ def execute(
     on), or into ``outputs`` where there is no ``emit``."""
     t0 = time.perf_counter()
     raw = Raw(host=socket.gethostname())
+    with _fpenv.environment(spec.fpenv):  # the calls' environment; restored after
+        _calls(spec, fn, emit, raw)
+    raw.seconds = time.perf_counter() - t0
+    return raw
+
+
+def _calls(
+    spec: CellSpec, fn: Callable[..., Any], emit: Callable[[int, Encoded | None], None] | None,
+    raw: Raw,
+) -> None:  # fmt: skip
     stream = spec.family.stream
     if stream is not None:
         for i in range(stream.n_blocks):
@@ -164,8 +178,7 @@ def execute(
                 raw.outputs.append(enc)
             else:
                 emit(i, enc)
-        raw.seconds = time.perf_counter() - t0
-        return raw
+        return
     cases = [] if spec.family.suite else spec.cases()
     for case in cases:
         sign: list[NDArray[Any] | None] = []
@@ -186,8 +199,6 @@ def execute(
             raw.notes += notes
         except Exception as exc:
             raw.error = f"the {spec.family.name} check raised: {_message(exc)}"
-    raw.seconds = time.perf_counter() - t0
-    return raw
 
 
 def load_error(spec: CellSpec, exc: BaseException) -> str:

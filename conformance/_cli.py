@@ -14,6 +14,7 @@ from ._budgets import Budgets
 from ._candidates import BUILTIN, candidate, known_candidates
 from ._cell import STATUSES
 from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, families
+from ._fpenv import FPENVS
 from ._functions import DEFAULT_FUNCTION, FUNCTIONS
 from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
@@ -33,6 +34,14 @@ def _names(arg: str | None, all_names: Sequence[str], what: str) -> list[str]:
     out = [s.strip() for s in arg.split(",") if s.strip()]
     if not out:
         raise UsageError(f"--{what} is empty; choose from: {', '.join(all_names)}")
+    return out
+
+
+def _fpenvs(arg: str) -> list[str]:
+    out = list(dict.fromkeys(_names(arg, FPENVS, "fpenv")))
+    for e in out:
+        if e not in FPENVS:
+            raise UsageError(f"unknown --fpenv {e!r}; valid: {', '.join(FPENVS)}")
     return out
 
 
@@ -165,6 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None, isolation=args.isolation,
         scheduler=args.scheduler, routes=_routes(args.resource), memory=args.memory,
         require_sandbox=args.require_sandbox,
+        fpenvs=_fpenvs(args.fpenv),
     )  # fmt: skip
     try:
         table = run(cfg)
@@ -334,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: default)")  # fmt: skip
     r.add_argument("--profile", choices=PROFILES, default="quick",
                    help="sizes and seeds per family (default: quick)")  # fmt: skip
+    r.add_argument("--fpenv", default="default",
+                   help="comma-separated floating-point environments the calls run in: "
+                   "default, ftz (flush-to-zero and denormals-are-zero, as "
+                   "torch.set_flush_denormal(True) and XLA set them); each cell runs once "
+                   "per environment (default: default)")  # fmt: skip
     r.add_argument("--jobs", type=int, default=default_jobs(),
                    help="workers at a time (default: the cores this process may use)")  # fmt: skip
     r.add_argument("--results", default="results", help="results directory (default: results)")

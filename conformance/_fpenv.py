@@ -13,7 +13,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["FPEnv", "capture", "guarded"]
+__all__ = ["FPENVS", "FPEnv", "capture", "environment", "guarded", "unavailable"]
+
+# The environments a sweep can run its calls in (``run --fpenv``): the C library's
+# default, and flush-to-zero with denormals-are-zero, as torch.set_flush_denormal(True)
+# and XLA's CPU threads set it. The oracle is the same in both.
+FPENVS = ("default", "ftz")
 
 _ROUNDING = {
     "x86_64": {0x000: "to nearest", 0x400: "downward", 0x800: "upward", 0xC00: "toward zero"},
@@ -113,3 +118,53 @@ def guarded(findings: list[str]) -> Iterator[None]:
         if changed:
             env.restore()
             findings.append("left the floating-point environment changed: " + ", ".join(changed))
+
+
+# Where each platform's fenv_t keeps the flush bits: (byte offset, width, bits): x86-64's
+# MXCSR (FTZ 0x8000, DAZ 0x40) in glibc's and Darwin's layouts, AArch64's FPCR (FZ,
+# bit 24)
+_FLUSH = {
+    ("linux", "x86_64"): (28, 4, 0x8040),
+    ("darwin", "x86_64"): (4, 4, 0x8040),
+    ("linux", "aarch64"): (0, 4, 1 << 24),
+    ("darwin", "aarch64"): (8, 8, 1 << 24),
+}
+
+
+def unavailable(name: str) -> str | None:
+    """None where the environment ``name`` can be set here, else why not."""
+    if name not in FPENVS:
+        return f"unknown floating-point environment {name!r}; known: {', '.join(FPENVS)}"
+    if name == "ftz" and (_LIB is None or (sys.platform, _ARCH) not in _FLUSH):
+        return f"flush-to-zero cannot be set on {sys.platform} {_ARCH} from here"
+    return None
+
+
+@contextlib.contextmanager
+def environment(name: str) -> Iterator[None]:
+    """The calling thread in the environment ``name`` while inside, as it was after:
+    ``ftz`` sets flush-to-zero and denormals-are-zero in its control register, and
+    torch's own switch where torch is imported (torch's threads take it from there)."""
+    why = unavailable(name)
+    if why is not None:
+        raise RuntimeError(why)
+    if name == "default":
+        yield
+        return
+    before = capture()
+    at, width, bits = _FLUSH[(sys.platform, _ARCH)]
+    raw = bytearray(before.raw)
+    word = int.from_bytes(raw[at : at + width], "little") | bits
+    raw[at : at + width] = word.to_bytes(width, "little")
+    torch = sys.modules.get("torch")
+    flush = getattr(torch, "set_flush_denormal", None)
+    try:
+        assert _LIB is not None
+        _LIB.fesetenv(ctypes.create_string_buffer(bytes(raw), _SIZE))
+        if flush is not None:
+            flush(True)
+        yield
+    finally:
+        if flush is not None:
+            flush(False)
+        before.restore()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cell import HIST_EDGES
-from ._functions import scoring_code
+from ._functions import scoring_code, uid
 from ._support import SCIPY_DECLARED, display_width, markdown_table, rst_table, support, uids
 
 __all__ = ["write_report"]
@@ -562,6 +562,67 @@ def write_report(
     return written
 
 
+FPENV_HEADER = ["candidate", "backend", "dtype", "family", "env", "default", "env's", "verdict"]
+
+
+def fpenv_rows(table: Any) -> list[list[str]]:
+    """One row per cell run in another environment than the default: the candidate,
+    backend, dtype and family, the environment, the default twin's and its own status
+    and max ULP, and whether the environment changed the verdict."""
+    ran = table[table["status"] != "not run"]
+    default = {
+        (r["function"], r["candidate"], r["backend"], r["dtype"], r["family"]): r
+        for _, r in ran[ran["fpenv"] == "default"].iterrows()
+    }
+    rows = []
+    for _, r in ran[ran["fpenv"] != "default"].iterrows():
+        twin = default.get((r["function"], r["candidate"], r["backend"], r["dtype"], r["family"]))
+        mine = f"{r['status']} {_fmt(r['max_ulp'])}"
+        if twin is None:
+            was, verdict = "not swept", "-"
+        else:
+            was = f"{twin['status']} {_fmt(twin['max_ulp'])}"
+            verdict = (
+                "same" if twin["status"] == r["status"]
+                else f"{twin['status']} by default, {r['status']} under {r['fpenv']}"
+            )  # fmt: skip
+        cand = uid(str(r["function"]), str(r["candidate"]))
+        rows.append([cand, r["backend"], r["dtype"], r["family"], r["fpenv"], was, mine, verdict])
+    return rows
+
+
+def fpenv_findings(rows: list[list[str]]) -> list[str]:
+    """A sentence per environment: the cells whose verdict it changed."""
+    out = []
+    for env in dict.fromkeys(r[4] for r in rows):
+        mine = [r for r in rows if r[4] == env]
+        changed = [r for r in mine if r[7] not in ("same", "-")]
+        text = (
+            f"Under {env}, {len(mine)} cells ran beside their default twins; "
+            f"{len(changed)} changed verdict"
+        )
+        if changed:
+            shown = ", ".join(f"{r[0]} {r[1]} {r[2]} {r[3]} ({r[7]})" for r in changed[:4])
+            text += f": {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        out.append(text + ".")
+    return out
+
+
+def _fpenv_page(rows: list[list[str]]) -> str:
+    lines = [
+        "# The floating-point environment",
+        "",
+        "Cells run with flush-to-zero and denormals-are-zero (`run --fpenv default,ftz`), "
+        "each beside the same cell in the default environment. The oracle is the same in "
+        "both: a result the environment flushes is scored as the number it should be.",
+        "",
+        *[f"- {line}" for line in fpenv_findings(rows)],
+        "",
+        _md_table(FPENV_HEADER, [[_code(r[0]), *r[1:]] for r in rows]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _write_report(
     results: str | os.PathLike[str], out: str | os.PathLike[str],
     exhaustive: Sequence[str | os.PathLike[str]] = (),
@@ -580,6 +641,11 @@ def _write_report(
     parts += load_exhaustive(exhaustive)
     ex_rows = exhaustive_rows(parts)
     table = table[~chunked].reset_index(drop=True)
+    # the report proper is the default environment's; the cells run under another
+    # (flush-to-zero) are set beside their default twins on a page of their own
+    other_env = table["fpenv"] != "default"
+    env_rows = fpenv_rows(table)
+    table = table[~other_env].reset_index(drop=True)
     # a candidate of another function than log_softmax is reported under its uid
     # ("softmax/scipy"): its pages, plots and support table are its own
     fn_of = dict(zip(uids(table), table["function"], strict=True))
@@ -673,9 +739,15 @@ def _write_report(
         f"profile `{run.get('profile', '?')}`, {len(table)} cells."
     )
     idx += ["", "## Findings", ""]
+    env_found = fpenv_findings(env_rows)
     found = findings(table) + [f"Exhaustive float32: {r.sentence()}." for r in ex_rows]
+    found += env_found
     idx += [f"- {line}" for line in findings(table, _md_text)]
     idx += [f"- Exhaustive float32: {r.sentence()}." for r in ex_rows]
+    idx += [f"- {_md_text(line)}" for line in env_found]
+    if env_rows:
+        _write(out / "fpenv.md", _fpenv_page(env_rows))
+        written.append(out / "fpenv.md")
     idx += [
         "",
         "## What ran",
@@ -749,6 +821,7 @@ def _write_report(
         "- [support tables, Markdown](support.md) and [reST, SciPy's layout](support.rst)",
         "- [special-value matrix](specials.md)",
         *(["- [exhaustive float32](exhaustive-f32.md)"] if ex_rows else []),
+        *(["- [flush-to-zero beside the default environment](fpenv.md)"] if env_rows else []),
         *(
             f"- [{_code(c)}: per backend, family and worst inputs](candidates/{slugs[c]}.md)"
             for c in cands

@@ -54,11 +54,11 @@ _LOCK = ".lock"
 _CELL = re.compile(r"^[A-Za-z0-9._-]{1,80}-[0-9a-f]{10}\.json$")
 _LOG = re.compile(r"^(worker|probe)-[A-Za-z0-9._-]+\.log$")
 _TOP = ("results.parquet", "results.csv", "fingerprint.json")
-_STR = ("function", "candidate", "backend", "library", "device", "mode", "dtype", "family",
+_STR = ("function", "candidate", "backend", "library", "device", "mode", "fpenv", "dtype", "family",
         "profile", "status", "reason", "semantics", "curve", "hist", "platform", "notes", "judge",
         "host", "counts")  # fmt: skip
 # columns added since the first release, with the value an older record stands for
-_ADDED = {"host": "", "counts": "{}", "function": DEFAULT_FUNCTION}
+_ADDED = {"host": "", "counts": "{}", "function": DEFAULT_FUNCTION, "fpenv": "default"}
 _INT = ("n_inputs", "n_elements", "special_mismatches")
 _NUM = ("max_ulp", "p99_ulp", "median_ulp", "mean_ulp", "frac_correctly_rounded",
         "max_abs_err_eps", "worst_expected", "worst_got", "worst_ulp", "seconds")  # fmt: skip
@@ -77,7 +77,9 @@ def cell_file_name(key: str) -> str:
 def record_key(rec: dict[str, Any]) -> str:
     """The cell's key (CellSpec.key) from its record."""
     cand = uid(str(rec["function"]), str(rec["candidate"]))
-    return "|".join([cand, *(str(rec[k]) for k in ("backend", "dtype", "family", "profile"))])
+    env = str(rec.get("fpenv") or "default")
+    parts = [cand, *(str(rec[k]) for k in ("backend", "dtype", "family", "profile"))]
+    return "|".join(parts + ([env] if env != "default" else []))
 
 
 def check_record(rec: Any, name: str) -> str | None:

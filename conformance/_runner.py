@@ -94,6 +94,9 @@ class RunConfig:
     # bytes of address space per worker (RLIMIT_AS); None: default_memory(jobs); 0: none
     memory: int | None = None
     require_sandbox: bool = False  # refuse to run where the workers cannot be sandboxed
+    # the floating-point environments the calls run in (_fpenv.FPENVS): each cell once
+    # per environment
+    fpenvs: Sequence[str] = ("default",)
 
 
 _GIB = 1 << 30
@@ -125,7 +128,8 @@ def plan(cfg: RunConfig) -> list[CellSpec]:
                         dt in f.dtypes and f.applies_to(b) and c.function in f.functions
                         and set(f.keywords) <= set(c.keywords)
                     ):  # fmt: skip
-                        cells.append(CellSpec(c, b, dt, f, cfg.profile))
+                        for env in cfg.fpenvs:
+                            cells.append(CellSpec(c, b, dt, f, cfg.profile, env))
     return cells
 
 
@@ -149,6 +153,11 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
         raise PlanError("--resource routes cells to Dask workers: it needs --scheduler")
     if not cfg.timeout > 0:
         raise PlanError(f"the timeout must be > 0 seconds, got {cfg.timeout}")
+    from ._fpenv import unavailable
+
+    for env in cfg.fpenvs:
+        if (why := unavailable(env)) is not None:
+            raise PlanError(why)
     notes = []
     names = [b.name for b in cfg.backends]
     for c in cfg.candidates:
@@ -272,9 +281,10 @@ class _Progress:
             ulp = rec.get("max_ulp")
             ulp_s = "-" if ulp is None else f"{ulp:.3g} ULP"
             who = uid(rec.get("function", DEFAULT_FUNCTION), rec["candidate"])
+            env = "" if rec.get("fpenv", "default") == "default" else f" {rec['fpenv']}"
             print(
                 f"[{self.done}/{self.total}] {who} {rec['backend']} {rec['dtype']} "
-                f"{rec['family']}: {rec['status']} {ulp_s} ({rec['seconds']:.1f}s)",
+                f"{rec['family']}{env}: {rec['status']} {ulp_s} ({rec['seconds']:.1f}s)",
                 flush=True,
             )
 
@@ -465,6 +475,7 @@ def _sweep(
         "environment": environment(probes, setting),
         "run": {
             "profile": cfg.profile,
+            "fpenvs": list(cfg.fpenvs),
             "candidates": [c.uid for c in cfg.candidates],
             "backends": [b.name for b in cfg.backends],
             "dtypes": list(cfg.dtypes),

@@ -154,6 +154,8 @@ def support(table: Any, candidate: str) -> dict[tuple[str, str], SupportCell]:
     """(library row, device) -> the measured cell, for one candidate (its uid). A
     library and device that no candidate of the table was swept on is "not swept", not
     unsupported."""
+    if "fpenv" in table.columns:  # earned in the default environment (not under FTZ)
+        table = table[table["fpenv"] == "default"]
     swept = {(r["library"], _device(r)) for _, r in table[["library", "device"]].iterrows()}
     rows = table[[u == candidate for u in uids(table)]]
     out: dict[tuple[str, str], SupportCell] = {}

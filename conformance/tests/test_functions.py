@@ -170,12 +170,13 @@ def test_records_from_before_the_function_axis_are_log_softmax(tmp_path):
         n_elements=1, max_ulp=0.5, special_mismatches=0, semantics="{}", status="pass",
         reason="", curve="[]", hist="[]", platform="", notes="", judge="", seconds=0.1,
     )  # fmt: skip
-    for k in ("function", "host", "counts"):
+    for k in ("function", "host", "counts", "fpenv"):
         rec.pop(k)
     from conformance._results import cell_file_name
 
     name = cell_file_name("impl|numpy:cpu|float32|normal|quick")
     assert check_record(rec, name) is None and rec["function"] == "log_softmax"
+    assert rec["fpenv"] == "default"  # recorded before the environment was an axis
 
 
 def table_columns() -> list[str]:
