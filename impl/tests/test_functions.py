@@ -34,8 +34,8 @@ def _bits_equal(got: Any, want: Any) -> bool:
     return bool(((g == w) | nan.reshape(-1)).all())
 
 
-def _lse(x: Any, axis: Any = None) -> Any:
-    return impl.logsumexp(x, axis=axis)
+def _lse(x: Any, axis: Any = None, b: Any = None, return_sign: bool = False) -> Any:
+    return impl.logsumexp(x, axis=axis, b=b, return_sign=return_sign)
 
 
 def _oracle(function: str, x: np.ndarray, axis: Any) -> np.ndarray:
@@ -115,8 +115,22 @@ def test_every_familys_inputs_give_the_oracles_bits(name):
         if fmt not in b.dtypes or family in ("exhaustive-f32",):
             continue
         for case in fam_cases[:3]:
-            for function, fn in (("softmax", impl.softmax), ("logsumexp", _lse)):
+            if case.keywords:  # logsumexp's weights and sign: its value and its sign
                 findings: list[str] = []
+                signs: list[Any] = []
+                got = invoke(_lse, b, case, findings, signs)
+                cases += 1
+                res = reference.evaluate_logsumexp(
+                    case.x, case.axis, b=case.b, return_sign=case.return_sign
+                )
+                ok = got is not None and _bits_equal(got, res.expected)
+                if case.return_sign:
+                    ok = ok and signs[0] is not None and _bits_equal(signs[0], res.sign)
+                if not ok:
+                    wrong.append(f"logsumexp {family} {fmt} {case.label} {findings}")
+                continue
+            for function, fn in (("softmax", impl.softmax), ("logsumexp", _lse)):
+                findings = []
                 got = invoke(fn, b, case, findings)
                 cases += 1
                 if got is None or not _bits_equal(got, _oracle(function, case.x, case.axis)):
@@ -399,3 +413,76 @@ def test_derivatives():
         rtol=1e-4,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("dtype", list(FORMATS))
+def test_logsumexp_on_numpy_sums_with_the_kernels(monkeypatch, dtype):
+    """On NumPy with the compiled kernels, logsumexp is m + L from their one pass
+    (impl/_functions.py: _kernel_dw), and still the oracle's bits: ties, single
+    entries, -0.0, specials, sums below 2^-960 (float64's redone rows), results
+    near 0 and near overflow, a 3-D array over a tuple of axes."""
+    from impl import _functions, _numpy
+
+    if _numpy.compiled_kernels() is None:
+        pytest.skip("the kernels are not built")
+    calls: list[int] = []
+    real = _functions._kernel_dw
+
+    def counted(*a: Any) -> Any:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(_functions, "_kernel_dw", counted)
+    f = reference.FORMATS[dtype]
+    big = f.max_finite
+    rows = [
+        [5.0, -1000.0], [0.0, -800.0], [0.0, -40.0], [2.0, 2.0, 2.0], [-0.0], [-0.0, -0.0],
+        [1.0, np.nan], [np.inf, 0.0], [-np.inf, -np.inf], [-np.inf, 1.0], [big, big],
+        [-big, 0.0], [1e-300, -1000.0], [-3.0, -3.0000001, -50.0],
+    ]  # fmt: skip
+    x = np.full((len(rows), 3), -np.inf)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = r
+    x = x.astype(f.dtype)
+    rng = np.random.default_rng(6)
+    cube = (rng.normal(size=(3, 40, 5)) * 20).astype(f.dtype)
+    for arr, axis in ((x, -1), (x[:, :1], -1), (cube, (0, 2)), (cube, None)):
+        got = impl.logsumexp(arr, axis=axis)
+        assert _bits_equal(got, reference.logsumexp(arr, axis=axis)), (dtype, axis)
+    assert calls
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_narrow_softmax_on_numpy_takes_y_from_the_kernels(monkeypatch, dtype):
+    """The narrow formats' softmax on NumPy: y from the kernels' per-row sums
+    (_kernel_parts), the rounding tested by the ends of each output's interval
+    (_interval_open); the oracle's bits on ties, single entries, far entries
+    (T below 2^-960), specials, subnormal and zero outputs, a tuple of axes."""
+    from impl import _functions, _numpy
+
+    if _numpy.compiled_kernels() is None:
+        pytest.skip("the kernels are not built")
+    calls: list[int] = []
+    real = _functions._kernel_parts
+
+    def counted(*a: Any) -> Any:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(_functions, "_kernel_parts", counted)
+    f = reference.FORMATS[dtype]
+    far = 0.9 * f.max_finite
+    rows = [
+        [5.0, -1000.0], [0.0, -100.0], [0.0, -16.0], [2.0, 2.0, 2.0], [-0.0], [1.0, np.nan],
+        [np.inf, 0.0], [-np.inf, -np.inf], [-np.inf, 1.0], [far, -far], [0.0, -103.0, -87.0],
+    ]  # fmt: skip
+    x = np.full((len(rows), 3), -np.inf)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = r
+    x = x.astype(f.dtype)
+    rng = np.random.default_rng(9)
+    cube = (rng.normal(size=(3, 40, 5)) * 30).astype(f.dtype)
+    for arr, axis in ((x, -1), (cube, (0, 2)), (cube, None)):
+        got = impl.softmax(arr, axis=axis)
+        assert _bits_equal(got, reference.softmax(arr, axis=axis)), (dtype, axis)
+    assert calls
