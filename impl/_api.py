@@ -226,6 +226,7 @@ def _np_array(v: Any) -> Any:
 def _torch_function(torch: Any, function: str) -> Any:
     """The autograd.Function of ``function`` (made once, at first use), with backward,
     forward-mode (jvp) and vmap rules, as log_softmax's (impl/_torch.py)."""
+    from ._torch import _batched
 
     def total(u: Any, axes: list[int]) -> Any:
         return u.sum(dim=axes, keepdim=True) if axes else u
@@ -259,11 +260,8 @@ def _torch_function(torch: Any, function: str) -> Any:
             return (sw * (tw - total(sw * tw, ctx.axes))).to(t.dtype)
 
         @staticmethod
-        def vmap(info: Any, in_dims: tuple[Any, ...], x: Any, axes: Any, n: Any) -> Any:
-            if in_dims[0] is None:
-                return Softmax.apply(x, axes, n), None
-            x = x.movedim(in_dims[0], 0)
-            return Softmax.apply(x, tuple(a + 1 for a in axes), n), 0
+        def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
+            return _batched(Softmax, in_dims, *args)
 
     class LogSumExp(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
@@ -291,11 +289,8 @@ def _torch_function(torch: Any, function: str) -> Any:
             return total(torch.exp(xw - vw) * tw, ctx.axes).to(t.dtype), None
 
         @staticmethod
-        def vmap(info: Any, in_dims: tuple[Any, ...], x: Any, axes: Any, n: Any) -> Any:
-            if in_dims[0] is None:
-                return LogSumExp.apply(x, axes, n), (None, None)
-            x = x.movedim(in_dims[0], 0)
-            return LogSumExp.apply(x, tuple(a + 1 for a in axes), n), (0, 0)
+        def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
+            return _batched(LogSumExp, in_dims, *args, pair=True)
 
     return Softmax if function == "softmax" else LogSumExp
 

@@ -191,20 +191,30 @@ def _function(torch: Any) -> Any:
             return _minus_weighted_sum(torch, t, out, ctx.axes, weight_first=True)
 
         @staticmethod
-        def vmap(
-            info: Any,
-            in_dims: tuple[Any, ...],
-            x: Any,
-            axes: tuple[int, ...],
-            n: int,
-            generic: Generic,
-        ) -> Any:
-            if in_dims[0] is None:  # only the other arguments are batched: none are tensors
-                return LogSoftmax.apply(x, axes, n, generic), None
-            x = x.movedim(in_dims[0], 0)
-            return LogSoftmax.apply(x, tuple(a + 1 for a in axes), n, generic), 0
+        def vmap(info: Any, in_dims: tuple[Any, ...], *args: Any) -> Any:
+            return _batched(LogSoftmax, in_dims, *args)
 
     return LogSoftmax
+
+
+def _batched(
+    function: Any,
+    in_dims: tuple[Any, ...],
+    x: Any,
+    axes: tuple[int, ...],
+    *rest: Any,
+    pair: bool = False,
+) -> Any:
+    """The vmap rule of the autograd.Functions of log_softmax (above), softmax and
+    logsumexp (impl/_api.py), whose one tensor argument is x: the batch dimension
+    moved to the front and the slice's axes shifted by one. ``pair``: the function
+    returns two tensors (logsumexp's value and sign), batched alike."""
+    if in_dims[0] is None:  # only the other arguments are batched: none are tensors
+        out, dim = function.apply(x, axes, *rest), None
+    else:
+        x = x.movedim(in_dims[0], 0)
+        out, dim = function.apply(x, tuple(a + 1 for a in axes), *rest), 0
+    return out, ((dim, dim) if pair else dim)
 
 
 def _minus_weighted_sum(torch: Any, v: Any, out: Any, axes: list[int], weight_first: bool) -> Any:
