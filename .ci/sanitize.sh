@@ -37,4 +37,4 @@ python -c "import impl._kernel as K, sys; assert K.__file__.startswith(sys.argv[
 exec python -m pytest -c "$root/pyproject.toml" --rootdir "$root" -p no:cacheprovider -q \
     --capture=sys \
     impl/tests/test_kernel.py impl/tests/test_semantics.py impl/tests/test_accuracy.py \
-    impl/tests/test_jax_kernel.py impl/tests/test_rounding.py "$@"
+    impl/tests/test_jax_kernel.py impl/tests/test_rounding.py impl/tests/test_functions.py "$@"

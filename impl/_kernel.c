@@ -36,6 +36,7 @@
  *   threads.h      the thread pool: blocks of rows, or segments of one long row
  *   bindings.h     argument checks and the general Python functions
  *   blocks.h       the Dask path's block passes and their Python functions
+ *   softmax.h      the narrow formats' softmax writer (softmax_rows)
  *   ffi.h          the XLA FFI handler for JAX on CPU
  * The module's method table and PyInit__kernel stay here, after them.
  */
@@ -47,6 +48,7 @@
 #include "csrc/threads.h"
 #include "csrc/bindings.h"
 #include "csrc/blocks.h"
+#include "csrc/softmax.h"
 #include "csrc/ffi.h"
 
 static PyMethodDef methods[] = {
@@ -72,6 +74,7 @@ static PyMethodDef methods[] = {
     {"partial_rows", py_partial_rows, METH_VARARGS, partial_rows_doc},
     {"write_rows", py_write_rows, METH_VARARGS, write_rows_doc},
     {"exact_rows", py_exact_rows, METH_VARARGS, exact_rows_doc},
+    {"softmax_rows", py_softmax_rows, METH_VARARGS, softmax_rows_doc},
     {"exact_l_from", py_exact_l_from, METH_VARARGS, exact_l_from_doc},
     {"note_slow", py_note_slow, METH_VARARGS, note_slow_doc},
     {"tiny_log", py_tiny_log, METH_VARARGS, tiny_log_doc},
