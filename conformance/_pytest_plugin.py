@@ -45,6 +45,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--dtypes", default=None, help="comma-separated dtypes (default: all)")
     g.addoption("--families", default=None, help="comma-separated families (default: all)")
     g.addoption("--profile", default="quick", choices=("quick", "full"), help="input sizes")
+    g.addoption(
+        "--fpenv", default="default",
+        help="comma-separated floating-point environments the calls run in: default, ftz "
+        "(flush-to-zero and denormals-are-zero); each cell once per environment",
+    )  # fmt: skip
     g.addoption("--oracle-cache", default=None, help="oracle cache directory")
     g.addoption(
         "--conformance-timeout", type=float, default=300.0,
@@ -82,7 +87,15 @@ def _specs(config: pytest.Config) -> list[Any]:
     fnames = _split(config.getoption("families"))
     fams = DEFAULT_FAMILIES if fnames is None else tuple(f for n in fnames for f in families(n))
     dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
-    cfg = RunConfig(cands, backends, dtypes, fams, profile=config.getoption("profile"))
+    from ._fpenv import FPENVS
+
+    envs = list(dict.fromkeys(_split(config.getoption("fpenv")) or ["default"]))
+    for e in envs:
+        if e not in FPENVS:
+            raise ValueError(f"unknown --fpenv {e!r}; valid: {', '.join(FPENVS)}")
+    cfg = RunConfig(
+        cands, backends, dtypes, fams, profile=config.getoption("profile"), fpenvs=envs
+    )
     # the runner's plan, less the dtypes a backend lacks (the sweep records those as
     # not run; here they would be tests that can only skip)
     return [s for s in plan(cfg) if s.dtype in s.backend.dtypes]
@@ -102,9 +115,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     for s in specs:
         marks = []
         e = known.get((s.candidate.uid, s.backend.name, s.dtype, s.family.name))
-        if e is not None and e.applies(s.profile):
+        if e is not None and e.applies(s.profile) and s.fpenv == "default":
             marks.append(pytest.mark.xfail(reason=e.describe(), strict=True))
         ident = f"{s.candidate.uid}-{s.backend.name}-{s.dtype}-{s.family.name}"
+        ident += "" if s.fpenv == "default" else f"-{s.fpenv}"
         params.append(pytest.param(s, id=ident, marks=marks))
     metafunc.parametrize("conformance_cell", params)
 

@@ -73,3 +73,17 @@ def test_an_unknown_environment_is_a_usage_error():
          "numpy:cpu"], capture_output=True, text=True,
     )  # fmt: skip
     assert p.returncode == 2 and "unknown --fpenv 'daz'; valid: default, ftz" in p.stderr
+
+
+@pytest.mark.skipif(_fpenv.unavailable("ftz") is not None, reason="no flush-to-zero here")
+def test_the_plugin_runs_each_cell_in_each_environment(tmp_path):
+    cmd = [
+        sys.executable, "-m", "pytest", "--pyargs", "conformance",
+        "--candidate", "conformance.tests._helpers:flush_sensitive", "--backends", "numpy:cpu",
+        "--dtypes", "float64", "--families", "normal", "--fpenv", "default,ftz",
+        "--oracle-cache", str(tmp_path / "cache"), "-p", "no:cacheprovider", "-q", "-rA",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "1 failed, 1 passed" in out.stdout
+    assert "float64-normal-ftz" in out.stdout
