@@ -282,11 +282,12 @@ def _interval_open(xp: Any, v: Any, err: Any, r: Any, dtype: Any, cast: Cast | N
 
 
 def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> Any:
-    """softmax of a narrow format on NumPy by the compiled kernels: their per-row sums
-    of the rows widened to float64 (combine_rows' L within delta), then their writer
-    (impl/csrc/softmax.h: softmax_rows), which leaves each output unrounded in float64
-    with a flag where its rounding is not proven; one rounding to the format here, the
-    open outputs to ``fix``. The bound is _kernel_parts', written out in the writer.
+    """softmax on NumPy by the compiled kernels: their per-row sums of the rows (a
+    narrow format's widened to float64; combine_rows' L within delta), then their
+    writer (impl/csrc/softmax.h: softmax_rows), which leaves each narrow output
+    unrounded in float64 (float64's rounded, in double-double) with a flag where its
+    rounding is not proven; one rounding to the narrow format here, the open outputs
+    to ``fix``. The bound is _kernel_parts', written out in the writer.
     Slices with NaN, +inf or no finite entry (the writer leaves them) take the generic
     algorithm, on those slices alone. None where the kernels lack the writer."""
     import numpy as np
@@ -295,9 +296,9 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
 
     kernels = compiled_kernels()
     name = _format_name(x.dtype)
-    if kernels is None or not hasattr(kernels, "softmax_rows") or name == "float64":
+    if kernels is None or not hasattr(kernels, "softmax_rows"):
         return None
-    if name not in ("float16", "bfloat16", "float32"):
+    if name not in ("float16", "bfloat16", "float32", "float64"):
         return None
     p, emax = _NARROW_FORMATS[name]
     axes = tuple(axis)
@@ -306,8 +307,26 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     res = _kernel_sums(kernels, wide, (1,), n)
     out = np.empty_like(wide)
     opened = np.zeros(wide.shape, dtype=np.uint8)
+    if name == "float64":
+        # float64's outputs need L to better than the fast sum's 2^-66 (which leaves an
+        # output in 2^9 open, and so nearly every long row): the accurate double-double
+        # sums of the slow path (exact_rows; 25 ns an entry here, less than the writer)
+        # and L with its bound from them (exact_l_from, about 2^-100 of L), for every
+        # regular row
+        todo = np.flatnonzero(np.isfinite(res[:, 4]) & np.isfinite(res[:, 0]) & (res[:, 2] == 0))
+        sums = np.full((len(res), 3), np.nan)
+        ms = np.where(np.isin(np.arange(len(res)), todo), res[:, 4], np.nan)
+        kernels.exact_rows(wide, n, np.ascontiguousarray(ms), sums)
+        for i in todo.tolist():
+            res[i, 0], res[i, 1], res[i, 6] = kernels.exact_l_from(
+                float(sums[i, 0]), float(sums[i, 1]), int(sums[i, 2]), n
+            )
+            res[i, 5] = 0.0  # (the accurate sum is relative: no T below 2^-960 to redo)
     kernels.softmax_rows(wide, n, res, p, 1 - emax, out, opened)
-    narrow = np.asarray(out.astype(x.dtype) if cast is None else cast(out, x.dtype))
+    if name == "float64":  # rounded by the writer
+        narrow = out
+    else:
+        narrow = np.asarray(out.astype(x.dtype) if cast is None else cast(out, x.dtype))
     regular = ~np.isnan(out[:, 0]) if n else np.ones(len(out), bool)
     odd = np.flatnonzero(~regular)
     if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers

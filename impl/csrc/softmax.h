@@ -13,7 +13,19 @@
  * of the exact value, and its rounding is proven where both ends of v +- (err + 2^-52
  * v) (widened so that their own roundings in float64 cannot shrink the interval) round
  * to one number of the format: rounding is monotonic. float32's ends are rounded by
- * the C cast (to nearest even), float16's and bfloat16's by round_bits. */
+ * the C cast (to nearest even), float16's and bfloat16's by round_bits.
+ *
+ * float64 (softmax_row_f64) in double-double: d = x - m exactly (TwoSum), y = d - L
+ * with L's two words, |y - exact| <= delta + 2^-100 (|d| + |L|) (the low words' sum,
+ * two roundings of at most 2^-51 (|d| + |L|) each, then Fast2Sum); exp_dd2 (rounding.h,
+ * within 2^-86 relatively) gives (hi + lo) 2^K, so the output is within
+ * eps = e_y (1 + 2^-40) + 2^-86 of it relatively, and 2^-1074 more where lo's scaling
+ * leaves the normal range. A normal result r = hi + lo (Fast2Sum, |lo| <= half an
+ * ulp) is proven where lo +- err stays inside the midpoints around r (the one below a
+ * power of two a quarter ulp away); a subnormal one is rounded on the 2^-1074 grid
+ * (nearbyint of the scaled value) and proven where the scaled fraction +- err stays
+ * inside (-1/2, 1/2). y below -746 gives 0: e^y < 2^-1076, under half the least
+ * subnormal. */
 
 /* v rounded once, to nearest even, to p significant bits with normal exponents down
  * to emin (the subnormal grid below): exact scalings by powers of two around
@@ -68,13 +80,70 @@ softmax_row(const double *x, Py_ssize_t n, const double *s, int p, int emin, dou
     return k;
 }
 
+/* One regular float64 row (the bound above): the outputs, correctly rounded where
+ * their flag is 0; returns how many are open. */
+static Py_ssize_t
+softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
+                unsigned char *open)
+{
+    double l_hi = s[0], l_lo = s[1], m = s[4], delta = s[6];
+    if (s[5] != 0.0) {
+        l_hi = 0.0;
+        l_lo = 0.0;
+        delta = 0x1p-959;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double xi = x[i];
+        int u = 0;
+        double r = 0.0;
+        dd d = two_sum(xi, -m);
+        if (xi != -INFINITY && d.hi > -746.0) {
+            dd t = two_sum(d.hi, -l_hi);
+            dd y = fast_two_sum(t.hi, t.lo + (d.lo - l_lo));
+            double e_y = delta + (fabs(d.hi) + l_hi) * 0x1p-100;
+            if (y.hi > -746.0) {
+                int64_t K;
+                dd e = exp_dd2(y.hi, y.lo, &K);
+                double eps = e_y * (1.0 + 0x1p-40) + 0x1p-86;
+                u = !(e_y < 0x1p-40);
+                if (K >= -1021) {
+                    /* normal (e.hi is near [1, 2), the result above 2^-1022): the test on
+                     * hi + lo before the scaling, whose rounding r then scales exactly */
+                    dd v = fast_two_sum(e.hi, e.lo);
+                    double err = eps * v.hi * (1.0 + 0x1p-50);
+                    uint64_t b = double_to_bits(v.hi);
+                    double ulp = bits_to_double(((b >> 52) - 52) << 52); /* v.hi near 1 */
+                    int pow2 = (b & 0xFFFFFFFFFFFFFull) == 0;
+                    double below = pow2 ? 0.25 * ulp : 0.5 * ulp;
+                    u |= !(v.lo + err < 0.5 * ulp && v.lo - err > -below);
+                    r = v.hi * pow2i(K);
+                }
+                else { /* below 2^-1021, where float64's spacing is 2^-1074: that grid */
+                    double sh = ldexp(e.hi, (int)K + 1074), sl = ldexp(e.lo, (int)K + 1074);
+                    double nr = nearbyint(sh);
+                    double frac = (sh - nr) + sl;
+                    double err = (eps * sh + 0x1p-60) * (1.0 + 0x1p-50);
+                    u |= !(fabs(frac) + err < 0.5);
+                    r = ldexp(nr, -1074);
+                }
+            }
+        }
+        o[i] = r;
+        open[i] = (unsigned char)u;
+        k += u;
+    }
+    return k;
+}
+
 PyDoc_STRVAR(softmax_rows_doc,
 "softmax_rows(x, n, slices, p, emin, out, opened) -> int\n\n"
 "exp(x - m - L) for each length-n row of x (float64, C-contiguous: a narrow format's\n"
-"rows widened exactly) from slices (float64, 8 per row as combine_rows gives them),\n"
-"into out (float64, x's shape), unrounded; opened (uint8, x's shape) gets 1 where the\n"
-"rounding to the format of p significant bits and minimum normal exponent emin is\n"
-"not proven. Rows with a +inf, NaN, a special answer or no finite maximum are left\n"
+"rows widened exactly, or float64's own) from slices (float64, 8 per row as\n"
+"combine_rows gives them), into out (float64, x's shape): unrounded for a narrow\n"
+"format, whose p significant bits and minimum normal exponent emin the flags test;\n"
+"rounded for p = 53 (float64). opened (uint8, x's shape) gets 1 where the rounding\n"
+"is not proven. Rows with a +inf, NaN, a special answer or no finite maximum are left\n"
 "to the caller: out NaN, opened 0. Returns the count of open outputs.");
 
 static PyObject *
@@ -108,7 +177,8 @@ py_softmax_rows(PyObject *self, PyObject *args)
     Py_ssize_t rows = n > 0 ? x.len / (8 * n) : 0;
     int ok = n > 0 && kind_of(&x) == 'd' && kind_of(&s) == 'd' && kind_of(&o) == 'd' &&
              x.len == rows * n * 8 && o.len == x.len && f.len == rows * n && f.itemsize == 1 &&
-             s.len == rows * SLICE_VALUES * 8 && p >= 2 && p <= 24 && emin < 0 && emin > -1000;
+             s.len == rows * SLICE_VALUES * 8 && ((p >= 2 && p <= 24) || p == 53) && emin < 0 &&
+             emin > -1100;
     Py_ssize_t open = 0;
     if (ok) {
         const double *xv = x.buf, *sv = s.buf;
@@ -120,7 +190,10 @@ py_softmax_rows(PyObject *self, PyObject *args)
             int regular = isfinite(sr[4]) && isfinite(sr[0]) && sr[2] == 0.0 &&
                           (answer_of(sr[3]) == 0 || answer_of(sr[3]) == ANSWER_NEGATIVE ||
                            answer_of(sr[3]) == ANSWER_ONE_ENTRY);
-            if (regular) {
+            if (regular && p == 53) {
+                open += softmax_row_f64(xv + r * n, n, sr, ov + r * n, fv + r * n);
+            }
+            else if (regular) {
                 open += softmax_row(xv + r * n, n, sr, p, emin, ov + r * n, fv + r * n);
             }
             else {
@@ -139,7 +212,7 @@ py_softmax_rows(PyObject *self, PyObject *args)
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "softmax_rows needs float64 rows of length n > 0, 8 "
                                           "float64 slice values a row, float64 out and uint8 "
-                                          "opened of x's size, 2 <= p <= 24 and emin < 0");
+                                          "opened of x's size, 2 <= p <= 24 or p = 53, and emin < 0");
         return NULL;
     }
     return PyLong_FromSsize_t(open);

@@ -452,29 +452,30 @@ def test_logsumexp_on_numpy_sums_with_the_kernels(monkeypatch, dtype):
     assert calls
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
-def test_narrow_softmax_on_numpy_takes_y_from_the_kernels(monkeypatch, dtype):
-    """The narrow formats' softmax on NumPy: y from the kernels' per-row sums
-    (_kernel_parts), the rounding tested by the ends of each output's interval
-    (_interval_open); the oracle's bits on ties, single entries, far entries
-    (T below 2^-960), specials, subnormal and zero outputs, a tuple of axes."""
+@pytest.mark.parametrize("dtype", list(FORMATS))
+def test_softmax_on_numpy_takes_the_kernels_writer(monkeypatch, dtype):
+    """softmax on NumPy: the kernels' per-row sums and their writer (_softmax_kernel,
+    impl/csrc/softmax.h); the oracle's bits on ties, single entries, far entries (T
+    below 2^-960), specials, subnormal and zero outputs, results either side of the
+    smallest normal, a tuple of axes."""
     from impl import _functions, _numpy
 
     if _numpy.compiled_kernels() is None:
         pytest.skip("the kernels are not built")
     calls: list[int] = []
-    real = _functions._kernel_parts
+    real = _functions._softmax_kernel
 
     def counted(*a: Any) -> Any:
         calls.append(1)
         return real(*a)
 
-    monkeypatch.setattr(_functions, "_kernel_parts", counted)
+    monkeypatch.setattr(_functions, "_softmax_kernel", counted)
     f = reference.FORMATS[dtype]
     far = 0.9 * f.max_finite
     rows = [
         [5.0, -1000.0], [0.0, -100.0], [0.0, -16.0], [2.0, 2.0, 2.0], [-0.0], [1.0, np.nan],
         [np.inf, 0.0], [-np.inf, -np.inf], [-np.inf, 1.0], [far, -far], [0.0, -103.0, -87.0],
+        [0.0, -708.3], [0.0, -708.5], [0.0, -744.0], [0.0, -745.2], [0.0, -700.0, -701.0],
     ]  # fmt: skip
     x = np.full((len(rows), 3), -np.inf)
     for i, r in enumerate(rows):
@@ -489,10 +490,11 @@ def test_narrow_softmax_on_numpy_takes_y_from_the_kernels(monkeypatch, dtype):
 
 
 def test_the_softmax_writer_is_within_its_bound():
-    """The compiled writer's unrounded outputs (impl/csrc/softmax.h) against mpmath at
-    200 bits: every relative error below the bound's 2^-44 order for these rows, and
-    the bound not vacuous (the worst error is above 2^-60); the flags agree with the
-    oracle's bits wherever an output is not open."""
+    """The compiled writer's unrounded narrow outputs (impl/csrc/softmax.h) against
+    mpmath at 200 bits: every relative error below the bound's 2^-44 order for these
+    rows, and the bound not vacuous (the worst error is above 2^-60); the flags agree
+    with the oracle's bits wherever an output is not open, for float64's rounded ones
+    too."""
     import mpmath
 
     from impl import _functions, _numpy
@@ -520,3 +522,23 @@ def test_the_softmax_writer_is_within_its_bound():
     want = reference.softmax(x, axis=-1)
     shut = opened == 0
     assert _bits_equal(out.astype(np.float32)[shut], want[shut])
+    x64 = wide * 20.0  # float64 rows, outputs down into the subnormals
+    res = _functions._kernel_sums(kernels, x64, (1,), 32)
+    opened[:] = 0
+    assert kernels.softmax_rows(x64, 32, res, 53, -1022, out, opened) < 8
+    want = reference.softmax(x64, axis=-1)
+    assert _bits_equal(out[opened == 0], want[opened == 0])
+
+
+def test_float64_softmax_across_the_subnormal_boundary():
+    """[0, -g] for g from 700 to 746 (outputs from 1e-304 down through the smallest
+    normal, 2^-1022 at g = 708.4, to below half the least subnormal) and from 0 to
+    40: the writer's two roundings (normal, and on the 2^-1074 grid) give the oracle's
+    bits, and few outputs are left to the exact step."""
+    from impl import _host
+
+    g = np.r_[np.linspace(700.0, 746.0, 600), np.linspace(0.0, 40.0, 200)]
+    x = np.stack([np.zeros_like(g), -g], axis=1)
+    before = _host.fixes
+    assert _bits_equal(impl.softmax(x, axis=-1), reference.softmax(x, axis=-1))
+    assert _host.fixes - before <= 1  # one call: its open outputs decided together
