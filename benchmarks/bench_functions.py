@@ -37,12 +37,13 @@ def _exact_rates(profile: str) -> list[tuple[str, str, int, int, int]]:
     }
     for function, fn in (("softmax", impl.softmax), ("logsumexp", impl.logsumexp)):
         tally: dict[str, list[int]] = {}
-        for _, fmt, cases in family_inputs(profile):
+        for _, fmt, cases in family_inputs(profile, function=function):
             for c in cases:
                 t = tally.setdefault(fmt, [0, 0, 0])
                 f0, s0 = _host.fixes, _exact.stats["slices"]
+                kw = {k: getattr(c, k) for k in c.keywords}  # logsumexp's b, return_sign
                 with np.errstate(all="ignore"):
-                    fn(c.x, axis=c.axis)
+                    fn(c.x, axis=c.axis, **kw)
                 t[0] += 1
                 t[1] += _host.fixes - f0
                 t[2] += _exact.stats["slices"] - s0

@@ -375,8 +375,7 @@ def _f32_chunk(k: int) -> Family:
         _no_cases,
         dtypes=("float32",),
         optional=True,
-        stream=_exhaustive_f32.Chunk(k),
-        functions=("log_softmax",),
+        stream=_exhaustive_f32.Chunk(k),  # scored for each cell's function
     )
 
 
@@ -481,13 +480,12 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         _exhaustive_f32.NAME,
         "[0, v] for every one of the 2^32 float32 bit patterns, in 256 cells of 2^24 "
-        "(exhaustive-f32:K, K = 0..255, or J-K: some of them), scored in the worker. Asked "
-        "for by name",
+        "(exhaustive-f32:K, K = 0..255, or J-K: some of them), for each function, scored "
+        "against the oracle's certified pairs. Asked for by name",
         _no_cases,
         dtypes=("float32",),
         optional=True,
         parts=_f32_chunks,
-        functions=("log_softmax",),
     ),
 )
 DEFAULT_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if not f.optional)
@@ -529,19 +527,20 @@ def expand(fams: Any) -> list[Family]:
 
 
 def family_inputs(
-    profile: str = "quick", formats: tuple[str, ...] = _ALL
+    profile: str = "quick", formats: tuple[str, ...] = _ALL, function: str = DEFAULT_FUNCTION
 ) -> list[tuple[str, str, list[Case]]]:
-    """(family, format, cases) for every family of FAMILIES that can run here and is
-    not optional (the peers' suites: asked for by name), in each of ``formats`` it
-    has: the inputs a default sweep gives each candidate (benchmarks and tests that
-    run impl over them)."""
+    """(family, format, cases) for every family of FAMILIES that can run here, is not
+    optional (the peers' suites: asked for by name) and serves ``function``, in each
+    of ``formats`` it has: the inputs a default sweep gives each candidate of that
+    function (benchmarks and tests that run impl over them; logsumexp's include the
+    cases with weights and return_sign)."""
     out = []
     for fam in FAMILIES:
-        if fam.optional or fam.why_not() is not None:
+        if fam.optional or fam.why_not() is not None or function not in fam.functions:
             continue
         for fmt in formats:
             if fmt in fam.dtypes:
-                cases = fam.cases(fmt, profile)
+                cases = fam.cases(fmt, profile, function)
                 if cases:
                     out.append((fam.name, fmt, cases))
     return out

@@ -19,6 +19,7 @@ lazily in Dask.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -292,7 +293,7 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     algorithm, on those slices alone. None where the kernels lack the writer."""
     import numpy as np
 
-    from ._numpy import _as_rows, _from_rows, compiled_kernels
+    from ._numpy import _as_rows, _from_rows, _map, compiled_kernels
 
     kernels = compiled_kernels()
     name = _format_name(x.dtype)
@@ -304,25 +305,18 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     axes = tuple(axis)
     rows, perm = _as_rows(x, axes)
     wide = np.ascontiguousarray(rows, dtype=np.float64)
-    res = _kernel_sums(kernels, wide, (1,), n)
     out = np.empty_like(wide)
     opened = np.zeros(wide.shape, dtype=np.uint8)
-    if name == "float64":
-        # float64's outputs need L to better than the fast sum's 2^-66 (which leaves an
-        # output in 2^9 open, and so nearly every long row): the accurate double-double
-        # sums of the slow path (exact_rows; 25 ns an entry here, less than the writer)
-        # and L with its bound from them (exact_l_from, about 2^-100 of L), for every
-        # regular row
-        todo = np.flatnonzero(np.isfinite(res[:, 4]) & np.isfinite(res[:, 0]) & (res[:, 2] == 0))
-        sums = np.full((len(res), 3), np.nan)
-        ms = np.where(np.isin(np.arange(len(res)), todo), res[:, 4], np.nan)
-        kernels.exact_rows(wide, n, np.ascontiguousarray(ms), sums)
-        for i in todo.tolist():
-            res[i, 0], res[i, 1], res[i, 6] = kernels.exact_l_from(
-                float(sums[i, 0]), float(sums[i, 1]), int(sums[i, 2]), n
-            )
-            res[i, 5] = 0.0  # (the accurate sum is relative: no T below 2^-960 to redo)
-    kernels.softmax_rows(wide, n, res, p, 1 - emax, out, opened)
+    res = np.empty((len(wide), 8))
+
+    def block(span: tuple[int, int]) -> None:
+        """rows lo..hi: their sums and outputs (rows are independent: the bits are
+        the same however the rows are cut)"""
+        lo, hi = span
+        res[lo:hi] = _softmax_sums(kernels, wide[lo:hi], n, name == "float64")
+        kernels.softmax_rows(wide[lo:hi], n, res[lo:hi], p, 1 - emax, out[lo:hi], opened[lo:hi])
+
+    _map(block, _spans(len(wide), n))
     if name == "float64":  # rounded by the writer
         narrow = out
     else:
@@ -336,6 +330,38 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
         open_[regular] = True
     shape = x.shape
     return fix(_from_rows(narrow, shape, perm), _from_rows(open_, shape, perm))
+
+
+def _spans(nrows: int, n: int) -> list[tuple[int, int]]:
+    """Rows cut into one span per thread where each gets min_per_thread entries (the
+    machine's measure, impl/_threads.py), else one span."""
+    from ._threads import get_num_threads, min_per_thread
+
+    parts = max(1, min(get_num_threads(), nrows, (nrows * n) // max(1, min_per_thread())))
+    cuts = [nrows * i // parts for i in range(parts + 1)]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _softmax_sums(kernels: Any, rows: Any, n: int, f64: bool) -> Any:
+    """combine_rows' values for float64 rows (a narrow format's widened). float64's
+    outputs need L to better than the fast sum's 2^-66 (which leaves an output in 2^9
+    open, and so nearly every long row): the slow path's accurate double-double sums
+    (exact_rows; 25 ns an entry here, less than the writer) and L with its bound from
+    them (exact_l_from, about 2^-100 of L), for every regular row."""
+    import numpy as np
+
+    res = _kernel_sums(kernels, rows, (1,), n)
+    if not f64:
+        return res
+    todo = np.isfinite(res[:, 4]) & np.isfinite(res[:, 0]) & (res[:, 2] == 0)
+    sums = np.full((len(res), 3), np.nan)
+    kernels.exact_rows(rows, n, np.ascontiguousarray(np.where(todo, res[:, 4], np.nan)), sums)
+    for i in np.flatnonzero(todo).tolist():
+        res[i, 0], res[i, 1], res[i, 6] = kernels.exact_l_from(
+            float(sums[i, 0]), float(sums[i, 1]), int(sums[i, 2]), n
+        )
+        res[i, 5] = 0.0  # (the accurate sum is relative: no T below 2^-960 to redo)
+    return res
 
 
 def _np_float64() -> Any:
