@@ -294,8 +294,9 @@ def score(
     rec["host"] = raw.host
     if spec.family.stream is not None:
         if raw.summary is None and raw.error is None:  # scored here (no supervisor)
-            parts = [spec.family.stream.score(i, e) for i, e in enumerate(raw.outputs)]
-            raw.summary, said = spec.family.stream.summary(parts)
+            stream = spec.family.stream  # scored for the cell's function
+            parts = [stream.score(i, e, spec.function) for i, e in enumerate(raw.outputs)]
+            raw.summary, said = stream.summary(parts, spec.function)
             raw.findings += said
         return _measured(spec, raw, rec, budgets)
     if spec.family.suite:  # a peer's test suite: its own verdict, no oracle

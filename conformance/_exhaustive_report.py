@@ -1,7 +1,9 @@
 """The exhaustive float32 figures of a report: the chunk cells of ``exhaustive-f32``
 (from the report's own results and from the sweeps given by ``report --exhaustive``),
-summed per candidate and backend: pairs checked, pairs and elements not correctly
-rounded, special mismatches, max ULP, the worst pairs, and the time the sweep took."""
+summed per function, candidate and backend: pairs checked, pairs and elements not
+correctly rounded, special mismatches, max ULP, the worst pairs, and the time the
+sweep took. A row names its candidate as the sweep does (``softmax/impl``; log_softmax's
+by its bare name) and its function in a column of its own."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exhaustive import N_CHUNKS, NAME
+from ._functions import DEFAULT_FUNCTION, FUNCTIONS, uid
 
 __all__ = ["ExhaustiveRow", "exhaustive_rows", "is_chunk", "load_exhaustive"]
 
@@ -26,8 +29,9 @@ def is_chunk(family: str) -> bool:
 
 @dataclass
 class ExhaustiveRow:
-    candidate: str
+    candidate: str  # the uid: softmax/impl, or log_softmax's bare name
     backend: str
+    function: str = DEFAULT_FUNCTION
     chunks: int = 0  # measured (pass or fail)
     errors: list[str] = field(default_factory=list)
     pairs: int = 0
@@ -82,10 +86,10 @@ def load_exhaustive(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Any, 
 
 
 def exhaustive_rows(parts: Sequence[tuple[Any, dict[str, Any]]]) -> list[ExhaustiveRow]:
-    """One row per (candidate, backend) over every part's chunk cells (a chunk cell
-    in two parts counts once, from the first)."""
-    rows: dict[tuple[str, str], ExhaustiveRow] = {}
-    seen: set[tuple[str, str, str]] = set()  # a chunk given twice counts once
+    """One row per (function, candidate, backend) over every part's chunk cells (a
+    chunk cell in two parts counts once, from the first)."""
+    rows: dict[tuple[str, str, str], ExhaustiveRow] = {}
+    seen: set[tuple[str, str, str, str]] = set()  # a chunk given twice counts once
     for table, fp in parts:
         run = fp.get("run", {}) if isinstance(fp, dict) else {}
         cluster = fp.get("cluster", {}) if isinstance(fp, dict) else {}
@@ -94,14 +98,18 @@ def exhaustive_rows(parts: Sequence[tuple[Any, dict[str, Any]]]) -> list[Exhaust
             if cluster
             else f"local pool of {run.get('jobs', '?')} jobs"
         )
-        cands = sorted(set(table["candidate"]))
-        for rec in table.to_dict("records"):
-            cell = (rec["candidate"], rec["backend"], rec["family"])
+        recs = table.to_dict("records")
+        for rec in recs:  # older results have no function: log_softmax's
+            rec["function"] = str(rec.get("function") or DEFAULT_FUNCTION)
+        cands = sorted({(rec["function"], rec["candidate"]) for rec in recs})
+        for rec in recs:
+            fn = rec["function"]
+            cell = (fn, rec["candidate"], rec["backend"], rec["family"])
             if cell in seen:
                 continue
             seen.add(cell)
-            key = (rec["candidate"], rec["backend"])
-            r = rows.setdefault(key, ExhaustiveRow(*key))
+            key = (fn, uid(fn, rec["candidate"]), rec["backend"])
+            r = rows.setdefault(key, ExhaustiveRow(key[1], key[2], fn))
             r.workers = workers
             if len(cands) == 1 and run.get("wall_s") is not None:
                 r.wall_s = float(run["wall_s"])
@@ -123,11 +131,12 @@ def exhaustive_rows(parts: Sequence[tuple[Any, dict[str, Any]]]) -> list[Exhaust
             r.worst += [(float(w["ulp"]), str(w["bits"])) for w in c.get("worst", [])]
     for r in rows.values():
         r.worst = sorted(set(r.worst), key=lambda w: (-w[0], w[1]))[:5]
-    return sorted(rows.values(), key=lambda r: (r.candidate, r.backend))
+    order = {f.name: i for i, f in enumerate(FUNCTIONS)}
+    return sorted(rows.values(), key=lambda r: (order.get(r.function, 99), r.candidate, r.backend))
 
 
 HEADER = [
-    "candidate", "backend", "pairs checked", "pairs not correctly rounded",
+    "candidate", "function", "backend", "pairs checked", "pairs not correctly rounded",
     "elements not correctly rounded", "special mismatches", "max ULP", "worst pairs (v's bits)",
     "time",
 ]  # fmt: skip
@@ -143,7 +152,7 @@ def _time(r: ExhaustiveRow) -> str:
 def table_rows(rows: Sequence[ExhaustiveRow]) -> list[list[str]]:
     return [
         [
-            r.candidate, r.backend,
+            r.candidate, r.function, r.backend,
             f"{r.pairs:,}" + ("" if r.complete else f" ({r.chunks}/{N_CHUNKS} chunks)"),
             f"{r.pairs_bad:,}", f"{r.elems_bad:,}", f"{r.special:,}", _ulp(r.max_ulp),
             ", ".join(f"{b} ({_ulp(u)})" for u, b in r.worst[:3]) or "-",
@@ -155,9 +164,13 @@ def table_rows(rows: Sequence[ExhaustiveRow]) -> list[list[str]]:
 
 INTRO = (
     "Every one of the 2^32 float32 bit patterns v (each finite value, both infinities, "
-    "every NaN) as the two-element slice [0, v], whose outputs -log1p(exp(-|v|)) and "
-    "-|v| - log1p(exp(-|v|)) are the saturating region. Scored pair by pair in the "
-    "worker against the oracle's certified path (every pair it cannot certify goes to the "
-    "exact engine); counts are exact, the max ULP and the worst pairs are the exact "
-    "engine's. `--families exhaustive-f32`, 256 cells of 2^24 pairs."
+    "every NaN) as the two-element slice [0, v], for each function swept: log_softmax's "
+    "outputs -log1p(exp(-|v|)) and -|v| - log1p(exp(-|v|)) are the saturating region; "
+    "softmax's 1 / (1 + exp(-|v|)) and exp(-|v|) / (1 + exp(-|v|)) run through float32's "
+    "subnormals to underflow; logsumexp's max(0, v) + log1p(exp(-|v|)) is one element a "
+    "pair. Scored pair by pair against the oracle's certified path of the function (every "
+    "pair it cannot certify goes to the exact engine); counts are exact, the max ULP and "
+    "the worst pairs are the exact engine's (`reference.log_softmax`, `reference.softmax` "
+    "or `reference.logsumexp` of the pair, axis -1). `--families exhaustive-f32`, 256 "
+    "cells of 2^24 pairs a candidate."
 )

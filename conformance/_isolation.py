@@ -514,7 +514,7 @@ class Supervisor:
         w.last = time.monotonic()
         st = self.streams.setdefault(spec.key, _Stream(spec))
         with without_main():  # the pool spawns its processes as blocks come
-            fut = self._pool().submit(stream.score, i, msg.arrays[0])
+            fut = self._pool().submit(stream.score, i, msg.arrays[0], spec.function)
         fut.add_done_callback(self._wake)
         st.futures[i] = fut
 
@@ -533,11 +533,12 @@ class Supervisor:
                 continue
             stream, raw = st.spec.family.stream, st.raw
             try:
+                fn = st.spec.function  # scored for the cell's function, never the worker's say
                 parts = [
-                    st.futures[i].result() if i in st.futures else stream.score(i, None)
+                    st.futures[i].result() if i in st.futures else stream.score(i, None, fn)
                     for i in range(stream.n_blocks)
                 ]
-                raw.summary, said = stream.summary(parts)
+                raw.summary, said = stream.summary(parts, fn)
                 raw.findings += said
             except Exception as exc:  # the harness's own fault: said, never hidden
                 raw.error = f"scoring failed: {type(exc).__name__}: {exc}"
