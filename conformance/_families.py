@@ -78,7 +78,7 @@ class Family:
     stream: Any = field(default=None, repr=False)
     # parts(selection) -> the families (cells) a name stands for: "exhaustive-f32:0-15"
     parts: Callable[[str], list[Family]] | None = field(default=None, repr=False)
-    # the functions its inputs are for (exhaustive-f32's pairs are log_softmax's)
+    # the functions its inputs are for (the weighted families are logsumexp's)
     functions: tuple[str, ...] = ("log_softmax", "softmax", "logsumexp")
     per_function: bool = False  # build(fmt, profile, rng, function=...)
     # the keywords its cases pass besides axis (b, return_sign): only candidates that

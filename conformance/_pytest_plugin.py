@@ -93,9 +93,7 @@ def _specs(config: pytest.Config) -> list[Any]:
     for e in envs:
         if e not in FPENVS:
             raise ValueError(f"unknown --fpenv {e!r}; valid: {', '.join(FPENVS)}")
-    cfg = RunConfig(
-        cands, backends, dtypes, fams, profile=config.getoption("profile"), fpenvs=envs
-    )
+    cfg = RunConfig(cands, backends, dtypes, fams, profile=config.getoption("profile"), fpenvs=envs)
     # the runner's plan, less the dtypes a backend lacks (the sweep records those as
     # not run; here they would be tests that can only skip)
     return [s for s in plan(cfg) if s.dtype in s.backend.dtypes]

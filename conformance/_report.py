@@ -539,7 +539,8 @@ def _exhaustive_page(rows: list[Any]) -> str:
     md += [
         "",
         "Reproduce a pair: `conformance._exhaustive.pairs_of(np.array([BITS], dtype=np.uint32))`"
-        " is the input; `reference.log_softmax` of it the correctly rounded answer.",
+        " is the input; `reference.log_softmax` (or `softmax`, `logsumexp`, the row's "
+        "function) of it the correctly rounded answer.",
     ]
     return "\n".join(md) + "\n"
 
