@@ -151,7 +151,7 @@ def _exact(function: str, rows: NDArray[Any], engine: str | None) -> NDArray[Any
 def pair_values(v: Any, function: str = "log_softmax") -> NDArray[np.float64]:
     """The ``function`` (log_softmax, softmax or logsumexp) of each pair ``[0, v[i]]``
     in float64, shape ``(n, 2)`` (logsumexp: ``(n,)``), each finite value within
-    ``REL_BOUND`` of the exact one, relatively, where |v| <= 200 (beyond, softmax's
+    ``REL_BOUND`` of the exact one, relatively, where ``abs(v) <= 200`` (beyond, softmax's
     smaller output and logsumexp's for v < 0 are below 2**-288, within that of the
     exact one: not rounded to v's format, for measuring how far a computed value lies
     from the exact one, where the correctly rounded value alone does not tell)."""
