@@ -45,18 +45,28 @@ round_bits(double v, int p, int emin)
 
 #define SOFTMAX_LIBM_REL (4.0 * 0x1p-53)
 
-/* One regular row: the outputs and their open flags; returns how many are open. A row
- * whose T was below 2^-960 (redo) takes L = 0 within 2^-959 (impl/_functions.py). */
+/* One regular row: the outputs and their open flags; returns how many are open. */
+/* A row's L (two words), its bound delta and its maximum, from its combine_rows values:
+ * a row whose T was below 2^-960 (redo) takes L = 0 within 2^-959 */
+typedef struct {
+    double l_hi, l_lo, delta, m;
+} row_l;
+
+static inline row_l
+row_l_of(const double *s)
+{
+    if (s[5] != 0.0) {
+        return (row_l){0.0, 0.0, 0x1p-959, s[4]};
+    }
+    return (row_l){s[0], s[1], s[6], s[4]};
+}
+
 static Py_ssize_t
 softmax_row(const double *x, Py_ssize_t n, const double *s, int p, int emin, double *o,
             unsigned char *open)
 {
-    double l_hi = s[0], l_lo = s[1], m = s[4], delta = s[6];
-    if (s[5] != 0.0) {
-        l_hi = 0.0;
-        l_lo = 0.0;
-        delta = 0x1p-959;
-    }
+    row_l r = row_l_of(s);
+    double l_hi = r.l_hi, l_lo = r.l_lo, m = r.m, delta = r.delta;
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         double xi = x[i];
@@ -86,12 +96,8 @@ static Py_ssize_t
 softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
                 unsigned char *open)
 {
-    double l_hi = s[0], l_lo = s[1], m = s[4], delta = s[6];
-    if (s[5] != 0.0) {
-        l_hi = 0.0;
-        l_lo = 0.0;
-        delta = 0x1p-959;
-    }
+    row_l rl = row_l_of(s);
+    double l_hi = rl.l_hi, l_lo = rl.l_lo, m = rl.m, delta = rl.delta;
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         double xi = x[i];

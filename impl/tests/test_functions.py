@@ -419,24 +419,31 @@ def test_derivatives():
     )
 
 
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """impl._functions.<name> counting its calls (skips where the kernels are not
+    built: the path it names is theirs)."""
+    from impl import _functions, _numpy
+
+    if _numpy.compiled_kernels() is None:
+        pytest.skip("the kernels are not built")
+    calls: list[int] = []
+    real = getattr(_functions, name)
+
+    def counted(*a: Any) -> Any:
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(_functions, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize("dtype", list(FORMATS))
 def test_logsumexp_on_numpy_sums_with_the_kernels(monkeypatch, dtype):
     """On NumPy with the compiled kernels, logsumexp is m + L from their one pass
     (impl/_functions.py: _kernel_dw), and still the oracle's bits: ties, single
     entries, -0.0, specials, sums below 2^-960 (float64's redone rows), results
     near 0 and near overflow, a 3-D array over a tuple of axes."""
-    from impl import _functions, _numpy
-
-    if _numpy.compiled_kernels() is None:
-        pytest.skip("the kernels are not built")
-    calls: list[int] = []
-    real = _functions._kernel_dw
-
-    def counted(*a: Any) -> Any:
-        calls.append(1)
-        return real(*a)
-
-    monkeypatch.setattr(_functions, "_kernel_dw", counted)
+    calls = _count_calls(monkeypatch, "_kernel_dw")
     f = reference.FORMATS[dtype]
     big = f.max_finite
     rows = [
@@ -462,18 +469,7 @@ def test_softmax_on_numpy_takes_the_kernels_writer(monkeypatch, dtype):
     impl/csrc/softmax.h); the oracle's bits on ties, single entries, far entries (T
     below 2^-960), specials, subnormal and zero outputs, results either side of the
     smallest normal, a tuple of axes."""
-    from impl import _functions, _numpy
-
-    if _numpy.compiled_kernels() is None:
-        pytest.skip("the kernels are not built")
-    calls: list[int] = []
-    real = _functions._softmax_kernel
-
-    def counted(*a: Any) -> Any:
-        calls.append(1)
-        return real(*a)
-
-    monkeypatch.setattr(_functions, "_softmax_kernel", counted)
+    calls = _count_calls(monkeypatch, "_softmax_kernel")
     f = reference.FORMATS[dtype]
     far = 0.9 * f.max_finite
     rows = [
