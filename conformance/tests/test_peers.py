@@ -233,20 +233,25 @@ def test_scipy_suite_runs_testsoftmax_on_a_softmax(tmp_path):
 @pytest.mark.extended
 def test_scipy_suite_runs_testlogsumexp_on_a_logsumexp(tmp_path):
     """A logsumexp cell runs SciPy's TestLogSumExp: keepdims=True reshapes the
-    candidate's answer, a call with b= or return_sign= (outside fn(x, axis)) skips its
-    test; SciPy's logsumexp passes the rest, log(sum(exp(x))) overflows on [1000,
-    1000]."""
+    candidate's answer; a call with b= or return_sign= goes to a candidate that takes
+    them (SciPy's adapter: every test runs, and passes) and skips its test for one that
+    does not (fn(x, axis) alone); log(sum(exp(x))) overflows on [1000, 1000]."""
     fam = family("scipy-suite")
     why = fam.why_not()
     if why:
         pytest.skip(why)
     naive = Candidate("naive", "conformance._candidates:naive_logsumexp", function="logsumexp")
-    t = _sweep(tmp_path, "r", [candidate("scipy", "logsumexp"), naive], ["numpy:cpu"],
+    plain = Candidate("plain", "conformance.tests._helpers:plain_logsumexp", function="logsumexp")
+    t = _sweep(tmp_path, "r", [candidate("scipy", "logsumexp"), naive, plain], ["numpy:cpu"],
                ["float64"], [fam])  # fmt: skip
     ours = _row(t, "scipy", "numpy:cpu", "float64", "logsumexp")
     assert ours.status == "pass", ours.reason
-    assert "scipy TestLogSumExp without SCIPY_ARRAY_API: 336 passed, 53 skipped" in ours.notes
-    assert "takes no b=" in ours.notes and "takes no return_sign=" in ours.notes
+    assert "scipy TestLogSumExp without SCIPY_ARRAY_API: 389 passed" in ours.notes
+    assert "takes no b=" not in ours.notes
+    p = _row(t, "plain", "numpy:cpu", "float64", "logsumexp")
+    assert p.status == "pass", p.reason
+    assert "scipy TestLogSumExp without SCIPY_ARRAY_API: 336 passed, 53 skipped" in p.notes
+    assert "takes no b=" in p.notes and "takes no return_sign=" in p.notes
     r = _row(t, "naive", "numpy:cpu", "float64", "logsumexp")
     assert r.status == "fail"
     assert "TestLogSumExp::test_logsumexp[numpy]" in r.reason
