@@ -46,10 +46,10 @@ COLUMNS = [
 ]  # fmt: skip
 STATUSES = ("pass", "fail", "error", "not run")
 
-# ULP histogram bins (for the report's plots): [0, 2^-8), then powers of two up to
-# 2^64, then [2^64, inf]
 # the labels of a cell's failing inputs kept in its record (``counts``), for the gate
 _MAX_LABELS = 50
+# ULP histogram bins (for the report's plots): [0, 2^-8), then powers of two up to
+# 2^64, then [2^64, inf]
 HIST_EDGES = [0.0] + [2.0**k for k in range(-8, 65)] + [float("inf")]
 
 
@@ -368,7 +368,8 @@ def score(
             signs_checked += checked
             signs_wrong += wrong
         err = res.ulp_error(got)
-        mismatches = sum(label == "other" for _, label in res.semantics(got))
+        case_semantics = res.semantics(got)
+        mismatches = sum(label == "other" for _, label in case_semantics)
         if wrong or mismatches or (err.size and not np.max(err) <= budget):
             failing[case.label] = None
         errs.append(err.reshape(-1))
@@ -380,9 +381,8 @@ def score(
             e = float(err.reshape(-1)[i])
             if e > worst[0]:
                 worst = (e, ci, i)
-        for case_name, label in res.semantics(got):
-            if label == "other":
-                rec["special_mismatches"] += 1
+        rec["special_mismatches"] += mismatches
+        for case_name, label in case_semantics:
             semantics.setdefault(case_name, label)
             if label == "other":
                 semantics[case_name] = "other"

@@ -145,11 +145,11 @@ def invoke(
         # what a candidate warns about is its own business; the scores say the rest
         with _fpenv.guarded(findings), np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arrays = () if bb is None else (bb,)
+            traced = {} if bb is None else {"b": bb}  # arrays: jit's traced arguments
             if b.mode == "jit":
-                out = _jitted(fn, static, ("b",) * len(arrays))(xb, *arrays)
+                out = _jitted(fn, static, tuple(traced))(xb, *traced.values())
             else:
-                out = fn(xb, **dict(static), **dict(zip(("b",), arrays, strict=False)))
+                out = fn(xb, **dict(static), **traced)
             got_sign: NDArray[Any] | None = None
             paired = not with_sign or (isinstance(out, tuple | list) and len(out) == 2)
             if not paired:
@@ -161,7 +161,7 @@ def invoke(
                 out, sign = out
                 got_sign = _plain_of(b, sign, case.label, findings, "a sign array")
             if with_sign and signs is not None:
-                signs.append(got_sign if paired else None)
+                signs.append(got_sign)
             got = _plain_of(b, out, case.label, findings) if paired else None
         after = [b.to_numpy(v) for v in (xb, bb) if v is not None]
         if any(a.tobytes() != p.tobytes() for a, p in zip(after, before, strict=True)):
