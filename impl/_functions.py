@@ -101,11 +101,7 @@ def softmax_generic(
     if fix is None:
         return narrow
     thr = float(xp.finfo(out_dtype).max) if wide == out_dtype else _overflow_threshold(out_dtype)
-    if D.interval:
-        open_ = _interval_open(xp, out, err * _err_scale, narrow, out_dtype, cast)
-        take = xp.zeros_like(open_)
-    else:
-        open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
+    open_, take = rounding_open(xp, hi, lo, out, narrow, err * _err_scale, out_dtype, thr)
     open_ = xp.where(D.sub, D.near, open_)
     proper = P.finite & _proper(xp, x, P.finite, axis)
     take = take & proper
@@ -124,9 +120,6 @@ class SoftmaxDW(NamedTuple):
     err: Any
     sub: Any
     near: Any
-    # a narrow format's value hi in float64 (lo 0): its rounding is tested by the two
-    # ends of its interval (_interval_open), not by rounding_open's gaps
-    interval: bool = False
 
 
 def softmax_dw(
@@ -138,16 +131,9 @@ def softmax_dw(
     scale2: Callable[[Any, Any], Any] | None = None,
     opaque: Callable[[Any], Any] | None = None,
 ) -> SoftmaxDW:
-    """exp of log_softmax's double-word, with its bound (module docstring). The narrow
-    formats on NumPy with the compiled kernels take y from their sums
-    (``_kernel_parts``)."""
+    """exp of log_softmax's double-word, with its bound (module docstring)."""
     out_dtype = x.dtype
-    P = None
-    if n and wide is _np_float64() and getattr(xp, "__name__", "") == "numpy":
-        P = _kernel_parts(x, axis, n)
-    interval = P is not None
-    if P is None:
-        P = log_parts(xp, x, axis, n, wide, scale2, opaque)
+    P = log_parts(xp, x, axis, n, wide, scale2, opaque)
     name = _wide_name(xp, wide)
     f = fmt(name)
     zero = xp.zeros_like(P.hi)
@@ -161,7 +147,7 @@ def softmax_dw(
         err = (P.err + (2.0 * LIBM_ULP + 4.0) * 2.0**-53) * v
         hi = v
         sub = near = xp.zeros_like(hi, dtype=xp.bool)
-        return SoftmaxDW(P, hi, lo, err, sub, near, interval)
+        return SoftmaxDW(P, hi, lo, err, sub, near)
     else:
         # exp_parts of the double-word: its domain ends at -exp_domain, where every
         # result is 0 in every format (e^-176 < 2^-253 in float32, e^-2838 in float64)
@@ -269,26 +255,13 @@ def logsumexp_dw(
     return hi, lo, err
 
 
-def _interval_open(xp: Any, v: Any, err: Any, r: Any, dtype: Any, cast: Cast | None) -> Any:
-    """Where the exact value, within ``err`` of v >= 0 (float64), may round to
-    something other than r (v rounded to the narrow ``dtype``): the ends of the
-    interval, widened by 2^-52 of v so that their own roundings in float64 stay
-    outside it, each rounded once to the format (``cast``: one rounding, bfloat16's
-    too). Rounding is monotonic: where both ends round to r, every value between them
-    does. NaN is open (the caller keeps to proper slices)."""
-    e2 = err + xp.abs(v) * 2.0**-52
-    ends = [v - e2, v + e2]
-    lo_r, hi_r = (xp.astype(e, dtype) if cast is None else cast(e, dtype) for e in ends)
-    return ~((lo_r == r) & (hi_r == r))
-
-
 def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> Any:
     """softmax on NumPy by the compiled kernels: their per-row sums of the rows (a
     narrow format's widened to float64; combine_rows' L within delta), then their
     writer (impl/csrc/softmax.h: softmax_rows), which leaves each narrow output
     unrounded in float64 (float64's rounded, in double-double) with a flag where its
     rounding is not proven; one rounding to the narrow format here, the open outputs
-    to ``fix``. The bound is _kernel_parts', written out in the writer.
+    to ``fix``. The writer's header proves its bound.
     Slices with NaN, +inf or no finite entry (the writer leaves them) take the generic
     algorithm, on those slices alone. None where the kernels lack the writer."""
     import numpy as np
@@ -434,46 +407,6 @@ def _kernel_sums(kernels: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:
     res = np.empty((nrows, 8))
     kernels.combine_rows(parts, 1, rows.dtype == np.float64, res)
     return res
-
-
-def _kernel_parts(x: Any, axis: Any, n: int) -> Parts | None:
-    """log_parts for a narrow format on NumPy, from the compiled kernels' per-row m
-    and L: the rows widened exactly to float64 and summed by the float64 kernel (L as
-    a double-word within delta, about 2^-100 of it: the float32 kernel's 2^-37 would
-    leave an output in 2^13 open, and each open slice is computed again whole). Then
-    y = ((x - m) - L_hi) - L_lo in float64, three roundings of 2^-53 of their results,
-    so that |y - exact| <= delta + 2^-52 (|x - m| + 2|y|); lo = 0. That is what
-    softmax needs of log_softmax for the narrow formats (exp(y) within 2^-45 or so
-    where the output is not 0, against the format's 2^-24 at most), at the cost of
-    the kernel's one pass and a few of NumPy's. Rows whose T is below 2^-960 (every
-    other entry more than 660 below the maximum) take L = 0 within 2^-959. None where
-    the kernels are not built. Slices with NaN, +inf or no finite entry get y = 0:
-    their answers are the caller's (special_values)."""
-    import numpy as np
-
-    from ._numpy import compiled_kernels
-
-    kernels = compiled_kernels()
-    if kernels is None or _format_name(x.dtype) not in ("float16", "bfloat16", "float32"):
-        return None
-    axes = tuple(axis)
-    wide = x.astype(np.float64)
-    res = _kernel_sums(kernels, wide, axes, n)
-    kept = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
-    m = res[:, 4].reshape(kept)
-    regular = (np.isfinite(res[:, 4]) & np.isfinite(res[:, 0]) & (res[:, 2] == 0)).reshape(kept)
-    tiny = regular & (res[:, 5] != 0).reshape(kept)
-    use = regular & ~tiny
-    L_hi = np.where(use, res[:, 0].reshape(kept), 0.0)
-    L_lo = np.where(use, res[:, 1].reshape(kept), 0.0)
-    delta = np.where(regular, np.where(tiny, 2.0**-959, res[:, 6].reshape(kept)), 0.0)
-    m = np.where(regular, m, 0.0)
-    finite = np.isfinite(x)
-    xw = np.where(finite, wide, m)
-    d = xw - m
-    y = np.where(regular, (d - L_hi) - L_lo, 0.0)
-    err = delta + (np.abs(d) + 2.0 * np.abs(y)) * 2.0**-52
-    return Parts(finite, m, xw, finite & (xw < m), y, np.zeros_like(y), err)
 
 
 def decide_on_host(

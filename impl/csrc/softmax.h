@@ -1,11 +1,10 @@
-/* csrc/softmax.h: the narrow formats' softmax writer (softmax_rows): exp(x - m - L)
- * for rows widened to float64, from combine_rows' per-row sums, each output left in
- * float64 with a flag where its rounding to the target format is not proven. Uses
- * kind_of and holds (bindings.h), SLICE_VALUES and answer_of (blocks.h).
+/* csrc/softmax.h: the softmax writer (softmax_rows): exp(x - m - L) for rows in
+ * float64 (a narrow format's widened), from combine_rows' per-row sums, each output
+ * with a flag where its rounding to the target format is not proven. Uses kind_of and
+ * holds (bindings.h), SLICE_VALUES and answer_of (blocks.h).
  *
- * The bound, per entry (impl/_functions.py, _kernel_parts, says the same of its
- * NumPy form): d = x - m and y = (d - L_hi) - L_lo are three float64 roundings, so
- * |y - exact| <= delta + 2^-52 (|d| + 2 |y|), delta being combine_rows' bound on L;
+ * The narrow formats' bound, per entry: d = x - m and y = (d - L_hi) - L_lo are three
+ * float64 roundings, so |y - exact| <= delta + 2^-52 (|d| + 2 |y|), delta being combine_rows' bound on L;
  * exp(y) in the C library is taken within LIBM_ULP = 4 units of 2^-53 of its value
  * (impl/_generic.py's LIBM_ULP; glibc's exp is within one), and exp turns y's
  * absolute error into the same relative one (times 1 + 2^-40 at most here, for errors
