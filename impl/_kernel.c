@@ -21,7 +21,8 @@
  * Every function is compiled without contraction (-ffp-contract=off): the
  * error-free transformations need the rounding the code spells out; fma() is
  * called where a fused product is meant. On x86-64 the hot loops are also built
- * for x86-64-v3 (AVX2 and FMA) and picked at load time.
+ * for x86-64-v3 (AVX2 and FMA), and the passes have AVX2 and AVX-512 variants; the
+ * widest the CPU runs is picked at load time, and every path gives the same bits.
  *
  * Layout: this file is the one translation unit, a unity build of the pieces in csrc/
  * (every function static, the compiler sees one file), included in this order; each
@@ -32,7 +33,9 @@
  *   rounding.h     correct rounding of float32 rows: the fast path's bound, the
  *                  rounding test, the slow path (accurate double-double)
  *   passes.h       portable row passes: maxima, sums, writes, rows_f32/rows_f64
- *   passes_avx2.h  their AVX2 variants, and use_avx2(), which picks the path
+ *   passes_avx2.h  their AVX2 variants
+ *   passes_avx512.h  the float32 passes' AVX-512 variants, and use_path(), which
+ *                  picks the path (the widest the CPU runs, or LOG_SOFTMAX_KERNELS)
  *   threads.h      the thread pool: blocks of rows, or segments of one long row
  *   bindings.h     argument checks and the general Python functions
  *   blocks.h       the Dask path's block passes and their Python functions
@@ -45,6 +48,7 @@
 #include "csrc/rounding.h"
 #include "csrc/passes.h"
 #include "csrc/passes_avx2.h"
+#include "csrc/passes_avx512.h"
 #include "csrc/threads.h"
 #include "csrc/bindings.h"
 #include "csrc/blocks.h"
@@ -55,6 +59,7 @@ static PyMethodDef methods[] = {
     {"ffi_handler", py_ffi_handler, METH_NOARGS, ffi_handler_doc},
     {"set_threads", py_set_threads, METH_VARARGS, set_threads_doc},
     {"use", py_use, METH_VARARGS, use_doc},
+    {"paths", py_paths, METH_NOARGS, paths_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
     {"rows_at", py_rows_at, METH_VARARGS, rows_at_doc},
     {"set_per_thread", py_set_per_thread, METH_VARARGS, set_per_thread_doc},
@@ -96,6 +101,20 @@ PyInit__kernel(void)
 #ifdef HAVE_AVX2_PATH
     __builtin_cpu_init();
 #endif
-    use_avx2(avx2_available());
+    /* the widest path, or the one LOG_SOFTMAX_KERNELS names (a path this machine
+     * lacks, or an unknown name, is a ValueError that says which it runs: not an
+     * ImportError, which impl would take for a build without the kernels) */
+    const char *want = getenv("LOG_SOFTMAX_KERNELS");
+    if (want != NULL && want[0] != '\0') {
+        if (!use_path(want)) {
+            PyErr_Format(PyExc_ValueError,
+                         "LOG_SOFTMAX_KERNELS=%s: no such code path on this machine (it runs "
+                         "%s; the paths are avx512, avx2 and scalar)", want, best_path());
+            return NULL;
+        }
+    }
+    else {
+        use_path(best_path());
+    }
     return PyModule_Create(&module);
 }

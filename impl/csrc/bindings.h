@@ -641,9 +641,10 @@ py_constants(PyObject *self, PyObject *unused)
 
 PyDoc_STRVAR(use_doc,
 "use(path) -> str\n\n"
-"Select the code path of the maxima, the sums and the large writes, 'scalar' or\n"
-"'avx2' (where the CPU has AVX2 and FMA); returns the previous one. Both give\n"
-"bit-identical results; tests check it.");
+"Select the code path of the maxima, the sums and the large writes: 'avx512' (where\n"
+"the CPU has AVX512F and AVX512DQ), 'avx2' (AVX2 and FMA) or 'scalar'; returns the\n"
+"previous one. paths() lists those this machine runs. Every path gives the same\n"
+"bits; tests check it.");
 
 static PyObject *
 py_use(PyObject *self, PyObject *args)
@@ -652,16 +653,32 @@ py_use(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "s", &name)) {
         return NULL;
     }
-    const char *prev = partial_f64 == partial_f64_scalar ? "scalar" : "avx2";
-    if (strcmp(name, "scalar") == 0) {
-        use_avx2(0);
-    }
-    else if (strcmp(name, "avx2") == 0 && avx2_available()) {
-        use_avx2(1);
-    }
-    else {
-        PyErr_Format(PyExc_ValueError, "no code path %R on this machine", PyTuple_GET_ITEM(args, 0));
+    const char *prev = current_path;
+    if (!use_path(name)) {
+        PyErr_Format(PyExc_ValueError, "no code path %R on this machine (it runs %s)",
+                     PyTuple_GET_ITEM(args, 0), best_path());
         return NULL;
     }
     return PyUnicode_FromString(prev);
+}
+
+PyDoc_STRVAR(paths_doc,
+"paths() -> tuple[str, ...]\n\n"
+"The code paths this build runs on this machine, the widest first (use() takes any).");
+
+static PyObject *
+py_paths(PyObject *self, PyObject *unused)
+{
+    PyObject *out = PyTuple_New(0);
+    for (int p = 0; out != NULL && p < N_PATHS; p++) {
+        if (path_available(p)) {
+            PyObject *name = PyUnicode_FromString(PATHS[p]);
+            if (name == NULL || _PyTuple_Resize(&out, PyTuple_GET_SIZE(out) + 1) < 0) {
+                Py_XDECREF(name);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(out, PyTuple_GET_SIZE(out) - 1, name);
+        }
+    }
+    return out;
 }

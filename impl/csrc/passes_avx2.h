@@ -497,12 +497,11 @@ v_step(const double *x, __m256d M, __m256d NM, __m256d C, __m256d NC, __m256d *A
     v_acc_dd(AH, AL, eh, el);
 }
 
+/* The general loop (any c; terms in [e^-745.5, e^-706) scaled in two steps) */
 AVX2 static void
-partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_ssize_t *at_max)
+partial_f64_avx2_general(const double *x, Py_ssize_t n, double m, double c, dd *sum,
+                         Py_ssize_t *at_max)
 {
-    if (c == 0.0 && partial_f64_avx2_c0(x, n, m, sum, at_max)) {
-        return;
-    }
     const __m256d M = v_set(m), NM = v_set(-m), C = v_set(c), NC = v_set(-c);
     __m256d AH0 = _mm256_setzero_pd(), AL0 = AH0, AH1 = AH0, AL1 = AH0;
     Py_ssize_t count = 0, i = 0;
@@ -523,6 +522,15 @@ partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_
     }
     finish_sum(ah, al, sum);
     *at_max = count;
+}
+
+AVX2 static void
+partial_f64_avx2(const double *x, Py_ssize_t n, double m, double c, dd *sum, Py_ssize_t *at_max)
+{
+    if (c == 0.0 && partial_f64_avx2_c0(x, n, m, sum, at_max)) {
+        return;
+    }
+    partial_f64_avx2_general(x, n, m, c, sum, at_max);
 }
 /* term_f32 (exp_short, and 0 for d = 0 and -inf) on `ways` vectors of four lanes at
  * once, step by step: one vector's exponential is a chain of about 25 dependent
@@ -790,7 +798,13 @@ exact_sum_f32_avx2(const float *x, Py_ssize_t n, float m, dd *T, Py_ssize_t *k)
 }
 
 /* The code path of the maxima, the sums and the large writes: AVX2 (on: where
- * avx2_available()) or portable */
+ * avx2_available()) or portable. GCC 12 takes the addresses of the target_clones
+ * (HOT) functions below for those of locals once use_path() calls this: a false
+ * -Wdangling-pointer, silenced here only. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
 static void
 use_avx2(int on)
 {
@@ -817,3 +831,6 @@ use_avx2(int on)
     }
 #endif
 }
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+#pragma GCC diagnostic pop
+#endif

@@ -6,6 +6,7 @@ where the kernels were not built."""
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import mpmath
@@ -85,39 +86,79 @@ def test_log1p_dd_is_good_to_2_pow_minus_58():
     assert worst < 2.0**-58, worst
 
 
-def _avx2_available() -> bool:
-    prev = K.use("scalar")
+def _vector_paths() -> tuple[str, ...]:
+    """The vector code paths this CPU runs (AVX-512, AVX2), the widest first"""
+    return tuple(p for p in K.paths() if p != "scalar")
+
+
+def test_paths_the_widest_first_and_chosen_at_import():
+    paths = K.paths()
+    assert paths[-1] == "scalar"
+    assert list(paths) == [p for p in ("avx512", "avx2", "scalar") if p in paths]
+    prev = K.use(paths[0])
     try:
-        K.use("avx2")
-    except ValueError:
-        return False
+        assert prev == paths[0]  # the widest, unless LOG_SOFTMAX_KERNELS said otherwise
+        assert K.use("scalar") == paths[0]
+        with pytest.raises(ValueError, match="no code path 'sse9' on this machine"):
+            K.use("sse9")
+        assert K.use(paths[0]) == "scalar"  # a refused name changed nothing
     finally:
         K.use(prev)
-    return True
 
 
-@pytest.mark.skipif(not _avx2_available(), reason="this CPU has no AVX2 and FMA")
+@pytest.mark.parametrize("name", ["scalar", "avx2", "nonsense"])
+def test_the_kernels_path_from_the_environment(name):
+    """LOG_SOFTMAX_KERNELS picks the path at import; a name this machine does not run
+    fails the import with a ValueError naming the paths (not an ImportError, which
+    impl would take for a build without the kernels and fall back silently)"""
+    import subprocess
+    import sys
+
+    code = "import impl._kernel as K; print(K.use('scalar'))"
+    env = {**os.environ, "LOG_SOFTMAX_KERNELS": name}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if name in K.paths():
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == name
+    else:
+        assert proc.returncode != 0
+        assert "ValueError: LOG_SOFTMAX_KERNELS=" in proc.stderr
+        assert "the paths are avx512, avx2 and scalar" in proc.stderr
+
+
+@pytest.mark.skipif(not _vector_paths(), reason="this CPU has no AVX2 and FMA")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_avx2_and_portable_paths_agree_bit_for_bit(dtype):
+def test_vector_and_portable_paths_agree_bit_for_bit(dtype):
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal(n).astype(dtype) * s for n, s in ((1, 1), (7, 3), (1003, 30))]
+    xs += [rng.standard_normal(n).astype(dtype) * 5 for n in (8, 31, 32, 33, 65, 4099)]
     x = rng.standard_normal(517).astype(dtype)
     x[::5] = x.max()  # ties
     xs.append(x)
     xs.append(np.concatenate([[0.0], rng.uniform(-800, -700, 299)]).astype(dtype))
     # terms dropped below e^-745.5 next to ordinary ones (float64: the c = 0 fast loop)
     xs.append(np.concatenate([[0.0], rng.uniform(-20, 0, 101), np.full(50, -1e4)]).astype(dtype))
-    prev = K.use("avx2")
+    x = rng.standard_normal(1001).astype(dtype)
+    x[::7] = -np.inf  # masked logits
+    xs.append(x)
+    prev = K.use("scalar")
     try:
         for x in xs:
             m = float(x.max())
             shifts = [0.0, -700.0] if dtype == "float64" else [0.0]
             for c in shifts:
-                K.use("avx2")
-                a = K.partial(x, m, c)
                 K.use("scalar")
                 s = K.partial(x, m, c)
-                assert a == s, (x.size, c, a, s)
+                for path in _vector_paths():
+                    K.use(path)
+                    a = K.partial(x, m, c)
+                    assert a == s, (path, x.size, c, a, s)
+        for x in xs:  # whole rows: the maxima and the writes too
+            K.use("scalar")
+            want = impl.log_softmax(x)
+            for path in _vector_paths():
+                K.use(path)
+                np.testing.assert_array_equal(impl.log_softmax(x), want, err_msg=path)
     finally:
         K.use(prev)
 
@@ -150,14 +191,14 @@ def _round_to_odd(x: np.ndarray, m: float, L: float) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("path", ["avx2", "scalar"])
+@pytest.mark.parametrize("path", ["avx512", "avx2", "scalar"])
 def test_writes_rounded_to_odd(path):
     """odd=1 (float32 in and out): (x - m) - L, exactly (L exact: delta = 0), rounded
     to odd, on both code paths, over every binade of float32, subnormal results, zero,
     overflow and specials. (Rounding the float64 difference to odd instead, as the
     kernels did, rounds twice: 1.5 - 1e-300 gave 1.5.)"""
-    if path == "avx2" and not _avx2_available():
-        pytest.skip("this CPU has no AVX2 and FMA")
+    if path not in K.paths():
+        pytest.skip(f"this CPU has no {path} path")
     rng = np.random.default_rng(12)
     xs = [
         (rng.standard_normal(1003) * 30).astype(np.float32),
@@ -185,27 +226,28 @@ def test_writes_rounded_to_odd(path):
         K.use(prev)
 
 
-@pytest.mark.skipif(not _avx2_available(), reason="this CPU has no AVX2 and FMA")
+@pytest.mark.skipif(not _vector_paths(), reason="this CPU has no AVX2 and FMA")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_large_outputs_streamed_give_the_same_bits(dtype):
     """Outputs of 4 MB and more per thread are written with non-temporal stores on the
-    AVX2 path: the same bits as the portable writes, an unaligned output included,
+    vector paths: the same bits as the portable writes, an unaligned output included,
     rows shared or one long row's passes split between two threads."""
     rng = np.random.default_rng(9)
     n = 1_300_003 if dtype == "float64" else 2_600_003
     long_row = (rng.standard_normal((1, n)) * 20).astype(dtype)
     rows = (rng.standard_normal((3, n // 2)) * 20).astype(dtype)
-    prev = K.use("avx2")
+    prev = K.use("scalar")
     try:
         for x, threads in ((long_row, 2), (rows, 1), (rows, 2)):
             got = {}
-            for path in ("avx2", "scalar"):
+            for path in K.paths():
                 K.use(path)
                 buf = np.empty(x.size + 1, dtype)
                 out = buf[1:].reshape(x.shape)  # not 32-byte aligned
                 assert K.rows(x, out, x.shape[1], threads) == 0
                 got[path] = out
-            np.testing.assert_array_equal(got["avx2"], got["scalar"])
+            for path in _vector_paths():
+                np.testing.assert_array_equal(got[path], got["scalar"])
     finally:
         K.use(prev)
 

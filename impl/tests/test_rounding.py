@@ -390,15 +390,16 @@ def test_float64_bounds_hold_and_the_slow_path_decides():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_avx2_and_portable_writes_agree_bit_for_bit(dtype):
-    """The AVX2 writes (a cheaper test first, the full one for the groups it leaves)
-    and the portable loop give the same bits and the same count of undecided outputs,
-    to nearest and to odd, on rows whose outputs sit on midpoints often (logits on a
-    grid of 1/64) and on rows of random logits, under the fast path's bound."""
-    try:
-        before = _kernel.use("avx2")
-    except ValueError:
-        pytest.skip("this CPU has no AVX2 and FMA")
+def test_vector_and_portable_writes_agree_bit_for_bit(dtype):
+    """The AVX-512 and AVX2 writes (a cheaper test first, the full one for the groups
+    it leaves) and the portable loop give the same bits and the same count of
+    undecided outputs, to nearest and to odd, on rows whose outputs sit on midpoints
+    often (logits on a grid of 1/64) and on rows of random logits, under the fast
+    path's bound."""
+    paths = _kernel.paths()
+    if len(paths) < 2:
+        pytest.skip("this CPU has no vector path (AVX2 and FMA)")
+    before = _kernel.use(paths[0])
     rng = np.random.default_rng(41)
     undecided = 0
     try:
@@ -418,12 +419,12 @@ def test_avx2_and_portable_writes_agree_bit_for_bit(dtype):
                 odds = [0, 1]
             for odd in odds:
                 got = []
-                for path in ("avx2", "scalar"):
+                for path in paths:
                     _kernel.use(path)
                     out = np.empty_like(x)
                     u = _kernel.write(x, out, m, L[0], L[1], odd, L[2])
                     got.append((_bits(out).tobytes(), u))
-                assert got[0] == got[1], (trial, odd)
+                assert all(g == got[-1] for g in got), (trial, odd)
                 undecided += got[0][1]
     finally:
         _kernel.use(before)
@@ -477,18 +478,19 @@ def _exact_round_f32(x: float, m: float, hi: float, lo: float) -> float:
     return float(f)
 
 
-@pytest.mark.parametrize("path", ["avx2", "scalar"])
+@pytest.mark.parametrize("path", ["avx512", "avx2", "scalar"])
 def test_every_output_the_write_settles_is_the_exact_rounding(path):
     """With L given exactly (hi + lo, delta 2^-80), every output the float32 write
     does not count as undecided is (x - m) - L rounded once, checked with Fractions:
     on entries placed within 2^-20 to 2^-60 ULP of a rounding midpoint (either side),
     exactly on one, on powers of two (where the grid halves), near the subnormals and
-    near the overflow, and random ones. Each entry is written as a vector of 16 copies,
-    so that the AVX2 loop's eight-lane test (filter_f32) sees it, not only the tail."""
+    near the overflow, and random ones. Each entry is written as a vector of 32 copies,
+    so that the vector loops' lanes (filter_f32: 16 on AVX-512, 8 on AVX2) see it,
+    not only the tails."""
     try:
         before = _kernel.use(path)
     except ValueError:
-        pytest.skip("this CPU has no AVX2 and FMA")
+        pytest.skip(f"this CPU has no {path} path")
     from fractions import Fraction
 
     rng = np.random.default_rng(97)
@@ -523,16 +525,16 @@ def test_every_output_the_write_settles_is_the_exact_rounding(path):
                 continue
             hi = float(Lx)
             lo = float(Lx - Fraction(hi))
-            xs = np.full(16, x, np.float32)
+            xs = np.full(32, x, np.float32)
             out = np.empty_like(xs)
             u = _kernel.write(xs, out, m, hi, lo, 0, 2.0**-80)
-            assert u in (0, 16), (trial, u)
+            assert u in (0, 32), (trial, u)
             if u:
                 undecided += 1
                 continue
             settled += 1
             want = _exact_round_f32(x, m, hi, lo)
-            assert np.all(_bits(out) == _bits(np.full(16, want, np.float32))), (
+            assert np.all(_bits(out) == _bits(np.full(32, want, np.float32))), (
                 trial,
                 x,
                 m,

@@ -2,7 +2,7 @@
 format each backend has, impl's output is the oracle's correctly rounded value bit
 for bit on every path, so the paths agree with each other bit for bit:
 
-- NumPy on one thread and on two, on the AVX2 kernels and on the portable ones;
+- NumPy on one thread and on two, on the AVX-512, the AVX2 and the portable kernels;
 - PyTorch CPU tensors, JAX eager and under ``jax.jit``, Dask with every axis split
   into about three chunks (the reduced axis too);
 - the generic algorithm: array-api-strict with float64 and without it, and the GPU
@@ -52,6 +52,8 @@ def _numpy(threads: int, path: str) -> Iterator[None]:
 # (label, backend, the candidate, a context to run it in)
 _Variant = tuple[str, str, Callable[..., Any], Callable[[], Any]]
 VARIANTS: list[_Variant] = [
+    ("numpy, 1 thread, avx512", "numpy:cpu", impl.log_softmax, lambda: _numpy(1, "avx512")),
+    ("numpy, 2 threads, avx512", "numpy:cpu", impl.log_softmax, lambda: _numpy(2, "avx512")),
     ("numpy, 1 thread, avx2", "numpy:cpu", impl.log_softmax, lambda: _numpy(1, "avx2")),
     ("numpy, 2 threads, avx2", "numpy:cpu", impl.log_softmax, lambda: _numpy(2, "avx2")),
     ("numpy, 2 threads, portable", "numpy:cpu", impl.log_softmax, lambda: _numpy(2, "scalar")),
