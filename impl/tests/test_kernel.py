@@ -91,6 +91,24 @@ def _vector_paths() -> tuple[str, ...]:
     return tuple(p for p in K.paths() if p != "scalar")
 
 
+def test_the_builds_depends_are_the_headers_kernel_c_includes():
+    """pyproject's depends rebuild the extension when a piece changes: every header
+    _kernel.c includes is listed, and nothing else"""
+    import pathlib
+    import re
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").exists():  # impl copied out (.ci/sanitize.sh)
+        pytest.skip("not run from a source checkout")
+    ext = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    depends = set(ext["ext-modules"][0]["depends"])
+    source = (root / "impl" / "_kernel.c").read_text()
+    included = {f"impl/{h}" for h in re.findall(r'#include "(csrc/[^"]+)"', source)}
+    on_disk = {f"impl/csrc/{p.name}" for p in (root / "impl" / "csrc").glob("*.h")}
+    assert depends == included == on_disk
+
+
 def test_paths_the_widest_first_and_chosen_at_import():
     paths = K.paths()
     assert paths[-1] == "scalar"
