@@ -277,6 +277,8 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     p, emax = _NARROW_FORMATS[name]
     axes = tuple(axis)
     rows, perm = _as_rows(x, axes)
+    if name == "float32" and hasattr(kernels, "softmax_f32_rows"):
+        return _softmax_f32(kernels, x, rows, perm, n, fix)
     wide = np.ascontiguousarray(rows, dtype=np.float64)
     out = np.empty_like(wide)
     opened = np.zeros(wide.shape, dtype=np.uint8)
@@ -303,6 +305,38 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
         open_[regular] = True
     shape = x.shape
     return fix(_from_rows(narrow, shape, perm), _from_rows(open_, shape, perm))
+
+
+def _softmax_f32(kernels: Any, x: Any, rows: Any, perm: Any, n: int, fix: Fix) -> Any:
+    """float32 softmax in one kernel call a span of rows (impl/csrc/softmax.h:
+    softmax_f32_rows, on log_softmax's passes: no widening, no second buffer), the
+    special slices by the generic algorithm and the open outputs (none measured so far)
+    to ``fix``, as _softmax_kernel does."""
+    import numpy as np
+
+    from ._numpy import _from_rows, _map
+
+    src = np.ascontiguousarray(rows)
+    out = np.empty_like(src)
+    opened = np.zeros(src.shape, dtype=np.uint8)
+    left: list[int] = []
+
+    def block(span: tuple[int, int]) -> None:
+        lo, hi = span
+        left.append(kernels.softmax_f32_rows(src[lo:hi], n, out[lo:hi], opened[lo:hi]))
+
+    _map(block, _spans(len(src), n))
+    regular = ~np.isnan(out[:, 0])
+    odd = np.flatnonzero(~regular)
+    if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers
+        out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64)
+    shape = x.shape
+    if not sum(left) and _err_scale == 1.0:  # every output proven (the usual case)
+        return _from_rows(out, shape, perm)
+    open_ = opened.astype(bool)
+    if _err_scale != 1.0:  # the tests that weaken the bound or force the fix
+        open_[regular] = True
+    return fix(_from_rows(out, shape, perm), _from_rows(open_, shape, perm))
 
 
 def _spans(nrows: int, n: int) -> list[tuple[int, int]]:

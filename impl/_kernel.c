@@ -85,6 +85,8 @@ static PyMethodDef methods[] = {
     {"tiny_log", py_tiny_log, METH_VARARGS, tiny_log_doc},
     {"exp_dd", py_exp_dd, METH_VARARGS, exp_dd_doc},
     {"exp_short", py_exp_short, METH_VARARGS, exp_short_doc},
+    {"exp_mid", py_exp_mid, METH_VARARGS, exp_mid_doc},
+    {"softmax_f32_rows", py_softmax_f32_rows, METH_VARARGS, softmax_f32_rows_doc},
     {"constants", py_constants, METH_NOARGS, constants_doc},
     {NULL, NULL, 0, NULL},
 };

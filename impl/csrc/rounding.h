@@ -231,10 +231,20 @@ bound_f32(double T, Py_ssize_t n)
     return bound_f32_more(T, n, 0.0);
 }
 
+static inline lbound bound_f32_terms(double T, Py_ssize_t n, double term_rel, double more);
+
 /* bound_f32 where T carries `more` relative error besides (the Dask path's blocks:
  * the scaling of each block's sum, and their sum) */
 static inline lbound
 bound_f32_more(double T, Py_ssize_t n, double more)
+{
+    return bound_f32_terms(T, n, EXP_SHORT_REL, more);
+}
+
+/* bound_f32_more for terms within term_rel relatively (exp_short's EXP_SHORT_REL, or
+ * the softmax writer's exp_mid), summed as partial_f32 sums them */
+static inline lbound
+bound_f32_terms(double T, Py_ssize_t n, double term_rel, double more)
 {
     lbound b;
     b.hi = log1p(T);
@@ -247,7 +257,7 @@ bound_f32_more(double T, Py_ssize_t n, double more)
      * block after, the tail, the lanes' and the segments' combination (64) */
     double j = (double)(n < SUM_BLOCK ? n : SUM_BLOCK) / 8.0 + (double)(n / SUM_BLOCK) + 65.0;
     double gam = j * U53 / (1.0 - j * U53);
-    double eT = (EXP_SHORT_REL + gam + more) * (1.0 + EXP_SHORT_REL) * T * (1.0 + gam) +
+    double eT = (term_rel + gam + more) * (1.0 + term_rel) * T * (1.0 + gam) +
                 (double)n * 0x1p-1009;
     double lo = T - eT > 0.0 ? T - eT : 0.0;
     b.delta = (eT / (1.0 + lo) + LOG1P_REL * b.hi) * (1.0 + 0x1p-40) * bound_scale;

@@ -1,6 +1,7 @@
-/* csrc/softmax.h: the softmax writer (softmax_rows): exp(x - m - L) for rows in
+/* csrc/softmax.h: the softmax writers. softmax_rows: exp(x - m - L) for rows in
  * float64 (a narrow format's widened), from combine_rows' per-row sums, each output
- * with a flag where its rounding to the target format is not proven. Uses kind_of and
+ * with a flag where its rounding to the target format is not proven. softmax_f32_rows:
+ * float32 rows into float32 outputs in one call, on log_softmax's passes (below). Uses kind_of and
  * holds (bindings.h), SLICE_VALUES and answer_of (blocks.h).
  *
  * The narrow formats' bound, per entry: d = x - m and y = (d - L_hi) - L_lo are three
@@ -139,6 +140,243 @@ softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
         k += u;
     }
     return k;
+}
+
+/* ---- float32 rows into float32: the fast path (softmax_f32_rows) ----
+ *
+ * From log_softmax's passes: m = max_f32, T = partial_f32_mid plus k - 1 (exp_mid's
+ * terms), L = log1p(T) within delta (bound_f32_terms). Each output is exp(z), z =
+ * (x - m) - L_hi in double (L_lo = 0 there), by exp_mid (below), within EXP_MID_REL.
+ * z is within e_z = delta + 2^-52 (|d| + |z|) of the exact (x - m) - L (d = x - m and z
+ * rounded once each), which exp turns into e_z (1 + 2^-30) relatively for e_z < 2^-30;
+ * so v = exp_mid(z) is within err = (e_z (1 + 2^-30) + EXP_MID_REL) v (1 + 2^-50) of
+ * the exact output, and v's rounding to float32 is proven where v - err and v + err,
+ * each widened by 2^-52 v against its own rounding, round to one float32 (rounding is
+ * monotonic). z < -105 gives 0, proven: the exact value is below e^-104.9, under half
+ * the least float32 subnormal (2^-150); -inf entries are such. A row with an output
+ * left open takes L again from medium_L_f32 (the float64 kernel's sum: delta about
+ * 2^-60), then, where that leaves one, exact_L_f32 (about 2^-100), and its open
+ * outputs alone are recomputed from z in double-double (TwoSum of x and -m, then of L's
+ * words) by exp_dd2 (within 2^-86), and proven by the same test; what the exact L
+ * leaves open is flagged for the caller. Outputs proven at any tier are the correctly
+ * rounded ones, so the bits do not depend on which tier decided them, nor on the code
+ * path: each loop is the portable one's operations (the compiler may vectorize it). */
+
+/* exp(z) for z <= 0: exp_short's reduction (2^(k/4), |r| <= ln2/8) and a degree-8
+ * polynomial: the Taylor remainder r^9/9! e^r at |r| = ln2/8 is 2^-50.1, the reduction
+ * (fma, L4 in two parts) and the eight Horner steps, the table entry and the product
+ * add under 6 2^-53, and the scaling by 2^floor(k/4) is exact above z = -700 (clamped
+ * there: the callers take z < -105 as 0). EXP_MID_REL = 2^-48 covers it with room;
+ * test_exp_mid_is_within_its_bound measures it. */
+#define EXP_MID_REL 0x1p-48
+
+static inline double
+exp_mid(double z)
+{
+    double dc = z < -700.0 ? -700.0 : z;
+    double ks = fma(dc, INV_L4, SHIFTER);
+    double kf = ks - SHIFTER;
+    int64_t k = shifted_int(ks);
+    double r = fma(-kf, L4_LO, fma(-kf, L4_HI, dc));
+    double p = 1.0 / 40320.0;
+    p = fma(p, r, 1.0 / 5040.0);
+    p = fma(p, r, 1.0 / 720.0);
+    p = fma(p, r, 1.0 / 120.0);
+    p = fma(p, r, 1.0 / 24.0);
+    p = fma(p, r, 1.0 / 6.0);
+    p = fma(p, r, 0.5);
+    p = fma(p, r, 1.0);
+    p = fma(p, r, 1.0);
+    return (p * EXP2_4[k & 3]) * pow2i(k >> 2);
+}
+
+/* partial_f32_scalar's sum with exp_mid's terms (0 for d = 0 and -inf, as term_f32),
+ * for the writer's L: within bound_f32_terms(T, n, EXP_MID_REL, 0), about 2^-45 for
+ * rows of a thousand (the sum's roundings; the terms' 2^-48 after them), against
+ * 2^-36.5 from partial_f32's exp_short, which left an output open in about a fifth of
+ * the rows of 1,024 standard normal logits. The same lanes and order as
+ * partial_f32_scalar; the compiler vectorizes it (the same bits on every path). */
+HOT static void
+partial_f32_mid(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    double acc[LANES] = {0.0};
+    double md = (double)m;
+    Py_ssize_t count = 0, i = 0;
+    while (i + LANES <= n) {
+        Py_ssize_t end = n - i >= SUM_BLOCK ? i + SUM_BLOCK : i + (n - i) / LANES * LANES;
+        double part[LANES] = {0.0};
+        for (; i < end; i += LANES) {
+            for (int l = 0; l < LANES; l++) {
+                double d = (double)x[i + l] - md;
+                double v = exp_mid(d);
+                part[l] += d == d + d ? 0.0 : v;
+                count += x[i + l] == m;
+            }
+        }
+        for (int l = 0; l < LANES; l++) {
+            acc[l] += part[l];
+        }
+    }
+    for (; i < n; i++) {
+        double d = (double)x[i] - md;
+        double v = exp_mid(d);
+        acc[0] += d == d + d ? 0.0 : v;
+        count += x[i] == m;
+    }
+    *sum = finish_lanes8(acc);
+    *at_max = count;
+}
+
+/* The first tier on one row: the outputs and their flags; returns how many are open */
+HOT static Py_ssize_t
+softmax_write_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m,
+                  double Lh, double delta)
+{
+    double md = (double)m;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double d = (double)x[i] - md;
+        double z = d - Lh;
+        double v = exp_mid(z);
+        double e_z = delta + (fabs(d) + fabs(z)) * 0x1p-52;
+        double err = ((e_z * (1.0 + 0x1p-30) + EXP_MID_REL) * (1.0 + 0x1p-50) + 0x1p-52) * v;
+        int zero = z < -105.0;
+        int u = ((float)(v - err) != (float)(v + err)) | !(e_z < 0x1p-30);
+        u &= !zero;
+        o[i] = zero ? 0.0f : (float)v;
+        open[i] = (unsigned char)u;
+        k += u;
+    }
+    return k;
+}
+
+/* The later tiers: the open outputs of a row recomputed with L (within L.delta) in
+ * double-double; returns how many stay open */
+static Py_ssize_t
+softmax_redo_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m,
+                 lbound L)
+{
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!open[i]) {
+            continue;
+        }
+        dd d = two_sum((double)x[i], -(double)m);
+        dd t = two_sum(d.hi, -L.hi);
+        dd z = fast_two_sum(t.hi, t.lo + (d.lo - L.lo));
+        /* the low words' sum: two roundings of at most 2^-51 (|d| + |L|) each */
+        double e_z = L.delta + (fabs(d.hi) + fabs(L.hi)) * 0x1p-100;
+        int64_t K;
+        dd e = exp_dd2(z.hi, z.lo, &K); /* z > -105: 2^K normal, the product exact */
+        double v = (e.hi + e.lo) * pow2i(K);
+        double err = ((e_z * (1.0 + 0x1p-30) + 0x1p-86) * (1.0 + 0x1p-50) + 0x1p-52) * v;
+        int u = ((float)(v - err) != (float)(v + err)) | !(e_z < 0x1p-30);
+        o[i] = (float)v;
+        open[i] = (unsigned char)u;
+        k += u;
+    }
+    return k;
+}
+
+/* One regular row; returns the count of outputs left open for the caller */
+static Py_ssize_t
+softmax_row_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m)
+{
+    double T;
+    Py_ssize_t k;
+    partial_f32_mid(x, n, m, &T, &k);
+    T += (double)(k - 1);
+    lbound L = bound_f32_terms(T, n, EXP_MID_REL, 0.0);
+    Py_ssize_t left = softmax_write_f32(x, o, open, n, m, L.hi, L.delta);
+    if (left) {
+        Py_ssize_t first = left;
+        left = softmax_redo_f32(x, o, open, n, m, medium_L_f32(x, n, m));
+        if (left) {
+            left = softmax_redo_f32(x, o, open, n, m, exact_L_f32(x, n, m));
+            stat_add(&slow_stat[F32][ST_EXACT_ROWS], 1);
+        }
+        stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
+        stat_add(&slow_stat[F32][ST_SLOW_ELEMS], (uint64_t)first);
+        stat_add(&slow_stat[F32][ST_UNDECIDED], (uint64_t)left);
+    }
+    return left;
+}
+
+PyDoc_STRVAR(softmax_f32_rows_doc,
+"softmax_f32_rows(x, n, out, opened) -> int\n\n"
+"softmax over each length-n row of x (float32, C-contiguous) into out (float32, x's\n"
+"shape), correctly rounded where opened (uint8, x's shape) gets 0; 1 where the exact\n"
+"step must decide. Rows with a NaN, a +inf or no finite entry are left to the caller:\n"
+"out NaN, opened 0. Returns the count of open outputs.");
+
+static PyObject *
+py_softmax_f32_rows(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo, *fo;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OnOO", &xo, &n, &oo, &fo)) {
+        return NULL;
+    }
+    Py_buffer x, o, f;
+    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(oo, &o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(fo, &f, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&o);
+        return NULL;
+    }
+    Py_ssize_t rows = n > 0 ? x.len / (4 * n) : 0;
+    int ok = n > 0 && kind_of(&x) == 'f' && kind_of(&o) == 'f' && x.len == rows * n * 4 &&
+             o.len == x.len && f.len == rows * n && f.itemsize == 1;
+    Py_ssize_t open = 0;
+    if (ok) {
+        const float *xv = x.buf;
+        float *ov = o.buf;
+        unsigned char *fv = f.buf;
+        KERNEL_BEGIN
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const float *xr = xv + r * n;
+            float m = max_f32(xr, n);
+            if (isnan(m)) {
+                for (Py_ssize_t i = 0; i < n; i++) {
+                    ov[r * n + i] = NAN;
+                    fv[r * n + i] = 0;
+                }
+                continue;
+            }
+            open += softmax_row_f32(xr, ov + r * n, fv + r * n, n, m);
+        }
+        stat_add(&slow_stat[F32][ST_ROWS], (uint64_t)rows);
+        KERNEL_END
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&f);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "softmax_f32_rows needs float32 rows of length n > 0, "
+                                          "float32 out and uint8 opened of x's size");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(open);
+}
+
+PyDoc_STRVAR(exp_mid_doc,
+"exp_mid(z) -> float\n\nThe float32 softmax writer's exp (within EXP_MID_REL = 2^-48 for\n"
+"-700 <= z <= 0), for the tests.");
+
+static PyObject *
+py_exp_mid(PyObject *self, PyObject *args)
+{
+    double z;
+    if (!PyArg_ParseTuple(args, "d", &z)) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(exp_mid(z));
 }
 
 PyDoc_STRVAR(softmax_rows_doc,
