@@ -97,6 +97,105 @@ partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
 typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
 static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, at import */
 
+/* ---- softmax's float32 passes (softmax.h's softmax_f32_rows) ---- */
+
+/* exp(z) for z <= 0: exp_short's reduction (2^(k/4), |r| <= ln2/8) and a degree-8
+ * polynomial: the Taylor remainder r^9/9! e^r at |r| = ln2/8 is 2^-50.1, the reduction
+ * (fma, L4 in two parts) and the eight Horner steps, the table entry and the product
+ * add under 6 2^-53, and the scaling by 2^floor(k/4) is exact above z = -700 (clamped
+ * there: the callers take z < -105 as 0). EXP_MID_REL = 2^-48 covers it with room;
+ * test_exp_mid_is_within_its_bound measures it. */
+#define EXP_MID_REL 0x1p-48
+
+static inline double
+exp_mid(double z)
+{
+    double dc = z < -700.0 ? -700.0 : z;
+    double ks = fma(dc, INV_L4, SHIFTER);
+    double kf = ks - SHIFTER;
+    int64_t k = shifted_int(ks);
+    double r = fma(-kf, L4_LO, fma(-kf, L4_HI, dc));
+    double p = 1.0 / 40320.0;
+    p = fma(p, r, 1.0 / 5040.0);
+    p = fma(p, r, 1.0 / 720.0);
+    p = fma(p, r, 1.0 / 120.0);
+    p = fma(p, r, 1.0 / 24.0);
+    p = fma(p, r, 1.0 / 6.0);
+    p = fma(p, r, 0.5);
+    p = fma(p, r, 1.0);
+    p = fma(p, r, 1.0);
+    /* EXP2_4[k & 3] by selects, which vectorize as blends (an indexed load would be a
+     * gather) */
+    double t01 = (k & 1) ? EXP2_4[1] : EXP2_4[0], t23 = (k & 1) ? EXP2_4[3] : EXP2_4[2];
+    return (p * ((k & 2) ? t23 : t01)) * pow2i(k >> 2);
+}
+
+/* partial_f32_scalar's sum with exp_mid's terms (0 for d = 0 and -inf, as term_f32),
+ * for the writer's L: within bound_f32_terms(T, n, EXP_MID_REL, 0), about 2^-45 for
+ * rows of a thousand (the sum's roundings; the terms' 2^-48 after them), against
+ * 2^-36.5 from partial_f32's exp_short, which left an output open in about a fifth of
+ * the rows of 1,024 standard normal logits. The same lanes and order as
+ * partial_f32_scalar; the compiler vectorizes it (the same bits on every path). */
+HOT static void
+partial_f32_mid_portable(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    double acc[LANES] = {0.0};
+    double md = (double)m;
+    Py_ssize_t count = 0, i = 0;
+    while (i + LANES <= n) {
+        Py_ssize_t end = n - i >= SUM_BLOCK ? i + SUM_BLOCK : i + (n - i) / LANES * LANES;
+        double part[LANES] = {0.0};
+        for (; i < end; i += LANES) {
+            for (int l = 0; l < LANES; l++) {
+                double d = (double)x[i + l] - md;
+                double v = exp_mid(d);
+                part[l] += d == d + d ? 0.0 : v;
+                count += x[i + l] == m;
+            }
+        }
+        for (int l = 0; l < LANES; l++) {
+            acc[l] += part[l];
+        }
+    }
+    for (; i < n; i++) {
+        double d = (double)x[i] - md;
+        double v = exp_mid(d);
+        acc[0] += d == d + d ? 0.0 : v;
+        count += x[i] == m;
+    }
+    *sum = finish_lanes8(acc);
+    *at_max = count;
+}
+
+/* The first tier on one row: the outputs and their flags; returns how many are open */
+HOT static Py_ssize_t
+softmax_write_f32_portable(const float *x, float *o, unsigned char *open, Py_ssize_t n,
+                           float m, double Lh, double delta)
+{
+    double md = (double)m;
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double d = (double)x[i] - md;
+        double z = d - Lh;
+        double v = exp_mid(z);
+        double e_z = delta + (fabs(d) + fabs(z)) * 0x1p-52;
+        double err = ((e_z * (1.0 + 0x1p-30) + EXP_MID_REL) * (1.0 + 0x1p-50) + 0x1p-52) * v;
+        int zero = z < -105.0;
+        int u = ((float)(v - err) != (float)(v + err)) | !(e_z < 0x1p-30);
+        u &= !zero;
+        o[i] = zero ? 0.0f : (float)v;
+        open[i] = (unsigned char)u;
+        k += u;
+    }
+    return k;
+}
+
+typedef Py_ssize_t (*softmax_write_fn)(const float *, float *, unsigned char *, Py_ssize_t, float,
+                                       double, double);
+/* the AVX-512 versions where use_path() picks them */
+static partial_f32_fn partial_f32_mid = partial_f32_mid_portable;
+static softmax_write_fn softmax_write_f32 = softmax_write_f32_portable;
+
 /* How rows of float32 input are written: float32 rounded to nearest, float64, or
  * float32 rounded to odd (for a caller that rounds again to a narrower format: with
  * two or more bits to spare, round-to-odd then round-to-nearest rounds once) */

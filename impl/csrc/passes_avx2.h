@@ -817,6 +817,8 @@ use_avx2(int on)
     write_f64_fast = NULL;
     exact_sum_f32 = exact_sum_f32_portable;
     exact_sum_f64 = exact_sum_f64_portable;
+    partial_f32_mid = partial_f32_mid_portable;
+    softmax_write_f32 = softmax_write_f32_portable;
 #ifdef HAVE_AVX2_PATH
     if (on) {
         exact_sum_f32 = exact_sum_f32_avx2;

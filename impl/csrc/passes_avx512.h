@@ -1,6 +1,6 @@
-/* csrc/passes_avx512.h: the AVX-512 variants (AVX512F and AVX512DQ) of passes_avx2.h's
+/* csrc/passes_avx512.h: the AVX-512 variants (AVX512F, DQ, BW and VL) of passes.h's
  * hot passes: float32's maximum, sum and write rounded to nearest, float64's sum (its
- * c = 0 loop) and writes: the same operations lane by lane on vectors of eight
+ * c = 0 loop) and writes, and softmax's float32 sum and writer: the same operations lane by lane on vectors of eight
  * doubles or sixteen floats, so the same bits as the AVX2 and the portable paths. The
  * sums keep their lanes: entry i in lane i % 8, added in the entries' order, as
  * partial_f32_scalar and partial_f64_scalar do. Then avx512_available() and
@@ -11,7 +11,7 @@
 #ifdef HAVE_AVX2_PATH
 #define HAVE_AVX512_PATH 1
 
-#define AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
 
 AVX512 static inline __m512d
 z_set(double v)
@@ -44,14 +44,14 @@ max_f32_avx512(const float *x, Py_ssize_t n)
     return (!any_nan && m - m == 0) ? m : (float)NAN;
 }
 
-/* v_terms_f32's terms (term_f32: exp_short, 0 for d = 0 and -inf) on `ways` vectors of
- * eight lanes, step by step, each added to *B where it is kept (a dropped lane adds
+/* v_terms_f32's terms (term_f32: exp_short, 0 for d = 0 and -inf; with mid, exp_mid's,
+ * the same steps after two more) on `ways` vectors of eight lanes, step by step, each added to *B where it is kept (a dropped lane adds
  * nothing, as adding +0 to B >= +0 does). The table 2^(j/4) twice over fills one
  * register, so that k's three low bits pick 2^((k mod 4)/4); 2^floor(k/4) is applied
  * by scalef (exact: the products stay normal for d >= -700). */
 #define Z_WAYS 4
 AVX512 static inline void
-z_terms_f32(const __m512d *d, __m512d *B, int ways)
+z_terms(const __m512d *d, __m512d *B, int ways, int mid)
 {
     __m512d ks[Z_WAYS], kf[Z_WAYS], r[Z_WAYS], p[Z_WAYS];
     const __m512d tab = _mm512_setr_pd(EXP2_4[0], EXP2_4[1], EXP2_4[2], EXP2_4[3], EXP2_4[0],
@@ -62,7 +62,12 @@ z_terms_f32(const __m512d *d, __m512d *B, int ways)
         ks[q] = _mm512_fmadd_pd(dc, z_set(INV_L4), z_set(SHIFTER));
         kf[q] = _mm512_sub_pd(ks[q], z_set(SHIFTER));
         r[q] = _mm512_fnmadd_pd(kf[q], z_set(L4_LO), _mm512_fnmadd_pd(kf[q], z_set(L4_HI), dc));
-        p[q] = _mm512_fmadd_pd(z_set(1.0 / 720.0), r[q], z_set(1.0 / 120.0));
+        /* exp_mid's two extra steps first; exp_short starts at 1/720 */
+        __m512d p0 = mid ? _mm512_fmadd_pd(_mm512_fmadd_pd(z_set(1.0 / 40320.0), r[q],
+                                                           z_set(1.0 / 5040.0)),
+                                           r[q], z_set(1.0 / 720.0))
+                         : z_set(1.0 / 720.0);
+        p[q] = _mm512_fmadd_pd(p0, r[q], z_set(1.0 / 120.0));
     }
 #pragma GCC unroll 4
     for (int q = 0; q < ways; q++) {
@@ -94,8 +99,8 @@ z_terms_f32(const __m512d *d, __m512d *B, int ways)
     }
 }
 
-AVX512 static void
-partial_f32_avx512(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+AVX512 static inline void
+z_partial_f32(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max, int mid)
 {
     const __m512 M16 = _mm512_set1_ps(m);
     const __m256 M8 = _mm256_set1_ps(m);
@@ -116,13 +121,13 @@ partial_f32_avx512(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
                 d[q] = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(X)), MD);
                 d[q + 1] = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(X, 1)), MD);
             }
-            z_terms_f32(d, &B, Z_WAYS);
+            z_terms(d, &B, Z_WAYS, mid);
         }
         for (; i < end; i += 8) {
             __m256 X = _mm256_loadu_ps(x + i);
             count += __builtin_popcount(_mm256_movemask_ps(_mm256_cmp_ps(X, M8, _CMP_EQ_OQ)));
             __m512d d[1] = {_mm512_sub_pd(_mm512_cvtps_pd(X), MD)};
-            z_terms_f32(d, &B, 1);
+            z_terms(d, &B, 1, mid);
         }
         A = _mm512_add_pd(A, B);
     }
@@ -130,11 +135,91 @@ partial_f32_avx512(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
     _mm512_storeu_pd(acc, A);
     double md = (double)m;
     for (; i < n; i++) {
-        acc[0] += term_f32(x[i], md);
+        double d = (double)x[i] - md;
+        double v = mid ? exp_mid(d) : exp_short(d);
+        acc[0] += d == d + d ? 0.0 : v; /* term_f32 */
         count += x[i] == m;
     }
     *sum = finish_lanes8(acc);
     *at_max = count;
+}
+
+AVX512 static void
+partial_f32_avx512(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    z_partial_f32(x, n, m, sum, at_max, 0);
+}
+
+AVX512 static void
+partial_f32_mid_avx512(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    z_partial_f32(x, n, m, sum, at_max, 1);
+}
+
+/* exp_mid on eight lanes (z_terms' steps with mid, its table in a register), for the
+ * softmax writer */
+AVX512 static inline __m512d
+z_exp_mid(__m512d z)
+{
+    const __m512d tab = _mm512_setr_pd(EXP2_4[0], EXP2_4[1], EXP2_4[2], EXP2_4[3], EXP2_4[0],
+                                       EXP2_4[1], EXP2_4[2], EXP2_4[3]);
+    __m512d dc = _mm512_max_pd(z, z_set(-700.0));
+    __m512d ks = _mm512_fmadd_pd(dc, z_set(INV_L4), z_set(SHIFTER));
+    __m512d kf = _mm512_sub_pd(ks, z_set(SHIFTER));
+    __m512d r = _mm512_fnmadd_pd(kf, z_set(L4_LO), _mm512_fnmadd_pd(kf, z_set(L4_HI), dc));
+    __m512d p = _mm512_fmadd_pd(z_set(1.0 / 40320.0), r, z_set(1.0 / 5040.0));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0 / 720.0));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0 / 120.0));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0 / 24.0));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0 / 6.0));
+    p = _mm512_fmadd_pd(p, r, z_set(0.5));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0));
+    p = _mm512_fmadd_pd(p, r, z_set(1.0));
+    __m512d t = _mm512_permutexvar_pd(_mm512_castpd_si512(ks), tab);
+    return _mm512_scalef_pd(_mm512_mul_pd(p, t), _mm512_mul_pd(kf, z_set(0.25)));
+}
+
+/* softmax_write_f32_portable on eight lanes: its operations, tests and flags; returns
+ * the mask of open lanes and the outputs in *out */
+AVX512 static inline __mmask8
+z_softmax_write8(__m256 X, __m512d MD, __m512d LH, __m512d DELTA, __m256 *out)
+{
+    __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(X), MD);
+    __m512d z = _mm512_sub_pd(d, LH);
+    __m512d v = z_exp_mid(z);
+    __m512d e_z = _mm512_add_pd(DELTA, _mm512_mul_pd(_mm512_add_pd(_mm512_abs_pd(d),
+                                                                  _mm512_abs_pd(z)),
+                                                    z_set(0x1p-52)));
+    __m512d f = _mm512_add_pd(_mm512_mul_pd(_mm512_add_pd(_mm512_mul_pd(e_z, z_set(1.0 + 0x1p-30)),
+                                                          z_set(EXP_MID_REL)),
+                                            z_set(1.0 + 0x1p-50)),
+                              z_set(0x1p-52));
+    __m512d err = _mm512_mul_pd(f, v);
+    __m256 a = _mm512_cvtpd_ps(_mm512_sub_pd(v, err)), b = _mm512_cvtpd_ps(_mm512_add_pd(v, err));
+    __mmask8 zero = _mm512_cmp_pd_mask(z, z_set(-105.0), _CMP_LT_OQ);
+    __mmask8 u = _mm256_cmp_ps_mask(a, b, _CMP_NEQ_UQ) |
+                 _mm512_cmp_pd_mask(e_z, z_set(0x1p-30), _CMP_NLT_UQ);
+    *out = _mm256_maskz_mov_ps((__mmask8)~zero, _mm512_cvtpd_ps(v));
+    return u & (__mmask8)~zero;
+}
+
+AVX512 static Py_ssize_t
+softmax_write_f32_avx512(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m,
+                         double Lh, double delta)
+{
+    const __m512d MD = z_set((double)m), LH = z_set(Lh), DELTA = z_set(delta);
+    Py_ssize_t i = 0, k = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 o0, o1;
+        unsigned u0 = z_softmax_write8(_mm256_loadu_ps(x + i), MD, LH, DELTA, &o0);
+        unsigned u1 = z_softmax_write8(_mm256_loadu_ps(x + i + 8), MD, LH, DELTA, &o1);
+        _mm256_storeu_ps(o + i, o0);
+        _mm256_storeu_ps(o + i + 8, o1);
+        __mmask16 u = (__mmask16)(u0 | (u1 << 8));
+        _mm_storeu_si128((__m128i *)(open + i), _mm_maskz_set1_epi8(u, 1));
+        k += __builtin_popcount(u);
+    }
+    return k + softmax_write_f32_portable(x + i, o + i, open + i, n - i, m, Lh, delta);
 }
 
 /* filter_f32 on sixteen lanes, the same operations; returns the lanes it settles as a
@@ -441,7 +526,8 @@ avx512_available(void)
 {
 #ifdef HAVE_AVX512_PATH
     return avx2_available() && __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512dq");
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif
@@ -476,6 +562,8 @@ use_path(const char *name)
         max_f32 = max_f32_avx512;
         partial_f32 = partial_f32_avx512;
         write_f32_fast = write_f32_avx512;
+        partial_f32_mid = partial_f32_mid_avx512;
+        softmax_write_f32 = softmax_write_f32_avx512;
         partial_f64 = partial_f64_avx512;
         write_f64_fast = write_f64_avx512;
         stream_f64 = stream_f64_avx512;
