@@ -181,6 +181,10 @@ def logsumexp_generic(
 ) -> tuple[Any, Any]:
     """logsumexp of a real floating ``x`` over ``axis`` without weights, and its sign
     (1, 0 for -inf, NaN for NaN), both with the reduced axes kept (size 1)."""
+    if n and fix is not None and wide is _np_float64() and getattr(xp, "__name__", "") == "numpy":
+        got = _logsumexp_kernel(x, tuple(axis), n, cast, fix)
+        if got is not None:
+            return got
     out_dtype = x.dtype
     finite = xp.isfinite(x)
     ninf_x = const(xp, x, -math.inf)
@@ -401,7 +405,6 @@ def _kernel_dw(x: Any, axis: Any, n: int) -> tuple[Any, Any, Any] | None:
       (the rounding test looks at proper slices only).
 
     None where the kernels are not built or x is not a format they take."""
-    import numpy as np
 
     from ._numpy import compiled_kernels
 
@@ -411,6 +414,17 @@ def _kernel_dw(x: Any, axis: Any, n: int) -> tuple[Any, Any, Any] | None:
         return None
     axes = tuple(axis)
     res = _kernel_sums(kernels, x, axes, n)
+    hi, lo, err, _ = _dw_of_sums(res)
+    kept = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
+    # kept's order is x's: the rows' (kept axes first) flattened order is the same
+    return hi.reshape(kept), lo.reshape(kept), err.reshape(kept)
+
+
+def _dw_of_sums(res: Any) -> tuple[Any, Any, Any, Any]:
+    """m + L as hi + lo within err from _kernel_sums' values (_kernel_dw's
+    docstring), and which slices are regular: no NaN, no +inf, a finite entry."""
+    import numpy as np
+
     L_hi, L_lo, m, delta = res[:, 0], res[:, 1], res[:, 4], res[:, 6]
     regular = np.isfinite(m) & np.isfinite(L_hi) & (res[:, 2] == 0)
     tiny = regular & (res[:, 5] != 0)
@@ -420,9 +434,49 @@ def _kernel_dw(x: Any, axis: Any, n: int) -> tuple[Any, Any, Any] | None:
     s, t = two_sum(np, m, L_hi)
     hi, lo = fast_two_sum(s, t + L_lo)
     err = delta + np.abs(hi) * 2.0**-103  # TwoSum exact, then t + L_lo's one rounding
+    return hi, lo, err, regular
+
+
+def _logsumexp_kernel(x: Any, axes: tuple[int, ...], n: int, cast: Cast | None, fix: Fix) -> Any:
+    """logsumexp on NumPy from the kernels' per-row sums alone (_kernel_sums: one call
+    over the data): the special slices found from those sums (NaN in the maximum, a
+    count of +inf) and only their rows read again, instead of four passes of NumPy
+    over x; the rest as logsumexp_generic does (its rounding test, the neighbour, the
+    fix). None where the kernels are not built or x is not a format they take."""
+    import numpy as np
+
+    from ._numpy import _as_rows, compiled_kernels
+
+    kernels = compiled_kernels()
+    name = _format_name(x.dtype)
+    if kernels is None or name not in ("float16", "bfloat16", "float32", "float64"):
+        return None
+    res = _kernel_sums(kernels, x, axes, n)
+    hi, lo, err, regular = _dw_of_sums(res)
+    out = np.where(lo == 0, hi, hi + lo)
+    if name == "float64":
+        narrow, thr = out.copy(), float(np.finfo(np.float64).max)
+    else:
+        narrow = out.astype(x.dtype) if cast is None else np.asarray(cast(out, x.dtype))
+        thr = _overflow_threshold(x.dtype)
+    sign = np.ones(len(res), dtype=narrow.dtype)
+    odd = np.flatnonzero(~regular)
+    if odd.size:  # NaN, +inf or no finite entry: logsumexp_generic's special answers
+        rows, _ = _as_rows(x, axes)
+        r = rows[odd]
+        has_nan = np.isnan(r).any(axis=1)
+        has_pinf = (r == math.inf).any(axis=1)
+        none = ~np.isfinite(r).any(axis=1)
+        v = narrow[odd]
+        v = np.where(none, -math.inf, v)
+        v = np.where(has_pinf, math.inf, v)
+        narrow[odd] = np.where(has_nan, math.nan, v)
+        sign[odd] = np.where(has_nan, math.nan, np.where(none & ~has_pinf, 0.0, 1.0))
+    open_, take = rounding_open(np, hi, lo, out, narrow, err * _err_scale, x.dtype, thr)
+    narrow = take_neighbour(np, take & regular, out, narrow, cast)
     kept = tuple(1 if i in axes else x.shape[i] for i in range(x.ndim))
-    # kept's order is x's: the rows' (kept axes first) flattened order is the same
-    return hi.reshape(kept), lo.reshape(kept), err.reshape(kept)
+    opened = (open_ & regular & ~take).reshape(kept)
+    return fix(narrow.reshape(kept), opened), sign.reshape(kept)
 
 
 def _kernel_sums(kernels: Any, x: Any, axes: tuple[int, ...], n: int) -> Any:

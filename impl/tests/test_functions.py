@@ -440,16 +440,18 @@ def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
 @pytest.mark.parametrize("dtype", list(FORMATS))
 def test_logsumexp_on_numpy_sums_with_the_kernels(monkeypatch, dtype):
     """On NumPy with the compiled kernels, logsumexp is m + L from their one pass
-    (impl/_functions.py: _kernel_dw), and still the oracle's bits: ties, single
-    entries, -0.0, specials, sums below 2^-960 (float64's redone rows), results
-    near 0 and near overflow, a 3-D array over a tuple of axes."""
-    calls = _count_calls(monkeypatch, "_kernel_dw")
+    (impl/_functions.py: _logsumexp_kernel, the special slices found from the sums),
+    and still the oracle's bits: ties, single entries, -0.0, specials, sums below
+    2^-960 (float64's redone rows), results near 0 and near overflow, a 3-D array over
+    a tuple of axes."""
+    calls = _count_calls(monkeypatch, "_logsumexp_kernel")
     f = reference.FORMATS[dtype]
     big = f.max_finite
     rows = [
         [5.0, -1000.0], [0.0, -800.0], [0.0, -40.0], [2.0, 2.0, 2.0], [-0.0], [-0.0, -0.0],
         [1.0, np.nan], [np.inf, 0.0], [-np.inf, -np.inf], [-np.inf, 1.0], [big, big],
         [-big, 0.0], [1e-300, -1000.0], [-3.0, -3.0000001, -50.0],
+        [np.nan, -np.inf], [np.inf, np.nan], [np.inf, -np.inf], [np.nan],
     ]  # fmt: skip
     x = np.full((len(rows), 3), -np.inf)
     for i, r in enumerate(rows):
