@@ -184,7 +184,8 @@ def logsumexp_generic(
     if n and fix is not None and wide is _np_float64() and getattr(xp, "__name__", "") == "numpy":
         got = _logsumexp_kernel(x, tuple(axis), n, cast, fix)
         if got is not None:
-            return got
+            value, sign = got
+            return value, sign
     out_dtype = x.dtype
     finite = xp.isfinite(x)
     ninf_x = const(xp, x, -math.inf)
@@ -437,7 +438,9 @@ def _dw_of_sums(res: Any) -> tuple[Any, Any, Any, Any]:
     return hi, lo, err, regular
 
 
-def _logsumexp_kernel(x: Any, axes: tuple[int, ...], n: int, cast: Cast | None, fix: Fix) -> Any:
+def _logsumexp_kernel(
+    x: Any, axes: tuple[int, ...], n: int, cast: Cast | None, fix: Fix
+) -> tuple[Any, Any] | None:
     """logsumexp on NumPy from the kernels' per-row sums alone (_kernel_sums: one call
     over the data): the special slices found from those sums (NaN in the maximum, a
     count of +inf) and only their rows read again, instead of four passes of NumPy
