@@ -33,7 +33,7 @@ from pathlib import Path
 # runs in the sweep's process: times the cells' phase, one cell a batch where asked
 _TIMED = """
 import json, sys, time
-import conformance._distributed as d, conformance._runner as r
+import conformance.execution._distributed as d, conformance._runner as r
 from conformance._cli import main
 if {one_a_batch}:
     d.BATCH = d.FIRST = 1  # BATCH: the batch size of versions without the agent

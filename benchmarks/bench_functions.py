@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import impl
-from conformance._families import family_inputs
+from conformance.functions._families import family_inputs
 
 
 def _exact_rates(profile: str) -> list[tuple[str, str, int, int, int]]:

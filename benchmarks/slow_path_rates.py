@@ -29,7 +29,7 @@ import numpy as np
 
 import impl
 import reference
-from conformance._families import family_inputs
+from conformance.functions._families import family_inputs
 
 
 def _counts(kernel: Any, fmt: str) -> dict[str, int]:

@@ -7,17 +7,18 @@ sweeps them, scored by the oracle, into one results table.
     pytest --pyargs conformance --candidate mypkg.module:log_softmax
 """
 
-from ._backends import BACKENDS, Backend, backend
-from ._budgets import Budgets
-from ._candidates import BUILTIN, Candidate, candidate, known_candidates
-from ._cell import COLUMNS, CellSpec, run_cell
-from ._corpus import load_corpus
-from ._expected import ExpectedFailure, expected_failures
-from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, Case, Family, family
-from ._oracle_cache import OracleCache
-from ._results import ResultsError
 from ._runner import PlanError, RunConfig, load_table, plan, run
 from ._search import SearchResult, search
+from .backends._backends import BACKENDS, Backend, backend
+from .execution._cell import COLUMNS, CellSpec
+from .functions._candidates import BUILTIN, Candidate, candidate, known_candidates
+from .functions._corpus import load_corpus
+from .functions._expected import ExpectedFailure, expected_failures
+from .functions._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, Case, Family, family
+from .scoring._budgets import Budgets
+from .scoring._oracle_cache import OracleCache
+from .scoring._results import ResultsError
+from .scoring._score import run_cell
 
 __all__ = [
     "BACKENDS",

@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._backends import BACKENDS, backend
-from ._budgets import Budgets
-from ._candidates import BUILTIN, candidate, known_candidates
-from ._cell import STATUSES
-from ._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, families
-from ._fpenv import FPENVS
-from ._functions import DEFAULT_FUNCTION, FUNCTIONS
-from ._results import ResultsError
 from ._runner import ISOLATION, PlanError, RunConfig, default_cache_dir, default_jobs, run
+from .backends._backends import BACKENDS, backend
+from .backends._fpenv import FPENVS
+from .execution._cell import STATUSES
+from .functions._candidates import BUILTIN, candidate, known_candidates
+from .functions._families import DEFAULT_FAMILIES, FAMILIES, PROFILES, families
+from .functions._functions import DEFAULT_FUNCTION, FUNCTIONS
+from .scoring._budgets import Budgets
+from .scoring._results import ResultsError
 
 __all__ = ["main"]
 
@@ -143,7 +143,7 @@ def _families(arg: str | None) -> list[Any]:
 def _routes(items: list[str] | None) -> dict[str, str]:
     if not items:
         return {}
-    from ._distributed import SchedulerError, parse_routes
+    from .execution._distributed import SchedulerError, parse_routes
 
     try:
         return parse_routes(items)
@@ -235,7 +235,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ._report import write_report
+    from .reporting._report import write_report
 
     # the published reports/ is written only on purpose (--out reports): a sweep's own
     # report goes beside its results, outside what git tracks
@@ -276,8 +276,8 @@ def _run_budgets(fp: dict[str, Any]) -> Any:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from ._gate import GateInputError, gate
-    from ._results import load_results
+    from .reporting._gate import GateInputError, gate
+    from .scoring._results import load_results
 
     try:
         table, fp = load_results(args.results)

@@ -78,7 +78,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def _specs(config: pytest.Config) -> list[Any]:
     from . import BACKENDS, DEFAULT_FAMILIES, RunConfig, backend, candidate, plan
-    from ._families import families
+    from .functions._families import families
 
     fn = config.getoption("function")
     cands = [candidate(c, fn) for c in (config.getoption("candidate") or ["impl"])]
@@ -87,7 +87,7 @@ def _specs(config: pytest.Config) -> list[Any]:
     fnames = _split(config.getoption("families"))
     fams = DEFAULT_FAMILIES if fnames is None else tuple(f for n in fnames for f in families(n))
     dtypes = _split(config.getoption("dtypes")) or ["float16", "bfloat16", "float32", "float64"]
-    from ._fpenv import FPENVS
+    from .backends._fpenv import FPENVS
 
     envs = list(dict.fromkeys(_split(config.getoption("fpenv")) or ["default"]))
     for e in envs:
@@ -102,7 +102,7 @@ def _specs(config: pytest.Config) -> list[Any]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "conformance_cell" not in metafunc.fixturenames:
         return
-    from ._expected import expected_failures
+    from .functions._expected import expected_failures
 
     try:
         specs = _specs(metafunc.config)
@@ -123,15 +123,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def conformance_cache(pytestconfig: pytest.Config) -> Any:
-    from ._oracle_cache import OracleCache
     from ._runner import default_cache_dir
+    from .scoring._oracle_cache import OracleCache
 
     return OracleCache(pytestconfig.getoption("oracle_cache") or default_cache_dir())
 
 
 @pytest.fixture(scope="session")
 def conformance_budgets() -> Any:
-    from ._budgets import Budgets
+    from .scoring._budgets import Budgets
 
     return Budgets.load()
 
@@ -156,7 +156,7 @@ class CellRunner:
             if self.in_process:
                 self.probes[b.name] = (b.probe(), {})
             else:
-                from ._isolation import probe, start_server
+                from .execution._isolation import probe, start_server
 
                 start_server(self.libraries)
                 self.probes.update(probe([b], self.timeout, self.log_dir))
@@ -166,12 +166,13 @@ class CellRunner:
         return why or spec.family.why_not()
 
     def run(self, spec: Any) -> dict[str, Any]:
-        from ._cell import failed, run_cell, score
+        from .execution._cell import failed
+        from .scoring._score import run_cell, score
 
         if self.in_process:
             return run_cell(spec, self.cache, self.budgets)
         if self.sup is None:
-            from ._isolation import Supervisor, start_server
+            from .execution._isolation import Supervisor, start_server
 
             start_server(self.libraries)
             self.sup = Supervisor(
@@ -215,7 +216,7 @@ def pytest_configure(config: pytest.Config) -> None:
     here = str(config.invocation_params.dir)
     if here not in sys.path:
         sys.path.insert(0, here)
-    from ._candidates import candidate
+    from .functions._candidates import candidate
 
     for c in given:
         try:
@@ -226,7 +227,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     # package metadata and the OS only: no backend is imported for a header
-    from ._fingerprint import DISTS, _cpu, _version
+    from .execution._fingerprint import DISTS, _cpu, _version
 
     cands = config.getoption("candidate") or ["impl"]
     shown = ("numpy", "scipy", "torch", "jax", "dask", "array-api-strict", "pandas")
@@ -291,7 +292,7 @@ def _astype(dtype: str) -> str:
 
 
 def _snippet(spec: Any, hexes: list[str]) -> str:
-    from ._functions import scoring_code
+    from .functions._functions import scoring_code
 
     return "\n".join(
         [
@@ -306,7 +307,7 @@ def _snippet(spec: Any, hexes: list[str]) -> str:
 
 
 def _snippet_family(spec: Any, rec: dict[str, Any]) -> str:
-    from ._functions import scoring_code
+    from .functions._functions import scoring_code
 
     where = rec["worst_where"].split(":")[0]
     keywords = (rec.get("worst_input") or "").startswith("{")  # logsumexp's b, return_sign

@@ -30,16 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._backends import Backend
-from ._budgets import Budgets
-from ._candidates import Candidate
-from ._cell import CellSpec, Raw, failed, not_run, score
-from ._families import Case, Family, expand
-from ._functions import DEFAULT_FUNCTION, uid
-from ._judge import candidate_digest, cell_judge, closure_digest, inputs_digest
-from ._limits import physical_memory
-from ._oracle_cache import OracleCache
-from ._results import ResultsDir, cell_file_name, record_key, table_from
+from .backends._backends import Backend
+from .execution._cell import CellSpec, Raw, failed, not_run
+from .execution._limits import physical_memory
+from .functions._candidates import Candidate
+from .functions._families import Case, Family, expand
+from .functions._functions import DEFAULT_FUNCTION, uid
+from .scoring._budgets import Budgets
+from .scoring._judge import candidate_digest, cell_judge, closure_digest, inputs_digest
+from .scoring._oracle_cache import OracleCache
+from .scoring._results import ResultsDir, cell_file_name, record_key, table_from
+from .scoring._score import score
 
 __all__ = [
     "ISOLATION",
@@ -138,7 +139,7 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
     if cfg.isolation not in ISOLATION:
         raise PlanError(f"isolation {cfg.isolation!r}: choose one of {', '.join(ISOLATION)}")
     if cfg.scheduler is not None:
-        from ._distributed import SchedulerError, parse_scheduler
+        from .execution._distributed import SchedulerError, parse_scheduler
 
         if cfg.isolation == "none":
             raise PlanError("--scheduler runs cells isolated on the workers: not --isolation none")
@@ -153,7 +154,7 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
         raise PlanError("--resource routes cells to Dask workers: it needs --scheduler")
     if not cfg.timeout > 0:
         raise PlanError(f"the timeout must be > 0 seconds, got {cfg.timeout}")
-    from ._fpenv import unavailable
+    from .backends._fpenv import unavailable
 
     for env in cfg.fpenvs:
         if (why := unavailable(env)) is not None:
@@ -181,7 +182,7 @@ def check_plan(cfg: RunConfig, cells: list[CellSpec]) -> list[str]:
 
 def _fill_cache(args: tuple[str, str, str, str, str]) -> int:
     fn, fam_name, dtype, profile, cache_dir = args
-    from ._families import family
+    from .functions._families import family
 
     cache = OracleCache(cache_dir)
     for case in family(fam_name).cases(dtype, profile, fn):
@@ -207,7 +208,7 @@ def _oracle_pass(
     if jobs == 1:
         rejected = sum(_fill_cache(m) for m in missing)
     else:
-        from ._isolation import without_main
+        from .execution._isolation import without_main
 
         # the pool's processes start within map (spawn: without the caller's script)
         with (
@@ -309,7 +310,7 @@ def _priority(cells: list[CellSpec]) -> list[CellSpec]:
 
 
 def _in_process_probes(backends: list[Backend]) -> dict[str, tuple[str | None, dict[str, Any]]]:
-    from ._worker import library_info
+    from .execution._worker import library_info
 
     out: dict[str, tuple[str | None, dict[str, Any]]] = {}
     for b in backends:
@@ -323,7 +324,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
     and ResultsError (with what to do) before any cell runs."""
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     if cfg.require_sandbox:
-        from ._sandbox import abi, describe
+        from .execution._sandbox import abi, describe
 
         if cfg.isolation == "none" or abi() == 0:
             why = "--isolation none" if cfg.isolation == "none" else describe()
@@ -347,7 +348,7 @@ def run(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Any:
             say(f"note: {note}")
         if cfg.scheduler is None:
             return _sweep(cfg, cells, rd, say, None, closures)
-        from ._distributed import SchedulerError, connect
+        from .execution._distributed import SchedulerError, connect
 
         try:
             with connect(cfg.scheduler, cfg.routes, cfg.jobs) as cluster:
@@ -380,7 +381,7 @@ def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
     cands = [c for c in cfg.candidates if c.uid in names]
     probes: dict[str, tuple[str | None, bool, list[str]]] = {}
     if cfg.isolation == "none":
-        from ._worker import loaded_files
+        from .execution._worker import loaded_files
 
         for c in cands:
             try:
@@ -389,7 +390,7 @@ def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
             except Exception as exc:
                 probes[c.uid] = (f"import: {type(exc).__name__}: {exc}", False, [])
     else:
-        from ._isolation import probe_candidates, start_server
+        from .execution._isolation import probe_candidates, start_server
 
         if cfg.scheduler is None:  # the server the sweep will use, its libraries loading
             start_server({s.backend.library for s in cells})
@@ -412,13 +413,13 @@ def _sweep(
     cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None],
     cluster: Any, closures: dict[str, str],
 ) -> Any:  # fmt: skip
-    from ._fingerprint import environment, settings
+    from .execution._fingerprint import environment, settings
 
     started = time.time()
     isolated = cfg.isolation != "none"
     allowed: dict[str, list[str]] = {}
     if isolated and cluster is None:
-        from ._isolation import start_server
+        from .execution._isolation import start_server
 
         # the fork server imports the libraries while this process works
         start_server({s.backend.library for s in cells})
@@ -449,13 +450,13 @@ def _sweep(
                     "under the workers' settings"
                 )
     elif isolated:
-        from ._isolation import probe
+        from .execution._isolation import probe
 
         probes = probe(backends, cfg.timeout, rd.logs)
     else:
         probes = _in_process_probes(backends)
     platform = {name: info.get("platform", "") for name, (_, info) in probes.items()}
-    from ._sandbox import describe
+    from .execution._sandbox import describe
 
     sandbox = describe() if isolated else "none (isolation none)"
     if cluster is not None:
@@ -495,7 +496,7 @@ def _sweep(
         },
     }
     if cluster is not None:
-        from ._distributed import fingerprint
+        from .execution._distributed import fingerprint
 
         fp["cluster"] = fingerprint(cluster)
     rd.write_fingerprint(fp)
@@ -605,7 +606,7 @@ def _execute(
     on_result: Callable[[CellSpec, Raw | None, str | None], None], progress: _Progress,
 ) -> None:  # fmt: skip
     if cfg.isolation == "none":
-        from ._cell import execute, load_error
+        from .execution._cell import execute, load_error
 
         loaded: dict[str, Any] = {}
         for s in cells:
@@ -618,7 +619,7 @@ def _execute(
             fn = loaded[s.candidate.uid]
             on_result(s, Raw(error=fn) if isinstance(fn, str) else execute(s, fn), None)
         return
-    from ._isolation import supervise
+    from .execution._isolation import supervise
 
     supervise(
         cells, jobs=cfg.jobs, timeout=cfg.timeout, log_dir=rd.logs, memory=memory_of(cfg),
@@ -629,6 +630,6 @@ def _execute(
 
 def load_table(results: str | os.PathLike[str]) -> Any:
     """The table of a finished run (raises ResultsError naming what cannot be used)."""
-    from ._results import load_results
+    from .scoring._results import load_results
 
     return load_results(results)[0]

@@ -30,11 +30,11 @@ from numpy.typing import NDArray
 import reference
 from reference import FORMATS, Format
 
-from ._backends import Backend
-from ._candidates import Candidate
-from ._corpus import CORPUS, load_corpus
-from ._families import Case, Family
-from ._invoke import decode, invoke
+from .backends._backends import Backend
+from .backends._invoke import decode, invoke
+from .functions._candidates import Candidate
+from .functions._corpus import CORPUS, load_corpus
+from .functions._families import Case, Family
 
 __all__ = ["CORPUS", "SearchResult", "load_corpus", "search"]
 
@@ -121,7 +121,7 @@ class _InWorker:
     array, or None where the call raised, crashed or timed out."""
 
     def __init__(self, cand: Candidate, b: Backend, dtype: str, timeout: float) -> None:
-        from ._isolation import Supervisor, start_server
+        from .execution._isolation import Supervisor, start_server
 
         start_server({b.library})
         self.cand, self.b, self.dtype = cand, b, dtype
@@ -133,7 +133,7 @@ class _InWorker:
         )  # fmt: skip
 
     def __call__(self, x: NDArray[Any]) -> NDArray[Any] | None:
-        from ._cell import CellSpec
+        from .execution._cell import CellSpec
 
         build = functools.partial(_one_row, x.tobytes(), self.dtype)
         fam = Family("search", "one searched row", build, dtypes=(self.dtype,))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance._candidates import naive_log_softmax
+from conformance.functions._candidates import naive_log_softmax
 
 __all__ = [
     "crashing",

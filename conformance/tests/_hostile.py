@@ -168,7 +168,7 @@ def pickles_code(x, axis=None):
 
 def floods_the_pipe(x, axis=None):
     # Says it is still importing, forever.
-    from conformance._wire import pack
+    from conformance.execution._wire import pack
 
     while True:
         for c in _connections():
@@ -177,8 +177,8 @@ def floods_the_pipe(x, axis=None):
 
 def extra_outputs(x, axis=None):
     # A result of the cell with a thousand answers, before the real one.
-    from conformance._invoke import encode
-    from conformance._wire import pack
+    from conformance.backends._invoke import encode
+    from conformance.execution._wire import pack
 
     enc = encode(np.zeros((2, 2), np.float32))
     for c in _connections():

@@ -154,7 +154,7 @@ def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeyp
     """numpy:cpu routed to the resource only worker A has: every call ran on A (one
     cell a batch: three batches, which two idle workers would share); a backend routed
     to a resource no worker has is 'not run' naming the workers."""
-    import conformance._distributed as d
+    import conformance.execution._distributed as d
 
     monkeypatch.setattr(d, "FIRST", 1)
     monkeypatch.setenv("CONFORMANCE_BATCH_SECONDS", "1e-9")
@@ -182,7 +182,7 @@ def test_a_worker_keeps_one_agent_for_every_batch(cluster, tmp_path, monkeypatch
     by the one fork server of its agent, and ran in the one process its agent kept
     for the pair (a Python start per batch, with every library imported again, made
     the cluster cost 15 times the local pool); the agents end with the sweep."""
-    import conformance._distributed as d
+    import conformance.execution._distributed as d
 
     monkeypatch.setattr(d, "FIRST", 1)
     monkeypatch.setenv("CONFORMANCE_BATCH_SECONDS", "1e-9")
@@ -208,7 +208,7 @@ def test_batches_are_sized_by_what_their_cells_cost():
     worker while another worker takes a pair of its own; a lost batch comes first."""
     from types import SimpleNamespace
 
-    from conformance._distributed import FIRST, _Batches
+    from conformance.execution._distributed import FIRST, _Batches
 
     def cells(cand: str, n: int) -> list[Any]:
         return [
@@ -241,7 +241,7 @@ def test_batches_are_sized_by_what_their_cells_cost():
 
 
 def test_routes_and_schedulers_that_cannot_be_used_are_plan_errors(tmp_path, monkeypatch):
-    import conformance._distributed as d
+    import conformance.execution._distributed as d
 
     monkeypatch.setattr(d, "CONNECT_TIMEOUT", 2.0)
     with pytest.raises(PlanError, match="needs --scheduler"):
@@ -280,7 +280,7 @@ def _remote_processes() -> dict[int, int]:
                 ppid = int((d / "stat").read_text().rpartition(")")[2].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
-            if b"conformance._remote" in cmd:
+            if b"conformance.execution._remote" in cmd:
                 out[int(d.name)] = ppid
     return out
 

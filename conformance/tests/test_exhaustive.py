@@ -13,9 +13,9 @@ import pytest
 
 import reference
 from conformance import RunConfig, backend, candidate, run
-from conformance._candidates import Candidate
-from conformance._exhaustive import CHUNK_BITS, N_CHUNKS, measure_range, pairs_of
-from conformance._families import families, family
+from conformance.functions._candidates import Candidate
+from conformance.functions._exhaustive import CHUNK_BITS, N_CHUNKS, measure_range, pairs_of
+from conformance.functions._families import families, family
 
 H = "conformance.tests._helpers"
 
@@ -108,7 +108,7 @@ def _impl_of(function: str) -> Any:
 
 
 def _naive_of(function: str) -> Any:
-    from conformance import _candidates
+    from conformance.functions import _candidates
 
     naive = getattr(_candidates, f"naive_{function}")
 
@@ -150,7 +150,7 @@ def test_softmax_and_logsumexp_measurements_are_the_exact_engines(make, function
     """As for log_softmax: counts exact, max ULP the exact engine's, against each
     function's own oracle (logsumexp: one element a pair); impl has no pair that is not
     correctly rounded, the wrong candidates have exactly the pairs they got wrong."""
-    from conformance._functions import function as function_of
+    from conformance.functions._functions import function as function_of
 
     fn = make(function)
     n = 2048
@@ -222,13 +222,14 @@ def test_the_self_check_is_the_functions(monkeypatch):
 
 
 def test_a_cell_scores_its_blocks_for_its_function(monkeypatch):
-    """A chunk cell scored where it ran (no supervisor: _cell.score) is scored for the
+    """A chunk cell scored where it ran (no supervisor: _score.score) is scored for the
     cell's function: impl's softmax and logsumexp answers pass, and the same answers
     given to a cell of the other function do not (the wrong shape: unanswered)."""
-    import conformance._exhaustive as E
-    from conformance._budgets import Budgets
-    from conformance._cell import CellSpec, Raw, score
-    from conformance._invoke import encode
+    import conformance.functions._exhaustive as E
+    from conformance.backends._invoke import encode
+    from conformance.execution._cell import CellSpec, Raw
+    from conformance.scoring._budgets import Budgets
+    from conformance.scoring._score import score
 
     n = 4096
     monkeypatch.setattr(E, "BLOCK", n)  # block 0: the chunk's first n pairs, scored alone
@@ -275,7 +276,7 @@ def test_a_candidate_that_answers_nothing_or_the_wrong_shape_is_unanswered():
 
 _PATCHES_THE_SCORER = """
 import numpy as np
-import conformance._exhaustive as E
+import conformance.functions._exhaustive as E
 import reference
 
 # every pair scored correctly rounded, the self-check silenced, the oracle made its own
@@ -333,8 +334,8 @@ def test_softmax_and_logsumexp_chunks_run_as_cells_of_a_sweep(tmp_path):
     (naive softmax's inf / inf is NaN, naive logsumexp's log(inf) is inf). The report
     names each function's rows."""
     naive = {
-        f: Candidate(f"conformance._candidates:naive_{f}", f"conformance._candidates:naive_{f}",
-                     function=f)
+        f: Candidate(f"conformance.functions._candidates:naive_{f}",
+                     f"conformance.functions._candidates:naive_{f}", function=f)
         for f in ("softmax", "logsumexp")
     }  # fmt: skip
     cfg = RunConfig(
@@ -355,7 +356,7 @@ def test_softmax_and_logsumexp_chunks_run_as_cells_of_a_sweep(tmp_path):
         assert c["oracle_exact_engine"] < 1000
         b = json.loads(bad.counts)
         assert bad.status == "fail" and b["pairs_not_correctly_rounded"] >= 2**24 - over
-    from conformance._report import write_report
+    from conformance.reporting._report import write_report
 
     write_report(tmp_path / "r", tmp_path / "out")
     readme = (tmp_path / "out" / "README.md").read_text()
@@ -367,7 +368,7 @@ def test_softmax_and_logsumexp_chunks_run_as_cells_of_a_sweep(tmp_path):
 
 def _report_has_the_figures(tmp_path: Path, table: Any) -> None:
     from conformance._cli import main
-    from conformance._report import write_report
+    from conformance.reporting._report import write_report
 
     chunk = table[table.family == "exhaustive-f32:255"].set_index("candidate")
     bad = json.loads(chunk.loc["log(softmax)", "counts"])["pairs_not_correctly_rounded"]
@@ -395,8 +396,9 @@ def _report_has_the_figures(tmp_path: Path, table: Any) -> None:
 def test_a_block_left_unanswered_or_in_another_dtype_fails_the_cell():
     """A candidate that answers one block of two with the wrong shape, or every block
     in float64: findings, and the cell fails (the answered half passed before)."""
-    from conformance._budgets import Budgets
-    from conformance._cell import CellSpec, Raw, score
+    from conformance.execution._cell import CellSpec, Raw
+    from conformance.scoring._budgets import Budgets
+    from conformance.scoring._score import score
 
     lo, n = 0x3F800000, 128
 

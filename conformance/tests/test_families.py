@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conformance import FAMILIES, family
-from conformance._families import neg_ln_smallest
+from conformance.functions._families import neg_ln_smallest
 from reference import FORMATS
 
 
@@ -72,7 +72,7 @@ def test_dispatch_shapes_cross_every_threshold_in_every_layout():
     and 1238, each in 2 rows, many rows, 16 slices over axis 0 and a transposed view;
     each row with one dominant entry. Quick: a few of those lengths, every layout but
     the view, small."""
-    from conformance._families import dispatch_lengths
+    from conformance.functions._families import dispatch_lengths
 
     lengths = dispatch_lengths()
     assert lengths[0] == 1 and lengths[-1] == 4097 and len(lengths) == len(set(lengths))

@@ -10,12 +10,13 @@ import sys
 import numpy as np
 import pytest
 
-from conformance import RunConfig, _fpenv, backend, candidate, family, run
-from conformance._candidates import Candidate
-from conformance._gate import gate
-from conformance._report import write_report
-from conformance._results import record_key
-from conformance._support import support
+from conformance import RunConfig, backend, candidate, family, run
+from conformance.backends import _fpenv
+from conformance.functions._candidates import Candidate
+from conformance.reporting._gate import gate
+from conformance.reporting._report import write_report
+from conformance.reporting._support import support
+from conformance.scoring._results import record_key
 
 
 @pytest.mark.skipif(_fpenv.unavailable("ftz") is not None, reason="no flush-to-zero here")

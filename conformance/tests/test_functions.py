@@ -17,16 +17,16 @@ import pytest
 
 import reference
 from conformance import RunConfig, backend, candidate, family, run
-from conformance._candidates import Candidate
 from conformance._cli import UsageError, _candidates
-from conformance._families import Case
-from conformance._gate import gate
-from conformance._oracle_cache import OracleCache
-from conformance._report import write_report
-from conformance._results import check_record, load_results, record_key
 from conformance._runner import plan
+from conformance.functions._candidates import Candidate
+from conformance.functions._families import Case
+from conformance.reporting._gate import gate
+from conformance.reporting._report import write_report
+from conformance.scoring._oracle_cache import OracleCache
+from conformance.scoring._results import check_record, load_results, record_key
 
-NAIVE = Candidate("naive", "conformance._candidates:naive_softmax", function="softmax")
+NAIVE = Candidate("naive", "conformance.functions._candidates:naive_softmax", function="softmax")
 
 
 def test_candidates_belong_to_a_function():
@@ -38,9 +38,10 @@ def test_candidates_belong_to_a_function():
         candidate("jax.scipy", "softmax")
     with pytest.raises(KeyError, match="unknown function"):
         candidate("scipy", "softplus")
-    mine = candidate("conformance._candidates:naive_softmax", "softmax")
+    mine = candidate("conformance.functions._candidates:naive_softmax", "softmax")
     assert (
-        mine.function == "softmax" and mine.uid == "softmax/conformance._candidates:naive_softmax"
+        mine.function == "softmax"
+        and mine.uid == "softmax/conformance.functions._candidates:naive_softmax"
     )
 
 
@@ -58,7 +59,7 @@ def test_the_command_line_picks_each_functions_candidates():
     ]
     with pytest.raises(UsageError, match=r"unknown candidate 'log\(softmax\)' for softmax"):
         _candidates("log(softmax)", ["softmax"])
-    target = "conformance._candidates:naive_softmax"
+    target = "conformance.functions._candidates:naive_softmax"
     assert [c.function for c in _candidates(target, ["softmax"])] == ["softmax"]
     assert [c.function for c in _candidates(target, both)] == ["log_softmax"]
 
@@ -174,7 +175,7 @@ def test_records_from_before_the_function_axis_are_log_softmax(tmp_path):
     )  # fmt: skip
     for k in ("function", "host", "counts", "fpenv"):
         rec.pop(k)
-    from conformance._results import cell_file_name
+    from conformance.scoring._results import cell_file_name
 
     name = cell_file_name("impl|numpy:cpu|float32|normal|quick")
     assert check_record(rec, name) is None and rec["function"] == "log_softmax"
@@ -222,7 +223,9 @@ def test_logsumexp_cells_score_one_answer_per_slice(tmp_path):
     of another shape is a finding; the worst slice is the reproducer's input."""
     cands = [
         Candidate("oracle", "reference:logsumexp", function="logsumexp"),
-        Candidate("naive", "conformance._candidates:naive_logsumexp", function="logsumexp"),
+        Candidate(
+            "naive", "conformance.functions._candidates:naive_logsumexp", function="logsumexp"
+        ),
         Candidate(
             "keepdims", "conformance.tests._helpers:logsumexp_keepdims", function="logsumexp"
         ),

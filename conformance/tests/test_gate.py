@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from conformance import RunConfig, backend, candidate, family, run
-from conformance._budgets import Budgets
-from conformance._gate import GateInputError, gate, nearest_platform
+from conformance.reporting._gate import GateInputError, gate, nearest_platform
+from conformance.scoring._budgets import Budgets
 
 
 @pytest.fixture(scope="module")
@@ -265,8 +265,8 @@ def test_torch_bits_follow_the_capability_alone():
     import numpy as np
 
     torch = pytest.importorskip("torch")
-    from conformance._backends import backend as get_backend
-    from conformance._worker import library_info
+    from conformance.backends._backends import backend as get_backend
+    from conformance.execution._worker import library_info
 
     rng = np.random.default_rng(7)
     threads = torch.get_num_threads()

@@ -26,9 +26,10 @@ import pandas as pd
 import pytest
 
 import reference
-from conformance import RunConfig, _sandbox, backend, candidate, family, run
-from conformance._candidates import Candidate
-from conformance._isolation import Supervisor
+from conformance import RunConfig, backend, candidate, family, run
+from conformance.execution import _sandbox
+from conformance.execution._isolation import Supervisor
+from conformance.functions._candidates import Candidate
 
 from ._hostile import write_package
 
@@ -227,7 +228,7 @@ def test_a_supervisor_keeps_the_workers_of_the_pairs_used_last(tmp_path):
     cells, and the pair used longest ago is the one let go (before, the first two
     pairs were kept for good and every later one stopped: a cluster's agent, which
     runs pair after pair, kept none of its current ones)."""
-    from conformance._cell import CellSpec
+    from conformance.execution._cell import CellSpec
 
     why: list[str | None] = []
     sup = Supervisor(
@@ -253,7 +254,7 @@ def test_a_supervisor_keeps_the_workers_of_the_pairs_used_last(tmp_path):
 def test_a_worker_that_dies_at_start_is_tried_twice_then_its_cells_fail(tmp_path):
     results: dict[str, Any] = {}
     spec_cells = []
-    from conformance._cell import CellSpec
+    from conformance.execution._cell import CellSpec
 
     for fam in ("normal", "specials"):
         spec_cells.append(
@@ -383,7 +384,7 @@ def test_kill_9_of_run_leaves_no_process_behind(hostile, tmp_path):
 
 
 def _descendants(pid: int) -> list[int]:
-    from conformance._worker import _children
+    from conformance.execution._worker import _children
 
     return _children(pid)
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from conformance import RunConfig, backend, candidate, family, run
-from conformance._candidates import Candidate
-from conformance._functions import FUNCTIONS
-from conformance._report import peer_suite_details, peer_suites, write_report
 from conformance._runner import plan
+from conformance.functions._candidates import Candidate
+from conformance.functions._functions import FUNCTIONS
+from conformance.reporting._report import peer_suite_details, peer_suites, write_report
 
 H = "conformance.tests._helpers"
 
@@ -240,7 +240,9 @@ def test_scipy_suite_runs_testlogsumexp_on_a_logsumexp(tmp_path):
     why = fam.why_not()
     if why:
         pytest.skip(why)
-    naive = Candidate("naive", "conformance._candidates:naive_logsumexp", function="logsumexp")
+    naive = Candidate(
+        "naive", "conformance.functions._candidates:naive_logsumexp", function="logsumexp"
+    )
     plain = Candidate("plain", "conformance.tests._helpers:plain_logsumexp", function="logsumexp")
     t = _sweep(tmp_path, "r", [candidate("scipy", "logsumexp"), naive, plain], ["numpy:cpu"],
                ["float64"], [fam])  # fmt: skip
@@ -260,7 +262,7 @@ def test_scipy_suite_runs_testlogsumexp_on_a_logsumexp(tmp_path):
 def test_the_logsumexp_adapter_keeps_dims_and_skips_what_fn_lacks():
     import numpy as np
 
-    from conformance._scipy_patch import logsumexp_adapter
+    from conformance.functions._scipy_patch import logsumexp_adapter
 
     calls = []
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conformance import backend, candidate, family
-from conformance._candidates import Candidate
 from conformance._search import load_corpus, search
+from conformance.functions._candidates import Candidate
 
 PKG = """
 import impl

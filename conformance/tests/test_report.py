@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from conformance import RunConfig, backend, candidate, family, run
-from conformance._candidates import Candidate
-from conformance._gate import gate
-from conformance._report import write_report
-from conformance._support import SCIPY_DECLARED, markdown_table, rst_table
+from conformance.functions._candidates import Candidate
+from conformance.reporting._gate import gate
+from conformance.reporting._report import write_report
+from conformance.reporting._support import SCIPY_DECLARED, markdown_table, rst_table
 
 H = "conformance.tests._helpers"
 
@@ -56,7 +56,7 @@ def test_the_support_table_has_scipys_layout():
 
 def _columns_by_display(line: str) -> list[int]:
     """Display columns where each run of non-spaces starts after two spaces or more."""
-    from conformance._support import display_width
+    from conformance.reporting._support import display_width
 
     return [
         display_width(line[:i])  # of the whole prefix: ⚠️ is two code points, 2 columns
@@ -84,7 +84,7 @@ def _check_rst(text: str) -> None:
 
 
 def test_every_generated_rest_table_parses_and_aligns(results, tmp_path):
-    from conformance._support import support
+    from conformance.reporting._support import support
 
     out = tmp_path / "reports"
     write_report(results, out)
@@ -108,7 +108,7 @@ def test_report_files_tables_and_escaping(results, tmp_path):
     # findings in words at the top, from the data; the fingerprint's records in prose
     top = readme.split("## What ran")[0]
     assert "## Findings" in top
-    from conformance import _sandbox
+    from conformance.execution import _sandbox
 
     # the sandbox the workers ran in, as the run recorded it
     assert f"- Workers: isolation worker, sandbox {_sandbox.describe()}" in readme
@@ -239,7 +239,7 @@ def test_every_support_badge_is_visible_without_an_emoji_font(results, tmp_path)
     in the screenshot holds its background colour and the pixels of its label. (The
     emoji marks rendered as empty boxes where no emoji font is installed, and the page
     passed anyway.)"""
-    from conformance._report import BADGE_COLOURS
+    from conformance.reporting._report import BADGE_COLOURS
 
     chromium = _chromium()
     import matplotlib.image as mpimg
@@ -386,7 +386,7 @@ def test_the_readmes_support_tables_are_the_published_reports():
 def test_a_support_cells_note_is_a_summary_not_every_cells_reason():
     """40 cells raising the same error and 3 over budget: the note counts them, names
     the worst and the error once (it listed every cell's reason: 45 KB of notes)."""
-    from conformance._support import support
+    from conformance.reporting._support import support
 
     rows = [
         {"candidate": "c", "library": "numpy", "device": "cpu", "backend": "numpy:cpu",

@@ -19,7 +19,7 @@ import pytest
 
 import reference
 from conformance import family
-from conformance._oracle_cache import OracleCache
+from conformance.scoring._oracle_cache import OracleCache
 
 H = "conformance.tests._helpers"
 
@@ -281,8 +281,9 @@ def test_a_full_disk_stops_the_run_with_a_message_that_says_so(tmp_path, monkeyp
     result' or a traceback; the cells written before it stay for --resume."""
     import errno as errno_
 
-    from conformance import RunConfig, _results, backend, candidate, run
-    from conformance._results import ResultsError
+    from conformance import RunConfig, backend, candidate, run
+    from conformance.scoring import _results
+    from conformance.scoring._results import ResultsError
 
     written: list[Path] = []
     real = _results._write_atomic
@@ -314,8 +315,8 @@ def test_a_full_disk_stops_the_run_with_a_message_that_says_so(tmp_path, monkeyp
 def test_a_fresh_run_says_what_it_replaces_and_removes_that_runs_report(tmp_path):
     """Running into an existing results directory replaced it without a word, and left
     the old report beside the new results."""
-    from conformance._report import write_report
-    from conformance._results import ResultsDir
+    from conformance.reporting._report import write_report
+    from conformance.scoring._results import ResultsDir
 
     res, cache = tmp_path / "res", tmp_path / "cache"
     r = cli(
@@ -352,8 +353,8 @@ def test_a_candidates_closure_does_not_depend_on_what_the_server_preloaded(tmp_p
     listed torch (and what torch imports) after a sweep that preloaded torch, and not
     otherwise, and a resume reran every cell for nothing."""
     from conformance import candidate
-    from conformance._isolation import probe_candidates, start_server
-    from conformance._judge import closure_digest
+    from conformance.execution._isolation import probe_candidates, start_server
+    from conformance.scoring._judge import closure_digest
 
     digests = []
     for libs in ({"numpy"}, {"numpy", "torch"}):

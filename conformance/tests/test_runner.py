@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conformance import COLUMNS, RunConfig, backend, candidate, family, run
-from conformance._candidates import Candidate
+from conformance.functions._candidates import Candidate
 
 H = "conformance.tests._helpers"
 
@@ -149,24 +149,72 @@ def test_two_sweeps_in_other_orders_and_job_counts_give_identical_tables(tmp_pat
     pd.testing.assert_frame_equal(a.drop(columns="seconds"), b.drop(columns="seconds"))
 
 
-def test_the_modules_of_the_package_depend_one_way():
-    """No import cycles among conformance's modules (module-level imports and the
-    ones inside functions alike)."""
+# conformance's rooms, lowest first: a module may import from its own room or a lower
+# one. The top-level modules ("": the pipeline's drivers, _runner, _search, _cli, the
+# pytest plugin and the package's own __init__) are above every room.
+LAYERS = ("backends", "functions", "execution", "scoring", "reporting", "")
+_NOT_HARNESS = ("tests", "suite")
+
+
+def _import_graph(root: Path, package: str = "conformance") -> dict[str, set[str]]:
+    """The package's modules (its top level and its rooms, tests left out), each with the
+    package's modules it imports: relative imports at any level and absolute ones, at
+    module level and inside functions alike. ``from .room import _mod`` counts the
+    module ``room._mod``; ``from . import name`` a name of the package's __init__ counts
+    the package."""
     import ast
 
-    root = Path(__file__).resolve().parents[1]
+    files: dict[str, Path] = {}
+    for f in [*root.glob("*.py"), *root.glob("*/*.py")]:
+        parts = f.relative_to(root).with_suffix("").parts
+        if parts[0] in _NOT_HARNESS:
+            continue
+        files[".".join((package, *parts)).removesuffix(".__init__")] = f
     graph: dict[str, set[str]] = {}
-    for f in root.glob("*.py"):
-        deps = set()
+    for mod, f in files.items():
+        here = mod if f.name == "__init__.py" else mod.rpartition(".")[0]
+        deps: set[str] = set()
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                deps.add(node.module.split(".")[0])
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                deps |= {a.name for a in node.names}
-        graph[f.stem] = deps - {f.stem}
-    graph.pop("__init__", None)
-    for deps in graph.values():
-        deps.discard("__init__")
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != package:
+                    continue
+                for a in node.names:
+                    deps.add(f"{target}.{a.name}" if f"{target}.{a.name}" in files else target)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] == package}
+        unknown = deps - files.keys()
+        assert not unknown, f"{mod} imports what the package does not have: {sorted(unknown)}"
+        graph[mod] = deps - {mod}
+    return graph
+
+
+def _room(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else ""
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    rank = {room: i for i, room in enumerate(LAYERS)}
+    return [
+        f"{m} ({_room(m) or 'top level'}) imports {d} ({_room(d) or 'top level'})"
+        for m in sorted(graph) for d in sorted(graph[m]) if rank[_room(d)] > rank[_room(m)]
+    ]  # fmt: skip
+
+
+def test_the_modules_of_the_package_depend_one_way():
+    """No import cycles among conformance's modules, in its rooms and at its top level
+    (module-level imports and the ones inside functions alike)."""
+    graph = _import_graph(Path(__file__).resolve().parents[1])
+    # the walk sees imports at every level: `..`, `.`, absolute, and inside functions
+    assert "conformance.execution._cell" in graph["conformance.scoring._score"]
+    assert "conformance.execution._cell" in graph["conformance.execution._worker"]
+    assert "conformance.execution._sandbox" in graph["conformance.execution._preload"]
+    assert "conformance.reporting._report" in graph["conformance._cli"]
     seen: dict[str, int] = {}  # 1: on the path, 2: done
 
     def visit(m: str, path: list[str]) -> None:
@@ -181,6 +229,30 @@ def test_the_modules_of_the_package_depend_one_way():
 
     for m in sorted(graph):
         visit(m, [])
+
+
+def test_the_rooms_of_the_package_are_layered(tmp_path):
+    """Every room is declared in LAYERS, and each module imports only from its own room
+    or lower ones (backends < functions < execution < scoring < reporting < the top
+    level). An upward import, one level or several up, fails here."""
+    root = Path(__file__).resolve().parents[1]
+    rooms = {d.name for d in root.iterdir() if (d / "__init__.py").exists()} - set(_NOT_HARNESS)
+    assert rooms == set(LAYERS) - {""}
+    assert not _upward(_import_graph(root))
+    # the check itself: a package whose lower rooms reach up is caught
+    pkg = tmp_path / "conformance"
+    for room in ("functions", "execution", "scoring"):
+        (pkg / room).mkdir(parents=True)
+        (pkg / room / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from .scoring._b import b\n")
+    (pkg / "_runner.py").write_text("from .scoring._b import b\n")
+    (pkg / "scoring" / "_b.py").write_text("from ..execution._a import a\nb = a\n")
+    (pkg / "execution" / "_a.py").write_text("def a():\n    from ..scoring import _b\n")
+    (pkg / "functions" / "_f.py").write_text("import conformance._runner\n")
+    assert _upward(_import_graph(pkg)) == [
+        "conformance.execution._a (execution) imports conformance.scoring._b (scoring)",
+        "conformance.functions._f (functions) imports conformance._runner (top level)",
+    ]
 
 
 @pytest.mark.parametrize("module", ["conformance._cli", "reference._cli"])

@@ -13,11 +13,11 @@ import pytest
 
 import reference
 from conformance import RunConfig, backend, candidate, family, run
-from conformance._candidates import Candidate, declared_keywords
-from conformance._families import Case
-from conformance._gate import gate
-from conformance._oracle_cache import OracleCache
 from conformance._runner import plan
+from conformance.functions._candidates import Candidate, declared_keywords
+from conformance.functions._families import Case
+from conformance.reporting._gate import gate
+from conformance.scoring._oracle_cache import OracleCache
 from reference._logsumexp import LogSumExpResult
 
 FAMILIES = ("weights", "weight-specials", "return-sign", "sign-specials")

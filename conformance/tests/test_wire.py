@@ -13,9 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from conformance import _sandbox
-from conformance._invoke import encode
-from conformance._wire import MAX_HEADER, ProtocolError, clip, pack, unpack
+from conformance.backends._invoke import encode
+from conformance.execution import _sandbox
+from conformance.execution._wire import MAX_HEADER, ProtocolError, clip, pack, unpack
 
 
 def _frame(head: object, tail: bytes = b"") -> bytes:
@@ -120,7 +120,7 @@ def test_the_sandbox_allows_its_directory_and_nothing_else(tmp_path):
     code = textwrap.dedent(
         f"""
         import os, socket
-        from conformance import _sandbox
+        from conformance.execution import _sandbox
         assert _sandbox.restrict([{str(allowed)!r}])
         open({str(allowed / "ok")!r}, "w").write("x")
         out = []

@@ -1,7 +1,7 @@
 """The support tables' marks (✅, ⚠️, ⛔) drawn as the HTML report's badges on the
 site's pages: a coloured box with a text label, so that a machine without an emoji
 font shows them. Each table cell whose text starts with a mark becomes the badge
-``conformance._report.badge_for_text`` makes of it, and the badges' CSS (the report
+``conformance.reporting._report.badge_for_text`` makes of it, and the badges' CSS (the report
 page's own) goes into the site's ``_static/badges.css``."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from docutils import nodes
 
-from conformance._report import BADGE_CSS, badge_for_text
+from conformance.reporting._report import BADGE_CSS, badge_for_text
 
 # The site's content column is narrower than the report page: its tables' text a
 # little smaller, and a table no wider than the column where its cells can wrap

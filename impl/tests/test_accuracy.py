@@ -12,7 +12,7 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS, Backend
-from conformance._expected import expected_failures
+from conformance.functions._expected import expected_failures
 from reference import FORMATS
 from reference.tests._corpus import rows
 

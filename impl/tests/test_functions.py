@@ -14,8 +14,8 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS
-from conformance._families import family_inputs
-from conformance._invoke import invoke
+from conformance.backends._invoke import invoke
+from conformance.functions._families import family_inputs
 
 from . import device_paths
 from .test_rounding import _adversarial_rows, _float64_rows

@@ -25,8 +25,8 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS, Backend
-from conformance._families import family_inputs
-from conformance._invoke import invoke
+from conformance.backends._invoke import invoke
+from conformance.functions._families import family_inputs
 
 from . import device_paths
 

@@ -14,7 +14,9 @@ import pytest
 import impl
 import reference
 from conformance import BACKENDS, Backend
-from conformance._families import SPECIAL_ROWS  # the specification's special cases, one list
+from conformance.functions._families import (
+    SPECIAL_ROWS,  # the specification's special cases, one list
+)
 
 inf, nan = math.inf, math.nan
 

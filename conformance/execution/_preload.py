@@ -14,11 +14,11 @@ os.environ.setdefault("SCIPY_ARRAY_API", "1")  # before SciPy's first import
 # server forks before any library runs, and the children never share those threads.
 warnings.filterwarnings("ignore", message=r".*fork\(\).*", category=DeprecationWarning)
 
-import conformance._sandbox  # noqa: E402
-import conformance._worker  # noqa: E402  (numpy, ml_dtypes, reference, the harness)
+import conformance.execution._sandbox  # noqa: E402
+import conformance.execution._worker  # noqa: E402  (numpy, ml_dtypes, reference, the harness)
 
 # the server dies with the sweep, and takes every process below it along
-conformance._worker.guard_fork_server()
+conformance.execution._worker.guard_fork_server()
 _root = os.environ.pop("CONFORMANCE_SANDBOX_ROOT", "")
 
 # the libraries of the sweep's backends (set by the supervisor for this server only)
@@ -46,6 +46,8 @@ for _name in _names:
 # server's socket from a worker (each worker adds a narrower layer of its own)
 if _root:
     try:
-        conformance._sandbox.restrict([_root, *conformance._sandbox.extra_writable()])
+        conformance.execution._sandbox.restrict(
+            [_root, *conformance.execution._sandbox.extra_writable()]
+        )
     except OSError as _exc:  # the workers' own layers say so, cell by cell
         print(f"conformance: the fork server's sandbox failed: {_exc}", flush=True)

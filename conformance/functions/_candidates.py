@@ -29,7 +29,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from ._backends import Backend
+from ..backends._backends import Backend
 from ._functions import DEFAULT_FUNCTION, function, uid
 
 __all__ = [

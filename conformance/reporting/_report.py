@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._cell import HIST_EDGES
-from ._functions import scoring_code, uid
+from ..functions._functions import scoring_code, uid
+from ..scoring._score import HIST_EDGES
 from ._support import SCIPY_DECLARED, display_width, markdown_table, rst_table, support, uids
 
 __all__ = ["write_report"]
@@ -163,7 +163,7 @@ SUITE_HEADER = ["candidate", "suite", "pass", "fail", "error", "not run", "faili
 
 
 def _suite_names(table: Any) -> list[str]:
-    from ._families import FAMILIES
+    from ..functions._families import FAMILIES
 
     names = {f.name for f in FAMILIES if f.optional}
     return [f for f in dict.fromkeys(table["family"]) if f in names]
@@ -538,7 +538,8 @@ def _exhaustive_page(rows: list[Any]) -> str:
                 f"`{b}` ({u:.6g})" for u, b in r.worst))  # fmt: skip
     md += [
         "",
-        "Reproduce a pair: `conformance._exhaustive.pairs_of(np.array([BITS], dtype=np.uint32))`"
+        "Reproduce a pair: "
+        "`conformance.functions._exhaustive.pairs_of(np.array([BITS], dtype=np.uint32))`"
         " is the input; `reference.log_softmax` (or `softmax`, `logsumexp`, the row's "
         "function) of it the correctly rounded answer.",
     ]
@@ -628,8 +629,8 @@ def _write_report(
     results: str | os.PathLike[str], out: str | os.PathLike[str],
     exhaustive: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:  # fmt: skip
+    from ..scoring._results import ResultsError, load_results
     from ._exhaustive_report import exhaustive_rows, is_chunk, load_exhaustive
-    from ._results import ResultsError, load_results
 
     results, out = Path(results), Path(out)
     if out.exists() and not out.is_dir():
@@ -780,7 +781,7 @@ def _write_report(
         for c in cands:
             if fn_of[c] == fn:
                 idx += [f"{_code(c)}:", "", markdown_table(supports[c]), ""]
-    from ._expected import all_expected_failures
+    from ..functions._expected import all_expected_failures
 
     known = [e for e in all_expected_failures() if e.scope == "budget"]
     suites, details = peer_suites(table), peer_suite_details(table)

@@ -14,7 +14,7 @@ is imported (``distributed`` is an optional extra).
   there, and its measurement travels instead. So a distributed
   sweep's table is the local sweep's, cell for cell.
 - **Isolation.** A task never runs a candidate in the Dask worker's process: it hands
-  its batch to the worker's agent (``conformance._remote``, started at the worker's
+  its batch to the worker's agent (``conformance.execution._remote``, started at the worker's
   first task and kept), which runs the cells under the same supervisor as the local
   pool, its workers forked from a fork server that holds the sweep's libraries (a
   crash or a hang costs the cell, not the agent). The agents end with the sweep.
@@ -53,7 +53,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ._backends import Backend
+from ..backends._backends import Backend
 from ._cell import CellSpec, Raw
 
 __all__ = [
@@ -117,7 +117,7 @@ def _local_resources() -> dict[str, float]:
 
 
 class _AgentProcess:
-    """A Dask worker's handle on one agent (``conformance._remote serve``): the pipes to
+    """A Dask worker's handle on one agent (``conformance.execution._remote serve``): the pipes to
     it, its log."""
 
     def __init__(self) -> None:
@@ -127,7 +127,7 @@ class _AgentProcess:
         answers_r, answers_w = os.pipe()
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "conformance._remote", "serve", str(jobs_r),
+                [sys.executable, "-m", "conformance.execution._remote", "serve", str(jobs_r),
                  str(answers_w)],
                 pass_fds=(jobs_r, answers_w), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -146,10 +146,11 @@ class _AgentProcess:
             from ._worker import log_tail
 
             raise RuntimeError(
-                f"conformance._remote exited with code {self.proc.returncode}: {log_tail(self.log)}"
+                f"conformance.execution._remote exited with code {self.proc.returncode}: "
+                f"{log_tail(self.log)}"
             ) from None
         if status != "ok":
-            raise RuntimeError(f"conformance._remote {kind}: {answer}")
+            raise RuntimeError(f"conformance.execution._remote {kind}: {answer}")
         return answer, seconds
 
     def close(self) -> None:

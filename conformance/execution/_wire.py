@@ -33,7 +33,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._invoke import Encoded, dtype_of
+from ..backends._invoke import Encoded, dtype_of
 
 __all__ = ["MAX_FRAME", "Message", "ProtocolError", "clip", "pack", "unpack"]
 

@@ -58,7 +58,7 @@ from numpy.typing import NDArray
 import reference
 from reference import _pairs
 
-from ._invoke import Encoded, decode
+from ..backends._invoke import Encoded, decode
 
 __all__ = [
     "BLOCK",
@@ -493,7 +493,7 @@ def _summary(t: _Tally, total: int, function: str = DEFAULT_FUNCTION) -> dict[st
             mean_ulp=t.sum_err / t.n_err,
             frac_correctly_rounded=1.0 - t.elems_bad / (cols * answered),
             max_abs_err_eps=max(x["eps"] for x in worst + worst_abs),
-            worst_where=f"conformance._exhaustive.pairs_of(np.array([{w['bits']:#010x}], "
+            worst_where=f"conformance.functions._exhaustive.pairs_of(np.array([{w['bits']:#010x}], "
             f"dtype=np.uint32)): [0, v] with v's float32 bits {w['bits']:#010x}",
             worst_input=json.dumps(
                 [(0.0).hex(), float(np.uint32(w["bits"]).view(np.float32)).hex()]

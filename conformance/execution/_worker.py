@@ -32,9 +32,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from . import _fpenv, _limits, _sandbox
-from ._backends import Backend
-from ._candidates import Candidate, missing_function
+from ..backends import _fpenv
+from ..backends._backends import Backend
+from ..functions._candidates import Candidate, missing_function
+from . import _limits, _sandbox
 from ._cell import CellSpec, Raw, execute, load_error
 from ._wire import MAX_FRAME, ProtocolError, clip, pack, unpack
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._candidates import Candidate, locate, split_target
+from ..functions._candidates import Candidate, locate, split_target
 
 __all__ = ["candidate_digest", "cell_judge", "closure_digest", "inputs_digest"]
 

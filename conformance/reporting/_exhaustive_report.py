@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._exhaustive import N_CHUNKS, NAME
-from ._functions import DEFAULT_FUNCTION, FUNCTIONS, uid
+from ..functions._exhaustive import N_CHUNKS, NAME
+from ..functions._functions import DEFAULT_FUNCTION, FUNCTIONS, uid
 
 __all__ = ["ExhaustiveRow", "exhaustive_rows", "is_chunk", "load_exhaustive"]
 
@@ -73,7 +73,7 @@ def _ulp(v: float) -> str:
 
 def load_exhaustive(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Any, dict[str, Any]]]:
     """(table of the chunk cells, fingerprint) of each results directory."""
-    from ._results import ResultsError, load_results
+    from ..scoring._results import ResultsError, load_results
 
     out = []
     for p in paths:

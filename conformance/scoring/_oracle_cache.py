@@ -17,7 +17,7 @@ import numpy as np
 
 import reference
 
-from ._functions import DEFAULT_FUNCTION, function
+from ..functions._functions import DEFAULT_FUNCTION, function
 
 __all__ = ["OracleCache"]
 
@@ -98,7 +98,7 @@ class OracleCache:
 
     def recompute(self, case: Any, function_name: str = DEFAULT_FUNCTION) -> reference.OracleResult:
         """The oracle's answer computed now, replacing an entry whose values were found
-        wrong (a re-evaluated slice disagreed: see _cell.score); said in ``rejected``."""
+        wrong (a re-evaluated slice disagreed: see _score.score); said in ``rejected``."""
         key = self.key(case, function_name)
         p = self.root / key[:2] / f"{key}.npz"
         self.rejected.append((str(p), "its values differ from the oracle's (changed on disk)"))

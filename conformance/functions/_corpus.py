@@ -17,7 +17,7 @@ from reference import FORMATS
 
 __all__ = ["CORPUS", "corpus_row", "load_corpus"]
 
-CORPUS = Path(__file__).parent / "data" / "worst_cases.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "worst_cases.jsonl"
 _KEYS = ("candidate", "backend", "dtype", "ulp", "input")
 
 

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._cell import COLUMNS, STATUSES
-from ._functions import DEFAULT_FUNCTION, uid
+from ..execution._cell import COLUMNS, STATUSES
+from ..functions._functions import DEFAULT_FUNCTION, uid
 
 __all__ = [
     "ResultsDir",
@@ -41,7 +41,7 @@ __all__ = [
 
 
 def _suite_families() -> frozenset[str]:
-    from ._families import FAMILIES
+    from ..functions._families import FAMILIES
 
     return frozenset(f.name for f in FAMILIES if f.suite)
 

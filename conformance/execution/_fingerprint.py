@@ -28,6 +28,8 @@ DISTS = [
 # prefixes is recorded too.
 _ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SCIPY_ARRAY_API",
         "CUDA_VISIBLE_DEVICES", "NVIDIA_TF32_OVERRIDE", "ATEN_CPU_CAPABILITY")  # fmt: skip
+# conformance's folders of tests, not of the harness
+_NOT_HARNESS = ("tests", "suite")
 _PREFIXES = ("NPY_", "JAX_", "XLA_", "TORCH_", "DASK_", "CUPY_", "REFERENCE_")
 
 
@@ -53,10 +55,16 @@ def harness_digest() -> str:
     """A hash of the harness's and the oracle's own source: a cell judged by other code
     is not reused."""
     h = hashlib.sha256()
-    root = Path(__file__).resolve().parent
-    for pkg in (root, root.parent / "reference"):
-        for f in sorted(pkg.glob("*.py")):
-            h.update(f.name.encode())
+    harness = Path(__file__).resolve().parents[1]  # conformance/: its modules and rooms
+    oracle = harness.parent / "reference"
+    sources = {
+        harness: [*harness.glob("*.py"),
+                  *(f for f in harness.glob("*/*.py") if f.parent.name not in _NOT_HARNESS)],
+        oracle: [*oracle.glob("*.py")],
+    }  # fmt: skip
+    for pkg, files in sources.items():
+        for f in sorted(files):
+            h.update(f.relative_to(pkg).as_posix().encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
 

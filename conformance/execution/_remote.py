@@ -5,7 +5,7 @@ imported again.
 
 A Dask task never runs a candidate in the worker's own process (a crash would take the
 worker and every task on it; a daemonic worker cannot start the isolated workers
-either). It hands its job to an agent, ``python -m conformance._remote serve RFD WFD``,
+either). It hands its job to an agent, ``python -m conformance.execution._remote serve RFD WFD``,
 over a pair of pipes, and waits for the answer. The agent holds what the local pool's
 process holds:
 
@@ -150,7 +150,7 @@ def serve(rfd: int, wfd: int) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "serve":
-        print("usage: python -m conformance._remote serve RFD WFD", file=sys.stderr)
+        print("usage: python -m conformance.execution._remote serve RFD WFD", file=sys.stderr)
         return 2
     return serve(int(argv[1]), int(argv[2]))
 

@@ -18,7 +18,7 @@ from reference import FORMATS
 
 __all__ = ["DEFAULT_BUDGETS", "Budgets", "BudgetsError"]
 
-DEFAULT_BUDGETS = Path(__file__).parent / "data" / "budgets.toml"
+DEFAULT_BUDGETS = Path(__file__).parents[1] / "data" / "budgets.toml"
 
 
 class BudgetsError(ValueError):

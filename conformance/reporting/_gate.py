@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._budgets import Budgets
-from ._results import record_key
+from ..scoring._budgets import Budgets
+from ..scoring._results import record_key
 from ._support import support, uid_of, uids
 
 __all__ = ["GateInputError", "GateResult", "gate", "nearest_platform"]
@@ -364,7 +364,7 @@ def _missing(
 
 
 def _known(res: GateResult, rows: dict[str, Any]) -> None:
-    from ._expected import expected_failures
+    from ..functions._expected import expected_failures
 
     known = expected_failures("budget")
     for k, r in rows.items():

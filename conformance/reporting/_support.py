@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from ._functions import DEFAULT_FUNCTION, uid
+from ..functions._functions import DEFAULT_FUNCTION, uid
 
 __all__ = [
     "LIBRARIES",

@@ -2,7 +2,7 @@
 
 The model: every (candidate, backend) pair gets a worker process of its own, forked from
 a server that has imported the harness and the backend libraries once
-(:mod:`multiprocessing`'s forkserver, with ``conformance._preload``). A worker runs the
+(:mod:`multiprocessing`'s forkserver, with ``conformance.execution._preload``). A worker runs the
 cells of its pair one after another; the supervisor (this module, in the process that
 runs the sweep or pytest) sends it cells, enforces the timeout, and scores nothing
 itself here: results go to a callback. No candidate code runs in the supervisor.
@@ -49,8 +49,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
+from ..backends._backends import Backend
 from . import _sandbox
-from ._backends import Backend
 from ._cell import CellSpec, Raw
 from ._limits import physical_memory
 from ._wire import MAX_FRAME, Message, ProtocolError, unpack
@@ -69,7 +69,7 @@ __all__ = [
     "Supervisor", "probe", "probe_candidates", "sandbox_root", "start_server", "supervise",
 ]  # fmt: skip
 
-_PRELOAD = "conformance._preload"
+_PRELOAD = "conformance.execution._preload"
 _PRELOAD_ENV = "CONFORMANCE_PRELOAD"  # the libraries _preload imports (server only)
 MEMORY_ENV = "CONFORMANCE_WORKER_MEMORY"  # a worker's limit, in bytes (_worker._start)
 _ROOT_ENV = "CONFORMANCE_SANDBOX_ROOT"  # where the server's sandbox allows writes (server only)
