@@ -282,8 +282,8 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     p, emax = _NARROW_FORMATS[name]
     axes = tuple(axis)
     rows, perm = _as_rows(x, axes)
-    if name == "float32" and hasattr(kernels, "softmax_f32_rows"):
-        return _softmax_f32(kernels, x, rows, perm, n, fix)
+    if name != "float64" and hasattr(kernels, "softmax_f32_rows"):
+        return _softmax_f32(kernels, x, rows, perm, n, cast, fix, name)
     wide = np.ascontiguousarray(rows, dtype=np.float64)
     out = np.empty_like(wide)
     opened = np.zeros(wide.shape, dtype=np.uint8)
@@ -312,11 +312,14 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     return fix(_from_rows(narrow, shape, perm), _from_rows(open_, shape, perm))
 
 
-def _softmax_f32(kernels: Any, x: Any, rows: Any, perm: Any, n: int, fix: Fix) -> Any:
-    """float32 softmax in one kernel call a span of rows (impl/csrc/softmax.h:
-    softmax_f32_rows, on log_softmax's passes: no widening, no second buffer), the
-    special slices by the generic algorithm and the open outputs (none measured so far)
-    to ``fix``, as _softmax_kernel does."""
+def _softmax_f32(
+    kernels: Any, x: Any, rows: Any, perm: Any, n: int, cast: Cast | None, fix: Fix, name: str
+) -> Any:
+    """softmax of float32 rows, and of float16's and bfloat16's (each row widened
+    exactly to float32 in the kernel, its outputs rounded to the format's grid there and
+    stored exactly), in one kernel call a span of rows (impl/csrc/softmax.h:
+    softmax_f32_rows, on log_softmax's passes); the special slices by the generic
+    algorithm and the open outputs to ``fix``, as _softmax_kernel does."""
     import numpy as np
 
     from ._numpy import _from_rows, _map
@@ -325,16 +328,18 @@ def _softmax_f32(kernels: Any, x: Any, rows: Any, perm: Any, n: int, fix: Fix) -
     out = np.empty_like(src)
     opened = np.zeros(src.shape, dtype=np.uint8)
     left: list[int] = []
+    fmt = {"float32": 0, "float16": 1, "bfloat16": 2}[name]
+    xs, os_ = (src, out) if fmt == 0 else (src.view(np.uint16), out.view(np.uint16))
 
     def block(span: tuple[int, int]) -> None:
         lo, hi = span
-        left.append(kernels.softmax_f32_rows(src[lo:hi], n, out[lo:hi], opened[lo:hi]))
+        left.append(kernels.softmax_f32_rows(xs[lo:hi], n, os_[lo:hi], opened[lo:hi], fmt))
 
     _map(block, _spans(len(src), n))
-    regular = ~np.isnan(out[:, 0])
+    regular = ~np.isnan(out[:, 0].astype(np.float32))
     odd = np.flatnonzero(~regular)
     if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers
-        out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64)
+        out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64, cast)
     shape = x.shape
     if not sum(left) and _err_scale == 1.0:  # every output proven (the usual case)
         return _from_rows(out, shape, perm)

@@ -167,10 +167,27 @@ partial_f32_mid_portable(const float *x, Py_ssize_t n, float m, double *sum, Py_
     *at_max = count;
 }
 
-/* The first tier on one row: the outputs and their flags; returns how many are open */
+/* v >= 0 (finite, below 2^1000) rounded to nearest even at p significant bits, on the
+ * grid of 2^(emin - p + 1) below 2^emin (the format's subnormals): adding and then
+ * subtracting c = 1.5 2^(q + 52), 2^q being the last kept bit's weight, rounds once
+ * (to nearest: fp_enter), ties to even (c is an even multiple of 2^q), and the
+ * subtraction is exact. Branch-free, so that the loops over it vectorize. */
+static inline double
+round_p(double v, int p, int emin)
+{
+    int64_t e = (int64_t)(double_to_bits(v) >> 52) - 1023;
+    int64_t q = (e > emin ? e : emin) - (p - 1);
+    double c = bits_to_double((uint64_t)(q + 52 + 1023) << 52 | (UINT64_C(1) << 51));
+    return (v + c) - c;
+}
+
+/* The first tier on one row: the outputs and their flags; returns how many are open.
+ * Rounded to float32 (p = 24: the conversion), or to p bits with minimum normal
+ * exponent emin (float16's 11 and -14, bfloat16's 8 and -126: round_p), held exactly
+ * in float32 */
 HOT static Py_ssize_t
 softmax_write_f32_portable(const float *x, float *o, unsigned char *open, Py_ssize_t n,
-                           float m, double Lh, double delta)
+                           float m, double Lh, double delta, int p, int emin)
 {
     double md = (double)m;
     Py_ssize_t k = 0;
@@ -181,9 +198,19 @@ softmax_write_f32_portable(const float *x, float *o, unsigned char *open, Py_ssi
         double e_z = delta + (fabs(d) + fabs(z)) * 0x1p-52;
         double err = ((e_z * (1.0 + 0x1p-30) + EXP_MID_REL) * (1.0 + 0x1p-50) + 0x1p-52) * v;
         int zero = z < -105.0;
-        int u = ((float)(v - err) != (float)(v + err)) | !(e_z < 0x1p-30);
-        u &= !zero;
-        o[i] = zero ? 0.0f : (float)v;
+        float r;
+        int u;
+        if (p == 24) {
+            r = (float)v;
+            u = (float)(v - err) != (float)(v + err);
+        }
+        else {
+            double a = round_p(v - err, p, emin);
+            r = (float)a;
+            u = a != round_p(v + err, p, emin);
+        }
+        u = (u | !(e_z < 0x1p-30)) & !zero;
+        o[i] = zero ? 0.0f : r;
         open[i] = (unsigned char)u;
         k += u;
     }
@@ -191,7 +218,7 @@ softmax_write_f32_portable(const float *x, float *o, unsigned char *open, Py_ssi
 }
 
 typedef Py_ssize_t (*softmax_write_fn)(const float *, float *, unsigned char *, Py_ssize_t, float,
-                                       double, double);
+                                       double, double, int, int);
 /* the AVX-512 versions where use_path() picks them */
 static partial_f32_fn partial_f32_mid = partial_f32_mid_portable;
 static softmax_write_fn softmax_write_f32 = softmax_write_f32_portable;

@@ -179,10 +179,24 @@ z_exp_mid(__m512d z)
     return _mm512_scalef_pd(_mm512_mul_pd(p, t), _mm512_mul_pd(kf, z_set(0.25)));
 }
 
+/* round_p on eight lanes (P1 = p - 1, EMIN = emin), the same operations */
+AVX512 static inline __m512d
+z_round_p(__m512d v, __m512i P1, __m512i EMIN)
+{
+    __m512i e = _mm512_sub_epi64(_mm512_srli_epi64(_mm512_castpd_si512(v), 52),
+                                 _mm512_set1_epi64(1023));
+    __m512i q = _mm512_sub_epi64(_mm512_max_epi64(e, EMIN), P1);
+    __m512i cb = _mm512_or_si512(_mm512_slli_epi64(_mm512_add_epi64(q, _mm512_set1_epi64(52 + 1023)), 52),
+                                 _mm512_set1_epi64(INT64_C(1) << 51));
+    __m512d c = _mm512_castsi512_pd(cb);
+    return _mm512_sub_pd(_mm512_add_pd(v, c), c);
+}
+
 /* softmax_write_f32_portable on eight lanes: its operations, tests and flags; returns
  * the mask of open lanes and the outputs in *out */
 AVX512 static inline __mmask8
-z_softmax_write8(__m256 X, __m512d MD, __m512d LH, __m512d DELTA, __m256 *out)
+z_softmax_write8(__m256 X, __m512d MD, __m512d LH, __m512d DELTA, __m512i P1, __m512i EMIN,
+                 int narrow, __m256 *out)
 {
     __m512d d = _mm512_sub_pd(_mm512_cvtps_pd(X), MD);
     __m512d z = _mm512_sub_pd(d, LH);
@@ -195,31 +209,45 @@ z_softmax_write8(__m256 X, __m512d MD, __m512d LH, __m512d DELTA, __m256 *out)
                                             z_set(1.0 + 0x1p-50)),
                               z_set(0x1p-52));
     __m512d err = _mm512_mul_pd(f, v);
-    __m256 a = _mm512_cvtpd_ps(_mm512_sub_pd(v, err)), b = _mm512_cvtpd_ps(_mm512_add_pd(v, err));
+    __mmask8 u;
+    __m256 r;
+    if (narrow) {
+        __m512d a = z_round_p(_mm512_sub_pd(v, err), P1, EMIN);
+        __m512d b = z_round_p(_mm512_add_pd(v, err), P1, EMIN);
+        u = _mm512_cmp_pd_mask(a, b, _CMP_NEQ_UQ);
+        r = _mm512_cvtpd_ps(a);
+    }
+    else {
+        __m256 a = _mm512_cvtpd_ps(_mm512_sub_pd(v, err)), b = _mm512_cvtpd_ps(_mm512_add_pd(v, err));
+        u = _mm256_cmp_ps_mask(a, b, _CMP_NEQ_UQ);
+        r = _mm512_cvtpd_ps(v);
+    }
     __mmask8 zero = _mm512_cmp_pd_mask(z, z_set(-105.0), _CMP_LT_OQ);
-    __mmask8 u = _mm256_cmp_ps_mask(a, b, _CMP_NEQ_UQ) |
-                 _mm512_cmp_pd_mask(e_z, z_set(0x1p-30), _CMP_NLT_UQ);
-    *out = _mm256_maskz_mov_ps((__mmask8)~zero, _mm512_cvtpd_ps(v));
+    u |= _mm512_cmp_pd_mask(e_z, z_set(0x1p-30), _CMP_NLT_UQ);
+    *out = _mm256_maskz_mov_ps((__mmask8)~zero, r);
     return u & (__mmask8)~zero;
 }
 
 AVX512 static Py_ssize_t
 softmax_write_f32_avx512(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m,
-                         double Lh, double delta)
+                         double Lh, double delta, int p, int emin)
 {
     const __m512d MD = z_set((double)m), LH = z_set(Lh), DELTA = z_set(delta);
+    const __m512i P1 = _mm512_set1_epi64(p - 1), EMIN = _mm512_set1_epi64(emin);
+    const int narrow = p != 24;
     Py_ssize_t i = 0, k = 0;
     for (; i + 16 <= n; i += 16) {
         __m256 o0, o1;
-        unsigned u0 = z_softmax_write8(_mm256_loadu_ps(x + i), MD, LH, DELTA, &o0);
-        unsigned u1 = z_softmax_write8(_mm256_loadu_ps(x + i + 8), MD, LH, DELTA, &o1);
+        unsigned u0 = z_softmax_write8(_mm256_loadu_ps(x + i), MD, LH, DELTA, P1, EMIN, narrow, &o0);
+        unsigned u1 =
+            z_softmax_write8(_mm256_loadu_ps(x + i + 8), MD, LH, DELTA, P1, EMIN, narrow, &o1);
         _mm256_storeu_ps(o + i, o0);
         _mm256_storeu_ps(o + i + 8, o1);
         __mmask16 u = (__mmask16)(u0 | (u1 << 8));
         _mm_storeu_si128((__m128i *)(open + i), _mm_maskz_set1_epi8(u, 1));
         k += __builtin_popcount(u);
     }
-    return k + softmax_write_f32_portable(x + i, o + i, open + i, n - i, m, Lh, delta);
+    return k + softmax_write_f32_portable(x + i, o + i, open + i, n - i, m, Lh, delta, p, emin);
 }
 
 /* filter_f32 on sixteen lanes, the same operations; returns the lanes it settles as a

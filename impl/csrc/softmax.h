@@ -142,7 +142,11 @@ softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
     return k;
 }
 
-/* ---- float32 rows into float32: the fast path (softmax_f32_rows) ----
+/* ---- float32, float16 and bfloat16 rows: the fast path (softmax_f32_rows) ----
+ *
+ * float16 and bfloat16 rows are widened to float32 (exact) a row at a time, and their
+ * outputs rounded to the format's p bits (round_p, in the tests below: both ends of
+ * each interval) and stored back exactly; the rest is float32's.
  *
  * From log_softmax's passes: m = max_f32, T = partial_f32_mid plus k - 1 (exp_mid's
  * terms), L = log1p(T) within delta (bound_f32_terms). Each output is exp(z), z =
@@ -168,7 +172,7 @@ softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
  * double-double; returns how many stay open */
 static Py_ssize_t
 softmax_redo_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m,
-                 lbound L)
+                 lbound L, int p, int emin)
 {
     Py_ssize_t k = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -184,8 +188,17 @@ softmax_redo_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, fl
         dd e = exp_dd2(z.hi, z.lo, &K); /* z > -105: 2^K normal, the product exact */
         double v = (e.hi + e.lo) * pow2i(K);
         double err = ((e_z * (1.0 + 0x1p-30) + 0x1p-86) * (1.0 + 0x1p-50) + 0x1p-52) * v;
-        int u = ((float)(v - err) != (float)(v + err)) | !(e_z < 0x1p-30);
-        o[i] = (float)v;
+        int u;
+        if (p == 24) {
+            u = (float)(v - err) != (float)(v + err);
+            o[i] = (float)v;
+        }
+        else {
+            double a = round_p(v - err, p, emin);
+            u = a != round_p(v + err, p, emin);
+            o[i] = (float)a;
+        }
+        u |= !(e_z < 0x1p-30);
         open[i] = (unsigned char)u;
         k += u;
     }
@@ -194,19 +207,20 @@ softmax_redo_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, fl
 
 /* One regular row; returns the count of outputs left open for the caller */
 static Py_ssize_t
-softmax_row_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m)
+softmax_row_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, float m, int p,
+                int emin)
 {
     double T;
     Py_ssize_t k;
     partial_f32_mid(x, n, m, &T, &k);
     T += (double)(k - 1);
     lbound L = bound_f32_terms(T, n, EXP_MID_REL, 0.0);
-    Py_ssize_t left = softmax_write_f32(x, o, open, n, m, L.hi, L.delta);
+    Py_ssize_t left = softmax_write_f32(x, o, open, n, m, L.hi, L.delta, p, emin);
     if (left) {
         Py_ssize_t first = left;
-        left = softmax_redo_f32(x, o, open, n, m, medium_L_f32(x, n, m));
+        left = softmax_redo_f32(x, o, open, n, m, medium_L_f32(x, n, m), p, emin);
         if (left) {
-            left = softmax_redo_f32(x, o, open, n, m, exact_L_f32(x, n, m));
+            left = softmax_redo_f32(x, o, open, n, m, exact_L_f32(x, n, m), p, emin);
             stat_add(&slow_stat[F32][ST_EXACT_ROWS], 1);
         }
         stat_add(&slow_stat[F32][ST_SLOW_ROWS], 1);
@@ -216,19 +230,66 @@ softmax_row_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, flo
     return left;
 }
 
+/* float16 and bfloat16 to float32 (exact), and back for values the format holds (the
+ * writer's outputs: rounded to its grid already; NaN for the rows left to the caller) */
+static inline float
+half_to_float(uint16_t h)
+{
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    float v = e == 0    ? (float)m * 0x1p-24f
+              : e == 31 ? (m ? NAN : INFINITY)
+                        : bits_to_float(((e + 112u) << 23) | (m << 13));
+    return (h & 0x8000u) ? -v : v;
+}
+
+static inline uint16_t
+half_of_float(float f)
+{
+    uint32_t b = float_to_bits(f), a = b & 0x7fffffffu;
+    uint16_t s = (uint16_t)((b >> 16) & 0x8000u);
+    if (a >= 0x7f800000u) {
+        return (uint16_t)(s | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
+    }
+    if (a >= 0x38800000u) { /* 2^-14 and above: normal */
+        return (uint16_t)(s | ((((a >> 23) - 112u) << 10) | ((a >> 13) & 0x3ffu)));
+    }
+    return (uint16_t)(s | (uint16_t)(bits_to_float(a) * 0x1p24f)); /* k 2^-24 */
+}
+
+enum { SM_F32 = 0, SM_F16 = 1, SM_BF16 = 2 };
+
+static void
+narrow_to_f32(const uint16_t *h, float *f, Py_ssize_t n, int fmt)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        f[i] = fmt == SM_F16 ? half_to_float(h[i]) : bits_to_float((uint32_t)h[i] << 16);
+    }
+}
+
+static void
+f32_to_narrow(const float *f, uint16_t *h, Py_ssize_t n, int fmt)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h[i] = fmt == SM_F16 ? half_of_float(f[i]) : (uint16_t)(float_to_bits(f[i]) >> 16);
+    }
+}
+
 PyDoc_STRVAR(softmax_f32_rows_doc,
-"softmax_f32_rows(x, n, out, opened) -> int\n\n"
-"softmax over each length-n row of x (float32, C-contiguous) into out (float32, x's\n"
-"shape), correctly rounded where opened (uint8, x's shape) gets 0; 1 where the exact\n"
-"step must decide. Rows with a NaN, a +inf or no finite entry are left to the caller:\n"
-"out NaN, opened 0. Returns the count of open outputs.");
+"softmax_f32_rows(x, n, out, opened, fmt=0) -> int\n\n"
+"softmax over each length-n row of x (C-contiguous) into out (x's shape and format),\n"
+"correctly rounded where opened (uint8, x's shape) gets 0; 1 where the exact step must\n"
+"decide. fmt 0: float32 buffers; 1: float16, 2: bfloat16, as uint16 buffers (each row\n"
+"widened exactly to float32, its outputs rounded to the format's grid and stored\n"
+"exactly). Rows with a NaN, a +inf or no finite entry are left to the caller: out NaN,\n"
+"opened 0. Returns the count of open outputs.");
 
 static PyObject *
 py_softmax_f32_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *oo, *fo;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "OnOO", &xo, &n, &oo, &fo)) {
+    int fmt = SM_F32;
+    if (!PyArg_ParseTuple(args, "OnOO|i", &xo, &n, &oo, &fo, &fmt)) {
         return NULL;
     }
     Py_buffer x, o, f;
@@ -244,36 +305,66 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&o);
         return NULL;
     }
-    Py_ssize_t rows = n > 0 ? x.len / (4 * n) : 0;
-    int ok = n > 0 && kind_of(&x) == 'f' && kind_of(&o) == 'f' && x.len == rows * n * 4 &&
-             o.len == x.len && f.len == rows * n && f.itemsize == 1;
+    Py_ssize_t size = fmt == SM_F32 ? 4 : 2;
+    Py_ssize_t rows = n > 0 ? x.len / (size * n) : 0;
+    int kinds = fmt == SM_F32 ? kind_of(&x) == 'f' && kind_of(&o) == 'f'
+                              : (fmt == SM_F16 || fmt == SM_BF16) && x.itemsize == 2 &&
+                                    o.itemsize == 2;
+    int ok = n > 0 && kinds && x.len == rows * n * size && o.len == x.len && f.len == rows * n &&
+             f.itemsize == 1;
+    /* float32: 24 bits, emin -126; float16: 11, -14; bfloat16: 8, -126 */
+    int p = fmt == SM_F16 ? 11 : fmt == SM_BF16 ? 8 : 24, emin = fmt == SM_F16 ? -14 : -126;
+    float *buf = NULL;
+    if (ok && fmt != SM_F32) {
+        buf = PyMem_RawMalloc(2 * (size_t)n * sizeof(float));
+        if (buf == NULL) {
+            PyBuffer_Release(&x);
+            PyBuffer_Release(&o);
+            PyBuffer_Release(&f);
+            return PyErr_NoMemory();
+        }
+    }
     Py_ssize_t open = 0;
     if (ok) {
-        const float *xv = x.buf;
-        float *ov = o.buf;
         unsigned char *fv = f.buf;
         KERNEL_BEGIN
         for (Py_ssize_t r = 0; r < rows; r++) {
-            const float *xr = xv + r * n;
+            const float *xr;
+            float *orow;
+            if (fmt == SM_F32) {
+                xr = (const float *)x.buf + r * n;
+                orow = (float *)o.buf + r * n;
+            }
+            else {
+                narrow_to_f32((const uint16_t *)x.buf + r * n, buf, n, fmt);
+                xr = buf;
+                orow = buf + n;
+            }
             float m = max_f32(xr, n);
             if (isnan(m)) {
                 for (Py_ssize_t i = 0; i < n; i++) {
-                    ov[r * n + i] = NAN;
+                    orow[i] = NAN;
                     fv[r * n + i] = 0;
                 }
-                continue;
             }
-            open += softmax_row_f32(xr, ov + r * n, fv + r * n, n, m);
+            else {
+                open += softmax_row_f32(xr, orow, fv + r * n, n, m, p, emin);
+            }
+            if (fmt != SM_F32) {
+                f32_to_narrow(orow, (uint16_t *)o.buf + r * n, n, fmt);
+            }
         }
         stat_add(&slow_stat[F32][ST_ROWS], (uint64_t)rows);
         KERNEL_END
     }
+    PyMem_RawFree(buf);
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
     PyBuffer_Release(&f);
     if (!ok) {
-        PyErr_SetString(PyExc_ValueError, "softmax_f32_rows needs float32 rows of length n > 0, "
-                                          "float32 out and uint8 opened of x's size");
+        PyErr_SetString(PyExc_ValueError, "softmax_f32_rows needs rows of length n > 0 (float32 "
+                                          "for fmt 0, 2-byte items for fmt 1 and 2), out of x's "
+                                          "format and size and uint8 opened of x's size");
         return NULL;
     }
     return PyLong_FromSsize_t(open);
