@@ -26,9 +26,6 @@ from typing import Any, NamedTuple
 
 from ._dfloat import const, exp_parts, fast_two_sum, fmt, pow2, two_sum
 from ._generic import (
-    _NARROW as _NARROW_FORMATS,
-)
-from ._generic import (
     _PRESCALE,
     LIBM_ULP,
     Parts,
@@ -261,30 +258,25 @@ def logsumexp_dw(
 
 
 def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> Any:
-    """softmax on NumPy by the compiled kernels: their per-row sums of the rows (a
-    narrow format's widened to float64; combine_rows' L within delta), then their
-    writer (impl/csrc/softmax.h: softmax_rows), which leaves each narrow output
-    unrounded in float64 (float64's rounded, in double-double) with a flag where its
-    rounding is not proven; one rounding to the narrow format here, the open outputs
-    to ``fix``. The writer's header proves its bound.
-    Slices with NaN, +inf or no finite entry (the writer leaves them) take the generic
-    algorithm, on those slices alone. None where the kernels lack the writer."""
+    """softmax on NumPy by the compiled kernels. float32, float16 and bfloat16: one call
+    a span of rows (_softmax_f32). float64: the per-row accurate sums (_softmax_sums),
+    then the writer (impl/csrc/softmax.h: softmax_rows), which rounds each output in
+    double-double with a flag where its rounding is not proven (its header proves the
+    bound); the open outputs to ``fix``. Slices with NaN, +inf or no finite entry (the
+    writers leave them) take the generic algorithm, on those slices alone. None where
+    the kernels are not built."""
     import numpy as np
 
     from ._numpy import _as_rows, _from_rows, _map, compiled_kernels
 
     kernels = compiled_kernels()
     name = _format_name(x.dtype)
-    if kernels is None or not hasattr(kernels, "softmax_rows"):
+    if kernels is None or name not in ("float16", "bfloat16", "float32", "float64"):
         return None
-    if name not in ("float16", "bfloat16", "float32", "float64"):
-        return None
-    p, emax = _NARROW_FORMATS[name]
-    axes = tuple(axis)
-    rows, perm = _as_rows(x, axes)
-    if name != "float64" and hasattr(kernels, "softmax_f32_rows"):
+    rows, perm = _as_rows(x, tuple(axis))
+    if name != "float64":
         return _softmax_f32(kernels, x, rows, perm, n, cast, fix, name)
-    wide = np.ascontiguousarray(rows, dtype=np.float64)
+    wide = np.ascontiguousarray(rows)
     out = np.empty_like(wide)
     opened = np.zeros(wide.shape, dtype=np.uint8)
     res = np.empty((len(wide), 8))
@@ -293,23 +285,19 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
         """rows lo..hi: their sums and outputs (rows are independent: the bits are
         the same however the rows are cut)"""
         lo, hi = span
-        res[lo:hi] = _softmax_sums(kernels, wide[lo:hi], n, name == "float64")
-        kernels.softmax_rows(wide[lo:hi], n, res[lo:hi], p, 1 - emax, out[lo:hi], opened[lo:hi])
+        res[lo:hi] = _softmax_sums(kernels, wide[lo:hi], n)
+        kernels.softmax_rows(wide[lo:hi], n, res[lo:hi], out[lo:hi], opened[lo:hi])
 
     _map(block, _spans(len(wide), n))
-    if name == "float64":  # rounded by the writer
-        narrow = out
-    else:
-        narrow = np.asarray(out.astype(x.dtype) if cast is None else cast(out, x.dtype))
-    regular = ~np.isnan(out[:, 0]) if n else np.ones(len(out), bool)
+    regular = ~np.isnan(out[:, 0])
     odd = np.flatnonzero(~regular)
     if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers
-        narrow[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64, cast)
+        out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64, cast)
     open_ = opened.astype(bool)
     if _err_scale != 1.0:  # the tests that weaken the bound or force the fix
         open_[regular] = True
     shape = x.shape
-    return fix(_from_rows(narrow, shape, perm), _from_rows(open_, shape, perm))
+    return fix(_from_rows(out, shape, perm), _from_rows(open_, shape, perm))
 
 
 def _softmax_f32(
@@ -359,17 +347,15 @@ def _spans(nrows: int, n: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-def _softmax_sums(kernels: Any, rows: Any, n: int, f64: bool) -> Any:
-    """combine_rows' values for float64 rows (a narrow format's widened). float64's
-    outputs need L to better than the fast sum's 2^-66 (which leaves an output in 2^9
-    open, and so nearly every long row): the slow path's accurate double-double sums
-    (exact_rows; 25 ns an entry here, less than the writer) and L with its bound from
-    them (exact_l_from, about 2^-100 of L), for every regular row."""
+def _softmax_sums(kernels: Any, rows: Any, n: int) -> Any:
+    """combine_rows' values for float64 rows. float64's outputs need L to better than
+    the fast sum's 2^-66 (which leaves an output in 2^9 open, and so nearly every long
+    row): the slow path's accurate double-double sums (exact_rows; 25 ns an entry here,
+    less than the writer) and L with its bound from them (exact_l_from, about 2^-100 of
+    L), for every regular row."""
     import numpy as np
 
     res = _kernel_sums(kernels, rows, (1,), n)
-    if not f64:
-        return res
     todo = np.isfinite(res[:, 4]) & np.isfinite(res[:, 0]) & (res[:, 2] == 0)
     sums = np.full((len(res), 3), np.nan)
     kernels.exact_rows(rows, n, np.ascontiguousarray(np.where(todo, res[:, 4], np.nan)), sums)

@@ -1,19 +1,8 @@
-/* csrc/softmax.h: the softmax writers. softmax_rows: exp(x - m - L) for rows in
- * float64 (a narrow format's widened), from combine_rows' per-row sums, each output
- * with a flag where its rounding to the target format is not proven. softmax_f32_rows:
- * float32 rows into float32 outputs in one call, on log_softmax's passes (below). Uses kind_of and
- * holds (bindings.h), SLICE_VALUES and answer_of (blocks.h).
- *
- * The narrow formats' bound, per entry: d = x - m and y = (d - L_hi) - L_lo are three
- * float64 roundings, so |y - exact| <= delta + 2^-52 (|d| + 2 |y|), delta being combine_rows' bound on L;
- * exp(y) in the C library is taken within LIBM_ULP = 4 units of 2^-53 of its value
- * (impl/_generic.py's LIBM_ULP; glibc's exp is within one), and exp turns y's
- * absolute error into the same relative one (times 1 + 2^-40 at most here, for errors
- * below 2^-40). The output v is then within err = (e_y (1 + 2^-40) + LIBM_ULP 2^-53) v
- * of the exact value, and its rounding is proven where both ends of v +- (err + 2^-52
- * v) (widened so that their own roundings in float64 cannot shrink the interval) round
- * to one number of the format: rounding is monotonic. float32's ends are rounded by
- * the C cast (to nearest even), float16's and bfloat16's by round_bits.
+/* csrc/softmax.h: the softmax writers. softmax_rows: float64 rows, from combine_rows'
+ * per-row sums (the accurate ones: _functions._softmax_sums), each output rounded, with
+ * a flag where its rounding is not proven. softmax_f32_rows: float32, float16 and
+ * bfloat16 rows in one call, on log_softmax's passes (below). Uses kind_of and holds
+ * (bindings.h), SLICE_VALUES and answer_of (blocks.h).
  *
  * float64 (softmax_row_f64) in double-double: d = x - m exactly (TwoSum), y = d - L
  * with L's two words, |y - exact| <= delta + 2^-100 (|d| + |L|) (the low words' sum,
@@ -27,25 +16,6 @@
  * inside (-1/2, 1/2). y below -746 gives 0: e^y < 2^-1076, under half the least
  * subnormal. */
 
-/* v rounded once, to nearest even, to p significant bits with normal exponents down
- * to emin (the subnormal grid below): exact scalings by powers of two around
- * nearbyint, in the kernels' rounding mode (to nearest: fp_enter). v finite, |v| <= 1
- * or so: the scalings neither overflow nor lose bits. */
-static inline double
-round_bits(double v, int p, int emin)
-{
-    if (v == 0.0 || !isfinite(v)) {
-        return v;
-    }
-    int e;
-    (void)frexp(v, &e); /* |v| = f 2^e, 1/2 <= f < 1 */
-    int q = (e - 1 > emin ? e - 1 : emin) - (p - 1);
-    return ldexp(nearbyint(ldexp(v, -q)), q);
-}
-
-#define SOFTMAX_LIBM_REL (4.0 * 0x1p-53)
-
-/* One regular row: the outputs and their open flags; returns how many are open. */
 /* A row's L (two words), its bound delta and its maximum, from its combine_rows values:
  * a row whose T was below 2^-960 (redo) takes L = 0 within 2^-959 */
 typedef struct {
@@ -59,35 +29,6 @@ row_l_of(const double *s)
         return (row_l){0.0, 0.0, 0x1p-959, s[4]};
     }
     return (row_l){s[0], s[1], s[6], s[4]};
-}
-
-static Py_ssize_t
-softmax_row(const double *x, Py_ssize_t n, const double *s, int p, int emin, double *o,
-            unsigned char *open)
-{
-    row_l r = row_l_of(s);
-    double l_hi = r.l_hi, l_lo = r.l_lo, m = r.m, delta = r.delta;
-    Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double xi = x[i];
-        if (xi == -INFINITY) {
-            o[i] = 0.0;
-            open[i] = 0;
-            continue;
-        }
-        double d = xi - m;
-        double y = (d - l_hi) - l_lo;
-        double v = exp(y);
-        double e_y = delta + (fabs(d) + 2.0 * fabs(y)) * 0x1p-52;
-        double err = (e_y * (1.0 + 0x1p-40) + SOFTMAX_LIBM_REL) * v + v * 0x1p-52;
-        double a = v - err, b = v + err;
-        int u = p == 24 ? (float)a != (float)b : round_bits(a, p, emin) != round_bits(b, p, emin);
-        u |= !(e_y < 0x1p-40); /* outside the bound's premise (none expected): open */
-        o[i] = v;
-        open[i] = (unsigned char)u;
-        k += u;
-    }
-    return k;
 }
 
 /* One regular float64 row (the bound above): the outputs, correctly rounded where
@@ -385,13 +326,10 @@ py_exp_mid(PyObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(softmax_rows_doc,
-"softmax_rows(x, n, slices, p, emin, out, opened) -> int\n\n"
-"exp(x - m - L) for each length-n row of x (float64, C-contiguous: a narrow format's\n"
-"rows widened exactly, or float64's own) from slices (float64, 8 per row as\n"
-"combine_rows gives them), into out (float64, x's shape): unrounded for a narrow\n"
-"format, whose p significant bits and minimum normal exponent emin the flags test;\n"
-"rounded for p = 53 (float64). opened (uint8, x's shape) gets 1 where the rounding\n"
-"is not proven. Rows with a +inf, NaN, a special answer or no finite maximum are left\n"
+"softmax_rows(x, n, slices, out, opened) -> int\n\n"
+"exp(x - m - L) for each length-n row of x (float64, C-contiguous) from slices\n"
+"(float64, 8 per row as combine_rows gives them), into out (float64, x's shape),\n"
+"rounded; opened (uint8, x's shape) gets 1 where the rounding is not proven. Rows with a +inf, NaN, a special answer or no finite maximum are left\n"
 "to the caller: out NaN, opened 0. Returns the count of open outputs.");
 
 static PyObject *
@@ -399,8 +337,7 @@ py_softmax_rows(PyObject *self, PyObject *args)
 {
     PyObject *xo, *so, *oo, *fo;
     Py_ssize_t n;
-    int p, emin;
-    if (!PyArg_ParseTuple(args, "OnOiiOO", &xo, &n, &so, &p, &emin, &oo, &fo)) {
+    if (!PyArg_ParseTuple(args, "OnOOO", &xo, &n, &so, &oo, &fo)) {
         return NULL;
     }
     Py_buffer x, s, o, f;
@@ -425,8 +362,7 @@ py_softmax_rows(PyObject *self, PyObject *args)
     Py_ssize_t rows = n > 0 ? x.len / (8 * n) : 0;
     int ok = n > 0 && kind_of(&x) == 'd' && kind_of(&s) == 'd' && kind_of(&o) == 'd' &&
              x.len == rows * n * 8 && o.len == x.len && f.len == rows * n && f.itemsize == 1 &&
-             s.len == rows * SLICE_VALUES * 8 && ((p >= 2 && p <= 24) || p == 53) && emin < 0 &&
-             emin > -1100;
+             s.len == rows * SLICE_VALUES * 8;
     Py_ssize_t open = 0;
     if (ok) {
         const double *xv = x.buf, *sv = s.buf;
@@ -438,11 +374,8 @@ py_softmax_rows(PyObject *self, PyObject *args)
             int regular = isfinite(sr[4]) && isfinite(sr[0]) && sr[2] == 0.0 &&
                           (answer_of(sr[3]) == 0 || answer_of(sr[3]) == ANSWER_NEGATIVE ||
                            answer_of(sr[3]) == ANSWER_ONE_ENTRY);
-            if (regular && p == 53) {
+            if (regular) {
                 open += softmax_row_f64(xv + r * n, n, sr, ov + r * n, fv + r * n);
-            }
-            else if (regular) {
-                open += softmax_row(xv + r * n, n, sr, p, emin, ov + r * n, fv + r * n);
             }
             else {
                 for (Py_ssize_t i = 0; i < n; i++) {
@@ -460,7 +393,7 @@ py_softmax_rows(PyObject *self, PyObject *args)
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "softmax_rows needs float64 rows of length n > 0, 8 "
                                           "float64 slice values a row, float64 out and uint8 "
-                                          "opened of x's size, 2 <= p <= 24 or p = 53, and emin < 0");
+                                          "opened of x's size");
         return NULL;
     }
     return PyLong_FromSsize_t(open);
