@@ -219,7 +219,8 @@ PyDoc_STRVAR(softmax_f32_rows_doc,
 "softmax_f32_rows(x, n, out, opened, fmt=0) -> int\n\n"
 "softmax over each length-n row of x (C-contiguous) into out (x's shape and format),\n"
 "correctly rounded where opened (uint8, x's shape) gets 0; 1 where the exact step must\n"
-"decide. fmt 0: float32 buffers; 1: float16, 2: bfloat16, as uint16 buffers (each row\n"
+"decide (opened None: the flags are not kept; call again with a buffer where the\n"
+"count returned is not 0). fmt 0: float32 buffers; 1: float16, 2: bfloat16, as uint16 buffers (each row\n"
 "widened exactly to float32, its outputs rounded to the format's grid and stored\n"
 "exactly). Rows with a NaN, a +inf or no finite entry are left to the caller: out NaN,\n"
 "opened 0. Returns the count of open outputs.");
@@ -241,7 +242,10 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
         PyBuffer_Release(&x);
         return NULL;
     }
-    if (PyObject_GetBuffer(fo, &f, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+    /* opened None: the flags go to a scratch row (the caller asks again, with a buffer,
+     * where any output is left open: none so far) */
+    int flags = fo != Py_None;
+    if (flags && PyObject_GetBuffer(fo, &f, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&o);
         return NULL;
@@ -251,23 +255,23 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
     int kinds = fmt == SM_F32 ? kind_of(&x) == 'f' && kind_of(&o) == 'f'
                               : (fmt == SM_F16 || fmt == SM_BF16) && x.itemsize == 2 &&
                                     o.itemsize == 2;
-    int ok = n > 0 && kinds && x.len == rows * n * size && o.len == x.len && f.len == rows * n &&
-             f.itemsize == 1;
+    int ok = n > 0 && kinds && x.len == rows * n * size && o.len == x.len &&
+             (!flags || (f.len == rows * n && f.itemsize == 1));
     /* float32: 24 bits, emin -126; float16: 11, -14; bfloat16: 8, -126 */
     int p = fmt == SM_F16 ? 11 : fmt == SM_BF16 ? 8 : 24, emin = fmt == SM_F16 ? -14 : -126;
     float *buf = NULL;
+    unsigned char *scratch = NULL;
     if (ok && fmt != SM_F32) {
         buf = PyMem_RawMalloc(2 * (size_t)n * sizeof(float));
-        if (buf == NULL) {
-            PyBuffer_Release(&x);
-            PyBuffer_Release(&o);
-            PyBuffer_Release(&f);
-            return PyErr_NoMemory();
-        }
+        ok = buf != NULL ? 1 : -1;
+    }
+    if (ok == 1 && !flags) {
+        scratch = PyMem_RawMalloc((size_t)n);
+        ok = scratch != NULL ? 1 : -1;
     }
     Py_ssize_t open = 0;
-    if (ok) {
-        unsigned char *fv = f.buf;
+    if (ok == 1) {
+        unsigned char *fv = flags ? f.buf : NULL;
         KERNEL_BEGIN
         for (Py_ssize_t r = 0; r < rows; r++) {
             const float *xr;
@@ -281,15 +285,16 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
                 xr = buf;
                 orow = buf + n;
             }
+            unsigned char *frow = flags ? fv + r * n : scratch;
             float m = max_f32(xr, n);
             if (isnan(m)) {
                 for (Py_ssize_t i = 0; i < n; i++) {
                     orow[i] = NAN;
-                    fv[r * n + i] = 0;
+                    frow[i] = 0;
                 }
             }
             else {
-                open += softmax_row_f32(xr, orow, fv + r * n, n, m, p, emin);
+                open += softmax_row_f32(xr, orow, frow, n, m, p, emin);
             }
             if (fmt != SM_F32) {
                 f32_to_narrow(orow, (uint16_t *)o.buf + r * n, n, fmt);
@@ -299,9 +304,15 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
         KERNEL_END
     }
     PyMem_RawFree(buf);
+    PyMem_RawFree(scratch);
     PyBuffer_Release(&x);
     PyBuffer_Release(&o);
-    PyBuffer_Release(&f);
+    if (flags) {
+        PyBuffer_Release(&f);
+    }
+    if (ok < 0) {
+        return PyErr_NoMemory();
+    }
     if (!ok) {
         PyErr_SetString(PyExc_ValueError, "softmax_f32_rows needs rows of length n > 0 (float32 "
                                           "for fmt 0, 2-byte items for fmt 1 and 2), out of x's "

@@ -115,3 +115,42 @@ def test_the_fast_tier_rarely_leaves_an_output_open():
     assert seen["rows"] >= 1024
     assert seen["slow_rows"] <= 10, seen
     assert np.all(np.abs(out.sum(axis=-1, dtype=np.float64) - 1.0) < 1e-4)
+
+
+def test_the_common_call_goes_straight_to_the_kernel(monkeypatch):
+    """A small C-contiguous float32 NumPy array over its last axis skips the general
+    path (_numpy.last_axis_softmax); special rows, other axes, other formats and views
+    go the general way; every answer is the oracle's, bit for bit."""
+    from impl import _numpy
+
+    taken: list[bool] = []
+    real = _numpy.last_axis_softmax
+
+    def counted(x, axis):
+        out = real(x, axis)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_numpy, "last_axis_softmax", counted)
+    monkeypatch.setitem(impl._delegation._FAST, "last_axis_softmax", counted)
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(64, 1000)) * 5).astype(np.float32)
+    special = x[:4, :10].copy()
+    special[1, 3] = np.nan
+    special[2, :] = -np.inf
+    cases = [
+        (x, -1, True), (x[:, :7].copy(), 1, True), (x[0], None, True),
+        (x[:3, :9].reshape(3, 3, 3).copy(), -1, True), (x[:3, :9].reshape(3, 3, 3), -1, False),
+        (special, -1, False), (x[:8, :20], 0, False), (x[:, ::2], -1, False),
+        (x.astype(np.float64)[:4], -1, False), (x[:4].astype(np.float16), -1, False),
+    ]  # fmt: skip
+    for arr, axis, fast in cases:
+        taken.clear()
+        got = impl.softmax(arr, axis=axis)
+        want = reference.softmax(arr, axis=axis)
+        assert got.dtype == arr.dtype and got.shape == arr.shape
+        g = np.ascontiguousarray(got).view(np.uint64 if got.itemsize == 8 else _bits(got).dtype)
+        w = np.ascontiguousarray(want).view(g.dtype)
+        nan = np.isnan(got.astype(np.float64)) & np.isnan(want.astype(np.float64))
+        assert ((g == w) | nan).all(), (arr.shape, axis)
+        assert taken == [fast] or (not fast and not any(taken)), (arr.shape, axis, taken)
