@@ -51,9 +51,14 @@ def softmax(x: Any, axis: Any = None) -> Any:
     The signature and semantics of ``scipy.special.softmax`` (docs/specification.md,
     "softmax"); any array-API array or array_like, the result of x's shape, dtype,
     namespace and device (a NumPy scalar for 0-d NumPy input)."""
-    # the common call straight to the kernel (not in the tests that force the exact step)
-    if type(x).__module__ == "numpy" and _functions._err_scale == 1.0:
+    # the common calls straight to the kernel (not in the tests that force the exact step)
+    kind = type(x)
+    if kind.__module__ == "numpy" and _functions._err_scale == 1.0:
         out = _fast("_numpy", "last_axis_softmax")(x, axis)
+        if out is not None:
+            return out
+    elif kind.__module__ == "torch" and kind.__name__ == "Tensor" and _functions._err_scale == 1.0:
+        out = _fast("_torch", "last_axis_softmax_torch")(x, axis)
         if out is not None:
             return out
     xp, x, axes, n = _prepare(x, axis, "softmax")

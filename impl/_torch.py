@@ -31,9 +31,9 @@ from typing import Any
 
 # the fast path's kernels, imported with this module (an import in the call costs 1 us)
 from ._numpy import _TWO_THREADS as _SMALL
-from ._numpy import _fill_specials, _kernel, last_axis_rows
+from ._numpy import _fill_specials, _kernel, last_axis_rows, last_axis_softmax
 
-__all__ = ["last_axis_rows_torch", "log_softmax_torch"]
+__all__ = ["last_axis_rows_torch", "last_axis_softmax_torch", "log_softmax_torch"]
 
 
 Generic = Callable[[Any, tuple[int, ...], int, Callable[[Any, Any], Any]], Any]
@@ -86,6 +86,27 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
             _fill_specials(x.detach().numpy().reshape(-1, n), out.numpy().reshape(-1, n))
         return out
     out = last_axis_rows(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
+    return None if out is None else torch.from_numpy(out)
+
+
+def last_axis_softmax_torch(x: Any, axis: Any) -> Any:
+    """softmax's common call on a CPU tensor: last_axis_rows_torch's conditions,
+    float32, and _numpy.last_axis_softmax on a zero-copy view (None where that declines),
+    the result a tensor on the same memory. The same results as the general path."""
+    torch = sys.modules["torch"]
+    nd = x.dim()
+    if (
+        (type(axis) is not int and not (axis is None and nd == 1))
+        or x.dtype is not torch.float32
+        or not x.is_cpu
+        or not _cpu_kernels
+        or nd == 0
+        or not x.is_contiguous()
+        or x.is_neg()
+        or _differentiated(torch, x)
+    ):
+        return None
+    out = last_axis_softmax(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
     return None if out is None else torch.from_numpy(out)
 
 

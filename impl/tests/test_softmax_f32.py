@@ -154,3 +154,19 @@ def test_the_common_call_goes_straight_to_the_kernel(monkeypatch):
         nan = np.isnan(got.astype(np.float64)) & np.isnan(want.astype(np.float64))
         assert ((g == w) | nan).all(), (arr.shape, axis)
         assert taken == [fast] or (not fast and not any(taken)), (arr.shape, axis, taken)
+
+
+def test_the_common_call_on_a_cpu_tensor():
+    """A float32 CPU tensor over its last axis takes the same kernel (a zero-copy view,
+    _torch.last_axis_softmax_torch): the oracle's bits, a tensor back; a tensor that
+    requires grad keeps the general path and its derivative."""
+    torch = pytest.importorskip("torch")
+    x = (np.random.default_rng(2).normal(size=(64, 100)) * 5).astype(np.float32)
+    t = torch.from_numpy(x.copy())
+    got = impl.softmax(t, axis=-1)
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    assert np.array_equal(_bits(got.numpy()), _bits(reference.softmax(x, axis=-1)))
+    w = t.clone().requires_grad_(True)
+    y = impl.softmax(w, axis=-1)
+    y[:, 0].sum().backward()
+    assert w.grad is not None and np.array_equal(_bits(y.detach().numpy()), _bits(got.numpy()))
