@@ -61,6 +61,7 @@ static PyMethodDef methods[] = {
     {"use", py_use, METH_VARARGS, use_doc},
     {"paths", py_paths, METH_NOARGS, paths_doc},
     {"rows", py_rows, METH_VARARGS, rows_doc},
+    {"rows_narrow", py_rows_narrow, METH_VARARGS, rows_narrow_doc},
     {"rows_at", py_rows_at, METH_VARARGS, rows_at_doc},
     {"set_per_thread", py_set_per_thread, METH_VARARGS, set_per_thread_doc},
     {"spawn_ns", py_spawn_ns, METH_VARARGS, spawn_ns_doc},

@@ -296,7 +296,8 @@ def _kernel_input(block: NDArray[Any]) -> NDArray[Any]:
 
 
 def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
-    """float16 and bfloat16 rows: widened block by block."""
+    """float16 and bfloat16 rows: blocks of rows, each row widened and rounded back in
+    the kernel (rows_narrow)."""
     out = empty_out(rows2d.shape, rows2d.dtype)
     per = max(1, _BLOCK // n)
     nrows = rows2d.shape[0]
@@ -305,11 +306,13 @@ def _kernel_rows(rows2d: NDArray[Any], n: int) -> NDArray[Any] | None:
     if nrows * n >= 2 * 4096 and nrows >= threads:
         per = min(per, -(-nrows // threads))
 
+    fmt = 1 if rows2d.dtype == np.float16 else 2  # else bfloat16
+
     def work(r0: int) -> int:
-        src = _kernel_input(rows2d[r0 : r0 + per])
-        wide = np.empty(src.shape, dtype=_wide_out(out.dtype))
-        skipped: int = _kernel.rows(src, wide, n, 1, int(wide.dtype == np.float32))
-        out[r0 : r0 + per] = wide  # one rounding
+        # widened, rounded to odd in float32 and then to the format, in the kernel
+        skipped: int = _kernel.rows_narrow(
+            rows2d[r0 : r0 + per].view(np.uint16), out[r0 : r0 + per].view(np.uint16), n, fmt
+        )
         if skipped:
             _fill_specials(rows2d[r0 : r0 + per], out[r0 : r0 + per])
         return skipped

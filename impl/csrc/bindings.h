@@ -116,6 +116,64 @@ odd_check(int odd, int kx, int ko, Py_buffer *x, Py_buffer *o)
     return 0;
 }
 
+PyDoc_STRVAR(rows_narrow_doc,
+"rows_narrow(x, out, n, fmt) -> int\n\n"
+"log_softmax of each length-n row of x (2-byte items, C-contiguous: float16 for fmt 1,\n"
+"bfloat16 for fmt 2) into out (the same): each row widened to float32 (exact), its\n"
+"outputs rounded to odd in float32 and then to nearest in the format (one rounding).\n"
+"Rows with a NaN or a +inf, and rows of -inf only, are left untouched; returns how many\n"
+"there were.");
+
+static PyObject *
+py_rows_narrow(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *oo;
+    Py_ssize_t n;
+    int fmt;
+    if (!PyArg_ParseTuple(args, "OOni", &xo, &oo, &n, &fmt)) {
+        return NULL;
+    }
+    Py_buffer x, o;
+    if (PyObject_GetBuffer(xo, &x, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(oo, &o, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    Py_ssize_t rows = n > 0 ? x.len / (2 * n) : 0;
+    int ok = n > 0 && (fmt == SM_F16 || fmt == SM_BF16) && x.itemsize == 2 && o.itemsize == 2 &&
+             x.len == rows * n * 2 && o.len == x.len;
+    float *buf = ok ? PyMem_RawMalloc(2 * (size_t)n * sizeof(float)) : NULL;
+    Py_ssize_t skipped = 0;
+    if (buf != NULL) {
+        KERNEL_BEGIN
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            narrow_to_f32((const uint16_t *)x.buf + r * n, buf, n, fmt);
+            int32_t bad = 0;
+            rows_f32(buf, buf + n, OUT_F32_ODD, 1, n, &bad);
+            if (bad) {
+                skipped++;
+                continue;
+            }
+            f32_round_narrow(buf + n, (uint16_t *)o.buf + r * n, n, fmt);
+        }
+        KERNEL_END
+    }
+    PyMem_RawFree(buf);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&o);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "rows_narrow needs rows of length n > 0 of 2-byte "
+                                          "items (fmt 1: float16, 2: bfloat16), out the same");
+        return NULL;
+    }
+    if (buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    return PyLong_FromSsize_t(skipped);
+}
+
 PyDoc_STRVAR(rows_doc,
 "rows(x, out, n, threads=1, odd=0) -> int\n\n"
 "log_softmax of each length-n row of the C-contiguous buffer x (float32 or float64)\n"

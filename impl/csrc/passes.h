@@ -97,6 +97,99 @@ partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
 typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
 static partial_f32_fn partial_f32 = partial_f32_scalar; /* or the AVX2 version, at import */
 
+/* ---- float16 and bfloat16 rows ----
+ *
+ * Widened to float32 (exact), and back rounded to nearest even (f32_round_narrow):
+ * exact for softmax's outputs, rounded to the format's grid already (and NaN for the
+ * rows left to the caller); one correct rounding for log_softmax's float32 outputs
+ * rounded to odd, with 13 or 16 bits to spare. */
+static inline float
+half_to_float(uint16_t h)
+{
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    float v = e == 0    ? (float)m * 0x1p-24f
+              : e == 31 ? (m ? NAN : INFINITY)
+                        : bits_to_float(((e + 112u) << 23) | (m << 13));
+    return (h & 0x8000u) ? -v : v;
+}
+
+/* f rounded to nearest even in float16 (overflow to inf from 65520 up; the subnormal
+ * grid 2^-24 below 2^-14), for compilers without _Float16 */
+static inline uint16_t
+half_rne(float f)
+{
+    uint32_t b = float_to_bits(f), a = b & 0x7fffffffu;
+    uint16_t s = (uint16_t)((b >> 16) & 0x8000u);
+    if (a >= 0x7f800000u) {
+        return (uint16_t)(s | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
+    }
+    if (a >= 0x477ff000u) { /* 65520 and above */
+        return (uint16_t)(s | 0x7c00u);
+    }
+    if (a >= 0x38800000u) { /* normal: round at bit 13, the carry into the exponent */
+        uint32_t m = a + 0xfffu + ((a >> 13) & 1u);
+        return (uint16_t)(s | ((m - 0x38000000u) >> 13));
+    }
+    /* k 2^-24, k to nearest even (2^24 f is exact; 1024 is the smallest normal's code) */
+    return (uint16_t)(s | (uint16_t)lrintf(bits_to_float(a) * 0x1p24f));
+}
+
+enum { SM_F32 = 0, SM_F16 = 1, SM_BF16 = 2 };
+
+/* The row conversions, one loop a format, each branch-free so that it vectorizes.
+ * float16 by the compiler's _Float16 where it has one (F16C's conversions in the
+ * x86-64-v3 and v4 clones, which round to nearest even as half_rne does), else by the
+ * bit operations above. */
+#if defined(__FLT16_MAX__) && !defined(IMPL_NO_FLOAT16) /* (-DIMPL_NO_FLOAT16: the bit operations, as .ci/sanitize.sh builds them) */
+#define HAVE_FLOAT16 1
+#endif
+
+HOT static void
+narrow_to_f32(const uint16_t *h, float *f, Py_ssize_t n, int fmt)
+{
+    if (fmt == SM_BF16) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            f[i] = bits_to_float((uint32_t)h[i] << 16);
+        }
+        return;
+    }
+#ifdef HAVE_FLOAT16
+    const _Float16 *hf = (const _Float16 *)(const void *)h;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        f[i] = (float)hf[i];
+    }
+#else
+    for (Py_ssize_t i = 0; i < n; i++) {
+        f[i] = half_to_float(h[i]);
+    }
+#endif
+}
+
+/* to nearest even (f32_to_narrow's exact values round to themselves) */
+HOT static void
+f32_round_narrow(const float *f, uint16_t *h, Py_ssize_t n, int fmt)
+{
+    if (fmt == SM_BF16) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t b = float_to_bits(f[i]);
+            uint16_t nan = (uint16_t)((b >> 16) | 0x40u);
+            uint16_t r = (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+            h[i] = (b & 0x7fffffffu) > 0x7f800000u ? nan : r;
+        }
+        return;
+    }
+#ifdef HAVE_FLOAT16
+    _Float16 *hf = (_Float16 *)(void *)h;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        hf[i] = (_Float16)f[i];
+    }
+#else
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h[i] = half_rne(f[i]);
+    }
+#endif
+}
+
 /* ---- softmax's float32 passes (softmax.h's softmax_f32_rows) ---- */
 
 /* exp(z) for z <= 0: exp_short's reduction (2^(k/4), |r| <= ln2/8) and a degree-8

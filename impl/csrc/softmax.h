@@ -171,50 +171,6 @@ softmax_row_f32(const float *x, float *o, unsigned char *open, Py_ssize_t n, flo
     return left;
 }
 
-/* float16 and bfloat16 to float32 (exact), and back for values the format holds (the
- * writer's outputs: rounded to its grid already; NaN for the rows left to the caller) */
-static inline float
-half_to_float(uint16_t h)
-{
-    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    float v = e == 0    ? (float)m * 0x1p-24f
-              : e == 31 ? (m ? NAN : INFINITY)
-                        : bits_to_float(((e + 112u) << 23) | (m << 13));
-    return (h & 0x8000u) ? -v : v;
-}
-
-static inline uint16_t
-half_of_float(float f)
-{
-    uint32_t b = float_to_bits(f), a = b & 0x7fffffffu;
-    uint16_t s = (uint16_t)((b >> 16) & 0x8000u);
-    if (a >= 0x7f800000u) {
-        return (uint16_t)(s | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0u));
-    }
-    if (a >= 0x38800000u) { /* 2^-14 and above: normal */
-        return (uint16_t)(s | ((((a >> 23) - 112u) << 10) | ((a >> 13) & 0x3ffu)));
-    }
-    return (uint16_t)(s | (uint16_t)(bits_to_float(a) * 0x1p24f)); /* k 2^-24 */
-}
-
-enum { SM_F32 = 0, SM_F16 = 1, SM_BF16 = 2 };
-
-static void
-narrow_to_f32(const uint16_t *h, float *f, Py_ssize_t n, int fmt)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        f[i] = fmt == SM_F16 ? half_to_float(h[i]) : bits_to_float((uint32_t)h[i] << 16);
-    }
-}
-
-static void
-f32_to_narrow(const float *f, uint16_t *h, Py_ssize_t n, int fmt)
-{
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h[i] = fmt == SM_F16 ? half_of_float(f[i]) : (uint16_t)(float_to_bits(f[i]) >> 16);
-    }
-}
-
 PyDoc_STRVAR(softmax_f32_rows_doc,
 "softmax_f32_rows(x, n, out, opened, fmt=0) -> int\n\n"
 "softmax over each length-n row of x (C-contiguous) into out (x's shape and format),\n"
@@ -297,7 +253,7 @@ py_softmax_f32_rows(PyObject *self, PyObject *args)
                 open += softmax_row_f32(xr, orow, frow, n, m, p, emin);
             }
             if (fmt != SM_F32) {
-                f32_to_narrow(orow, (uint16_t *)o.buf + r * n, n, fmt);
+                f32_round_narrow(orow, (uint16_t *)o.buf + r * n, n, fmt); /* exact */
             }
         }
         stat_add(&slow_stat[F32][ST_ROWS], (uint64_t)rows);

@@ -170,3 +170,18 @@ def test_the_common_call_on_a_cpu_tensor():
     y = impl.softmax(w, axis=-1)
     y[:, 0].sum().backward()
     assert w.grad is not None and np.array_equal(_bits(y.detach().numpy()), _bits(got.numpy()))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_every_narrow_pair_through_the_kernels_conversions(dtype):
+    """Every float16 and bfloat16 value v as the slice [0, v], through log_softmax's
+    rows_narrow (widened in the kernel, rounded to odd, then to nearest there) and
+    softmax's one-call path: the oracle's bits. The conversions are the compiler's
+    _Float16 here, the bit operations where it has none (.ci/sanitize.sh builds those)."""
+    dt = reference.FORMATS[dtype].dtype
+    v = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(dt)
+    x = np.stack([np.zeros_like(v), v], axis=1)
+    for fn, ref in ((impl.log_softmax, reference.log_softmax), (impl.softmax, reference.softmax)):
+        got, want = fn(x, axis=-1), ref(x, axis=-1)
+        nan = np.isnan(got.astype(np.float32)) & np.isnan(want.astype(np.float32))
+        assert ((_bits(got) == _bits(want)) | nan).all(), fn.__name__
