@@ -302,13 +302,67 @@ write_f32_near_avx512(const float *x, float *o, Py_ssize_t n, float m, lbound L)
     return unsure + write_f32_near_avx2(x + i, o + i, n - i, m, L);
 }
 
+/* write_f32_avx2's rounding to odd (OUT_F32_ODD, and OUT_F64 for a float16 output) on
+ * eight lanes: the same operations and tests lane by lane; a group with a lane they
+ * leave takes out_f32_checked, as there; the last n % 8 entries the AVX2 loop's */
+AVX512 static Py_ssize_t
+write_f32_odd_avx512(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound L)
+{
+    const __m512d MD = z_set((double)m), LH = z_set(L.hi), LL = z_set(L.lo);
+    const __m512d DELTA = z_set(L.delta), REL = z_set(0x1p-51);
+    const __m512d TINY = z_set(0x1p-126), BIG = z_set(FLT_MAX), NINF = z_set(-INFINITY);
+    const __m512i LOW = _mm512_set1_epi64((INT64_C(1) << 29) - 1);
+    const __m512i KEEP = _mm512_set1_epi64(INT64_C(1) << 29);
+    const __m512i MAGIC = _mm512_castpd_si512(z_set(0x1p52));
+    const __m512i EXP = _mm512_set1_epi64(INT64_C(0x7ff) << 52);
+    const __m512i SCALE = _mm512_set1_epi64((int64_t)((uint64_t)2098 << 52)); /* 2^(52 - e) */
+    const __m512d P52 = z_set(0x1p52), P29 = z_set(0x1p29);
+    double md = (double)m;
+    Py_ssize_t i = 0, unsure = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d xd = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+        __m512d v = _mm512_sub_pd(_mm512_sub_pd(_mm512_sub_pd(xd, MD), LH), LL);
+        __m512d av = _mm512_abs_pd(v);
+        __m512i bits = _mm512_castpd_si512(v);
+        __m512d low = _mm512_sub_pd(
+            _mm512_castsi512_pd(_mm512_or_si512(_mm512_and_si512(bits, LOW), MAGIC)), P52);
+        __m512d units = _mm512_castsi512_pd(_mm512_sub_epi64(SCALE, _mm512_and_si512(bits, EXP)));
+        __m512d t = _mm512_mul_pd(_mm512_add_pd(DELTA, _mm512_mul_pd(av, REL)), units);
+        __mmask8 normal = _mm512_cmp_pd_mask(av, TINY, _CMP_GE_OQ) &
+                          _mm512_cmp_pd_mask(av, BIG, _CMP_LE_OQ);
+        __m512d dist = _mm512_min_pd(low, _mm512_sub_pd(P29, low));
+        __m512i tr = _mm512_or_si512(_mm512_andnot_si512(LOW, bits), KEEP);
+        __m256 res = _mm512_cvtpd_ps(_mm512_castsi512_pd(tr)); /* exact: T, last bit set */
+        __mmask8 ninf = _mm512_cmp_pd_mask(xd, NINF, _CMP_EQ_OQ);
+        __mmask8 ok = (normal & _mm512_cmp_pd_mask(dist, t, _CMP_GT_OQ)) | ninf;
+        res = _mm256_mask_blend_ps(ninf, res, _mm256_set1_ps(-INFINITY));
+        if (ok != 0xff) {
+            float lane[8];
+            for (int l = 0; l < 8; l++) {
+                int u = 0;
+                lane[l] = out_f32_checked(x[i + l], md, L.hi, L.lo, L.delta, 1, &u);
+                unsure += u;
+            }
+            res = _mm256_loadu_ps(lane);
+        }
+        if (out_kind == OUT_F64) {
+            _mm512_storeu_pd((double *)out + i, _mm512_cvtps_pd(res));
+        }
+        else {
+            _mm256_storeu_ps((float *)out + i, res);
+        }
+    }
+    void *rest = out_kind == OUT_F64 ? (void *)((double *)out + i) : (void *)((float *)out + i);
+    return unsure + write_f32_avx2(x + i, rest, out_kind, n - i, m, L);
+}
+
 AVX512 static Py_ssize_t
 write_f32_avx512(const float *x, void *out, int out_kind, Py_ssize_t n, float m, lbound L)
 {
     if (out_kind == OUT_F32) {
         return write_f32_near_avx512(x, (float *)out, n, m, L);
     }
-    return write_f32_avx2(x, out, out_kind, n, m, L);
+    return write_f32_odd_avx512(x, out, out_kind, n, m, L);
 }
 
 /* ---- float64 ---- */
