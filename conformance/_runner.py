@@ -409,33 +409,80 @@ def _closures(cfg: RunConfig, cells: list[CellSpec]) -> dict[str, str]:
     }
 
 
+@dataclass
+class _Sweep:
+    """What the steps of one sweep share: its configuration and cells, where its records
+    go, and what the steps before found."""
+
+    cfg: RunConfig
+    cells: list[CellSpec]
+    rd: ResultsDir
+    say: Callable[[str], None]
+    cluster: Any  # the Dask cluster (_distributed), or None for the local pool
+    names: dict[str, str] = field(default_factory=dict)  # cell key -> its file's name
+    # each family's inputs, made once (by CellSpec.unit)
+    units: dict[tuple[str, str, str], list[Case]] = field(default_factory=dict)
+    platform: dict[str, str] = field(default_factory=dict)  # backend -> what computes
+    judges: dict[str, str] = field(default_factory=dict)  # cell key -> its judge
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # file name -> record
+
+    def commit(self, rec: dict[str, Any]) -> None:
+        """Record a cell: its judge and platform, its own file, and the run's tally."""
+        rec["judge"] = self.judges[record_key(rec)]
+        rec["platform"] = self.platform.get(rec["backend"], "")
+        self.rd.write_cell(rec)
+        self.done[cell_file_name(record_key(rec))] = rec
+
+
 def _sweep(
     cfg: RunConfig, cells: list[CellSpec], rd: ResultsDir, say: Callable[[str], None],
     cluster: Any, closures: dict[str, str],
 ) -> Any:  # fmt: skip
-    from .execution._fingerprint import environment, settings
-
+    """The sweep's pipeline, step by step: plan the cells' inputs, probe the backends,
+    judge each cell and fingerprint the run, keep what a resume may keep, record the
+    cells that cannot run here, execute and score the others, and write the table."""
     started = time.time()
-    isolated = cfg.isolation != "none"
-    allowed: dict[str, list[str]] = {}
-    if isolated and cluster is None:
+    if cfg.isolation != "none" and cluster is None:
         from .execution._isolation import start_server
 
         # the fork server imports the libraries while this process works
         start_server({s.backend.library for s in cells})
-    setting = settings()
-    names = {s.key: cell_file_name(s.key) for s in cells}
-    units: dict[tuple[str, str, str], list[Case]] = {}  # each family's inputs, made once
-    for s in cells:
-        if s.unit not in units:
-            units[s.unit] = s.cases()
-    digests = {u: inputs_digest(cases) for u, cases in units.items()}
-    # the candidate's package, and every module it loads (its import closure)
-    cand_digests = {
-        c.uid: candidate_digest(c) + "|" + closures.get(c.uid, "") for c in cfg.candidates
-    }
+    sw = _Sweep(cfg, cells, rd, say, cluster)
+    _plan_inputs(sw)
+    probes, allowed, setting, sandbox = _probe_backends(sw)
+    _judge_cells(sw, closures, setting, sandbox)
+    fp = _write_fingerprint(sw, probes, setting, sandbox)
+    todo = _resume(sw, fp)
+    runnable = _record_not_run(sw, todo, probes)
+    if runnable:
+        _execute_and_score(sw, runnable, allowed)
+    return _write_table(sw, fp, started)
 
-    backends = list({s.backend.name: s.backend for s in cells}.values())
+
+def _plan_inputs(sw: _Sweep) -> None:
+    """Each cell's file name, and each family's inputs (made once, for every cell that
+    shares them)."""
+    sw.names = {s.key: cell_file_name(s.key) for s in sw.cells}
+    for s in sw.cells:
+        if s.unit not in sw.units:
+            sw.units[s.unit] = s.cases()
+
+
+def _probe_backends(
+    sw: _Sweep,
+) -> tuple[dict[str, tuple[str | None, dict[str, Any]]], dict[str, list[str]], dict[str, Any], str]:
+    """Probe the sweep's backends (on every worker of a cluster, in processes of their
+    own locally, in this process with --isolation none): the probes (backend -> why it
+    cannot run, or None, and what it says of itself), the workers allowed each backend
+    on a cluster, the settings every verdict depends on, and the sandbox the cells
+    run in. The platform each backend computes on goes to ``sw.platform``."""
+    from .execution._fingerprint import settings
+
+    cfg, cluster = sw.cfg, sw.cluster
+    isolated = cfg.isolation != "none"
+    setting = settings()
+    allowed: dict[str, list[str]] = {}
+    backends = list({s.backend.name: s.backend for s in sw.cells}.values())
     if cluster is not None:
         cluster.probe(backends, cfg.timeout)
         probes, allowed = cluster.choose(backends)
@@ -444,7 +491,7 @@ def _sweep(
             envs = sorted({json.dumps(e, sort_keys=True) for e in differ.values()})
             setting = {**setting, "workers_environment": envs}
             for addr, env in differ.items():
-                say(
+                sw.say(
                     f"note: worker {addr} runs with {env or 'no recorded settings'} where this "
                     f"process has {setting['environment'] or 'none'}: its cells are judged "
                     "under the workers' settings"
@@ -452,26 +499,51 @@ def _sweep(
     elif isolated:
         from .execution._isolation import probe
 
-        probes = probe(backends, cfg.timeout, rd.logs)
+        probes = probe(backends, cfg.timeout, sw.rd.logs)
     else:
         probes = _in_process_probes(backends)
-    platform = {name: info.get("platform", "") for name, (_, info) in probes.items()}
+    sw.platform = {name: info.get("platform", "") for name, (_, info) in probes.items()}
     from .execution._sandbox import describe
 
     sandbox = describe() if isolated else "none (isolation none)"
     if cluster is not None:
         sandbox = "; ".join(sorted(set(cluster.sandboxes()))) or sandbox
+    return probes, allowed, setting, sandbox
+
+
+def _judge_cells(
+    sw: _Sweep, closures: dict[str, str], setting: dict[str, Any], sandbox: str
+) -> None:
+    """Each cell's judge (_judge.cell_judge): what its verdict depends on, as a digest,
+    into ``sw.judges``."""
+    cfg = sw.cfg
+    digests = {u: inputs_digest(cases) for u, cases in sw.units.items()}
+    # the candidate's package, and every module it loads (its import closure)
+    cand_digests = {
+        c.uid: candidate_digest(c) + "|" + closures.get(c.uid, "") for c in cfg.candidates
+    }
 
     def judge(s: CellSpec) -> str:
         return cell_judge(
             setting, s.key, cfg.budgets.for_dtype(s.dtype), digests[s.unit],
-            cand_digests[s.candidate.uid], platform[s.backend.name],
+            cand_digests[s.candidate.uid], sw.platform[s.backend.name],
             # as given (the default memory follows --jobs, which must not change a
             # verdict); a verdict reached without the sandbox is not one reached with it
             {"timeout": cfg.timeout, "memory": cfg.memory, "sandbox": sandbox},
         )  # fmt: skip
 
-    judges = {s.key: judge(s) for s in cells}
+    sw.judges = {s.key: judge(s) for s in sw.cells}
+
+
+def _write_fingerprint(
+    sw: _Sweep, probes: dict[str, tuple[str | None, dict[str, Any]]], setting: dict[str, Any],
+    sandbox: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The run's fingerprint (what ran, where, with which settings), written before any
+    cell runs; returned for the last step to complete."""
+    from .execution._fingerprint import environment
+
+    cfg = sw.cfg
     fp: dict[str, Any] = {
         "environment": environment(probes, setting),
         "run": {
@@ -492,23 +564,28 @@ def _sweep(
                 "max_ulp": cfg.budgets.max_ulp,
             },
             "settings": setting,
-            "cells": [names[s.key] for s in cells],
+            "cells": [sw.names[s.key] for s in sw.cells],
         },
     }
-    if cluster is not None:
+    if sw.cluster is not None:
         from .execution._distributed import fingerprint
 
-        fp["cluster"] = fingerprint(cluster)
-    rd.write_fingerprint(fp)
+        fp["cluster"] = fingerprint(sw.cluster)
+    sw.rd.write_fingerprint(fp)
+    return fp
 
-    done: dict[str, dict[str, Any]] = {}
+
+def _resume(sw: _Sweep, fp: dict[str, Any]) -> list[CellSpec]:
+    """With --resume, the finished cells whose judge is unchanged go to ``sw.done``
+    (damaged and stale ones are said and rerun); the cells left to do, announced."""
+    cfg, cells, names, say = sw.cfg, sw.cells, sw.names, sw.say
     if cfg.resume:
-        good, bad = rd.read_cells(names.values())
+        good, bad = sw.rd.read_cells(names.values())
         stale = 0
         by_name = {names[s.key]: s for s in cells}
         for name, rec in good.items():
-            if rec["judge"] == judges[by_name[name].key]:
-                done[name] = rec
+            if rec["judge"] == sw.judges[by_name[name].key]:
+                sw.done[name] = rec
             else:
                 stale += 1
         if bad:
@@ -519,24 +596,25 @@ def _sweep(
                 f"{stale} finished cells were judged under other settings (budgets, oracle, "
                 "versions, platform, inputs or code) and are rerun"
             )
-    todo = [s for s in cells if names[s.key] not in done]
+    todo = [s for s in cells if names[s.key] not in sw.done]
     where = (
         plural(cfg.jobs, "job")
-        if cluster is None
-        else f"{plural(len(cluster.workers), 'worker')} of {fp['cluster']['scheduler']}"
+        if sw.cluster is None
+        else f"{plural(len(sw.cluster.workers), 'worker')} of {fp['cluster']['scheduler']}"
     )
     say(
         f"{len(cells)} cells ({len(cells) - len(todo)} already done), profile {cfg.profile}, "
-        f"{where}, isolation {cfg.isolation}, results in {rd.path}"
+        f"{where}, isolation {cfg.isolation}, results in {sw.rd.path}"
     )
+    return todo
 
-    def commit(rec: dict[str, Any]) -> None:
-        rec["judge"] = judges[record_key(rec)]
-        rec["platform"] = platform.get(rec["backend"], "")
-        rd.write_cell(rec)
-        done[cell_file_name(record_key(rec))] = rec
 
-    unavailable = {f.name: f.why_not() for f in cfg.families}
+def _record_not_run(
+    sw: _Sweep, todo: list[CellSpec], probes: dict[str, tuple[str | None, dict[str, Any]]]
+) -> list[CellSpec]:
+    """Record the cells that cannot run here as ``not run`` with the reason (the
+    backend's probe, a dtype it lacks, a family unavailable here); the others, to run."""
+    unavailable = {f.name: f.why_not() for f in sw.cfg.families}
     runnable = []
     unrun: dict[str, int] = {}  # why -> cells
     for s in todo:
@@ -546,58 +624,69 @@ def _sweep(
         if why is None:
             why = unavailable[s.family.name]
         if why is not None:
-            commit(not_run(s, why))
+            sw.commit(not_run(s, why))
             unrun[why] = unrun.get(why, 0) + 1
         else:
             runnable.append(s)
     if unrun:  # counted apart: the progress counts the cells that run
-        say(not_run_here(unrun))
-    if runnable:
-        _oracle_pass(
-            {(s.function, s.family.name, s.dtype): units[s.unit] for s in runnable},
-            cfg,
-            say,
-        )
-        progress = _Progress(len(runnable), 0, cfg.progress, [s.family.name for s in runnable])
-        cache = OracleCache(cfg.cache)
+        sw.say(not_run_here(unrun))
+    return runnable
 
-        def on_result(spec: CellSpec, raw: Raw | None, reason: str | None) -> None:
-            if raw is None:
-                rec = failed(spec, reason or "no result")
-            else:
-                rec = score(
-                    spec,
-                    raw,
-                    units[spec.unit],
-                    cache.get,
-                    cfg.budgets,
-                    cache.recompute,
-                )
-            commit(rec)
-            progress.update(rec)
 
-        try:
-            if cluster is not None:
-                cluster.execute(
-                    _priority(runnable), allowed, cfg.timeout, on_result,
-                    lambda s: progress.update(None, s.key), fresh=cfg.isolation == "cell",
-                )  # fmt: skip
-            else:
-                _execute(_priority(runnable), cfg, rd, on_result, progress)
-        finally:
-            progress.close()
-        if cache.rejected:
-            say(
-                f"{len(cache.rejected)} oracle cache entries failed their check and were recomputed"
+def _execute_and_score(sw: _Sweep, runnable: list[CellSpec], allowed: dict[str, list[str]]) -> None:
+    """Fill the oracle cache for the runnable cells' inputs, then execute them (on the
+    cluster, or in the local pool's isolated workers) and score and record each one
+    here as its data comes back."""
+    cfg = sw.cfg
+    _oracle_pass(
+        {(s.function, s.family.name, s.dtype): sw.units[s.unit] for s in runnable},
+        cfg,
+        sw.say,
+    )
+    progress = _Progress(len(runnable), 0, cfg.progress, [s.family.name for s in runnable])
+    cache = OracleCache(cfg.cache)
+
+    def on_result(spec: CellSpec, raw: Raw | None, reason: str | None) -> None:
+        if raw is None:
+            rec = failed(spec, reason or "no result")
+        else:
+            rec = score(
+                spec,
+                raw,
+                sw.units[spec.unit],
+                cache.get,
+                cfg.budgets,
+                cache.recompute,
             )
-    missing = [s.key for s in cells if names[s.key] not in done]
+        sw.commit(rec)
+        progress.update(rec)
+
+    try:
+        if sw.cluster is not None:
+            sw.cluster.execute(
+                _priority(runnable), allowed, cfg.timeout, on_result,
+                lambda s: progress.update(None, s.key), fresh=cfg.isolation == "cell",
+            )  # fmt: skip
+        else:
+            _execute(_priority(runnable), cfg, sw.rd, on_result, progress)
+    finally:
+        progress.close()
+    if cache.rejected:
+        sw.say(f"{len(cache.rejected)} oracle cache entries failed their check and were recomputed")
+
+
+def _write_table(sw: _Sweep, fp: dict[str, Any], started: float) -> Any:
+    """The table from every cell's record, written with the fingerprint completed (its
+    wall time and end); a cell with no record is the harness's fault and raises."""
+    names = sw.names
+    missing = [s.key for s in sw.cells if names[s.key] not in sw.done]
     if missing:  # a cell with no result is a fault of the harness, never a silent gap
         raise RuntimeError(f"{len(missing)} cells have no result: {missing[:3]}")
-    table = table_from(done[names[s.key]] for s in cells)
-    rd.write_table(table)
+    table = table_from(sw.done[names[s.key]] for s in sw.cells)
+    sw.rd.write_table(table)
     fp["run"]["wall_s"] = round(time.time() - started, 1)  # this invocation's, resumed or not
     fp["run"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rd.write_fingerprint(fp)
+    sw.rd.write_fingerprint(fp)
     return table
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -625,19 +626,74 @@ def _fpenv_page(rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class _Report:
+    """What the steps of one report share: the results read (``table``, the report
+    proper: the default environment's cells, the exhaustive chunks apart, each candidate
+    under its uid), the fingerprint, where the files go and the files written so far."""
+
+    results: Path
+    out: Path
+    table: Any
+    env: dict[str, Any]  # the fingerprint's environment
+    run: dict[str, Any]  # and its run
+    ex_rows: list[Any]  # the exhaustive float32 figures (_exhaustive_report)
+    env_rows: list[list[str]]  # the cells of another environment beside their default twins
+    fn_of: dict[str, str]  # candidate (its uid) -> function
+    functions: list[str]
+    heading: str
+    cands: list[str]  # in the report's order (impl first)
+    slugs: dict[str, str]  # candidate -> its page's name
+    written: list[Path] = field(default_factory=list)
+
+    def write(self, name: str, text: str) -> None:
+        _write(self.out / name, text)
+        self.written.append(self.out / name)
+
+
 def _write_report(
     results: str | os.PathLike[str], out: str | os.PathLike[str],
     exhaustive: Sequence[str | os.PathLike[str]] = (),
 ) -> list[Path]:  # fmt: skip
+    """The report's pipeline, step by step: read the results (and the exhaustive
+    sweeps), then write the exhaustive float32 page, the support tables, a page per
+    candidate, the special values, the plots, the flush-to-zero page, the index and the
+    one-page HTML report."""
+    r = _read(Path(results), Path(out), exhaustive)
+    if r.ex_rows:
+        r.write("exhaustive-f32.md", _exhaustive_page(r.ex_rows))
+    if r.table.empty:  # a sweep of the exhaustive family alone: its page is the report
+        return _write_exhaustive_index(r)
+    supports = _write_support(r)
+    _write_candidates(r)
+    cases, srows = _write_specials(r)
+    plots = _plots(r.table, r.out / "img")
+    r.written += list(plots.values())
+    found, found_md = _findings(r)
+    if r.env_rows:
+        r.write("fpenv.md", _fpenv_page(r.env_rows))
+    suites, details = peer_suites(r.table), peer_suite_details(r.table)
+    r.write("README.md", _index(r, supports, found_md, suites, details))
+    page = _html(
+        r.table, supports, cases, srows, plots, r.env, r.run, r.cands, found, suites, details,
+        r.ex_rows,
+    )  # fmt: skip
+    r.write("index.html", page)
+    return r.written
+
+
+def _read(results: Path, out: Path, exhaustive: Sequence[str | os.PathLike[str]]) -> _Report:
+    """The results and fingerprint, split for the report: the exhaustive chunks (these
+    results' and those of ``exhaustive``) into their figures, the cells of another
+    floating-point environment beside their default twins, and the rest, the report
+    proper, each candidate under its uid ("softmax/scipy": its pages, plots and support
+    table are its own)."""
     from ..scoring._results import ResultsError, load_results
     from ._exhaustive_report import exhaustive_rows, is_chunk, load_exhaustive
 
-    results, out = Path(results), Path(out)
     if out.exists() and not out.is_dir():
         raise ResultsError(f"report directory {str(out)!r} is a file")
     table, fp = load_results(results)
-    env, run = fp.get("environment", {}), fp.get("run", {})
-    written: list[Path] = []
     chunked = table["family"].map(is_chunk)
     parts = [(table[chunked], fp)] if chunked.any() else []
     parts += load_exhaustive(exhaustive)
@@ -658,21 +714,29 @@ def _write_report(
         if len(functions) == 1
         else f"# Accuracy report: {', '.join(functions[:-1])} and {functions[-1]}"
     )
-    if ex_rows:
-        _write(out / "exhaustive-f32.md", _exhaustive_page(ex_rows))
-        written.append(out / "exhaustive-f32.md")
-    if table.empty:  # a sweep of the exhaustive family alone: its page is the report
-        if not ex_rows:
-            raise ResultsError(f"results in {str(results)!r} hold no cells to report")
-        idx = [heading, "", *_exhaustive_md(ex_rows)]
-        idx.append("Details: [exhaustive-f32.md](exhaustive-f32.md)")
-        _write(out / "README.md", "\n".join(idx) + "\n")
-        return [*written, out / "README.md"]
     cands = _order(table)
-    slugs = _slugs(cands)
+    return _Report(
+        results, out, table, fp.get("environment", {}), fp.get("run", {}), ex_rows, env_rows,
+        fn_of, functions, heading, cands, _slugs(cands),
+    )  # fmt: skip
 
-    # support tables
-    supports = {c: support(table, c) for c in cands}
+
+def _write_exhaustive_index(r: _Report) -> list[Path]:
+    """The index of a report of the exhaustive family alone (its page is the report)."""
+    from ..scoring._results import ResultsError
+
+    if not r.ex_rows:
+        raise ResultsError(f"results in {str(r.results)!r} hold no cells to report")
+    idx = [r.heading, "", *_exhaustive_md(r.ex_rows)]
+    idx.append("Details: [exhaustive-f32.md](exhaustive-f32.md)")
+    r.write("README.md", "\n".join(idx) + "\n")
+    return r.written
+
+
+def _write_support(r: _Report) -> dict[str, Any]:
+    """The measured support tables (support.md and support.rst, SciPy's declared table
+    beside its measured one); returns each candidate's."""
+    supports = {c: support(r.table, c) for c in r.cands}
     md = ["# Measured support tables", ""]
     md.append(
         "A cell is ✅ only where the candidate ran and met the budgets on every family and "
@@ -687,7 +751,7 @@ def _write_report(
         "Measured: each cell earned by this sweep's runs (see support.md for the notes).",
         "",
     ]
-    for c in cands:
+    for c in r.cands:
         cells = supports[c]
         md += ["", f"## {_code(c)}", "", markdown_table(cells)]
         notes = [
@@ -708,49 +772,71 @@ def _write_report(
             "Declared:", "", markdown_table(SCIPY_DECLARED), "",
             "Measured:", "", markdown_table(supports["scipy"]),
         ]  # fmt: skip
-    _write(out / "support.md", "\n".join(md) + "\n")
-    _write(out / "support.rst", "\n".join(rst))
-    written += [out / "support.md", out / "support.rst"]
+    r.write("support.md", "\n".join(md) + "\n")
+    r.write("support.rst", "\n".join(rst))
+    return supports
 
-    # per candidate
-    for c in cands:
-        p = out / "candidates" / f"{slugs[c]}.md"
-        _write(p, _candidate_md(table, c))
-        written.append(p)
 
-    # special values
-    cases, srows = _specials(table)
+def _write_candidates(r: _Report) -> None:
+    """A page per candidate: per backend and family, and its worst inputs."""
+    for c in r.cands:
+        r.write(f"candidates/{r.slugs[c]}.md", _candidate_md(r.table, c))
+
+
+def _write_specials(r: _Report) -> tuple[list[str], list[list[str]]]:
+    """The special-value matrix (specials.md); returns its cases and rows."""
+    cases, srows = _specials(r.table)
     sp = ["# Special values: which semantics each candidate follows", ""]
     sp.append(
         "From the `specials` family (the specification's table, docs/specification.md). "
         "`limit`, `nan-propagating`, "
         "`nan-at-inf` and `equal-split` are accepted answers; ✗ marks `other`, a failure."
     )
-    sp += ["", _md_table(["candidate", *cases], [[_code(r[0]), *r[1:]] for r in srows])]
-    _write(out / "specials.md", "\n".join(sp) + "\n")
-    written.append(out / "specials.md")
+    sp += ["", _md_table(["candidate", *cases], [[_code(x[0]), *x[1:]] for x in srows])]
+    r.write("specials.md", "\n".join(sp) + "\n")
+    return cases, srows
 
-    plots = _plots(table, out / "img")
-    written += list(plots.values())
 
-    # the index
-    versions = env.get("versions", {})
-    idx = [heading, ""]
-    idx.append(
-        f"Generated by `python -m conformance report` from the results in `{results.name}`: "
-        f"profile `{run.get('profile', '?')}`, {len(table)} cells."
-    )
-    idx += ["", "## Findings", ""]
-    env_found = fpenv_findings(env_rows)
-    found = findings(table) + [f"Exhaustive float32: {r.sentence()}." for r in ex_rows]
+def _findings(r: _Report) -> tuple[list[str], list[str]]:
+    """The findings: as plain text (for the HTML page) and as the index's Markdown."""
+    env_found = fpenv_findings(r.env_rows)
+    found = findings(r.table) + [f"Exhaustive float32: {x.sentence()}." for x in r.ex_rows]
     found += env_found
-    idx += [f"- {line}" for line in findings(table, _md_text)]
-    idx += [f"- Exhaustive float32: {r.sentence()}." for r in ex_rows]
-    idx += [f"- {_md_text(line)}" for line in env_found]
-    if env_rows:
-        _write(out / "fpenv.md", _fpenv_page(env_rows))
-        written.append(out / "fpenv.md")
-    idx += [
+    md = [f"- {line}" for line in findings(r.table, _md_text)]
+    md += [f"- Exhaustive float32: {x.sentence()}." for x in r.ex_rows]
+    md += [f"- {_md_text(line)}" for line in env_found]
+    return found, md
+
+
+def _index(
+    r: _Report, supports: dict[str, Any], found_md: list[str], suites: list[list[str]],
+    details: list[str],
+) -> str:  # fmt: skip
+    """The index (README.md): the findings, what ran, the summary, the measured support,
+    the peers' suites, the exhaustive figures, the known failures and the links."""
+    idx = [r.heading, ""]
+    idx.append(
+        f"Generated by `python -m conformance report` from the results in `{r.results.name}`: "
+        f"profile `{r.run.get('profile', '?')}`, {len(r.table)} cells."
+    )
+    idx += ["", "## Findings", "", *found_md]
+    idx += _what_ran(r)
+    idx += _support_section(r, supports)
+    idx += _suites_section(suites, details)
+    if r.ex_rows:
+        idx += ["## Exhaustive float32", "", *_exhaustive_md(r.ex_rows)]
+        idx += ["Details: [exhaustive-f32.md](exhaustive-f32.md)", ""]
+    idx += _known_failures()
+    idx += _more(r)
+    return "\n".join(idx) + "\n"
+
+
+def _what_ran(r: _Report) -> list[str]:
+    """The index's "What ran" (machine, versions, oracle, devices, backends, workers)
+    and "Summary" (cells by status, the worst ULP per format)."""
+    env, run = r.env, r.run
+    versions = env.get("versions", {})
+    return [
         "",
         "## What ran",
         "",
@@ -769,39 +855,49 @@ def _write_report(
         "",
         _md_table(
             SUMMARY_HEADER,
-            [[_code(r[0]), *r[1:]] for r in _summary_rows(table)],
+            [[_code(row[0]), *row[1:]] for row in _summary_rows(r.table)],
         ),
         "",
-        "## Support (measured)",
-        "",
     ]
-    for fn in functions:
-        if len(functions) > 1:
+
+
+def _support_section(r: _Report, supports: dict[str, Any]) -> list[str]:
+    """The index's measured support tables, by function."""
+    idx = ["## Support (measured)", ""]
+    for fn in r.functions:
+        if len(r.functions) > 1:
             idx += [f"### {fn}", ""]
-        for c in cands:
-            if fn_of[c] == fn:
+        for c in r.cands:
+            if r.fn_of[c] == fn:
                 idx += [f"{_code(c)}:", "", markdown_table(supports[c]), ""]
+    return idx
+
+
+def _suites_section(suites: list[list[str]], details: list[str]) -> list[str]:
+    """The index's "Peers' suites", where the sweep ran them."""
+    if not suites:
+        return []
+    idx = ["## Peers' suites", ""]
+    idx.append(
+        "SciPy's own test class of each function (TestLogSoftmax, TestSoftmax, "
+        "TestLogSumExp) and PyTorch's OpInfo samples of it, run on each candidate "
+        "(`--families scipy-suite,torch-opinfo`). Where torch's assert_close and the "
+        "oracle disagree, the oracle decides."
+    )
+    idx += ["", _md_table(SUITE_HEADER, [[_code(x[0]), *x[1:]] for x in suites]), ""]
+    if details:
+        idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
+        idx += [f"- {_md_text(d)}" for d in details]
+        idx.append("")
+    return idx
+
+
+def _known_failures() -> list[str]:
+    """The index's "Known failures": the expected failures of scope ``budget``."""
     from ..functions._expected import all_expected_failures
 
     known = [e for e in all_expected_failures() if e.scope == "budget"]
-    suites, details = peer_suites(table), peer_suite_details(table)
-    if suites:
-        idx += ["## Peers' suites", ""]
-        idx.append(
-            "SciPy's own test class of each function (TestLogSoftmax, TestSoftmax, "
-            "TestLogSumExp) and PyTorch's OpInfo samples of it, run on each candidate "
-            "(`--families scipy-suite,torch-opinfo`). Where torch's assert_close and the "
-            "oracle disagree, the oracle decides."
-        )
-        idx += ["", _md_table(SUITE_HEADER, [[_code(r[0]), *r[1:]] for r in suites]), ""]
-        if details:
-            idx += ["Failing cells, and torch's own verdicts where they differ:", ""]
-            idx += [f"- {_md_text(d)}" for d in details]
-            idx.append("")
-    if ex_rows:
-        idx += ["## Exhaustive float32", "", *_exhaustive_md(ex_rows)]
-        idx += ["Details: [exhaustive-f32.md](exhaustive-f32.md)", ""]
-    idx += ["## Known failures", ""]
+    idx = ["## Known failures", ""]
     idx.append(
         "From `conformance/data/expected_failures.toml` (the file the tests and the gate "
         "read), scope `budget`:"
@@ -812,21 +908,26 @@ def _write_report(
         f"{' (' + e.profile + ' profile)' if e.profile else ''}: {e.describe()}"
         for e in known
     ] or ["- none"]
-    idx += [
+    return idx
+
+
+def _more(r: _Report) -> list[str]:
+    """The index's CPU and GPU agreement, its links and its plots."""
+    return [
         "",
         "## CPU and GPU agreement",
         "",
-        _agreement(table),
+        _agreement(r.table),
         "",
         "## More",
         "",
         "- [support tables, Markdown](support.md) and [reST, SciPy's layout](support.rst)",
         "- [special-value matrix](specials.md)",
-        *(["- [exhaustive float32](exhaustive-f32.md)"] if ex_rows else []),
-        *(["- [flush-to-zero beside the default environment](fpenv.md)"] if env_rows else []),
+        *(["- [exhaustive float32](exhaustive-f32.md)"] if r.ex_rows else []),
+        *(["- [flush-to-zero beside the default environment](fpenv.md)"] if r.env_rows else []),
         *(
-            f"- [{_code(c)}: per backend, family and worst inputs](candidates/{slugs[c]}.md)"
-            for c in cands
+            f"- [{_code(c)}: per backend, family and worst inputs](candidates/{r.slugs[c]}.md)"
+            for c in r.cands
         ),
         "- [one page with the plots](index.html)",
         "",
@@ -836,15 +937,6 @@ def _write_report(
         "",
         "![candidate x family](img/heatmap.png)",
     ]
-    _write(out / "README.md", "\n".join(idx) + "\n")
-    written.append(out / "README.md")
-
-    page = _html(
-        table, supports, cases, srows, plots, env, run, cands, found, suites, details, ex_rows
-    )
-    _write(out / "index.html", page)
-    written.append(out / "index.html")
-    return written
 
 
 # The summary table's columns (the formats' headers short: the site's content column
