@@ -267,7 +267,7 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     the kernels are not built."""
     import numpy as np
 
-    from ._numpy import _as_rows, _from_rows, _map, compiled_kernels
+    from ._numpy import _as_rows, _from_rows, _map, compiled_kernels, empty_out
 
     kernels = compiled_kernels()
     name = _format_name(x.dtype)
@@ -277,7 +277,7 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     if name != "float64":
         return _softmax_f32(kernels, x, rows, perm, n, cast, fix, name)
     wide = np.ascontiguousarray(rows)
-    out = np.empty_like(wide)
+    out = empty_out(wide.shape, wide.dtype)
     opened = np.zeros(wide.shape, dtype=np.uint8)
     res = np.empty((len(wide), 8))
 
@@ -310,10 +310,10 @@ def _softmax_f32(
     algorithm and the open outputs to ``fix``, as _softmax_kernel does."""
     import numpy as np
 
-    from ._numpy import _from_rows, _map
+    from ._numpy import _from_rows, _map, empty_out
 
     src = np.ascontiguousarray(rows)
-    out = np.empty_like(src)
+    out = empty_out(src.shape, src.dtype)  # large: on huge pages, one fault per 2 MB
     left: list[int] = []
     fmt = {"float32": 0, "float16": 1, "bfloat16": 2}[name]
     xs, os_ = (src, out) if fmt == 0 else (src.view(np.uint16), out.view(np.uint16))
