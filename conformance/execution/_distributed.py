@@ -427,7 +427,10 @@ class Cluster:
     ) -> None:  # fmt: skip
         """Every cell to the cluster in batches (``_Batches``), each worker given
         ``IN_FLIGHT`` per thread at a time; ``on_result`` for each, here. A batch whose
-        worker dies goes to another, up to ``RETRIES`` times."""
+        worker dies goes to another, up to ``RETRIES`` times. Cells that no live worker
+        can take any more (every worker that could run their backend died or left) end
+        the sweep with a SchedulerError, as a lost scheduler does: they are no result
+        of the candidates', and what finished is kept for ``--resume``."""
         from distributed import wait
 
         libraries = sorted({s.backend.library for s in cells})
@@ -510,12 +513,16 @@ class Cluster:
                 f"{sum(len(b) for _, b in pending.values()) + batches.left} cells had no "
                 "result: run again with --resume"
             ) from None
-        for q in batches.groups.values():
-            for s in q:
-                name = s.backend.name
-                on_result(s, None, f"no worker left that can run {name} (it could run on "
-                          f"{', '.join(allowed[name])})")  # fmt: skip
         self.batches = batches
+        left = [s for q in batches.groups.values() for s in q]
+        if left:  # their workers died or left: the cells are not the candidates' errors
+            names = sorted({s.backend.name for s in left})
+            could = sorted({a for name in names for a in allowed[name]})
+            raise SchedulerError(
+                f"no worker left that can run {', '.join(names)} (the workers that could, "
+                f"{', '.join(could)}, died or left the cluster); {len(left)} cells had no "
+                "result: run again with --resume"
+            )
 
     @staticmethod
     def _collect(

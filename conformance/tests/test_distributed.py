@@ -6,6 +6,7 @@ cells go only to workers with the resource they need."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -283,6 +284,60 @@ def _remote_processes() -> dict[int, int]:
             if b"conformance.execution._remote" in cmd:
                 out[int(d.name)] = ppid
     return out
+
+
+@pytest.mark.extended
+def test_a_cluster_left_without_workers_stops_the_sweep_for_a_resume(tmp_path, monkeypatch):
+    """The only worker killed mid-sweep: the cells no worker is left to run are no
+    errors of the candidate's (they were recorded as such, and a resume kept them). The
+    sweep stops with a plan error that says so; the cells that finished are kept, and
+    --resume on a new worker runs the rest: the table a local sweep gives."""
+    monkeypatch.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(tmp_path / "cluster"))
+    c = _start_cluster(tmp_path / "cluster", {"A": ""})
+    try:
+        monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "0.3")
+        cfg = _config(
+            tmp_path, "dist", candidates=[candidate(f"{H}:where_am_i_slowly")],
+            backends=[backend("numpy:cpu")], scheduler=c.address,
+            families=[family("dominant"), family("specials"), family("normal")],
+        )  # fmt: skip
+        result: dict[str, Any] = {}
+
+        def sweep() -> None:
+            try:
+                result["table"] = run(cfg, log=lambda s: None)
+            except PlanError as exc:
+                result["error"] = str(exc)
+
+        t = threading.Thread(target=sweep)
+        t.start()
+        deadline = time.monotonic() + 120
+        while not (c.where.exists() and c.where.read_text().split()):
+            assert time.monotonic() < deadline, "no cell started on the cluster"
+            time.sleep(0.05)
+        c.workers["A"].send_signal(signal.SIGKILL)
+        c.workers["A"].wait(10)
+        t.join(300)
+        assert not t.is_alive(), "the sweep did not stop"
+        assert "table" not in result
+        assert "no worker left that can run numpy:cpu" in result["error"]
+        assert "run again with --resume" in result["error"]
+        c.stop()
+        (tmp_path / "cluster" / "scheduler.json").unlink(missing_ok=True)  # (the same paths:
+        # the sandbox described alike, so the same judge as the local sweep)
+        c = _start_cluster(tmp_path / "cluster", {"B": ""})
+        monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "0")
+        again = dataclasses.replace(cfg, scheduler=c.address, resume=True)
+        table = run(again, log=lambda s: None)
+        assert len(table) == 3 and (table.status == "pass").all(), table[["family", "reason"]]
+        local = run(
+            _config(tmp_path, "local", candidates=cfg.candidates, backends=cfg.backends,
+                    families=cfg.families),
+            log=lambda s: None,
+        )  # fmt: skip
+        pd.testing.assert_frame_equal(local.drop(columns="seconds"), table.drop(columns="seconds"))
+    finally:
+        c.stop()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
