@@ -189,22 +189,47 @@ pow2i(int64_t k)
     return bits_to_double((uint64_t)(k + 1023) << 52);
 }
 
+/* exp_short's and exp_mid's common body: the reduction d = k ln2/4 + r (clamped at
+ * -700), a Taylor polynomial in r (degree 6, or 8 with mid: two more Horner steps
+ * first, the rest the same), 2^((k mod 4)/4) by selects (which vectorize as blends;
+ * an indexed load would be a gather) and 2^floor(k/4) exactly */
 static inline double
-exp_short(double d)
+exp_quarter(double d, int mid)
 {
     double dc = d < -700.0 ? -700.0 : d;
     double ks = fma(dc, INV_L4, SHIFTER);
     double kf = ks - SHIFTER;
     int64_t k = shifted_int(ks);
     double r = fma(-kf, L4_LO, fma(-kf, L4_HI, dc));
-    double p = 1.0 / 720.0;
+    double p = mid ? fma(fma(1.0 / 40320.0, r, 1.0 / 5040.0), r, 1.0 / 720.0) : 1.0 / 720.0;
     p = fma(p, r, 1.0 / 120.0);
     p = fma(p, r, 1.0 / 24.0);
     p = fma(p, r, 1.0 / 6.0);
     p = fma(p, r, 0.5);
     p = fma(p, r, 1.0);
     p = fma(p, r, 1.0);
-    return (p * EXP2_4[k & 3]) * pow2i(k >> 2);
+    double t01 = (k & 1) ? EXP2_4[1] : EXP2_4[0], t23 = (k & 1) ? EXP2_4[3] : EXP2_4[2];
+    return (p * ((k & 2) ? t23 : t01)) * pow2i(k >> 2);
+}
+
+static inline double
+exp_short(double d)
+{
+    return exp_quarter(d, 0);
+}
+
+/* The softmax writer's exp, for z <= 0: exp_short's reduction and a degree-8
+ * polynomial: the Taylor remainder r^9/9! e^r at |r| = ln2/8 is 2^-50.1, the reduction
+ * (fma, L4 in two parts) and the eight Horner steps, the table entry and the product
+ * add under 6 2^-53, and the scaling by 2^floor(k/4) is exact above z = -700 (clamped
+ * there: the callers take z < -105 as 0). EXP_MID_REL = 2^-48 covers it with room;
+ * test_exp_mid_is_within_its_bound measures it (2^-49.8). */
+#define EXP_MID_REL 0x1p-48
+
+static inline double
+exp_mid(double z)
+{
+    return exp_quarter(z, 1);
 }
 
 typedef struct {

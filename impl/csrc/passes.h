@@ -49,11 +49,17 @@ static max_f64_fn max_f64 = max_f64_portable;
  * -log1p(T) rounds to -0 as it should; a slice whose other entries are all -inf has
  * T = 0 and its maximum gets +0, the exact answer. */
 static inline double
-term_f32(float x, double md)
+term_quarter(float x, double md, int mid)
 {
     double d = (double)x - md;
-    double v = exp_short(d);
+    double v = exp_quarter(d, mid);
     return d == d + d ? 0.0 : v;
+}
+
+static inline double
+term_f32(float x, double md)
+{
+    return term_quarter(x, md, 0);
 }
 
 static inline double
@@ -67,8 +73,9 @@ finish_lanes8(const double acc[8])
  * terms in blocks of SUM_BLOCK / 8 from zero and adds each block's sum to its total:
  * a term passes through at most SUM_BLOCK / 8 + n / SUM_BLOCK additions, not n / 8
  * (bound_f32's count; 2^-41.8 relative for a row of 4 million, 2^-34 without). */
-HOT static void
-partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+static inline void
+partial_f32_quarter(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max,
+                    int mid)
 {
     double acc[LANES] = {0.0};
     double md = (double)m;
@@ -78,7 +85,7 @@ partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
         double part[LANES] = {0.0};
         for (; i < end; i += LANES) {
             for (int l = 0; l < LANES; l++) {
-                part[l] += term_f32(x[i + l], md);
+                part[l] += term_quarter(x[i + l], md, mid);
                 count += x[i + l] == m;
             }
         }
@@ -87,11 +94,17 @@ partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_
         }
     }
     for (; i < n; i++) {
-        acc[0] += term_f32(x[i], md);
+        acc[0] += term_quarter(x[i], md, mid);
         count += x[i] == m;
     }
     *sum = finish_lanes8(acc);
     *at_max = count;
+}
+
+HOT static void
+partial_f32_scalar(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
+{
+    partial_f32_quarter(x, n, m, sum, at_max, 0);
 }
 
 typedef void (*partial_f32_fn)(const float *, Py_ssize_t, float, double *, Py_ssize_t *);
@@ -192,37 +205,6 @@ f32_round_narrow(const float *f, uint16_t *h, Py_ssize_t n, int fmt)
 
 /* ---- softmax's float32 passes (softmax.h's softmax_f32_rows) ---- */
 
-/* exp(z) for z <= 0: exp_short's reduction (2^(k/4), |r| <= ln2/8) and a degree-8
- * polynomial: the Taylor remainder r^9/9! e^r at |r| = ln2/8 is 2^-50.1, the reduction
- * (fma, L4 in two parts) and the eight Horner steps, the table entry and the product
- * add under 6 2^-53, and the scaling by 2^floor(k/4) is exact above z = -700 (clamped
- * there: the callers take z < -105 as 0). EXP_MID_REL = 2^-48 covers it with room;
- * test_exp_mid_is_within_its_bound measures it. */
-#define EXP_MID_REL 0x1p-48
-
-static inline double
-exp_mid(double z)
-{
-    double dc = z < -700.0 ? -700.0 : z;
-    double ks = fma(dc, INV_L4, SHIFTER);
-    double kf = ks - SHIFTER;
-    int64_t k = shifted_int(ks);
-    double r = fma(-kf, L4_LO, fma(-kf, L4_HI, dc));
-    double p = 1.0 / 40320.0;
-    p = fma(p, r, 1.0 / 5040.0);
-    p = fma(p, r, 1.0 / 720.0);
-    p = fma(p, r, 1.0 / 120.0);
-    p = fma(p, r, 1.0 / 24.0);
-    p = fma(p, r, 1.0 / 6.0);
-    p = fma(p, r, 0.5);
-    p = fma(p, r, 1.0);
-    p = fma(p, r, 1.0);
-    /* EXP2_4[k & 3] by selects, which vectorize as blends (an indexed load would be a
-     * gather) */
-    double t01 = (k & 1) ? EXP2_4[1] : EXP2_4[0], t23 = (k & 1) ? EXP2_4[3] : EXP2_4[2];
-    return (p * ((k & 2) ? t23 : t01)) * pow2i(k >> 2);
-}
-
 /* partial_f32_scalar's sum with exp_mid's terms (0 for d = 0 and -inf, as term_f32),
  * for the writer's L: within bound_f32_terms(T, n, EXP_MID_REL, 0), about 2^-45 for
  * rows of a thousand (the sum's roundings; the terms' 2^-48 after them), against
@@ -232,32 +214,7 @@ exp_mid(double z)
 HOT static void
 partial_f32_mid_portable(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at_max)
 {
-    double acc[LANES] = {0.0};
-    double md = (double)m;
-    Py_ssize_t count = 0, i = 0;
-    while (i + LANES <= n) {
-        Py_ssize_t end = n - i >= SUM_BLOCK ? i + SUM_BLOCK : i + (n - i) / LANES * LANES;
-        double part[LANES] = {0.0};
-        for (; i < end; i += LANES) {
-            for (int l = 0; l < LANES; l++) {
-                double d = (double)x[i + l] - md;
-                double v = exp_mid(d);
-                part[l] += d == d + d ? 0.0 : v;
-                count += x[i + l] == m;
-            }
-        }
-        for (int l = 0; l < LANES; l++) {
-            acc[l] += part[l];
-        }
-    }
-    for (; i < n; i++) {
-        double d = (double)x[i] - md;
-        double v = exp_mid(d);
-        acc[0] += d == d + d ? 0.0 : v;
-        count += x[i] == m;
-    }
-    *sum = finish_lanes8(acc);
-    *at_max = count;
+    partial_f32_quarter(x, n, m, sum, at_max, 1);
 }
 
 /* v >= 0 (finite, below 2^1000) rounded to nearest even at p significant bits, on the

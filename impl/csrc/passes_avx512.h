@@ -135,9 +135,7 @@ z_partial_f32(const float *x, Py_ssize_t n, float m, double *sum, Py_ssize_t *at
     _mm512_storeu_pd(acc, A);
     double md = (double)m;
     for (; i < n; i++) {
-        double d = (double)x[i] - md;
-        double v = mid ? exp_mid(d) : exp_short(d);
-        acc[0] += d == d + d ? 0.0 : v; /* term_f32 */
+        acc[0] += term_quarter(x[i], md, mid);
         count += x[i] == m;
     }
     *sum = finish_lanes8(acc);
