@@ -267,7 +267,7 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
     the kernels are not built."""
     import numpy as np
 
-    from ._numpy import _as_rows, _from_rows, _map, compiled_kernels, empty_out
+    from ._numpy import _as_rows, _map, compiled_kernels, empty_out
 
     kernels = compiled_kernels()
     name = _format_name(x.dtype)
@@ -289,15 +289,7 @@ def _softmax_kernel(x: Any, axis: Any, n: int, cast: Cast | None, fix: Fix) -> A
         kernels.softmax_rows(wide[lo:hi], n, res[lo:hi], out[lo:hi], opened[lo:hi])
 
     _map(block, _spans(len(wide), n))
-    regular = ~np.isnan(out[:, 0])
-    odd = np.flatnonzero(~regular)
-    if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers
-        out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64, cast)
-    open_ = opened.astype(bool)
-    if _err_scale != 1.0:  # the tests that weaken the bound or force the fix
-        open_[regular] = True
-    shape = x.shape
-    return fix(_from_rows(out, shape, perm), _from_rows(open_, shape, perm))
+    return _softmax_finish(x, rows, perm, out, opened, n, cast, fix)
 
 
 def _softmax_f32(
@@ -310,7 +302,7 @@ def _softmax_f32(
     algorithm and the open outputs to ``fix``, as _softmax_kernel does."""
     import numpy as np
 
-    from ._numpy import _from_rows, _map, empty_out
+    from ._numpy import _map, empty_out
 
     src = np.ascontiguousarray(rows)
     out = empty_out(src.shape, src.dtype)  # large: on huge pages, one fault per 2 MB
@@ -327,15 +319,29 @@ def _softmax_f32(
     if sum(left) or _err_scale != 1.0:  # an output left open: once more, with its flags
         opened = np.zeros(src.shape, dtype=np.uint8)
         kernels.softmax_f32_rows(xs, n, os_, opened, fmt)
+    return _softmax_finish(x, rows, perm, out, opened, n, cast, fix)
+
+
+def _softmax_finish(
+    x: Any, rows: Any, perm: Any, out: Any, opened: Any, n: int, cast: Cast | None, fix: Fix
+) -> Any:
+    """The kernels' softmax, finished: the slices the writers leave (NaN, +inf or no
+    finite entry; their first output is NaN) by the generic algorithm, on those rows
+    alone; then the outputs flagged in ``opened`` (None: every output proven) to
+    ``fix``, every regular one where a test weakens the bound or forces the fix."""
+    import numpy as np
+
+    from ._numpy import _from_rows
+
     regular = ~np.isnan(out[:, 0].astype(np.float32))
     odd = np.flatnonzero(~regular)
-    if odd.size:  # NaN, +inf or no finite entry: the generic algorithm's answers
+    if odd.size:
         out[odd] = softmax_generic(np, rows[odd], (1,), n, np.float64, cast)
     shape = x.shape
     if opened is None:
         return _from_rows(out, shape, perm)
     open_ = opened.astype(bool)
-    if _err_scale != 1.0:  # the tests that weaken the bound or force the fix
+    if _err_scale != 1.0:
         open_[regular] = True
     return fix(_from_rows(out, shape, perm), _from_rows(open_, shape, perm))
 

@@ -121,6 +121,27 @@ def log_softmax_numpy(x: NDArray[Any], axes: tuple[int, ...], n: int, serial: bo
     return out[()] if out.ndim == 0 else out
 
 
+_F32 = (np.dtype(np.float32),)
+
+
+def _plain_last_axis(x: Any, axis: Any, dtypes: tuple[Any, ...]) -> bool:
+    """The common call's conditions (last_axis_rows', last_axis_softmax's): a native
+    NumPy array (not a subclass) of one of ``dtypes``, C-contiguous and aligned, not
+    empty, reduced over its last axis (or a 1-D array whole), with the kernels built."""
+    if (
+        type(x) is not np.ndarray
+        or (type(axis) is not int and not (axis is None and x.ndim == 1))
+        or _kernel is None
+        or x.dtype not in dtypes
+        or not x.flags.c_contiguous
+        or not x.flags.aligned
+        or x.ndim == 0
+        or x.size == 0
+    ):
+        return False
+    return axis is None or axis == -1 or axis == x.ndim - 1
+
+
 def last_axis_rows(x: Any, axis: Any) -> Any:
     """The common call without the general path's checks: a native float32 or float64
     NumPy array (not a subclass), C-contiguous and aligned, not empty, reduced over its last axis
@@ -128,18 +149,7 @@ def last_axis_rows(x: Any, axis: Any) -> Any:
     general path then takes. The same kernels and results as that path: it saves its
     namespace detection, dtype checks and reshapes (about 20 us a call of the 25 at
     (1, 10))."""
-    if (
-        type(x) is not np.ndarray
-        or (type(axis) is not int and not (axis is None and x.ndim == 1))
-        or _kernel is None
-        or x.dtype not in _ROW_DTYPES
-        or not x.flags.c_contiguous
-        or not x.flags.aligned
-        or x.ndim == 0
-        or x.size == 0
-    ):
-        return None
-    if axis is not None and axis != -1 and axis != x.ndim - 1:
+    if not _plain_last_axis(x, axis, _ROW_DTYPES):
         return None
     return _rows_on_kernel(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
@@ -152,19 +162,9 @@ def last_axis_softmax(x: Any, axis: Any) -> Any:
     which the general path then takes from the start. The same kernel and results: it
     saves about 60 us a call of the general path's Python (namespace detection, dtype
     checks, the spans, the flags) at (64, 1000)."""
-    if (
-        type(x) is not np.ndarray
-        or (type(axis) is not int and not (axis is None and x.ndim == 1))
-        or _kernel is None
-        or x.dtype != np.float32
-        or not x.flags.c_contiguous
-        or not x.flags.aligned
-        or x.ndim == 0
-        or x.size == 0
-        or (x.size >= _TWO_THREADS and x.size >= 2 * min_per_thread())
+    if not _plain_last_axis(x, axis, _F32) or (
+        x.size >= _TWO_THREADS and x.size >= 2 * min_per_thread()
     ):
-        return None
-    if axis is not None and axis != -1 and axis != x.ndim - 1:
         return None
     rows2d = x.reshape(-1, x.shape[-1])
     out = np.empty_like(rows2d)

@@ -49,6 +49,26 @@ def log_softmax_torch(x: Any, axes: tuple[int, ...], n: int, generic: Generic) -
     return _forward(torch, x, axes, n, generic)
 
 
+def _plain_last_axis_torch(torch: Any, x: Any, axis: Any, dtypes: tuple[Any, ...]) -> bool:
+    """The common call's conditions on torch (last_axis_rows_torch's,
+    last_axis_softmax_torch's): a CPU tensor of one of ``dtypes``, contiguous, not a
+    negative view, reduced over its last axis (or a 1-D tensor whole), with no
+    derivative to be asked for, and the CPU kernels in use."""
+    nd = x.dim()
+    if (
+        (type(axis) is not int and not (axis is None and nd == 1))
+        or x.dtype not in dtypes
+        or not x.is_cpu
+        or not _cpu_kernels  # (impl/tests/device_paths.py clears it)
+        or nd == 0
+        or not x.is_contiguous()
+        or x.is_neg()
+        or _differentiated(torch, x)
+    ):
+        return False
+    return axis is None or axis == -1 or axis == nd - 1
+
+
 def last_axis_rows_torch(x: Any, axis: Any) -> Any:
     """The common call without the general path's checks: a float32 or float64 CPU
     tensor, contiguous, not empty, over its last axis, with no derivative to be asked
@@ -59,23 +79,11 @@ def last_axis_rows_torch(x: Any, axis: Any) -> Any:
     The same results as the general path."""
     torch = sys.modules["torch"]
     dtype = x.dtype
-    nd = x.dim()
-    if (
-        (type(axis) is not int and not (axis is None and nd == 1))
-        or (dtype is not torch.float32 and dtype is not torch.float64)
-        or not x.is_cpu
-        or not _cpu_kernels  # (impl/tests/device_paths.py clears it)
-        or nd == 0
-        or not x.is_contiguous()
-        or x.is_neg()
-        or _differentiated(torch, x)
-    ):
+    if not _plain_last_axis_torch(torch, x, axis, (torch.float32, torch.float64)):
         return None
     size = x.numel()
     if size < _SMALL and size > 0 and _kernel is not None:
         n = x.size(-1)
-        if axis is not None and axis != -1 and axis != nd - 1:
-            return None
         out = torch.empty_like(x)
         try:
             skipped = _kernel.rows_at(x.data_ptr(), out.data_ptr(), size // n, n,
@@ -94,17 +102,7 @@ def last_axis_softmax_torch(x: Any, axis: Any) -> Any:
     float32, and _numpy.last_axis_softmax on a zero-copy view (None where that declines),
     the result a tensor on the same memory. The same results as the general path."""
     torch = sys.modules["torch"]
-    nd = x.dim()
-    if (
-        (type(axis) is not int and not (axis is None and nd == 1))
-        or x.dtype is not torch.float32
-        or not x.is_cpu
-        or not _cpu_kernels
-        or nd == 0
-        or not x.is_contiguous()
-        or x.is_neg()
-        or _differentiated(torch, x)
-    ):
+    if not _plain_last_axis_torch(torch, x, axis, (torch.float32,)):
         return None
     out = last_axis_softmax(x.detach().numpy() if x.requires_grad else x.numpy(), axis)
     return None if out is None else torch.from_numpy(out)
