@@ -98,6 +98,7 @@ def test_opinfo_samples_of_softmax_and_logsumexp(opinfo):
         opinfo.cases("float64", "quick", "softplus")
 
 
+@pytest.mark.extended
 def test_opinfo_judges_softmax_and_logsumexp_candidates(opinfo, tmp_path):
     """The oracle's own softmax and logsumexp pass every sample; torch's assert_close
     is taken against torch's function of the cell (softmax, torch.logsumexp); torch's
@@ -209,6 +210,7 @@ def test_scipy_suite_runs_scipys_tests_on_the_candidate(tmp_path):
     assert any("test_log_softmax_int_array" in d for d in peer_suite_details(t))
 
 
+@pytest.mark.extended
 def test_scipy_suite_runs_testsoftmax_on_a_softmax(tmp_path):
     """A softmax cell runs SciPy's TestSoftmax: SciPy's own softmax passes it; exp(x)
     left unnormalised fails every test, each finding naming the class."""

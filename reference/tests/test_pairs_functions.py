@@ -1,11 +1,11 @@
 """The certified fast path for pairs [0, v] of softmax and logsumexp
 (``reference._pairs.softmax_pairs``, ``logsumexp_pairs``): bit for bit the exact
-engine's answers on every float16 and bfloat16 pair, on a quarter of a million float32
-pairs chosen where the outputs are hard (uniform bit patterns, subnormals, the ends of
-the format, NaN and the infinities, the softmax outputs' binade and subnormal
-boundaries, logsumexp's near powers of two, the exact-path threshold |v| = 200; 2.3
-million more in the slow tier), and a computation worse than its claimed bound is
-caught."""
+engine's answers on every float16 and bfloat16 pair, and on float32 pairs chosen where
+the outputs are hard (uniform bit patterns, subnormals, the ends of the format, NaN and
+the infinities, the softmax outputs' binade and subnormal boundaries, logsumexp's near
+powers of two, the exact-path threshold |v| = 200): 92,000 here, a quarter of a million
+in the extended tier, 2.3 million more in the slow tier; and a computation worse than
+its claimed bound is caught."""
 
 from __future__ import annotations
 
@@ -66,11 +66,13 @@ def _near(mags: np.ndarray, k: int) -> np.ndarray:
 
 
 def _float32_sample(seed: int, n_uniform: int = 60_000) -> np.ndarray:
-    """Float32 inputs where the outputs are hard, both signs of each."""
+    """Float32 inputs where the outputs are hard, both signs of each: 40 units in the
+    last place either side of each edge, the specials, and n_uniform random bit
+    patterns with half as many random magnitudes and a tenth as many subnormals."""
     rng = np.random.default_rng(seed)
     bits = rng.integers(0, 1 << 32, size=n_uniform, dtype=np.uint64).astype(np.uint32)
-    mag = np.exp(rng.uniform(np.log(1e-8), np.log(210.0), 30_000))
-    sub = rng.integers(1, 1 << 23, size=6_000, dtype=np.uint64).astype(np.uint32)
+    mag = np.exp(rng.uniform(np.log(1e-8), np.log(210.0), n_uniform // 2))
+    sub = rng.integers(1, 1 << 23, size=n_uniform // 10, dtype=np.uint64).astype(np.uint32)
     k = np.arange(1, 151, dtype=np.float64)
     with np.errstate(over="ignore"):
         edges = np.concatenate([
@@ -94,10 +96,17 @@ def _float32_sample(seed: int, n_uniform: int = 60_000) -> np.ndarray:
     return np.concatenate([v, -v])
 
 
+@pytest.mark.parametrize(
+    "n_uniform",
+    [10_000, pytest.param(60_000, marks=pytest.mark.extended)],
+    ids=["edges", "quarter-million"],
+)
 @pytest.mark.parametrize("function", list(PAIRS))
-def test_hard_float32_pairs(function):
-    v = _float32_sample(0)
-    assert v.size > 200_000
+def test_hard_float32_pairs(function, n_uniform):
+    """Every edge's neighbours and some random pairs (92,000 pairs); a quarter of a
+    million in the extended tier."""
+    v = _float32_sample(0, n_uniform)
+    assert v.size > 3 * n_uniform + 60_000
     counts: dict[str, int] = {}
     got = PAIRS[function](v, counts=counts)
     same = _same_bits(got, _exact(function, v))
