@@ -81,6 +81,7 @@ static PyMethodDef methods[] = {
     {"write_rows", py_write_rows, METH_VARARGS, write_rows_doc},
     {"exact_rows", py_exact_rows, METH_VARARGS, exact_rows_doc},
     {"softmax_rows", py_softmax_rows, METH_VARARGS, softmax_rows_doc},
+    {"softmax_out_f64", py_softmax_out_f64, METH_VARARGS, softmax_out_f64_doc},
     {"exact_l_from", py_exact_l_from, METH_VARARGS, exact_l_from_doc},
     {"note_slow", py_note_slow, METH_VARARGS, note_slow_doc},
     {"tiny_log", py_tiny_log, METH_VARARGS, tiny_log_doc},

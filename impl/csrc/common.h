@@ -21,6 +21,14 @@
 #define HOT
 #endif
 
+/* INLINE: inlined into each caller, HOT's clones included, so that their fma() is the
+ * clone's instruction rather than a call into libm */
+#if defined(__GNUC__)
+#define INLINE static inline __attribute__((always_inline))
+#else
+#define INLINE static inline
+#endif
+
 #define LANES 8
 
 /* The kernels' floating-point environment: IEEE arithmetic whatever the caller's

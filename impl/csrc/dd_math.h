@@ -247,7 +247,7 @@ two_sum(double a, double b)
 
 /* exp(dh + dl) = 2^K * (hi + lo), hi + lo in [0.7, 1.5], relative error ~2^-62,
  * for dh in [-2000, 709] and |dl| <= ulp(dh) */
-static inline void
+INLINE void
 exp_dd_parts(double dh, double dl, double *hi_out, double *lo_out, int64_t *K)
 {
     double ks = fma(dh, INV_C, SHIFTER);

@@ -6,9 +6,10 @@
  *
  * float64 (softmax_row_f64) in double-double: d = x - m exactly (TwoSum), y = d - L
  * with L's two words, |y - exact| <= delta + 2^-100 (|d| + |L|) (the low words' sum,
- * two roundings of at most 2^-51 (|d| + |L|) each, then Fast2Sum); exp_dd2 (rounding.h,
- * within 2^-86 relatively) gives (hi + lo) 2^K, so the output is within
- * eps = e_y (1 + 2^-40) + 2^-86 of it relatively, and 2^-1074 more where lo's scaling
+ * two roundings of at most 2^-51 (|d| + |L|) each, then Fast2Sum); the exp (exp_dd_parts,
+ * dd_math.h, within EXP_DD_REL = 2^-66; where that leaves the output open, exp_dd2,
+ * rounding.h, within 2^-86) gives (hi + lo) 2^K, so the output is within eps = e_y
+ * (1 + 2^-40) + the exp's bound of it relatively, and 2^-1074 more where lo's scaling
  * leaves the normal range. A normal result r = hi + lo (Fast2Sum, |lo| <= half an
  * ulp) is proven where lo +- err stays inside the midpoints around r (the one below a
  * power of two a quarter ulp away); a subnormal one is rounded on the 2^-1074 grid
@@ -31,9 +32,59 @@ row_l_of(const double *s)
     return (row_l){s[0], s[1], s[6], s[4]};
 }
 
+/* exp(y) for y = (y_hi, y_lo) within e_y of the exact exponent, rounded to float64 in
+ * *r: 1 where that rounding is not proven (the bound above with exp within rel). slow
+ * picks the exp: exp_dd2 (within 2^-86: EXP_DD2_REL with room) or exp_dd_parts (within
+ * EXP_DD_REL). bound_scale scales the bound (the test that weakens it). */
+INLINE int
+softmax_out_f64(double y_hi, double y_lo, double e_y, int slow, double *r)
+{
+    int64_t K;
+    dd e;
+    if (slow) {
+        e = exp_dd2(y_hi, y_lo, &K);
+    }
+    else {
+        exp_dd_parts(y_hi, y_lo, &e.hi, &e.lo, &K);
+    }
+    double eps = (e_y * (1.0 + 0x1p-40) + (slow ? 0x1p-86 : EXP_DD_REL)) * bound_scale;
+    int u = !(e_y < 0x1p-40);
+    /* normalised (exp_dd_parts' low word holds up to 2^-16 of the value): |v.lo| is at
+     * most half an ulp of v.hi, exactly the same sum */
+    dd v = fast_two_sum(e.hi, e.lo);
+    if (K >= -1021) {
+        /* normal (v.hi in [0.7, 2), the result above 2^-1022): the test on hi + lo
+         * before the scaling, whose rounding then scales exactly */
+        double err = eps * v.hi * (1.0 + 0x1p-50);
+        uint64_t b = double_to_bits(v.hi);
+        double ulp = bits_to_double(((b >> 52) - 52) << 52);
+        int pow2 = (b & 0xFFFFFFFFFFFFFull) == 0;
+        double below = pow2 ? 0.25 * ulp : 0.5 * ulp;
+        u |= !(v.lo + err < 0.5 * ulp && v.lo - err > -below);
+        *r = v.hi * pow2i(K);
+    }
+    else { /* below 2^-1021, where float64's spacing is 2^-1074: that grid */
+        double sh = ldexp(v.hi, (int)K + 1074), sl = ldexp(v.lo, (int)K + 1074);
+        double nr = nearbyint(sh);
+        double frac = (sh - nr) + sl; /* sh - nr exact (Sterbenz) */
+        /* sh on a half-integer rounds to even, which may be the far side of sh + sl */
+        if (frac > 0.5 || frac < -0.5) {
+            nr += frac > 0.0 ? 1.0 : -1.0;
+            frac = (sh - nr) + sl; /* |sh - nr| <= 1.5 on sh's grid: exact */
+        }
+        double err = (eps * sh + 0x1p-60) * (1.0 + 0x1p-50);
+        u |= !(fabs(frac) + err < 0.5);
+        *r = ldexp(nr, -1074);
+    }
+    return u;
+}
+
 /* One regular float64 row (the bound above): the outputs, correctly rounded where
- * their flag is 0; returns how many are open. */
-static Py_ssize_t
+ * their flag is 0; returns how many are open. Each output is tried with the sum's exp
+ * (exp_dd_parts, within 2^-66: about one output in 2^12 is left open by it) and, where
+ * that leaves it open, again with exp_dd2. An output proven by either is the correctly
+ * rounded one, so the bits do not depend on which decided it. */
+HOT static Py_ssize_t
 softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
                 unsigned char *open)
 {
@@ -49,31 +100,8 @@ softmax_row_f64(const double *x, Py_ssize_t n, const double *s, double *o,
             dd t = two_sum(d.hi, -l_hi);
             dd y = fast_two_sum(t.hi, t.lo + (d.lo - l_lo));
             double e_y = delta + (fabs(d.hi) + l_hi) * 0x1p-100;
-            if (y.hi > -746.0) {
-                int64_t K;
-                dd e = exp_dd2(y.hi, y.lo, &K);
-                double eps = e_y * (1.0 + 0x1p-40) + 0x1p-86;
-                u = !(e_y < 0x1p-40);
-                if (K >= -1021) {
-                    /* normal (e.hi is near [1, 2), the result above 2^-1022): the test on
-                     * hi + lo before the scaling, whose rounding r then scales exactly */
-                    dd v = fast_two_sum(e.hi, e.lo);
-                    double err = eps * v.hi * (1.0 + 0x1p-50);
-                    uint64_t b = double_to_bits(v.hi);
-                    double ulp = bits_to_double(((b >> 52) - 52) << 52); /* v.hi near 1 */
-                    int pow2 = (b & 0xFFFFFFFFFFFFFull) == 0;
-                    double below = pow2 ? 0.25 * ulp : 0.5 * ulp;
-                    u |= !(v.lo + err < 0.5 * ulp && v.lo - err > -below);
-                    r = v.hi * pow2i(K);
-                }
-                else { /* below 2^-1021, where float64's spacing is 2^-1074: that grid */
-                    double sh = ldexp(e.hi, (int)K + 1074), sl = ldexp(e.lo, (int)K + 1074);
-                    double nr = nearbyint(sh);
-                    double frac = (sh - nr) + sl;
-                    double err = (eps * sh + 0x1p-60) * (1.0 + 0x1p-50);
-                    u |= !(fabs(frac) + err < 0.5);
-                    r = ldexp(nr, -1074);
-                }
+            if (y.hi > -746.0 && softmax_out_f64(y.hi, y.lo, e_y, 0, &r)) {
+                u = softmax_out_f64(y.hi, y.lo, e_y, 1, &r);
             }
         }
         o[i] = r;
@@ -290,6 +318,23 @@ py_exp_mid(PyObject *self, PyObject *args)
         return NULL;
     }
     return PyFloat_FromDouble(exp_mid(z));
+}
+
+PyDoc_STRVAR(softmax_out_f64_doc,
+"softmax_out_f64(y_hi, y_lo, e_y, slow) -> (float, bool)\n\nexp(y_hi + y_lo), y within e_y of\n"
+"the exact exponent, rounded to float64 by the float64 softmax writer's step (slow:\n"
+"exp_dd2, else exp_dd_parts), and whether its rounding is left open, for the tests.");
+
+static PyObject *
+py_softmax_out_f64(PyObject *self, PyObject *args)
+{
+    double y_hi, y_lo, e_y, r = 0.0;
+    int slow;
+    if (!PyArg_ParseTuple(args, "dddp", &y_hi, &y_lo, &e_y, &slow)) {
+        return NULL;
+    }
+    int u = softmax_out_f64(y_hi, y_lo, e_y, slow, &r);
+    return Py_BuildValue("dO", r, u ? Py_True : Py_False);
 }
 
 PyDoc_STRVAR(softmax_rows_doc,

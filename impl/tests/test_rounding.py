@@ -346,6 +346,66 @@ def test_dask_split_axis_weakened_bound_is_caught():
     assert (_bits(got) != _bits(want)).any(), "a bound of 0 went unnoticed"
 
 
+def _softmax_midpoint_cases(rng: np.random.Generator) -> list[tuple[float, float, Any, float]]:
+    """(y_hi, y_lo, the correctly rounded exp(y_hi + y_lo), eta): exponents whose exp lies
+    eta relatively above a float64 rounding midpoint, for outputs across the normal
+    range, just below powers of two (where the midpoint below is a quarter ulp away)
+    and on the subnormal grid"""
+    import mpmath
+
+    cases = []
+    normal = [float(v) for v in np.exp(-rng.uniform(0, 700, 40))]
+    pow2 = [2.0 ** -int(k) for k in rng.integers(1, 1000, 8)]
+    sub = [float(k) * 2.0**-1074 for k in rng.integers(1, 1 << 40, 8)]
+    for r0 in normal + pow2 + sub:
+        if r0 in pow2:  # the midpoint below a power of two
+            mid = mpmath.mpf(r0) - mpmath.mpf(math.ulp(r0)) / 4
+        else:
+            mid = mpmath.mpf(r0) + mpmath.mpf(math.ulp(r0) if r0 >= 2.0**-1022 else 2.0**-1074) / 2
+        for eta in (0.0, 2.0**-75, -(2.0**-75), 2.0**-70, -(2.0**-70), 2.0**-60, -(2.0**-60)):
+            y = mpmath.log(mid * (1 + mpmath.mpf(eta)))
+            y_hi = float(y)
+            y_lo = float(y - y_hi)
+            v = mpmath.exp(mpmath.mpf(y_hi) + y_lo)
+            # rounded to nearest once: on the subnormal grid below 2^-1022 (float() of
+            # an mpf rounds to 53 bits first there: twice)
+            tiny = mpmath.mpf(2) ** -1074
+            want = float(mpmath.nint(v / tiny) * tiny) if v < 2.0**-1022 else float(v)
+            cases.append((y_hi, y_lo, want, eta))
+    return cases
+
+
+def test_float64_softmax_outputs_near_a_midpoint():
+    """The float64 softmax writer's step (softmax_out_f64): the fast tier's exp
+    (exp_dd_parts, 2^-66) leaves every output within 2^-70 of a rounding midpoint open,
+    exp_dd2 (2^-86) decides all but the midpoints themselves, and what either proves is
+    the correctly rounded value; with the bound taken as 0 (set_bound_scale), the fast
+    tier proves wrong bits, so the bound is what keeps them right."""
+    import mpmath
+
+    with mpmath.workprec(300):
+        cases = _softmax_midpoint_cases(np.random.default_rng(41))
+    wrong_unbounded = 0
+    for y_hi, y_lo, want, eta in cases:
+        e_y = abs(y_hi) * 2.0**-104
+        for slow in (False, True):
+            r, open_ = _kernel.softmax_out_f64(y_hi, y_lo, e_y, slow)
+            if not open_:
+                assert r == want, (y_hi, y_lo, eta, slow)
+            if abs(eta) <= 2.0**-70 and not slow:
+                assert open_, (y_hi, eta)
+            if abs(eta) >= 2.0**-75 and slow:
+                assert not open_, (y_hi, eta)
+        old = _kernel.set_bound_scale(0.0)
+        try:
+            r, open_ = _kernel.softmax_out_f64(y_hi, y_lo, e_y, False)
+        finally:
+            _kernel.set_bound_scale(old)
+        wrong_unbounded += (not open_) and r != want
+    assert len(cases) == 56 * 7
+    assert wrong_unbounded > 0, "a bound of 0 went unnoticed"
+
+
 def test_float64_bounds_hold_and_the_slow_path_decides():
     """bound_f64 (the fast path: double-double sum, log1p_dd2) and exact_l_f64 hold
     L within their bounds on random rows; exp_term's error, measured, is within the
@@ -356,9 +416,10 @@ def test_float64_bounds_hold_and_the_slow_path_decides():
     with mpmath.workprec(200):
         rng = np.random.default_rng(23)
         worst = 0.0
-        # d anywhere down to -700, and d with r = d - k ln2/64 at the ends of its range
-        ends = -(rng.integers(0, 64 * 700 // 45, 1500) + 0.5) * (math.log(2) / 64)
-        for d in np.concatenate([-rng.uniform(0, 700, 1500), ends * (1 + 1e-12)]):
+        # d anywhere down to -746 (the sums' terms stop at -745.5, softmax's float64
+        # outputs at -746), and d with r = d - k ln2/64 at the ends of its range
+        ends = -(rng.integers(0, 64 * 746 // 45, 1500) + 0.5) * (math.log(2) / 64)
+        for d in np.concatenate([-rng.uniform(0, 746, 1500), ends * (1 + 1e-12)]):
             d = float(d)
             dl = float(rng.uniform(-1, 1)) * math.ulp(d) / 2
             h, lo, K = _kernel.exp_dd(float(d), dl)
