@@ -10,7 +10,10 @@ format, this runs impl on NumPy over the family's inputs and prints the kernels'
 counters (``impl._kernel.stats()``): rows, rows recomputed on the slow path, outputs
 the fast path's bound left undecided, and outputs the slow path's left undecided too
 (none expected). Then the cost of the accurate pass over a row (exact_l_*: the
-double-double exp) against the fast path's whole call, in ns an entry, on one thread.
+double-double exp) against the fast path's whole call, in ns an entry, on one thread;
+and float64 rows from 1,024 to 4,194,304 entries on each vector path: the longer the
+row, the likelier one output is left open, which sends the whole row to the accurate
+pass.
 
 Then the generic algorithm (array-api-strict here; the GPU paths run it too), on the
 same inputs: the outputs its rounding test left open, and the calls that had to go to
@@ -145,6 +148,40 @@ def _cost() -> list[tuple[str, float, float]]:
     return out
 
 
+def _by_length() -> list[tuple[str, int, float, float, int, int]]:
+    """float64 log_softmax of 4,194,304 standard normal entries cut into rows of n, one
+    thread, on each vector path: (path, n, ns an entry for the whole call, for the
+    accurate pass alone over one row, slow rows, rows); medians of 5"""
+    from impl import _kernel
+
+    impl.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    prev = _kernel.use("scalar")
+    out = []
+    try:
+        for n in (1 << 10, 1 << 12, 1 << 16, 1 << 20, 1 << 22):
+            x = rng.standard_normal(((1 << 22) // n, n))
+            row, m = x[0], float(x[0].max())
+            for path in [p for p in _kernel.paths() if p != "scalar"]:
+                _kernel.use(path)
+                whole, slow = [], []
+                for _ in range(5):
+                    _kernel.stats(True)
+                    t = time.perf_counter()
+                    impl.log_softmax(x, axis=-1)
+                    whole.append(time.perf_counter() - t)
+                    c = _kernel.stats(False)["float64"]
+                    t = time.perf_counter()
+                    _kernel.exact_l_f64(row, m)
+                    slow.append(time.perf_counter() - t)
+                out.append((path, n, sorted(whole)[2] * 1e9 / x.size,
+                            sorted(slow)[2] * 1e9 / n, c["slow_rows"], c["rows"]))  # fmt: skip
+    finally:
+        _kernel.use(prev)
+        impl.set_num_threads(None)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--profile", default="quick", choices=["quick", "full"])
@@ -163,6 +200,13 @@ def main() -> None:
           "and the accurate pass over a row")  # fmt: skip
     for name, fast, slow in _cost():
         print(f"{name:<9} fast {fast:>7.2f}   slow pass {slow:>7.2f}   ratio {slow / fast:>6.1f}x")
+    print()
+    print("float64 rows by length, one thread (ns an entry): the whole call, the accurate "
+          "pass over one row, and the rows it ran on")  # fmt: skip
+    print(f"{'path':<7} {'row length':>10} {'whole call':>10} {'accurate pass':>13} "
+          f"{'slow rows':>12}")  # fmt: skip
+    for path, n, whole, slow, n_slow, rows in _by_length():
+        print(f"{path:<7} {n:>10,} {whole:>10.2f} {slow:>13.2f} {f'{n_slow} of {rows}':>12}")
     print()
     print("the generic algorithm on array-api-strict: calls that went to the host, and the "
           "outputs its rounding test left open")  # fmt: skip

@@ -1,6 +1,7 @@
 /* csrc/passes_avx512.h: the AVX-512 variants (AVX512F, DQ, BW and VL) of passes.h's
  * hot passes: float32's maximum, sum and write rounded to nearest, float64's sum (its
- * c = 0 loop) and writes, and softmax's float32 sum and writer: the same operations lane by lane on vectors of eight
+ * c = 0 loop) and writes, softmax's float32 sum and writer, and the slow path's sums
+ * (their terms on eight lanes, added in the AVX2 path's four): the same operations lane by lane on vectors of eight
  * doubles or sixteen floats, so the same bits as the AVX2 and the portable paths. The
  * sums keep their lanes: entry i in lane i % 8, added in the entries' order, as
  * partial_f32_scalar and partial_f64_scalar do. Then avx512_available() and
@@ -523,6 +524,152 @@ partial_f64_avx512(const double *x, Py_ssize_t n, double m, double c, dd *sum, P
     partial_f64_avx2_general(x, n, m, c, sum, at_max);
 }
 
+/* ---- the slow path's sums (rounding.h's exact_sum_*): exp_dd2's terms on eight
+ * lanes, accumulated in the AVX2 path's four lanes in its order, so the same sums ---- */
+
+AVX512 static inline __m512d
+z_fast_two_sum(__m512d a, __m512d b, __m512d *lo)
+{
+    __m512d s = _mm512_add_pd(a, b);
+    *lo = _mm512_sub_pd(b, _mm512_sub_pd(s, a));
+    return s;
+}
+
+/* dd_add and dd_mul, lane by lane (v_dd_add's and v_dd_mul's operations) */
+AVX512 static inline __m512d
+z_dd_add(__m512d ah, __m512d al, __m512d bh, __m512d bl, __m512d *lo)
+{
+    __m512d se, s = z_two_sum(ah, bh, &se);
+    __m512d te, t = z_two_sum(al, bl, &te);
+    se = _mm512_add_pd(se, t);
+    s = z_fast_two_sum(s, se, &se);
+    se = _mm512_add_pd(se, te);
+    return z_fast_two_sum(s, se, lo);
+}
+
+AVX512 static inline __m512d
+z_dd_mul(__m512d ah, __m512d al, __m512d bh, __m512d bl, __m512d *lo)
+{
+    __m512d p = _mm512_mul_pd(ah, bh);
+    __m512d e = _mm512_fmsub_pd(ah, bh, p);
+    e = _mm512_add_pd(e, _mm512_add_pd(_mm512_mul_pd(ah, bl), _mm512_mul_pd(al, bh)));
+    return z_fast_two_sum(p, e, lo);
+}
+
+/* v_pow2 on eight lanes: 2^Kf for integral Kf in the normal range */
+AVX512 static inline __m512d
+z_pow2(__m512d Kf)
+{
+    __m512d biased = _mm512_add_pd(Kf, z_set(SHIFTER + 1023.0));
+    __m512i e = _mm512_sub_epi64(_mm512_castpd_si512(biased), _mm512_castpd_si512(z_set(SHIFTER)));
+    return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
+}
+
+/* v_exp_dd2_scaled on eight lanes, the same operations; the table entries from
+ * registers (z_lookup64), the same values as the AVX2 path's gathers */
+AVX512 static inline __m512d
+z_exp_dd2_scaled(__m512d dh, __m512d dl, __m512d *lo)
+{
+    __m512d ks = _mm512_fmadd_pd(dh, z_set(INV_D), z_set(SHIFTER));
+    __m512d kf = _mm512_sub_pd(ks, z_set(SHIFTER));
+    __m512i k = _mm512_sub_epi64(_mm512_castpd_si512(ks), _mm512_castpd_si512(z_set(SHIFTER)));
+    __m512d Kf = _mm512_roundscale_pd(_mm512_mul_pd(kf, z_set(0x1p-12)),
+                                      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    __m512i j = _mm512_and_si512(_mm512_srli_epi64(k, 6), _mm512_set1_epi64(63));
+    __m512i i = _mm512_and_si512(k, _mm512_set1_epi64(63));
+    __m512d r1 = _mm512_fnmadd_pd(kf, z_set(D1), dh); /* exact */
+    __m512d p2 = _mm512_mul_pd(kf, z_set(D2));
+    __m512d p2l = _mm512_fmsub_pd(kf, z_set(D2), p2);
+    __m512d rl, rh = z_two_sum(r1, _mm512_sub_pd(_mm512_setzero_pd(), p2), &rl);
+    rl = _mm512_add_pd(rl, _mm512_sub_pd(_mm512_sub_pd(dl, p2l), _mm512_mul_pd(kf, z_set(D3))));
+    rh = z_fast_two_sum(rh, rl, &rl);
+    __m512d sq = _mm512_mul_pd(rh, rh);
+    __m512d sql = _mm512_add_pd(_mm512_fmsub_pd(rh, rh, sq),
+                                _mm512_mul_pd(z_set(2.0), _mm512_mul_pd(rh, rl)));
+    __m512d c = _mm512_add_pd(z_set(1.0), _mm512_div_pd(rh, z_set(6.0)));
+    c = _mm512_add_pd(z_set(1.0), _mm512_mul_pd(_mm512_mul_pd(rh, z_set(0.2)), c));
+    c = _mm512_add_pd(z_set(1.0), _mm512_mul_pd(_mm512_mul_pd(rh, z_set(0.25)), c));
+    c = _mm512_mul_pd(rh, c);
+    c = _mm512_mul_pd(_mm512_mul_pd(c, sq), z_set(1.0 / 6.0));
+    __m512d ql, qh = z_dd_add(_mm512_mul_pd(sq, z_set(0.5)), _mm512_mul_pd(sql, z_set(0.5)), c,
+                              _mm512_setzero_pd(), &ql);
+    __m512d eml, emh = z_dd_add(rh, rl, qh, ql, &eml);
+    __m512d th = z_lookup64(TAB_HI, j), tl = z_lookup64(TAB_LO, j);
+    __m512d uh = z_lookup64(TAB2_HI, i), ul = z_lookup64(TAB2_LO, i);
+    __m512d Pl, Ph = z_dd_mul(th, tl, uh, ul, &Pl);
+    __m512d Ql, Qh = z_dd_mul(Ph, Pl, emh, eml, &Ql);
+    __m512d el, eh = z_dd_add(Ph, Pl, Qh, Ql, &el);
+    __mmask8 low = _mm512_cmp_pd_mask(Kf, z_set(-1020.0), _CMP_LT_OQ);
+    __m512d s1 = z_pow2(_mm512_mask_blend_pd(low, Kf, _mm512_add_pd(Kf, z_set(600.0))));
+    __m512d s2 = _mm512_mask_blend_pd(low, z_set(1.0), z_set(0x1p-600));
+    *lo = _mm512_mul_pd(_mm512_mul_pd(el, s1), s2);
+    return _mm512_mul_pd(_mm512_mul_pd(eh, s1), s2);
+}
+
+/* v_exact_step for eight entries: their terms on eight lanes, then the first four
+ * and the last four added to the four lanes of the sum, as two AVX2 steps would */
+AVX512 static inline void
+z_exact_step(__m512d xv, __m512d M, __m512d NM, __m256d *AH, __m256d *AL, __m256i *K)
+{
+    __m512d dl, dh = z_two_diff(xv, M, NM, &dl);
+    __mmask8 keep = _mm512_cmp_pd_mask(xv, M, _CMP_NEQ_OQ) &
+                    _mm512_cmp_pd_mask(dh, z_set(-746.0), _CMP_GE_OQ);
+    __mmask8 at = _mm512_cmp_pd_mask(xv, M, _CMP_EQ_OQ);
+    *K = _mm256_add_epi64(*K, _mm256_add_epi64(
+        _mm512_castsi512_si256(_mm512_maskz_set1_epi64(at, 1)),
+        _mm512_extracti64x4_epi64(_mm512_maskz_set1_epi64(at, 1), 1)));
+    /* dropped lanes computed on 0 (any value in range), then zeroed */
+    dh = _mm512_maskz_mov_pd(keep, dh);
+    dl = _mm512_maskz_mov_pd(keep, dl);
+    __m512d el, eh = z_exp_dd2_scaled(dh, dl, &el);
+    eh = _mm512_maskz_mov_pd(keep, eh);
+    el = _mm512_maskz_mov_pd(keep, el);
+    *AH = v_dd_add(*AH, *AL, _mm512_castpd512_pd256(eh), _mm512_castpd512_pd256(el), AL);
+    *AH = v_dd_add(*AH, *AL, _mm512_extractf64x4_pd(eh, 1), _mm512_extractf64x4_pd(el, 1), AL);
+}
+
+AVX512 static void
+exact_sum_f64_avx512(const double *x, Py_ssize_t n, double m, dd *T, Py_ssize_t *k)
+{
+    const __m512d M = z_set(m), NM = z_set(-m);
+    __m256d AH = _mm256_setzero_pd(), AL = _mm256_setzero_pd();
+    __m256i K = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        z_exact_step(_mm512_loadu_pd(x + i), M, NM, &AH, &AL, &K);
+    }
+    if (i + 4 <= n) { /* the AVX2 path's last step of four */
+        v_exact_step(_mm256_loadu_pd(x + i), _mm256_set1_pd(m), _mm256_set1_pd(-m), &AH, &AL,
+                     &K);
+        i += 4;
+    }
+    dd tail;
+    Py_ssize_t ktail;
+    exact_sum_f64_portable(x + i, n - i, m, &tail, &ktail);
+    v_exact_finish(AH, AL, K, tail, ktail, T, k);
+}
+
+AVX512 static void
+exact_sum_f32_avx512(const float *x, Py_ssize_t n, float m, dd *T, Py_ssize_t *k)
+{
+    const __m512d M = z_set((double)m), NM = z_set(-(double)m);
+    __m256d AH = _mm256_setzero_pd(), AL = _mm256_setzero_pd();
+    __m256i K = _mm256_setzero_si256();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        z_exact_step(_mm512_cvtps_pd(_mm256_loadu_ps(x + i)), M, NM, &AH, &AL, &K);
+    }
+    if (i + 4 <= n) {
+        v_exact_step(_mm256_cvtps_pd(_mm_loadu_ps(x + i)), _mm256_set1_pd((double)m),
+                     _mm256_set1_pd(-(double)m), &AH, &AL, &K);
+        i += 4;
+    }
+    dd tail;
+    Py_ssize_t ktail;
+    exact_sum_f32_portable(x + i, n - i, m, &tail, &ktail);
+    v_exact_finish(AH, AL, K, tail, ktail, T, k);
+}
+
 /* write_f64_avx2_to on eight lanes, the same operations and tests (masks for the
  * AVX2 path's lanes of all-ones); a group with a lane they leave takes
  * out_f64_checked, as there, so the same bits and the same count of undecided
@@ -647,6 +794,8 @@ use_path(const char *name)
         partial_f64 = partial_f64_avx512;
         write_f64_fast = write_f64_avx512;
         stream_f64 = stream_f64_avx512;
+        exact_sum_f64 = exact_sum_f64_avx512;
+        exact_sum_f32 = exact_sum_f32_avx512;
     }
 #endif
     current_path = PATHS[p];

@@ -181,6 +181,36 @@ def test_vector_and_portable_paths_agree_bit_for_bit(dtype):
         K.use(prev)
 
 
+@pytest.mark.skipif(len(_vector_paths()) < 2, reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_slow_paths_sums_agree_on_the_vector_paths(dtype):
+    """The slow path's L (exact_l_f32, exact_l_f64): the AVX-512 sums compute eight
+    terms a step and add them to the AVX2 path's four lanes in its order, so the same
+    (hi, lo, delta) on every length (the steps of eight, the step of four left over,
+    the portable tail), with ties, masked entries and terms below the normal range.
+    (The portable sum runs in one lane: its L differs in the last bits of lo, within
+    the same bound.)"""
+    rng = np.random.default_rng(8)
+    exact_l = K.exact_l_f64 if dtype == "float64" else K.exact_l_f32
+    xs = [rng.standard_normal(n).astype(dtype) * 3 for n in range(1, 41)]
+    xs += [(rng.standard_normal(n) * s).astype(dtype) for n, s in ((1001, 40), (4099, 1))]
+    x = rng.standard_normal(517).astype(dtype)
+    x[::5] = x.max()
+    x[1::7] = -np.inf
+    xs.append(x)
+    xs.append(np.concatenate([[0.0], rng.uniform(-750, -700, 299)]).astype(dtype))
+    prev = K.use("scalar")
+    try:
+        for x in xs:
+            got = {}
+            for path in _vector_paths():
+                K.use(path)
+                got[path] = exact_l(x, float(x.max()))
+            assert len(set(got.values())) == 1, (x.size, got)
+    finally:
+        K.use(prev)
+
+
 def _round_to_odd(x: np.ndarray, m: float, L: float) -> np.ndarray:
     """(x - m) - L, exactly, rounded to odd in float32: the float32 itself where it is
     one, else the one of its two float32 neighbours with an odd last bit; infinities
