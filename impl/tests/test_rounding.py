@@ -440,6 +440,19 @@ def test_float64_bounds_hold_and_the_slow_path_decides():
             slow = _kernel.exact_l_f64(row, m)
             assert abs(mpmath.mpf(slow[0]) + slow[1] - L) <= slow[2], trial
             assert slow[2] < 2.0**-85 * float(L)
+    # long rows, L up to 14: the fast bound holds against the accurate L, and does not
+    # grow with L (T's error reaches L as rel_T T / (1 + T), under rel_T; it was taken
+    # as rel_T L, 2^-62 at L = 14)
+    for n, sd in ((1_000, 1.0), (50_000, 0.1), (1_000_000, 1.0)):
+        row = np.random.default_rng(n).normal(size=n) * sd
+        m = float(row.max())
+        th, tl, k = _kernel.partial(row, m)
+        hi = th + (k - 1)
+        fast = _kernel.bound_f64(hi, (th - (hi - (k - 1))) + tl, n)
+        slow = _kernel.exact_l_f64(row, m)
+        gap = abs(mpmath.mpf(fast[0]) + fast[1] - (mpmath.mpf(slow[0]) + slow[1]))
+        assert gap <= fast[2] - slow[2], (n, float(gap), fast[2])
+        assert fast[2] < 2.0**-65, (n, fast[0], fast[2])
     # HARD_F64 (near a midpoint: the fast path's test leaves them open), random pairs
     v = np.concatenate([HARD_F64, -np.random.default_rng(29).uniform(0, 40, 4000)])
     x = _pairs(v)
