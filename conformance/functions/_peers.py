@@ -295,11 +295,17 @@ def _scipy_tests() -> tuple[Path, Path]:
 
 @functools.cache
 def scipy_suite_unavailable() -> str | None:
-    """Why SciPy's tests cannot run here (None: they can)."""
+    """Why SciPy's tests cannot run here (None: they can): SciPy without its tests, or
+    no pytest to run them (found without importing it). Either is the environment's
+    lack, not the candidate's error: the family's cells are not run, with this reason."""
+    import importlib.util
+
     try:
         _scipy_tests()
     except (ImportError, OSError, LookupError) as exc:
         return f"scipy-suite: {exc}"
+    if importlib.util.find_spec("pytest") is None:
+        return "scipy-suite: pytest is not installed (SciPy's tests run under it)"
     return None
 
 

@@ -173,6 +173,32 @@ def test_the_checks_calls_are_guarded_like_the_others(opinfo, tmp_path):
     assert "left the floating-point environment changed" in rec["reason"], rec["reason"]
 
 
+def test_scipys_suite_without_pytest_is_not_run_rather_than_an_error(tmp_path, monkeypatch):
+    """An environment with SciPy's tests but no pytest (tox's sweep-full had none):
+    every scipy-suite cell was recorded as the candidate's error ("No module named
+    pytest"); now the family is unavailable with that reason, and its cells not run."""
+    import importlib.util
+
+    from conformance.functions import _peers
+
+    if _peers.scipy_suite_unavailable() is not None:
+        pytest.skip(_peers.scipy_suite_unavailable() or "")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pytest" else real(name, *a)
+    )
+    _peers.scipy_suite_unavailable.cache_clear()
+    try:
+        why = family("scipy-suite").why_not()
+        assert why == "scipy-suite: pytest is not installed (SciPy's tests run under it)"
+        t = _sweep(tmp_path, "r", ["impl"], ["numpy:cpu"], ["float64"], [family("scipy-suite")])
+        (rec,) = t.to_dict("records")
+        assert rec["status"] == "not run" and rec["reason"] == why
+    finally:
+        monkeypatch.undo()
+        _peers.scipy_suite_unavailable.cache_clear()
+
+
 def test_a_family_that_cannot_run_here_is_not_run_with_its_reason(tmp_path):
     fam = dataclasses.replace(family("torch-opinfo"), unavailable=lambda: "no expecttest here")
     t = _sweep(tmp_path, "r", ["impl"], ["numpy:cpu"], ["float32"], [fam])
