@@ -64,6 +64,9 @@ BATCH_SECONDS = 1.0  # what a batch should take (CONFORMANCE_BATCH_SECONDS)
 FIRST = 4  # cells in a pair's first batch, before its cost is measured
 IN_FLIGHT = 2  # batches a worker thread has at once: one running, one waiting
 RETRIES = 2  # times a batch goes to another worker after its worker died
+# the checks of the workers (one every 2 s or more, each waiting for the connection's
+# own timeout) in a row that the scheduler may leave unanswered before it counts as lost
+ANSWERS_LOST = 10
 CONNECT_TIMEOUT = 20.0  # seconds to reach the scheduler
 _GPU_DEVICES = ("cuda", "gpu")
 
@@ -345,7 +348,17 @@ class Cluster:
             self.local.close()
 
     def alive(self) -> dict[str, dict[str, Any]]:
-        return dict(self.client.scheduler_info(n_workers=-1)["workers"])
+        """The workers the scheduler knows, asked of it now. Not
+        ``Client.scheduler_info``: where its query fails (a timeout under load; it only
+        logs the OSError) it returns the client's cached identity, which the client's
+        periodic refresh fills with no workers at all, so every worker read as gone and
+        a sweep stopped with "no worker left" while both of them ran. An OSError here
+        is the caller's to weigh."""
+        scheduler = self.client.scheduler
+        if scheduler is None:  # the client is closed
+            raise OSError("the client has no connection to the scheduler")
+        info = self.client.sync(scheduler.identity, n_workers=-1)
+        return dict(info["workers"])
 
     def probe(self, backends: list[Backend], timeout: float) -> dict[str, dict[str, Any]]:
         """Every worker's host information and probes of ``backends``."""
@@ -474,8 +487,18 @@ class Cluster:
             for s in batch:
                 on_result(s, None, f"lost on the cluster: {lost[s.key]} workers died under it")
 
+        unanswered = 0
+
         def check_workers() -> None:
-            now = set(self.alive())
+            nonlocal unanswered
+            try:
+                now = set(self.alive())
+            except OSError:  # no answer this time (a timeout under load): ask again
+                unanswered += 1  # later; a scheduler silent for ANSWERS_LOST is gone
+                if unanswered >= ANSWERS_LOST:
+                    raise
+                return
+            unanswered = 0
             for addr in set(threads) - now:
                 del threads[addr]
             for fut, (addr, _) in list(pending.items()):

@@ -151,6 +151,44 @@ def test_a_distributed_sweep_is_the_local_sweep_cell_for_cell(cluster, tmp_path)
 
 
 @pytest.mark.extended
+def test_a_slow_scheduler_is_not_a_cluster_without_workers(tmp_path, monkeypatch):
+    """Under load (CI's extended tier beside a sweep) the scheduler's answer about its
+    workers may not come in time. Dask's Client.scheduler_info then returns the
+    client's cached identity, whose periodic refresh holds no workers: the sweep read
+    both workers as gone and stopped with "no worker left" while they ran. Here that
+    cache has no workers, and two checks of the workers go unanswered mid-sweep: the
+    sweep finishes, and its table is the local one."""
+    import conformance.execution._distributed as D
+
+    monkeypatch.setenv("CONFORMANCE_SANDBOX_WRITABLE", str(tmp_path / "cluster"))
+    monkeypatch.setenv("CONFORMANCE_TEST_DELAY", "3")  # a call outlasts a check (2 s)
+    c = _start_cluster(tmp_path / "cluster", {"A": "", "B": ""})
+    try:
+
+        async def cached_without_workers(self: Any, n_workers: int = 0) -> None:
+            self._scheduler_identity = {"workers": {}}
+
+        monkeypatch.setattr(distributed.Client, "_update_scheduler_info", cached_without_workers)
+        real = D.Cluster.alive
+        calls = {"n": 0}
+
+        def slow(self: Any) -> dict[str, dict[str, Any]]:
+            calls["n"] += 1
+            if calls["n"] in (3, 4):  # the probe's and the start's answered, two checks not
+                raise TimeoutError("Timed out during handshake while connecting")
+            return real(self)
+
+        monkeypatch.setattr(D.Cluster, "alive", slow)
+        cfg = dict(candidates=[candidate(f"{H}:where_am_i_slowly")], families=[family("specials")])
+        dist = run(_config(tmp_path, "dist", scheduler=c.address, **cfg), log=lambda s: None)
+        assert calls["n"] >= 5, calls
+        local = run(_config(tmp_path, "local", **cfg), log=lambda s: None)
+        pd.testing.assert_frame_equal(local.drop(columns="seconds"), dist.drop(columns="seconds"))
+    finally:
+        c.stop()
+
+
+@pytest.mark.extended
 def test_cells_go_only_to_workers_with_their_resource(cluster, tmp_path, monkeypatch):
     """numpy:cpu routed to the resource only worker A has: every call ran on A (one
     cell a batch: three batches, which two idle workers would share); a backend routed
