@@ -19,10 +19,12 @@ from typing import Any
 import array_api_compat as compat
 
 from . import _functions
+from ._complex import complex_logsumexp, is_complex
 from ._delegation import (
     _fast,
     _float_dtype,
     _has_zero_size,
+    _is_bfloat16,
     _normalize_axis,
     _size,
     _slice_size,
@@ -74,13 +76,20 @@ def logsumexp(
     rounded, and with ``return_sign`` the sum's sign (+1, 0, -1 or NaN).
 
     The signature and semantics of ``scipy.special.logsumexp`` (docs/specification.md,
-    "logsumexp"): b broadcasts to a's shape; without b the result has a's dtype, with
-    it the dtype a and b promote to; the reduced axes dropped, or kept with size 1
-    under ``keepdims``."""
-    xp, a, axes, n = _prepare(a, axis, "logsumexp")
+    "logsumexp"): a and b broadcast together, and axis counts the broadcast shape's
+    axes; the result has a's dtype, or with b the dtype they promote to (integers and
+    bool to the namespace's default float); the reduced axes dropped, or kept with
+    size 1 under ``keepdims``. Complex a or b: log S with its principal argument, as
+    SciPy defines it, computed but not certified (impl/_complex.py)."""
+    xp, a, b = _operands(a, b)
+    axes = _normalize_axis(axis, a.ndim)
+    if is_complex(xp, a.dtype):
+        on = _dask_complex if compat.is_dask_namespace(xp) else complex_logsumexp
+        value, sign = on(xp, a, b, axes, return_sign)
+        return _reduced(xp, value, sign, axes, keepdims, return_sign)
+    n = _slice_size(a, axes)
     if b is not None:
-        xp, a, bb = _weights(xp, a, b)
-        value, sign = _weighted(xp, a, bb, axes)
+        value, sign = _weighted(xp, a, b, axes)
         if not return_sign:  # a negative sum has no logarithm
             value = xp.where(sign < 0, xp.full_like(value, math.nan), value)
     elif _has_zero_size(a) and n == 0:
@@ -94,10 +103,19 @@ def logsumexp(
         sign = xp.empty(shape, dtype=a.dtype, device=compat.device(a))
     else:
         value, sign = _dispatch(xp, a, axes, n, "logsumexp")
+    return _reduced(xp, value, sign, axes, keepdims, return_sign)
+
+
+def _reduced(
+    xp: Any, value: Any, sign: Any, axes: tuple[int, ...], keepdims: bool, return_sign: bool
+) -> Any:
+    """logsumexp's answer from (value, sign) with the reduced axes kept."""
     if not keepdims:
-        value, sign = _squeeze(xp, value, axes), _squeeze(xp, sign, axes)
+        value = _squeeze(xp, value, axes)
+        sign = None if sign is None else _squeeze(xp, sign, axes)
     if compat.is_numpy_namespace(xp) and value.ndim == 0:
-        value, sign = value[()], sign[()]
+        value = value[()]
+        sign = None if sign is None else sign[()]
     return (value, sign) if return_sign else value
 
 
@@ -107,8 +125,21 @@ def _squeeze(xp: Any, v: Any, axes: tuple[int, ...]) -> Any:
     return xp.reshape(v, tuple(s for i, s in enumerate(v.shape) if i not in axes))
 
 
-def _weights(xp: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
-    """a and b in the dtype they promote to, b broadcast to a's shape."""
+def _operands(a: Any, b: Any) -> tuple[Any, Any, Any]:
+    """(xp, a, b) as logsumexp computes them, as SciPy's ``xp_promote(a, b,
+    broadcast=True, force_floating=True)`` makes them: arrays of one namespace (array
+    likes as NumPy arrays; b on a's device), broadcast together, in the dtype they
+    promote to by the namespace's own rules, the floating ones' where those rules
+    have none (array-api-strict's integers beside floats), the namespace's default
+    float where neither is floating. Real dtypes the kernels do not take raise
+    TypeError, as for log_softmax."""
+    if not compat.is_array_api_obj(a):
+        import numpy as np
+
+        a = np.asarray(a)
+    xp = compat.array_namespace(a)
+    if b is None:
+        return xp, a if is_complex(xp, a.dtype) else _float_dtype(xp, a, "logsumexp"), None
     if not compat.is_array_api_obj(b):
         if compat.is_numpy_namespace(xp) or compat.is_dask_namespace(xp):
             import numpy as np
@@ -116,31 +147,61 @@ def _weights(xp: Any, a: Any, b: Any) -> tuple[Any, Any, Any]:
             b = np.asarray(b)
         else:
             b = xp.asarray(b, device=compat.device(a))
-    try:
-        complex_b = compat.array_namespace(b).isdtype(b.dtype, "complex floating")
-    except TypeError:  # ml_dtypes' bfloat16: not a dtype to the namespace, and real
-        complex_b = False
-    if complex_b:
-        raise TypeError(f"logsumexp is defined for real input; got complex weights {b.dtype}")
-    try:
-        dtype = xp.result_type(a.dtype, b.dtype)
-    except Exception:  # NumPy weights beside another namespace's array
-        import numpy as np
-
-        dtype = xp.result_type(a.dtype, xp.asarray(np.asarray(b)).dtype)
     if compat.is_dask_namespace(xp):
         import dask.array as da
 
         b = da.asarray(b)
     elif not compat.is_numpy_namespace(xp) and compat.array_namespace(b) is not xp:
         b = xp.asarray(b, device=compat.device(a))
+    dtype = _promoted(xp, a, b)
+    shape = _broadcast_shape(a.shape, b.shape)
+    a, b = xp.broadcast_to(a, shape), xp.broadcast_to(b, shape)
+    a, b = xp.astype(a, dtype), xp.astype(b, dtype)
+    if not is_complex(xp, dtype):
+        a = _float_dtype(xp, a, "logsumexp")  # (an unsupported dtype raises here)
+    return xp, a, b
+
+
+def _broadcast_shape(sa: tuple[Any, ...], sb: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The shape a and b broadcast to (the array API's rules); ValueError naming both
+    where they do not."""
+    out = []
+    for i in range(1, max(len(sa), len(sb)) + 1):
+        da = sa[-i] if i <= len(sa) else 1
+        db = sb[-i] if i <= len(sb) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ValueError(
+                f"a of shape {tuple(sa)} and b of shape {tuple(sb)} do not broadcast together"
+            )
+    return tuple(reversed(out))
+
+
+def _promoted(xp: Any, a: Any, b: Any) -> Any:
+    """The dtype a and b compute in (see _operands)."""
+    kinds = [_is_bfloat16(d) or _floating(xp, d) for d in (a.dtype, b.dtype)]
+    if not any(kinds):
+        return _default_float(xp, a)
     try:
-        b = xp.broadcast_to(b, a.shape)
-    except (ValueError, RuntimeError) as e:  # (RuntimeError: torch's for the same)
-        raise ValueError(
-            f"b of shape {tuple(b.shape)} does not broadcast to a's shape {tuple(a.shape)}"
-        ) from e
-    return xp, xp.astype(a, dtype), xp.astype(b, dtype)
+        return xp.result_type(a.dtype, b.dtype)
+    except TypeError:  # no rule between them (array-api-strict's integer and float)
+        floats = [d for d, k in zip((a.dtype, b.dtype), kinds, strict=True) if k]
+        return xp.result_type(*floats, _default_float(xp, a))
+
+
+def _floating(xp: Any, dtype: Any) -> bool:
+    try:
+        return bool(xp.isdtype(dtype, ("real floating", "complex floating")))
+    except TypeError:  # ml_dtypes' float8 and int4: not dtypes to the namespace
+        return False
+
+
+def _default_float(xp: Any, a: Any) -> Any:
+    info = xp.__array_namespace_info__()
+    return info.default_dtypes(device=compat.device(a))["real floating"]
 
 
 # -- the unweighted functions, per namespace ---------------------------------------
@@ -456,6 +517,35 @@ def _logsumexp_block(b: Any, axes: tuple[int, ...], part: int) -> Any:
 
 def _weighted_block(a: Any, b: Any, axes: tuple[int, ...], part: int) -> Any:
     return logsumexp(a, axis=axes, b=b, keepdims=True, return_sign=True)[part]
+
+
+def _dask_complex(
+    xp: Any, a: Any, b: Any, axes: tuple[int, ...], return_sign: bool
+) -> tuple[Any, Any]:
+    """Complex logsumexp of a Dask array: each slice in one block (the reduced axes
+    rechunked whole), computed there by NumPy (its floating-point warnings silenced
+    in the block, where the computation runs)."""
+    import dask.array as da
+    import numpy as np
+
+    _known_chunks(a, "logsumexp")
+    wa = a.rechunk({i: -1 for i in axes})
+    args = [wa] if b is None else [wa, b.rechunk(wa.chunks)]
+    chunks = tuple((1,) if i in axes else c for i, c in enumerate(wa.chunks))
+    real = np.empty(0, a.dtype).real.dtype
+    value = da.map_blocks(_complex_block, *args, axes=axes, part=0, sign=return_sign,
+                          chunks=chunks, dtype=real if return_sign else a.dtype)  # fmt: skip
+    if not return_sign:
+        return value, None
+    phase = da.map_blocks(_complex_block, *args, axes=axes, part=1, sign=True, chunks=chunks,
+                          dtype=a.dtype)  # fmt: skip
+    return value, phase
+
+
+def _complex_block(a: Any, *b: Any, axes: tuple[int, ...], part: int, sign: bool) -> Any:
+    import numpy as np
+
+    return complex_logsumexp(np, a, b[0] if b else None, axes, sign)[part]
 
 
 # -- with weights: on the host ------------------------------------------------------

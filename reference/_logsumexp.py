@@ -247,11 +247,11 @@ def evaluate_logsumexp(
     wts = None
     if b is not None:
         wts = as_input(b)
-        try:
-            wts = np.broadcast_to(wts, arr.shape)
+        try:  # together, as SciPy broadcasts them; axis counts the broadcast axes
+            arr, wts = np.broadcast_arrays(arr, wts)
         except ValueError:
             raise ValueError(
-                f"b has shape {wts.shape}, which does not broadcast to a's {arr.shape}"
+                f"a of shape {arr.shape} and b of shape {wts.shape} do not broadcast together"
             ) from None
     if fmt is None:
         fmt = format_of(arr.dtype if wts is None else np.result_type(arr.dtype, wts.dtype))

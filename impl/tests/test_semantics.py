@@ -506,6 +506,12 @@ def test_where_impl_differs_from_scipy():
     assert scipy(np.array([1 + 1j, 2 + 0j])).dtype == np.complex128
     with pytest.raises(TypeError, match="real input"):
         impl.log_softmax(np.array([1 + 1j, 2 + 0j]))
+    # logsumexp's Python float weight beside float32 a: SciPy weak (float32), impl
+    # float64 (as a list of floats is, in both)
+    a32 = np.array([0.0, 1.0], np.float32)
+    assert sp.logsumexp(a32, b=2.0).dtype == np.float32
+    assert impl.logsumexp(a32, b=2.0).dtype == np.float64
+    assert sp.logsumexp(a32, b=[2.0, 2.0]).dtype == impl.logsumexp(a32, b=[2.0, 2.0]).dtype
 
 
 def test_the_numpy_fast_path_gives_the_general_paths_bits():

@@ -194,8 +194,16 @@ def test_logsumexp_shapes_follow_scipy():
     np.testing.assert_allclose(got, want, rtol=1e-14)
     assert np.array_equal(sgn, wsgn)
     assert np.array_equal(logsumexp(np.zeros((2, 0)), axis=1), [-np.inf, -np.inf])
-    with pytest.raises(ValueError, match="broadcast"):
+    with pytest.raises(ValueError, match=r"a of shape \(2, 3, 4\) and b of shape \(5,\) do not"):
         logsumexp(x, axis=1, b=np.ones(5))
+    # a and b broadcast together, as SciPy's do, and axis counts the broadcast axes
+    a, b = np.zeros((4, 1, 2, 1)), np.arange(1.0, 16.0).reshape(3, 1, 5)
+    for axis in (None, 1, (0, 3)):
+        got, sgn = logsumexp(a, axis=axis, b=b, return_sign=True)
+        want, wsgn = sp.logsumexp(a, axis=axis, b=b, return_sign=True)
+        assert np.shape(got) == np.shape(want), axis
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+        assert np.array_equal(sgn, wsgn)
 
 
 def test_logsumexp_weights_set_the_format_with_a():
