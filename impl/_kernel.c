@@ -33,7 +33,8 @@
  *   rounding.h     correct rounding of float32 rows: the fast path's bound, the
  *                  rounding test, the slow path (accurate double-double)
  *   passes.h       portable row passes: maxima, sums, writes, rows_f32/rows_f64
- *   passes_avx2.h  their AVX2 variants
+ *   passes_avx2.h  their AVX2 variants; it and passes_avx512.h each include
+ *     lanes_dd.h   the double-double steps lane by lane, written once for any width
  *   passes_avx512.h  the float32 passes' AVX-512 variants, and use_path(), which
  *                  picks the path (the widest the CPU runs, or LOG_SOFTMAX_KERNELS)
  *   threads.h      the thread pool: blocks of rows, or segments of one long row

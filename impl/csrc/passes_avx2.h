@@ -17,35 +17,31 @@ v_set(double v)
     return _mm256_set1_pd(v);
 }
 
-/* 2^K for integral K in [-1022, 1023] held in a double */
-AVX2 static inline __m256d
-v_pow2(__m256d Kf)
-{
-    __m256d biased = _mm256_add_pd(Kf, v_set(SHIFTER + 1023.0));
-    __m256i e = _mm256_sub_epi64(_mm256_castpd_si256(biased), _mm256_castpd_si256(v_set(SHIFTER)));
-    return _mm256_castsi256_pd(_mm256_slli_epi64(e, 52));
-}
-
-/* x - m = hi + *lo exactly, lane by lane (TwoSum; nm = -m) */
-AVX2 static inline __m256d
-v_two_diff(__m256d x, __m256d m, __m256d nm, __m256d *lo)
-{
-    __m256d hi = _mm256_sub_pd(x, m);
-    __m256d bb = _mm256_sub_pd(hi, x);
-    *lo = _mm256_add_pd(_mm256_sub_pd(x, _mm256_sub_pd(hi, bb)), _mm256_sub_pd(nm, bb));
-    return hi;
-}
-
-/* acc_dd, lane by lane */
-AVX2 static inline void
-v_acc_dd(__m256d *AH, __m256d *AL, __m256d eh, __m256d el)
-{
-    __m256d s = _mm256_add_pd(*AH, eh);
-    __m256d sb = _mm256_sub_pd(s, *AH);
-    __m256d err = _mm256_add_pd(_mm256_sub_pd(*AH, _mm256_sub_pd(s, sb)), _mm256_sub_pd(eh, sb));
-    *AH = s;
-    *AL = _mm256_add_pd(*AL, _mm256_add_pd(err, el));
-}
+/* lanes_dd.h's steps on four lanes: the v_ functions */
+#define LN(f) v_##f
+#define LATTR AVX2
+#define LV __m256d
+#define LVI __m256i
+#define LSET(v) v_set(v)
+#define LZERO() _mm256_setzero_pd()
+#define LADD _mm256_add_pd
+#define LSUB _mm256_sub_pd
+#define LMUL _mm256_mul_pd
+#define LDIV _mm256_div_pd
+#define LFMADD _mm256_fmadd_pd
+#define LFMSUB _mm256_fmsub_pd
+#define LFNMADD _mm256_fnmadd_pd
+#define LFLOOR _mm256_floor_pd
+#define LCASTI _mm256_castpd_si256
+#define LCASTD _mm256_castsi256_pd
+#define LSUB64 _mm256_sub_epi64
+#define LAND64 _mm256_and_si256
+#define LSRL64 _mm256_srli_epi64
+#define LSLL64 _mm256_slli_epi64
+#define LSET64 _mm256_set1_epi64x
+#define LLOOKUP(tab, j) _mm256_i64gather_pd(tab, j, 8)
+#define LSELECT_LT(x, c, a, b) _mm256_blendv_pd(a, b, _mm256_cmp_pd(x, c, _CMP_LT_OQ))
+#include "lanes_dd.h"
 
 /* exp_dd_parts on four lanes in two steps: the reduction (rh + rl, Kf = floor(k / 64)
  * and the table index j), then the rest from the table entries th + tl; hi + lo,
@@ -279,16 +275,6 @@ write_f32_avx2(const float *x, void *out, int out_kind, Py_ssize_t n, float m, l
         }
     }
     return unsure;
-}
-
-/* two_sum, lane by lane */
-AVX2 static inline __m256d
-v_two_sum(__m256d a, __m256d b, __m256d *lo)
-{
-    __m256d s = _mm256_add_pd(a, b);
-    __m256d bb = _mm256_sub_pd(s, a);
-    *lo = _mm256_add_pd(_mm256_sub_pd(a, _mm256_sub_pd(s, bb)), _mm256_sub_pd(b, bb));
-    return s;
 }
 
 /* write_f64 on the AVX2 path, with non-temporal stores (stream) or not, four entries
@@ -653,79 +639,6 @@ avx2_available(void)
 }
 
 /* ---- the slow path's sums, four lanes (rounding.h's exact_sum_*) ---- */
-
-AVX2 static inline __m256d
-v_fast_two_sum(__m256d a, __m256d b, __m256d *lo)
-{
-    __m256d s = _mm256_add_pd(a, b);
-    *lo = _mm256_sub_pd(b, _mm256_sub_pd(s, a));
-    return s;
-}
-
-/* dd_add, lane by lane */
-AVX2 static inline __m256d
-v_dd_add(__m256d ah, __m256d al, __m256d bh, __m256d bl, __m256d *lo)
-{
-    __m256d se, s = v_two_sum(ah, bh, &se);
-    __m256d te, t = v_two_sum(al, bl, &te);
-    se = _mm256_add_pd(se, t);
-    s = v_fast_two_sum(s, se, &se);
-    se = _mm256_add_pd(se, te);
-    return v_fast_two_sum(s, se, lo);
-}
-
-/* dd_mul, lane by lane */
-AVX2 static inline __m256d
-v_dd_mul(__m256d ah, __m256d al, __m256d bh, __m256d bl, __m256d *lo)
-{
-    __m256d p = _mm256_mul_pd(ah, bh);
-    __m256d e = _mm256_fmsub_pd(ah, bh, p);
-    e = _mm256_add_pd(e, _mm256_add_pd(_mm256_mul_pd(ah, bl), _mm256_mul_pd(al, bh)));
-    return v_fast_two_sum(p, e, lo);
-}
-
-/* exp_term of rounding.h's slow path (term_dd2): exp(dh + dl) by exp_dd2's steps,
- * lane by lane, scaled by 2^K exactly while normal (two factors below 2^-1020); the
- * caller zeroes the lanes to drop. dh in [-746, 0]. */
-AVX2 static inline __m256d
-v_exp_dd2_scaled(__m256d dh, __m256d dl, __m256d *lo)
-{
-    __m256d ks = _mm256_fmadd_pd(dh, v_set(INV_D), v_set(SHIFTER));
-    __m256d kf = _mm256_sub_pd(ks, v_set(SHIFTER));
-    __m256i k = _mm256_sub_epi64(_mm256_castpd_si256(ks), _mm256_castpd_si256(v_set(SHIFTER)));
-    __m256d Kf = _mm256_floor_pd(_mm256_mul_pd(kf, v_set(0x1p-12)));
-    __m256i j = _mm256_and_si256(_mm256_srli_epi64(k, 6), _mm256_set1_epi64x(63));
-    __m256i i = _mm256_and_si256(k, _mm256_set1_epi64x(63));
-    __m256d r1 = _mm256_fnmadd_pd(kf, v_set(D1), dh); /* exact */
-    __m256d p2 = _mm256_mul_pd(kf, v_set(D2));
-    __m256d p2l = _mm256_fmsub_pd(kf, v_set(D2), p2);
-    __m256d rl, rh = v_two_sum(r1, _mm256_sub_pd(_mm256_setzero_pd(), p2), &rl);
-    rl = _mm256_add_pd(rl, _mm256_sub_pd(_mm256_sub_pd(dl, p2l), _mm256_mul_pd(kf, v_set(D3))));
-    rh = v_fast_two_sum(rh, rl, &rl);
-    __m256d sq = _mm256_mul_pd(rh, rh);
-    __m256d sql = _mm256_add_pd(_mm256_fmsub_pd(rh, rh, sq),
-                                _mm256_mul_pd(v_set(2.0), _mm256_mul_pd(rh, rl)));
-    /* c = r^3/6 (1 + r/4 (1 + r/5 (1 + r/6))), in exp_dd2's order */
-    __m256d c = _mm256_add_pd(v_set(1.0), _mm256_div_pd(rh, v_set(6.0)));
-    c = _mm256_add_pd(v_set(1.0), _mm256_mul_pd(_mm256_mul_pd(rh, v_set(0.2)), c));
-    c = _mm256_add_pd(v_set(1.0), _mm256_mul_pd(_mm256_mul_pd(rh, v_set(0.25)), c));
-    c = _mm256_mul_pd(rh, c);
-    c = _mm256_mul_pd(_mm256_mul_pd(c, sq), v_set(1.0 / 6.0));
-    __m256d ql, qh = v_dd_add(_mm256_mul_pd(sq, v_set(0.5)), _mm256_mul_pd(sql, v_set(0.5)), c,
-                              _mm256_setzero_pd(), &ql);
-    __m256d eml, emh = v_dd_add(rh, rl, qh, ql, &eml);
-    __m256d th = _mm256_i64gather_pd(TAB_HI, j, 8), tl = _mm256_i64gather_pd(TAB_LO, j, 8);
-    __m256d uh = _mm256_i64gather_pd(TAB2_HI, i, 8), ul = _mm256_i64gather_pd(TAB2_LO, i, 8);
-    __m256d Pl, Ph = v_dd_mul(th, tl, uh, ul, &Pl);
-    __m256d Ql, Qh = v_dd_mul(Ph, Pl, emh, eml, &Ql);
-    __m256d el, eh = v_dd_add(Ph, Pl, Qh, Ql, &el);
-    /* 2^K, or 2^(K + 600) and 2^-600 below K = -1020 */
-    __m256d low = _mm256_cmp_pd(Kf, v_set(-1020.0), _CMP_LT_OQ);
-    __m256d s1 = v_pow2(_mm256_blendv_pd(Kf, _mm256_add_pd(Kf, v_set(600.0)), low));
-    __m256d s2 = _mm256_blendv_pd(v_set(1.0), v_set(0x1p-600), low);
-    *lo = _mm256_mul_pd(_mm256_mul_pd(el, s1), s2);
-    return _mm256_mul_pd(_mm256_mul_pd(eh, s1), s2);
-}
 
 /* The terms of four entries (as doubles) below m, and the lanes of the sum; the same
  * operations as term_dd2 lane by lane */

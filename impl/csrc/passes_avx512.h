@@ -366,36 +366,49 @@ write_f32_avx512(const float *x, void *out, int out_kind, Py_ssize_t n, float m,
 
 /* ---- float64 ---- */
 
-/* x - m = hi + *lo exactly, lane by lane (TwoSum; nm = -m) */
+/* tab[j] for j in [0, 64), from registers: four two-register permutes (j's bits 0 to
+ * 3), then j's bits 4 and 5 pick among them. Not gathers: as fast on AMD Zen 4 (1.75 to
+ * 2.1 ns an entry either way, this loop), and gathers are microcoded slowly on Intel
+ * CPUs with the Gather Data Sampling mitigation. */
 AVX512 static inline __m512d
-z_two_diff(__m512d x, __m512d m, __m512d nm, __m512d *lo)
+z_lookup64(const double *tab, __m512i j)
 {
-    __m512d hi = _mm512_sub_pd(x, m);
-    __m512d bb = _mm512_sub_pd(hi, x);
-    *lo = _mm512_add_pd(_mm512_sub_pd(x, _mm512_sub_pd(hi, bb)), _mm512_sub_pd(nm, bb));
-    return hi;
+    __m512d p[4];
+    for (int g = 0; g < 4; g++) {
+        p[g] = _mm512_permutex2var_pd(_mm512_loadu_pd(tab + 16 * g), j,
+                                      _mm512_loadu_pd(tab + 16 * g + 8));
+    }
+    __mmask8 b4 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(16));
+    __mmask8 b5 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(32));
+    return _mm512_mask_blend_pd(b5, _mm512_mask_blend_pd(b4, p[0], p[1]),
+                                _mm512_mask_blend_pd(b4, p[2], p[3]));
 }
 
-/* two_sum, lane by lane */
-AVX512 static inline __m512d
-z_two_sum(__m512d a, __m512d b, __m512d *lo)
-{
-    __m512d s = _mm512_add_pd(a, b);
-    __m512d bb = _mm512_sub_pd(s, a);
-    *lo = _mm512_add_pd(_mm512_sub_pd(a, _mm512_sub_pd(s, bb)), _mm512_sub_pd(b, bb));
-    return s;
-}
-
-/* acc_dd, lane by lane */
-AVX512 static inline void
-z_acc_dd(__m512d *AH, __m512d *AL, __m512d eh, __m512d el)
-{
-    __m512d s = _mm512_add_pd(*AH, eh);
-    __m512d sb = _mm512_sub_pd(s, *AH);
-    __m512d err = _mm512_add_pd(_mm512_sub_pd(*AH, _mm512_sub_pd(s, sb)), _mm512_sub_pd(eh, sb));
-    *AH = s;
-    *AL = _mm512_add_pd(*AL, _mm512_add_pd(err, el));
-}
+/* lanes_dd.h's steps on eight lanes: the z_ functions */
+#define LN(f) z_##f
+#define LATTR AVX512
+#define LV __m512d
+#define LVI __m512i
+#define LSET(v) z_set(v)
+#define LZERO() _mm512_setzero_pd()
+#define LADD _mm512_add_pd
+#define LSUB _mm512_sub_pd
+#define LMUL _mm512_mul_pd
+#define LDIV _mm512_div_pd
+#define LFMADD _mm512_fmadd_pd
+#define LFMSUB _mm512_fmsub_pd
+#define LFNMADD _mm512_fnmadd_pd
+#define LFLOOR(x) _mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+#define LCASTI _mm512_castpd_si512
+#define LCASTD _mm512_castsi512_pd
+#define LSUB64 _mm512_sub_epi64
+#define LAND64 _mm512_and_si512
+#define LSRL64 _mm512_srli_epi64
+#define LSLL64 _mm512_slli_epi64
+#define LSET64 _mm512_set1_epi64
+#define LLOOKUP(tab, j) z_lookup64(tab, j)
+#define LSELECT_LT(x, c, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, c, _CMP_LT_OQ), a, b)
+#include "lanes_dd.h"
 
 /* partial_f64_avx2_c0's block on eight lanes: the first pass reduces the arguments
  * (v_exp_reduce's operations), the second finishes the exponentials (v_exp_finish's,
@@ -431,24 +444,6 @@ z_reduce_c0(const double *x, __m512d M, __m512d NM, z_block *B, int b, __mmask8 
     _mm512_store_pd(B->kf + b, Kf);
     _mm512_store_si512((void *)(B->j + b), _mm512_and_si512(k, _mm512_set1_epi64(63)));
     B->keep[b / 8] = keep;
-}
-
-/* tab[j] for j in [0, 64), from registers: four two-register permutes (j's bits 0 to
- * 3), then j's bits 4 and 5 pick among them. Not gathers: as fast on AMD Zen 4 (1.75 to
- * 2.1 ns an entry either way, this loop), and gathers are microcoded slowly on Intel
- * CPUs with the Gather Data Sampling mitigation. */
-AVX512 static inline __m512d
-z_lookup64(const double *tab, __m512i j)
-{
-    __m512d p[4];
-    for (int g = 0; g < 4; g++) {
-        p[g] = _mm512_permutex2var_pd(_mm512_loadu_pd(tab + 16 * g), j,
-                                      _mm512_loadu_pd(tab + 16 * g + 8));
-    }
-    __mmask8 b4 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(16));
-    __mmask8 b5 = _mm512_test_epi64_mask(j, _mm512_set1_epi64(32));
-    return _mm512_mask_blend_pd(b5, _mm512_mask_blend_pd(b4, p[0], p[1]),
-                                _mm512_mask_blend_pd(b4, p[2], p[3]));
 }
 
 AVX512 static inline void
@@ -526,85 +521,6 @@ partial_f64_avx512(const double *x, Py_ssize_t n, double m, double c, dd *sum, P
 
 /* ---- the slow path's sums (rounding.h's exact_sum_*): exp_dd2's terms on eight
  * lanes, accumulated in the AVX2 path's four lanes in its order, so the same sums ---- */
-
-AVX512 static inline __m512d
-z_fast_two_sum(__m512d a, __m512d b, __m512d *lo)
-{
-    __m512d s = _mm512_add_pd(a, b);
-    *lo = _mm512_sub_pd(b, _mm512_sub_pd(s, a));
-    return s;
-}
-
-/* dd_add and dd_mul, lane by lane (v_dd_add's and v_dd_mul's operations) */
-AVX512 static inline __m512d
-z_dd_add(__m512d ah, __m512d al, __m512d bh, __m512d bl, __m512d *lo)
-{
-    __m512d se, s = z_two_sum(ah, bh, &se);
-    __m512d te, t = z_two_sum(al, bl, &te);
-    se = _mm512_add_pd(se, t);
-    s = z_fast_two_sum(s, se, &se);
-    se = _mm512_add_pd(se, te);
-    return z_fast_two_sum(s, se, lo);
-}
-
-AVX512 static inline __m512d
-z_dd_mul(__m512d ah, __m512d al, __m512d bh, __m512d bl, __m512d *lo)
-{
-    __m512d p = _mm512_mul_pd(ah, bh);
-    __m512d e = _mm512_fmsub_pd(ah, bh, p);
-    e = _mm512_add_pd(e, _mm512_add_pd(_mm512_mul_pd(ah, bl), _mm512_mul_pd(al, bh)));
-    return z_fast_two_sum(p, e, lo);
-}
-
-/* v_pow2 on eight lanes: 2^Kf for integral Kf in the normal range */
-AVX512 static inline __m512d
-z_pow2(__m512d Kf)
-{
-    __m512d biased = _mm512_add_pd(Kf, z_set(SHIFTER + 1023.0));
-    __m512i e = _mm512_sub_epi64(_mm512_castpd_si512(biased), _mm512_castpd_si512(z_set(SHIFTER)));
-    return _mm512_castsi512_pd(_mm512_slli_epi64(e, 52));
-}
-
-/* v_exp_dd2_scaled on eight lanes, the same operations; the table entries from
- * registers (z_lookup64), the same values as the AVX2 path's gathers */
-AVX512 static inline __m512d
-z_exp_dd2_scaled(__m512d dh, __m512d dl, __m512d *lo)
-{
-    __m512d ks = _mm512_fmadd_pd(dh, z_set(INV_D), z_set(SHIFTER));
-    __m512d kf = _mm512_sub_pd(ks, z_set(SHIFTER));
-    __m512i k = _mm512_sub_epi64(_mm512_castpd_si512(ks), _mm512_castpd_si512(z_set(SHIFTER)));
-    __m512d Kf = _mm512_roundscale_pd(_mm512_mul_pd(kf, z_set(0x1p-12)),
-                                      _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    __m512i j = _mm512_and_si512(_mm512_srli_epi64(k, 6), _mm512_set1_epi64(63));
-    __m512i i = _mm512_and_si512(k, _mm512_set1_epi64(63));
-    __m512d r1 = _mm512_fnmadd_pd(kf, z_set(D1), dh); /* exact */
-    __m512d p2 = _mm512_mul_pd(kf, z_set(D2));
-    __m512d p2l = _mm512_fmsub_pd(kf, z_set(D2), p2);
-    __m512d rl, rh = z_two_sum(r1, _mm512_sub_pd(_mm512_setzero_pd(), p2), &rl);
-    rl = _mm512_add_pd(rl, _mm512_sub_pd(_mm512_sub_pd(dl, p2l), _mm512_mul_pd(kf, z_set(D3))));
-    rh = z_fast_two_sum(rh, rl, &rl);
-    __m512d sq = _mm512_mul_pd(rh, rh);
-    __m512d sql = _mm512_add_pd(_mm512_fmsub_pd(rh, rh, sq),
-                                _mm512_mul_pd(z_set(2.0), _mm512_mul_pd(rh, rl)));
-    __m512d c = _mm512_add_pd(z_set(1.0), _mm512_div_pd(rh, z_set(6.0)));
-    c = _mm512_add_pd(z_set(1.0), _mm512_mul_pd(_mm512_mul_pd(rh, z_set(0.2)), c));
-    c = _mm512_add_pd(z_set(1.0), _mm512_mul_pd(_mm512_mul_pd(rh, z_set(0.25)), c));
-    c = _mm512_mul_pd(rh, c);
-    c = _mm512_mul_pd(_mm512_mul_pd(c, sq), z_set(1.0 / 6.0));
-    __m512d ql, qh = z_dd_add(_mm512_mul_pd(sq, z_set(0.5)), _mm512_mul_pd(sql, z_set(0.5)), c,
-                              _mm512_setzero_pd(), &ql);
-    __m512d eml, emh = z_dd_add(rh, rl, qh, ql, &eml);
-    __m512d th = z_lookup64(TAB_HI, j), tl = z_lookup64(TAB_LO, j);
-    __m512d uh = z_lookup64(TAB2_HI, i), ul = z_lookup64(TAB2_LO, i);
-    __m512d Pl, Ph = z_dd_mul(th, tl, uh, ul, &Pl);
-    __m512d Ql, Qh = z_dd_mul(Ph, Pl, emh, eml, &Ql);
-    __m512d el, eh = z_dd_add(Ph, Pl, Qh, Ql, &el);
-    __mmask8 low = _mm512_cmp_pd_mask(Kf, z_set(-1020.0), _CMP_LT_OQ);
-    __m512d s1 = z_pow2(_mm512_mask_blend_pd(low, Kf, _mm512_add_pd(Kf, z_set(600.0))));
-    __m512d s2 = _mm512_mask_blend_pd(low, z_set(1.0), z_set(0x1p-600));
-    *lo = _mm512_mul_pd(_mm512_mul_pd(el, s1), s2);
-    return _mm512_mul_pd(_mm512_mul_pd(eh, s1), s2);
-}
 
 /* v_exact_step for eight entries: their terms on eight lanes, then the first four
  * and the last four added to the four lanes of the sum, as two AVX2 steps would */
