@@ -163,21 +163,15 @@ def _operands(a: Any, b: Any) -> tuple[Any, Any, Any]:
 
 
 def _broadcast_shape(sa: tuple[Any, ...], sb: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The shape a and b broadcast to (the array API's rules); ValueError naming both
-    where they do not."""
-    out = []
-    for i in range(1, max(len(sa), len(sb)) + 1):
-        da = sa[-i] if i <= len(sa) else 1
-        db = sb[-i] if i <= len(sb) else 1
-        if da == db or db == 1:
-            out.append(da)
-        elif da == 1:
-            out.append(db)
-        else:
-            raise ValueError(
-                f"a of shape {tuple(sa)} and b of shape {tuple(sb)} do not broadcast together"
-            )
-    return tuple(reversed(out))
+    """The shape a and b broadcast to; ValueError naming both where they do not."""
+    import numpy as np
+
+    try:
+        return tuple(np.broadcast_shapes(tuple(sa), tuple(sb)))
+    except ValueError:
+        raise ValueError(
+            f"a of shape {tuple(sa)} and b of shape {tuple(sb)} do not broadcast together"
+        ) from None
 
 
 def _promoted(xp: Any, a: Any, b: Any) -> Any:

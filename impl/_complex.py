@@ -27,8 +27,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import array_api_compat as compat
-
 from ._delegation import _wide_dtype
 
 __all__ = ["complex_logsumexp", "is_complex"]
@@ -60,7 +58,8 @@ def _complex(xp: Any, a: Any, b: Any, axes: tuple[int, ...], return_sign: bool) 
         b = None if b is None else xp.reshape(b, a.shape)
         axes = (a.ndim - 1,)
     out_dtype = a.dtype
-    wide = xp.complex128 if _wide_dtype(xp, xp.real(a)) == xp.float64 else xp.complex64
+    real_dtype = xp.float32 if out_dtype == xp.complex64 else xp.float64
+    wide = xp.complex128 if _wide_dtype(xp, a) == xp.float64 else xp.complex64
     a = xp.astype(a, wide)
     if b is not None:
         b = xp.astype(b, wide)
@@ -69,9 +68,9 @@ def _complex(xp: Any, a: Any, b: Any, axes: tuple[int, ...], return_sign: bool) 
     m = xp.max(real, axis=axes, keepdims=True)
     finite = xp.isfinite(m)
     m = xp.where(finite, m, xp.zeros_like(m))  # the unshifted formula where m is not finite
-    terms = xp.exp(a - xp.astype(m, wide))
+    mw = xp.astype(m, wide)
+    terms = xp.exp(a - mw)
     s = xp.sum(terms if b is None else b * terms, axis=axes, keepdims=True)
-    real_dtype = xp.real(xp.zeros(1, dtype=out_dtype, device=compat.device(a))).dtype
     if return_sign:
         r = xp.abs(s)
         value = xp.where(finite, xp.log(r) + m, xp.log(r))
@@ -81,7 +80,7 @@ def _complex(xp: Any, a: Any, b: Any, axes: tuple[int, ...], return_sign: bool) 
             xp.reshape(xp.astype(phase, out_dtype), shape),
         )
     log_s = xp.log(s)
-    value = xp.where(finite, log_s + xp.astype(m, wide), log_s)
+    value = xp.where(finite, log_s + mw, log_s)
     # the principal argument in (-pi, pi]: log's -pi (S on the negative real axis, its
     # imaginary part -0) is pi, as SciPy wraps it
     on_cut = xp.imag(value) == -math.pi
